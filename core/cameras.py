@@ -1,0 +1,89 @@
+"""The one camera convention of this project, and the conversion into it.
+
+Convention (OpenCV, "RDF"): in camera space +X points right, +Y points **down**, and the camera looks
+along **+Z**. Poses are 4x4 camera-to-world matrices ``c2w`` (float32, rigid: orthonormal rotation with
+determinant +1, last row ``0 0 0 1``). Intrinsics are 3x3 pinhole matrices ``K`` in pixels,
+
+    K = [[fx, 0, cx], [0, fy, cy], [0, 0, 1]],
+
+with pixel ``(u, v)`` covering ``[u, u+1) x [v, v+1)``, so the centre of the top-left pixel is
+``(0.5, 0.5)``. The world frame is whatever the scene's own camera files use (for the NeRF synthetic
+scenes, +Z up).
+
+Blender / NeRF-synthetic / nerfstudio / instant-ngp files store OpenGL-style poses (+Y up, looking
+along -Z). They are converted once, at load time, by :func:`opengl_to_opencv`. No other module flips
+axes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+CAMERA_CONVENTION = "opencv"
+
+_GL_TO_CV = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0]))
+
+
+def opengl_to_opencv(c2w: Tensor) -> Tensor:
+    """Convert OpenGL camera-to-world poses into this project's OpenCV convention.
+
+    Args:
+        c2w: ``[..., 4, 4]`` poses whose camera looks along -Z with +Y up.
+
+    Returns:
+        ``[..., 4, 4]`` poses whose camera looks along +Z with +Y down (same centres).
+    """
+    return c2w @ _GL_TO_CV.to(c2w)
+
+
+def intrinsics_matrix(fx: float, fy: float, cx: float, cy: float) -> Tensor:
+    """Build a ``[3, 3]`` float32 pinhole matrix from focal lengths and principal point (pixels)."""
+    return torch.tensor([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]], dtype=torch.float32)
+
+
+def focal_from_fov(fov_x: float, width: int) -> float:
+    """Focal length in pixels from the horizontal field of view ``fov_x`` (radians)."""
+    return 0.5 * width / math.tan(0.5 * fov_x)
+
+
+def scale_intrinsics(K: Tensor, scale: float) -> Tensor:
+    """Intrinsics of the same camera with the image resized by ``scale`` (``[..., 3, 3]``)."""
+    out = K.clone()
+    out[..., :2, :] *= scale
+    return out
+
+
+def rigidity_error(c2w: Tensor) -> float:
+    """Largest deviation of a ``[4, 4]`` pose from a rigid transform (0 for a perfect one)."""
+    R = c2w[:3, :3].double()
+    eye = torch.eye(3, dtype=torch.float64)
+    ortho = (R.T @ R - eye).abs().max().item()
+    det = abs(torch.linalg.det(R).item() - 1.0)
+    bottom = (c2w[3].double() - torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=torch.float64)).abs().max().item()
+    return max(ortho, det, bottom)
+
+
+def look_at(eye: Tensor, target: Tensor, up: Tensor) -> Tensor:
+    """Camera-to-world poses (OpenCV convention) of cameras at ``eye`` looking at ``target``.
+
+    Args:
+        eye: ``[C, 3]`` camera centres.
+        target: ``[C, 3]`` or ``[3]`` points looked at.
+        up: ``[3]`` world up direction (the image's "up" is as close to it as possible).
+
+    Returns:
+        ``[C, 4, 4]`` float32 poses.
+    """
+    eye = eye.float()
+    forward = torch.nn.functional.normalize(target.float().expand_as(eye) - eye, dim=-1)
+    right = torch.nn.functional.normalize(torch.cross(forward, -up.float().expand_as(eye), dim=-1), dim=-1)
+    down = torch.cross(forward, right, dim=-1)
+    c2w = torch.eye(4).repeat(eye.shape[0], 1, 1)
+    c2w[:, :3, 0] = right
+    c2w[:, :3, 1] = down
+    c2w[:, :3, 2] = forward
+    c2w[:, :3, 3] = eye
+    return c2w

@@ -1,0 +1,348 @@
+"""Scene loading: Blender / NeRF-synthetic and nerfstudio / instant-ngp ``transforms.json``.
+
+Every pose is converted once into the OpenCV convention of :mod:`core.cameras`. Images are kept as
+straight-alpha RGBA float32 in ``[0, 1]`` (alpha is 1 for RGB files) so a stage can composite them
+onto any background (:meth:`SceneSplit.rgb`).
+
+Layouts understood:
+
+* Blender / NeRF synthetic: ``transforms_{train,val,test}.json`` with a global ``camera_angle_x``.
+* nerfstudio / instant-ngp: one ``transforms.json``; intrinsics as ``camera_angle_x`` (optionally
+  ``camera_angle_y``) or ``fl_x fl_y cx cy w h``, globally or per frame. Splits come from
+  ``train_filenames``/``test_filenames``/``val_filenames`` if present, else every 8th frame is held
+  out for test and val.
+
+``file_path`` is relative to the JSON file, with or without extension.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+from core.cameras import CAMERA_CONVENTION, focal_from_fov, intrinsics_matrix, opengl_to_opencv, rigidity_error
+from core.errors import SceneError
+
+DEMO_SCENE = Path(__file__).resolve().parent / "data" / "mic_100"
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG", ".exr")
+SPLITS = ("train", "val", "test")
+HOLDOUT_EVERY = 8
+RIGIDITY_TOLERANCE = 1e-2
+
+
+@dataclass
+class SceneConfig:
+    """Which scene to load and how.
+
+    Attributes:
+        path: scene folder; ``None`` means the embedded demo scene.
+        name: short name for run folders; ``None`` takes the folder name.
+        downscale: integer factor by which images are reduced (area average on premultiplied alpha).
+        background: RGB in ``[0, 1]`` that evaluation composites RGBA images onto.
+        aabb: scene box ``[xmin, ymin, zmin, xmax, ymax, zmax]``; ``None`` derives it from the cameras.
+        near: ray start distance; ``None`` derives it from the cameras and the box.
+        far: ray end distance; ``None`` derives it from the cameras and the box.
+        max_views: cap on the views loaded per split (``None`` = all); for quick tests only.
+    """
+
+    path: str | None = None
+    name: str | None = None
+    downscale: int = 1
+    background: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
+    aabb: list[float] | None = None
+    near: float | None = None
+    far: float | None = None
+    max_views: int | None = None
+
+
+@dataclass
+class SceneSplit:
+    """The views of one split.
+
+    Attributes:
+        images: ``[C, H, W, 4]`` straight-alpha RGBA float32 in ``[0, 1]``.
+        c2w: ``[C, 4, 4]`` poses (OpenCV convention).
+        K: ``[C, 3, 3]`` intrinsics in pixels.
+        files: image file of each view.
+    """
+
+    images: Tensor
+    c2w: Tensor
+    K: Tensor
+    files: list[str]
+
+    @property
+    def n_views(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        return int(self.images.shape[1]), int(self.images.shape[2])
+
+    def rgb(self, background: Tensor | list[float]) -> Tensor:
+        """``[C, H, W, 3]`` colors composited onto ``background`` (``[3]``)."""
+        bg = torch.as_tensor(background, dtype=torch.float32)
+        alpha = self.images[..., 3:]
+        return self.images[..., :3] * alpha + bg * (1.0 - alpha)
+
+
+@dataclass
+class Scene:
+    """A loaded scene: its splits, its box and its ray range (all in the scene's world frame)."""
+
+    name: str
+    root: Path
+    splits: dict[str, SceneSplit]
+    aabb: Tensor  # [6]
+    near: float
+    far: float
+    background: list[float]
+    convention: str = CAMERA_CONVENTION
+
+    def split(self, name: str) -> SceneSplit:
+        if name not in self.splits:
+            raise SceneError(f"{self.root}: scene has no '{name}' split")
+        return self.splits[name]
+
+
+def load_scene(cfg: SceneConfig | None = None, splits: tuple[str, ...] = SPLITS) -> Scene:
+    """Load a scene folder (or the embedded demo scene) into the OpenCV convention.
+
+    Raises:
+        SceneError: naming the file and the problem, for any unusable input.
+    """
+    cfg = cfg or SceneConfig()
+    root = Path(cfg.path).expanduser() if cfg.path else DEMO_SCENE
+    if not root.is_dir():
+        raise SceneError(f"{root}: scene folder not found")
+    if cfg.downscale < 1:
+        raise SceneError(f"{root}: downscale must be a positive integer, got {cfg.downscale}")
+    frames_by_split = _read_frames(root, splits)
+    loaded = {
+        name: _load_split(root, json_path, meta, frames, cfg.downscale, cfg.max_views)
+        for name, (json_path, meta, frames) in frames_by_split.items()
+    }
+    train = loaded.get("train") or next(iter(loaded.values()))
+    aabb, near, far = _scene_bounds(train.c2w, cfg)
+    return Scene(
+        name=cfg.name or root.name,
+        root=root,
+        splits=loaded,
+        aabb=aabb,
+        near=near,
+        far=far,
+        background=list(cfg.background),
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(path.read_text())
+    except OSError as exc:
+        raise SceneError(f"{path}: cannot read camera file ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise SceneError(f"{path}: malformed JSON (line {exc.lineno}: {exc.msg})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("frames"), list):
+        raise SceneError(f"{path}: camera file has no 'frames' list")
+    return meta
+
+
+def _read_frames(root: Path, splits: tuple[str, ...]) -> dict[str, tuple[Path, dict, list]]:
+    """Map each split to ``(json file, its top-level dict, its frames)``."""
+    out: dict[str, tuple[Path, dict, list]] = {}
+    if any((root / f"transforms_{s}.json").exists() for s in SPLITS):
+        for s in splits:
+            path = root / f"transforms_{s}.json"
+            if not path.exists():
+                if s == "val":
+                    continue
+                raise SceneError(f"{path}: camera file not found")
+            meta = _read_json(path)
+            out[s] = (path, meta, meta["frames"])
+    else:
+        path = root / "transforms.json"
+        if not path.exists():
+            raise SceneError(f"{root}: no transforms.json or transforms_<split>.json found")
+        meta = _read_json(path)
+        for s in splits:
+            out[s] = (path, meta, _select_split(meta, s))
+    for s, (path, _, frames) in out.items():
+        if not frames:
+            raise SceneError(f"{path}: the '{s}' split is empty")
+    return out
+
+
+def _select_split(meta: dict[str, Any], split: str) -> list[dict[str, Any]]:
+    frames = meta["frames"]
+    listed = meta.get(f"{split}_filenames")
+    if isinstance(listed, list):
+        wanted = {str(Path(p).with_suffix("")) for p in listed}
+        return [f for f in frames if str(Path(str(f.get("file_path", ""))).with_suffix("")) in wanted]
+    if split == "train":
+        return [f for i, f in enumerate(frames) if i % HOLDOUT_EVERY != 0]
+    return [f for i, f in enumerate(frames) if i % HOLDOUT_EVERY == 0]
+
+
+def _resolve_image(json_path: Path, file_path: str) -> Path:
+    base = (json_path.parent / file_path).resolve()
+    if base.suffix and base.is_file():
+        return base
+    for ext in IMAGE_EXTENSIONS:
+        candidate = base.with_name(base.name + ext)
+        if candidate.is_file():
+            return candidate
+    raise SceneError(f"{json_path}: image '{file_path}' not found (looked for {base}[.png|.jpg|...])")
+
+
+def _read_image(path: Path) -> Tensor:
+    """``[H, W, 4]`` straight-alpha float32 RGBA."""
+    try:
+        with Image.open(path) as img:
+            mode = img.mode
+            if mode in ("RGBA", "RGB"):
+                arr = np.asarray(img.convert(mode), dtype=np.float32) / 255.0
+            elif mode in ("I;16", "I;16B", "I"):
+                raise SceneError(f"{path}: unsupported image mode {mode} (16-bit single channel)")
+            else:
+                channels = len(img.getbands())
+                raise SceneError(f"{path}: unsupported channel count {channels} ({mode}); need RGB or RGBA")
+    except (UnidentifiedImageError, OSError) as exc:
+        raise SceneError(f"{path}: cannot decode image ({exc})") from None
+    if arr.shape[-1] == 3:
+        arr = np.concatenate([arr, np.ones_like(arr[..., :1])], axis=-1)
+    return torch.from_numpy(arr)
+
+
+def _frame_intrinsics(json_path: Path, meta: dict, frame: dict, w: int, h: int) -> Tensor:
+    """Intrinsics of one frame at the image's stored size ``w x h``."""
+    def get(key: str) -> Any:
+        return frame.get(key, meta.get(key))
+
+    try:
+        ref_w = float(get("w") or w)
+        ref_h = float(get("h") or h)
+        if get("fl_x") is not None:
+            fx = float(get("fl_x"))
+            fy = float(get("fl_y") if get("fl_y") is not None else fx)
+        elif get("camera_angle_x") is not None:
+            fx = focal_from_fov(float(get("camera_angle_x")), int(ref_w))
+            fy = focal_from_fov(float(get("camera_angle_y")), int(ref_h)) if get("camera_angle_y") else fx
+        else:
+            raise SceneError(f"{json_path}: no intrinsics (need camera_angle_x or fl_x/fl_y)")
+        cx = float(get("cx") if get("cx") is not None else ref_w / 2)
+        cy = float(get("cy") if get("cy") is not None else ref_h / 2)
+    except (TypeError, ValueError):
+        raise SceneError(f"{json_path}: intrinsics are not numbers") from None
+    if not all(math.isfinite(v) and v > 0 for v in (fx, fy, ref_w, ref_h)):
+        raise SceneError(f"{json_path}: intrinsics must be finite and positive")
+    sx, sy = w / ref_w, h / ref_h
+    return intrinsics_matrix(fx * sx, fy * sy, cx * sx, cy * sy)
+
+
+def _frame_pose(json_path: Path, frame: dict, index: int) -> Tensor:
+    try:
+        c2w = torch.tensor(frame["transform_matrix"], dtype=torch.float64)
+    except (KeyError, TypeError, ValueError):
+        raise SceneError(f"{json_path}: frame {index} has no valid 4x4 'transform_matrix'") from None
+    if c2w.shape == (3, 4):
+        c2w = torch.cat([c2w, torch.tensor([[0.0, 0.0, 0.0, 1.0]], dtype=torch.float64)])
+    if c2w.shape != (4, 4):
+        raise SceneError(f"{json_path}: frame {index} transform_matrix has shape {tuple(c2w.shape)}")
+    if not torch.isfinite(c2w).all():
+        raise SceneError(f"{json_path}: frame {index} transform_matrix is not finite")
+    err = rigidity_error(c2w)
+    if err > RIGIDITY_TOLERANCE:
+        raise SceneError(f"{json_path}: frame {index} transform_matrix is not rigid (error {err:.3g})")
+    return opengl_to_opencv(c2w.float())
+
+
+def _downscale(img: Tensor, factor: int) -> Tensor:
+    """Area-average ``[H, W, 4]`` straight-alpha RGBA by ``factor`` on premultiplied alpha."""
+    pre = torch.cat([img[..., :3] * img[..., 3:], img[..., 3:]], dim=-1).permute(2, 0, 1)[None]
+    pooled = F.avg_pool2d(pre, factor)[0].permute(1, 2, 0)
+    alpha = pooled[..., 3:]
+    rgb = torch.where(alpha > 0, pooled[..., :3] / alpha.clamp_min(1e-8), torch.zeros_like(pooled[..., :3]))
+    return torch.cat([rgb, alpha], dim=-1)
+
+
+def _load_split(root: Path, json_path: Path, meta: dict, frames: list, downscale: int,
+                max_views: int | None) -> SceneSplit:
+    frames = frames[:max_views] if max_views else frames
+    images, poses, Ks, files = [], [], [], []
+    size: tuple[int, int] | None = None
+    for i, frame in enumerate(frames):
+        if not isinstance(frame, dict) or "file_path" not in frame:
+            raise SceneError(f"{json_path}: frame {i} has no 'file_path'")
+        img_path = _resolve_image(json_path, str(frame["file_path"]))
+        img = _read_image(img_path)
+        h, w = img.shape[:2]
+        if size is None:
+            size = (h, w)
+        elif (h, w) != size:
+            raise SceneError(f"{img_path}: image is {w}x{h}, but earlier images of this split are "
+                             f"{size[1]}x{size[0]}")
+        K = _frame_intrinsics(json_path, meta, frame, w, h)
+        if downscale > 1:
+            if h % downscale or w % downscale:
+                raise SceneError(f"{img_path}: size {w}x{h} is not divisible by downscale {downscale}")
+            img = _downscale(img, downscale)
+            K = K.clone()
+            K[:2] /= downscale
+        images.append(img)
+        poses.append(_frame_pose(json_path, frame, i))
+        Ks.append(K)
+        files.append(str(img_path))
+    return SceneSplit(images=torch.stack(images), c2w=torch.stack(poses), K=torch.stack(Ks), files=files)
+
+
+def scene_center(c2w: Tensor) -> Tensor:
+    """Least-squares point closest to all optical axes of ``[C, 4, 4]`` cameras (``[3]``).
+
+    Falls back to the mean camera centre when the axes are (nearly) parallel.
+    """
+    origins = c2w[:, :3, 3].double()
+    dirs = torch.nn.functional.normalize(c2w[:, :3, 2].double(), dim=-1)
+    proj = torch.eye(3, dtype=torch.float64) - dirs[:, :, None] * dirs[:, None, :]  # [C, 3, 3]
+    A = proj.sum(0)
+    b = (proj @ origins[:, :, None]).sum(0)[:, 0]
+    if torch.linalg.cond(A) > 1e6:
+        return origins.mean(0).float()
+    return torch.linalg.solve(A, b).float()
+
+
+def _scene_bounds(c2w: Tensor, cfg: SceneConfig) -> tuple[Tensor, float, float]:
+    """Scene box and near/far: configured values win; otherwise derived from the camera rig.
+
+    The derived box is centred on the point the cameras look at, with half-size 0.375 x the median
+    camera distance (the framing of an object capture such as the NeRF synthetic scenes:
+    box [-1.5, 1.5]^3 for cameras 4.03 away), and near/far bound that box's circumscribed sphere.
+    """
+    centers = c2w[:, :3, 3]
+    if cfg.aabb is not None:
+        if len(cfg.aabb) != 6:
+            raise SceneError(f"scene.aabb must have 6 numbers, got {len(cfg.aabb)}")
+        aabb = torch.tensor(cfg.aabb, dtype=torch.float32)
+        if not bool((aabb[3:] > aabb[:3]).all()):
+            raise SceneError(f"scene.aabb {cfg.aabb}: max corner must exceed min corner")
+    else:
+        center = scene_center(c2w)
+        radius = float((centers - center).norm(dim=-1).median())
+        half = 0.375 * radius
+        aabb = torch.cat([center - half, center + half])
+    box_center = (aabb[:3] + aabb[3:]) / 2
+    box_radius = float((aabb[3:] - aabb[:3]).norm() / 2)
+    dist = (centers - box_center).norm(dim=-1)
+    near = cfg.near if cfg.near is not None else max(float(dist.min()) - box_radius, 0.05 * float(dist.min()))
+    far = cfg.far if cfg.far is not None else float(dist.max()) + box_radius
+    if not 0 <= near < far:
+        raise SceneError(f"scene near/far must satisfy 0 <= near < far, got {near}, {far}")
+    return aabb, float(near), float(far)

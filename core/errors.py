@@ -1,0 +1,43 @@
+"""User-facing errors and the one-line CLI wrapper."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+
+class UserError(ValueError):
+    """Bad input from the user (a file, a folder, a setting). Shown as one line, exit code 1."""
+
+
+class SceneError(UserError):
+    """A scene folder, camera file or image that cannot be used; the message names the file."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint that is missing, corrupt, or of another configuration."""
+
+
+def exit_on_user_error(fn: Callable[..., T]) -> Callable[..., T]:
+    """Decorate a CLI ``main``: a :class:`UserError` prints ``error: <message>`` and exits with 1.
+
+    Hydra wraps exceptions raised inside its ``main``; decorate the function *inside* the Hydra
+    decorator so the error is caught before Hydra prints a traceback.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(1)
+
+    return wrapper

@@ -1,0 +1,95 @@
+"""``R2LStudent``: ray encoding + a deep residual MLP that outputs a pixel color in one pass."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from student.encoding import RayEncoder
+
+
+@dataclass
+class StudentModelConfig:
+    """Shape of the student.
+
+    Attributes:
+        n_points: ``K`` points sampled per ray.
+        n_freqs: positional-encoding octaves.
+        width: hidden width ``W``.
+        depth: number of Linear layers in all: input layer + 2 per residual block + output layer
+            (R2L's 88 = 1 + 2 x 43 + 1). Must be even and at least 4.
+    """
+
+    n_points: int = 16
+    n_freqs: int = 10
+    width: int = 256
+    depth: int = 88
+
+    @property
+    def n_blocks(self) -> int:
+        return (self.depth - 2) // 2
+
+    def validate(self) -> None:
+        if self.depth < 4 or self.depth % 2:
+            raise ValueError(f"student depth must be even and >= 4, got {self.depth}")
+        if min(self.n_points, self.width) < 1 or self.n_freqs < 0:
+            raise ValueError(f"invalid student shape: {self}")
+
+
+class ResidualBlock(nn.Module):
+    """``relu(x + fc2(relu(fc1(x))))``; ``fc2`` starts small so a deep stack begins near identity."""
+
+    def __init__(self, width: int, n_blocks: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, width))
+        with torch.no_grad():
+            self.body[2].weight.mul_(1.0 / math.sqrt(n_blocks))
+        self.act = nn.ReLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(x + self.body(x))
+
+
+class R2LStudent(nn.Module):
+    """The neural light field: rays in, colors out.
+
+    Args:
+        cfg: network shape.
+        aabb: ``[6]`` scene box used to normalise ray points.
+        near: start of the sampled ray range.
+        far: end of the sampled ray range.
+    """
+
+    def __init__(self, cfg: StudentModelConfig, aabb: Tensor, near: float, far: float):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.encoder = RayEncoder(aabb, near, far, cfg.n_points, cfg.n_freqs)
+        self.head_in = nn.Sequential(nn.Linear(self.encoder.out_dim, cfg.width), nn.ReLU())
+        self.blocks = nn.Sequential(*[ResidualBlock(cfg.width, cfg.n_blocks) for _ in range(cfg.n_blocks)])
+        self.head_out = nn.Linear(cfg.width, 3)
+
+    def forward_encoded(self, enc: Tensor) -> Tensor:
+        """Encoded rays ``[N, in_dim]`` -> rgb ``[N, 3]`` in ``[0, 1]``."""
+        return torch.sigmoid(self.head_out(self.blocks(self.head_in(enc))))
+
+    def forward(self, rays_o: Tensor, rays_d: Tensor) -> Tensor:
+        """``rays_o, rays_d [N, 3]`` (unit directions, world frame) -> rgb ``[N, 3]``.
+
+        Ray points are jittered within their bins in training mode, bin centres in eval mode.
+        """
+        return self.forward_encoded(self.encoder(rays_o, rays_d, jitter=self.training))
+
+
+def count_linear_flops(model: nn.Module) -> int:
+    """Multiply-add FLOPs (2 per MAC) per ray of all Linear layers of ``model``."""
+    return sum(2 * m.in_features * m.out_features for m in model.modules() if isinstance(m, nn.Linear))
+
+
+def flops_per_ray(cfg: StudentModelConfig) -> int:
+    """Closed-form FLOPs per ray of the MLP (2 per multiply-add; encoding and biases not counted)."""
+    in_dim = cfg.n_points * 3 * (1 + 2 * cfg.n_freqs)
+    return 2 * (in_dim * cfg.width + (cfg.depth - 2) * cfg.width * cfg.width + cfg.width * 3)

@@ -1,0 +1,1 @@
+"""The Instant-NGP teacher: hash-grid NeRF with an occupancy grid and volume rendering."""

@@ -1,0 +1,114 @@
+"""``HashGrid``: the multiresolution hash encoding behind one backend seam.
+
+Backends (all hold the same flat float32 ``params`` in the tiny-cuda-nn layout, so a checkpoint
+trained with one loads into any other):
+
+* ``tcnn``  - tiny-cuda-nn's fused CUDA encoding (needs ``tinycudann`` and a GPU);
+* ``torch`` - :func:`cuda.hashgrid_ref.hash_encode_ref`, pure PyTorch, runs everywhere.
+
+``auto`` picks the first that works for the device, in the order of :data:`AUTO_ORDER`, once at
+construction, and logs the choice. Callers never branch on the backend.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from cuda.hashgrid_ref import HashGridSpec, hash_encode_ref
+
+log = logging.getLogger(__name__)
+
+EncodeFn = Callable[[Tensor, Tensor], Tensor]  # (x [N, 3], params [P]) -> [N, L*F]
+Factory = Callable[[HashGridSpec, torch.device], EncodeFn | None]  # None: not available here
+
+AUTO_ORDER = ["tcnn", "torch"]
+_FACTORIES: dict[str, Factory] = {}
+
+
+def register_backend(name: str, factory: Factory, before: str | None = None) -> None:
+    """Add a backend; ``before`` places it ahead of another in the ``auto`` order."""
+    _FACTORIES[name] = factory
+    if name not in AUTO_ORDER:
+        AUTO_ORDER.insert(AUTO_ORDER.index(before) if before in AUTO_ORDER else len(AUTO_ORDER), name)
+
+
+def _torch_factory(spec: HashGridSpec, device: torch.device) -> EncodeFn:
+    return lambda x, params: hash_encode_ref(x, params, spec)
+
+
+def _tcnn_factory(spec: HashGridSpec, device: torch.device) -> EncodeFn | None:
+    if device.type != "cuda":
+        return None
+    try:
+        import tinycudann as tcnn
+    except (ImportError, OSError):  # tiny-cuda-nn raises OSError when CUDA is missing
+        return None
+    with torch.cuda.device(device):
+        module = tcnn.Encoding(3, spec.tcnn_config(), dtype=torch.float32)
+    if module.n_params != spec.n_params:
+        log.warning("tiny-cuda-nn hash grid has %d params, expected %d: not used", module.n_params,
+                    spec.n_params)
+        return None
+    native = module.native_tcnn_module
+    granularity = int(tcnn._C.batch_size_granularity())
+
+    def encode(x: Tensor, params: Tensor) -> Tensor:
+        n = x.shape[0]
+        padded = (n + granularity - 1) // granularity * granularity
+        xp = torch.nn.functional.pad(x, [0, 0, 0, padded - n]) if padded != n else x
+        out = tcnn.modules._module_function.apply(native, xp.float().contiguous(), params.contiguous(),
+                                                  module.loss_scale)
+        return out[:n, : spec.n_output_dims].float()
+
+    return encode
+
+
+register_backend("torch", _torch_factory)
+register_backend("tcnn", _tcnn_factory, before="torch")
+
+
+def resolve_backend(name: str, spec: HashGridSpec, device: torch.device) -> tuple[str, EncodeFn]:
+    """Pick a backend by name (``auto`` = first available in :data:`AUTO_ORDER`)."""
+    names = AUTO_ORDER if name == "auto" else [name]
+    for candidate in names:
+        if candidate not in _FACTORIES:
+            raise ValueError(f"unknown hash grid backend {candidate!r}; choose from auto, {', '.join(_FACTORIES)}")
+        fn = _FACTORIES[candidate](spec, device)
+        if fn is not None:
+            return candidate, fn
+    raise ValueError(f"hash grid backend {name!r} is not available on {device}")
+
+
+class HashGrid(nn.Module):
+    """Multiresolution hash encoding of points in ``[0, 1]^3``.
+
+    Args:
+        spec: grid shape.
+        backend: ``auto`` or a registered backend name.
+        device: where the table lives (decides which backends can run).
+    """
+
+    def __init__(self, spec: HashGridSpec, backend: str = "auto", device: torch.device | str = "cpu"):
+        super().__init__()
+        self.spec = spec
+        device = torch.device(device)
+        self.params = nn.Parameter(torch.empty(spec.n_params, device=device).uniform_(-1e-4, 1e-4))
+        self.backend, self._encode = resolve_backend(backend, spec, device)
+        log.info("hash grid backend: %s (%d levels, %.1fM params)", self.backend, spec.n_levels,
+                 spec.n_params / 1e6)
+
+    @property
+    def n_output_dims(self) -> int:
+        return self.spec.n_output_dims
+
+    def set_backend(self, backend: str) -> None:
+        """Switch backend (e.g. after moving to another device); ``params`` are untouched."""
+        self.backend, self._encode = resolve_backend(backend, self.spec, self.params.device)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x [N, 3]`` in ``[0, 1]^3`` -> features ``[N, L * F]``."""
+        return self._encode(x, self.params)

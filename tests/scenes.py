@@ -1,0 +1,58 @@
+"""A tiny procedural scene: a colored sphere seen by a ring of cameras, written in Blender format."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from core.cameras import focal_from_fov, intrinsics_matrix, look_at, opengl_to_opencv
+from core.rays import generate_rays
+
+SPHERE_RADIUS = 0.8
+CAMERA_RADIUS = 4.0
+FOV_X = 0.69
+
+
+def ring_poses(n: int, elevation_deg: float = 30.0, offset: float = 0.0) -> torch.Tensor:
+    """``[n, 4, 4]`` OpenCV poses on a ring around the origin, looking at it (world +Z up)."""
+    az = torch.arange(n, dtype=torch.float32) / n * 2 * math.pi + offset
+    el = math.radians(elevation_deg)
+    eye = CAMERA_RADIUS * torch.stack(
+        [torch.cos(az) * math.cos(el), torch.sin(az) * math.cos(el), torch.full_like(az, math.sin(el))], -1
+    )
+    return look_at(eye, torch.zeros(3), torch.tensor([0.0, 0.0, 1.0]))
+
+
+def render_sphere(c2w: torch.Tensor, K: torch.Tensor, size: int) -> np.ndarray:
+    """``[size, size, 4]`` uint8 RGBA image of the analytic sphere (color from the normal)."""
+    rays_o, rays_d = generate_rays(c2w, K, size, size)
+    b = (rays_o * rays_d).sum(-1)
+    c = (rays_o * rays_o).sum(-1) - SPHERE_RADIUS**2
+    disc = b * b - c
+    hit = disc > 0
+    t = -b - torch.sqrt(disc.clamp_min(0))
+    normal = torch.nn.functional.normalize(rays_o + t[:, None] * rays_d, dim=-1)
+    rgb = torch.where(hit[:, None], 0.5 + 0.5 * normal, torch.zeros_like(normal))
+    rgba = torch.cat([rgb, hit[:, None].float()], -1).reshape(size, size, 4)
+    return (rgba.numpy() * 255 + 0.5).astype(np.uint8)
+
+
+def make_procedural_scene(root: Path, n_train: int = 8, n_test: int = 2, size: int = 16) -> Path:
+    """Write ``transforms_{train,val,test}.json`` and RGBA PNGs of the sphere scene under ``root``."""
+    root.mkdir(parents=True, exist_ok=True)
+    K = intrinsics_matrix(*(2 * [focal_from_fov(FOV_X, size)]), size / 2, size / 2)
+    for split, n, offset in (("train", n_train, 0.0), ("val", n_test, 0.3), ("test", n_test, 0.7)):
+        (root / split).mkdir(exist_ok=True)
+        poses = ring_poses(n, offset=offset)
+        frames = []
+        for i, c2w in enumerate(poses):
+            Image.fromarray(render_sphere(c2w, K, size), "RGBA").save(root / split / f"r_{i}.png")
+            c2w_gl = opengl_to_opencv(c2w)  # the flip is its own inverse
+            frames.append({"file_path": f"./{split}/r_{i}", "transform_matrix": c2w_gl.tolist()})
+        (root / f"transforms_{split}.json").write_text(json.dumps({"camera_angle_x": FOV_X, "frames": frames}))
+    return root
