@@ -1,0 +1,49 @@
+"""Save and load the student: weights, network shape and the scene metadata export needs."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core.checkpoint import load_checkpoint, save_checkpoint
+from core.errors import CheckpointError
+from student.model import R2LStudent, StudentModelConfig
+
+KIND = "student"
+
+
+def save_student(path: str | Path, model: R2LStudent, scene_meta: dict[str, Any], **extra: Any) -> Path:
+    """Atomically save a student.
+
+    Args:
+        path: checkpoint file.
+        model: the network.
+        scene_meta: JSON-able scene facts: ``aabb`` [6], ``near``, ``far``, ``image_size`` [H, W],
+            ``K`` (3x3 intrinsics of the training cameras), ``camera_convention``, ``scene_name``,
+            ``background`` [3].
+        extra: more JSON-able entries (e.g. ``metrics``).
+    """
+    config = {"model": dataclasses.asdict(model.cfg), "scene": scene_meta}
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return save_checkpoint(path, KIND, state, config, **extra)
+
+
+def load_student(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[R2LStudent, dict[str, Any]]:
+    """Load a student saved by :func:`save_student`; returns the model (eval mode) and its scene meta.
+
+    Raises:
+        CheckpointError: missing, corrupt, or not a student checkpoint of a known shape.
+    """
+    payload = load_checkpoint(path, kind=KIND)
+    try:
+        cfg = StudentModelConfig(**payload["config"]["model"])
+        scene = payload["config"]["scene"]
+        model = R2LStudent(cfg, torch.tensor(scene["aabb"]), scene["near"], scene["far"])
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{path}: student checkpoint does not match its config ({first})") from None
+    return model.to(map_location).eval(), scene
