@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole pipeline on the embedded demo scene (NeRF synthetic "mic", 100 px), CPU profile.
+# Extra arguments are passed to every stage as Hydra overrides (e.g. run_dir=runs/demo).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+. .venv/bin/activate
+export THP_MEM_ALLOC_ENABLE=1
+python -m teacher.train "$@"
