@@ -149,6 +149,8 @@ def _read_json(path: Path) -> dict[str, Any]:
         meta = json.loads(path.read_text())
     except OSError as exc:
         raise SceneError(f"{path}: cannot read camera file ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise SceneError(f"{path}: malformed JSON (not UTF-8 text)") from None
     except json.JSONDecodeError as exc:
         raise SceneError(f"{path}: malformed JSON (line {exc.lineno}: {exc.msg})") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("frames"), list):
@@ -174,19 +176,42 @@ def _read_frames(root: Path, splits: tuple[str, ...]) -> dict[str, tuple[Path, d
             raise SceneError(f"{root}: no transforms.json or transforms_<split>.json found")
         meta = _read_json(path)
         for s in splits:
-            out[s] = (path, meta, _select_split(meta, s))
+            selected = _select_split(path, meta, s)
+            if selected is not None:
+                out[s] = (path, meta, selected)
     for s, (path, _, frames) in out.items():
         if not frames:
             raise SceneError(f"{path}: the '{s}' split is empty")
     return out
 
 
-def _select_split(meta: dict[str, Any], split: str) -> list[dict[str, Any]]:
+def _stem(file_path: Any) -> str:
+    return str(Path(str(file_path)).with_suffix(""))
+
+
+def _select_split(path: Path, meta: dict[str, Any], split: str) -> list[dict[str, Any]] | None:
+    """Frames of ``split`` in a single ``transforms.json`` (``None``: the file defines no such split).
+
+    With ``<split>_filenames`` lists (nerfstudio), a split without a list is an error (``val`` is
+    optional), and a listed name that matches no frame too; otherwise every 8th frame is held out.
+    """
     frames = meta["frames"]
     listed = meta.get(f"{split}_filenames")
-    if isinstance(listed, list):
-        wanted = {str(Path(p).with_suffix("")) for p in listed}
-        return [f for f in frames if str(Path(str(f.get("file_path", ""))).with_suffix("")) in wanted]
+    has_lists = any(f"{s}_filenames" in meta for s in SPLITS)
+    if listed is None and has_lists:
+        if split == "val":
+            return None
+        raise SceneError(f"{path}: has split filename lists but no '{split}_filenames'")
+    if listed is not None:
+        if not isinstance(listed, list):
+            raise SceneError(f"{path}: '{split}_filenames' is not a list")
+        wanted = {_stem(p) for p in listed}
+        chosen = [f for f in frames if isinstance(f, dict) and _stem(f.get("file_path", "")) in wanted]
+        missing = wanted - {_stem(f.get("file_path", "")) for f in chosen}
+        if missing:
+            raise SceneError(f"{path}: '{split}_filenames' names {len(missing)} file(s) that no frame has, "
+                             f"e.g. {sorted(missing)[0]!r}")
+        return chosen
     if split == "train":
         return [f for i, f in enumerate(frames) if i % HOLDOUT_EVERY != 0]
     return [f for i, f in enumerate(frames) if i % HOLDOUT_EVERY == 0]
@@ -210,6 +235,8 @@ def _read_image(path: Path) -> Tensor:
             mode = img.mode
             if mode in ("RGBA", "RGB"):
                 arr = np.asarray(img.convert(mode), dtype=np.float32) / 255.0
+            elif mode == "P":  # palette PNG: colors (and transparency) live in the palette
+                arr = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
             elif mode in ("I;16", "I;16B", "I"):
                 raise SceneError(f"{path}: unsupported image mode {mode} (16-bit single channel)")
             else:
@@ -240,7 +267,9 @@ def _frame_intrinsics(json_path: Path, meta: dict, frame: dict, w: int, h: int) 
             raise SceneError(f"{json_path}: no intrinsics (need camera_angle_x or fl_x/fl_y)")
         cx = float(get("cx") if get("cx") is not None else ref_w / 2)
         cy = float(get("cy") if get("cy") is not None else ref_h / 2)
-    except (TypeError, ValueError):
+    except SceneError:
+        raise
+    except (TypeError, ValueError):  # SceneError is a ValueError: re-raised above, not relabelled
         raise SceneError(f"{json_path}: intrinsics are not numbers") from None
     if not all(math.isfinite(v) and v > 0 for v in (fx, fy, ref_w, ref_h)):
         raise SceneError(f"{json_path}: intrinsics must be finite and positive")
@@ -301,7 +330,9 @@ def _load_split(root: Path, json_path: Path, meta: dict, frames: list, downscale
         poses.append(_frame_pose(json_path, frame, i))
         Ks.append(K)
         files.append(str(img_path))
-    return SceneSplit(images=torch.stack(images), c2w=torch.stack(poses), K=torch.stack(Ks), files=files)
+    # numpy's stack: torch.stack of many images took seconds here (thread contention on a busy CPU)
+    stacked = torch.from_numpy(np.stack([img.numpy() for img in images]))
+    return SceneSplit(images=stacked, c2w=torch.stack(poses), K=torch.stack(Ks), files=files)
 
 
 def scene_center(c2w: Tensor) -> Tensor:

@@ -37,7 +37,8 @@ def exit_on_user_error(fn: Callable[..., T]) -> Callable[..., T]:
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            message = " ".join(str(exc).split())  # always one line, whatever the message holds
+            print(f"error: {message}", file=sys.stderr)
             sys.exit(1)
 
     return wrapper

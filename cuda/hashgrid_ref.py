@@ -42,7 +42,10 @@ class HashGridSpec:
 
     def __post_init__(self) -> None:
         if self.n_levels < 1 or self.n_features < 1 or not 4 <= self.log2_hashmap_size <= 30:
-            raise ValueError(f"invalid hash grid shape: {self}")
+            raise ValueError(  # not {self}: its repr needs the fields computed below
+                f"invalid hash grid shape: n_levels={self.n_levels}, n_features={self.n_features}, "
+                f"log2_hashmap_size={self.log2_hashmap_size} (4..30)"
+            )
         b = self.per_level_scale
         if b <= 0:
             b = math.exp(math.log(self.max_resolution / self.base_resolution) / max(self.n_levels - 1, 1))

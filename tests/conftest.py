@@ -38,3 +38,97 @@ def tiny_scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+def make_tiny_teacher_run(run_dir: Path, scene_path: Path, seed: int = 0) -> Path:
+    """Write an untrained (randomly initialised, seeded) tiny teacher of ``scene_path`` to
+    ``<run_dir>/teacher/teacher.ckpt`` with a ``metrics.json``; returns the checkpoint path."""
+    import json
+
+    from core.datasets import SceneConfig, load_scene
+    from teacher.field import FieldConfig
+    from teacher.model import TeacherModelConfig, build_teacher, save_teacher
+    from teacher.occupancy import OccupancyConfig
+    from teacher.render import RenderConfig
+
+    scene = load_scene(SceneConfig(path=str(scene_path)), splits=("train",))
+    cfg = TeacherModelConfig(
+        field=FieldConfig(n_levels=2, log2_hashmap_size=8, base_resolution=4, max_resolution=16,
+                          hidden_dim=16, backend="torch"),
+        occupancy=OccupancyConfig(resolution=8),
+        render=RenderConfig(steps_per_diagonal=32, chunk=1024),
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        teacher = build_teacher(cfg, scene.aabb, scene.near, scene.far)
+    ckpt = run_dir / "teacher" / "teacher.ckpt"
+    save_teacher(ckpt, teacher)
+    (ckpt.parent / "metrics.json").write_text(json.dumps({"test": {"psnr": 12.5, "ssim": 0.5, "n_views": 2}}))
+    return ckpt
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher_run(tiny_scene: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run folder holding a tiny untrained teacher of ``tiny_scene`` (``<run>/teacher/teacher.ckpt``)."""
+    run_dir = tmp_path_factory.mktemp("tiny_teacher_run")
+    make_tiny_teacher_run(run_dir, tiny_scene)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_pseudo_run(tiny_scene: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run folder whose ``pseudo/`` holds shards of the tiny scene's train photos (no teacher needed).
+
+    Three shards (3 + 3 + 2 views) on a white background, written with ``data_gen.shards.write_shard``.
+    """
+    from core.datasets import SceneConfig, load_scene
+    from core.io import write_json
+    from core.shards import PseudoMeta, ShardInfo, shard_name
+    from data_gen.shards import write_shard
+
+    run_dir = tmp_path_factory.mktemp("tiny_run")
+    folder = run_dir / "pseudo"
+    scene = load_scene(SceneConfig(path=str(tiny_scene)), splits=("train", "test"))
+    train = scene.split("train")
+    rgb = train.rgb([1.0, 1.0, 1.0])
+    shards, first = [], 0
+    for index, count in enumerate((3, 3, 2)):
+        views = [{"view_index": i, "rgb": rgb[i], "c2w": train.c2w[i], "K": train.K[i]}
+                 for i in range(first, first + count)]
+        sha = write_shard(folder / shard_name(index), views)
+        shards.append(ShardInfo(shard_name(index), first, count, sha))
+        first += count
+    meta = PseudoMeta(image_size=list(train.hw), near=scene.near, far=scene.far, aabb=scene.aabb.tolist(),
+                      background=[1.0, 1.0, 1.0], n_views=first, views_per_shard=3, shards=shards,
+                      sampler={"name": "train_photos", "seed": 0}, teacher={}, scene={"name": "tiny"})
+    write_json(folder / "meta.json", meta.to_dict())
+    return run_dir
+
+
+def make_tiny_student_ckpt(path: Path, scene_root: Path, n_freqs: int = 10) -> Path:
+    """Save a small randomly initialised student for ``scene_root`` with its scene meta (export tests)."""
+    from core.datasets import SceneConfig, load_scene
+    from student.checkpoint import save_student
+    from student.model import R2LStudent, StudentModelConfig
+
+    scene = load_scene(SceneConfig(path=str(scene_root)), splits=("train",))
+    train = scene.split("train")
+    model = R2LStudent(StudentModelConfig(n_points=4, n_freqs=n_freqs, width=32, depth=6), scene.aabb,
+                       scene.near, scene.far)
+    meta = {"aabb": scene.aabb.tolist(), "near": scene.near, "far": scene.far, "image_size": list(train.hw),
+            "K": train.K[0].tolist(), "camera_convention": "opencv", "scene_name": scene.name,
+            "background": [1.0, 1.0, 1.0]}
+    return save_student(path, model, meta)
+
+
+@pytest.fixture(scope="session")
+def exported_student(tmp_path_factory: pytest.TempPathFactory, tiny_scene: Path) -> tuple[Path, dict]:
+    """A run dir with a tiny student exported by ``export.onnx.run`` (all variants, static fp32 + int8)."""
+    from core.datasets import SceneConfig
+    from export.onnx import ExportConfig, run
+
+    run_dir = tmp_path_factory.mktemp("export_run")
+    make_tiny_student_ckpt(run_dir / "student" / "student.ckpt", tiny_scene)
+    report = run(ExportConfig(scene=SceneConfig(path=str(tiny_scene)), run_dir=str(run_dir),
+                              static_variants=["fp32", "int8"]))
+    return run_dir, report

@@ -1,0 +1,255 @@
+"""``python -m data_gen.render``: render pseudo-views with the trained teacher into WebDataset shards.
+
+Reads ``<run_dir>/teacher/teacher.ckpt``, samples ``n_views`` cameras (:mod:`data_gen.poses`), renders
+them in batches of rays under ``torch.inference_mode`` and writes ``<run_dir>/pseudo/shard-*.tar`` plus
+``meta.json`` (format: :mod:`core.shards`). Rerunning after a kill skips the complete shards (verified
+by hash) and renders the rest; ``shards=START:END`` renders part of the job; ``verify=true`` only checks
+an existing folder. Under ``torchrun`` (``WORLD_SIZE > 1``) the ranks split the shards; rank 0 writes
+``meta.json`` after a barrier. The shards are the same bytes whichever way the job is split.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from core.cameras import scale_intrinsics
+from core.config import to_dataclass
+from core.datasets import Scene, SceneConfig, load_scene
+from core.errors import UserError, exit_on_user_error
+from core.shards import META_NAME, OPTIONAL_FIELDS, RGB_FORMATS, PseudoMeta
+from data_gen import distributed as dist_utils
+from data_gen.job import JobFolder
+from data_gen.poses import Rig, SamplerConfig, build_rig, validate_sampler
+from data_gen.renderer import ShardRenderer, Timer, load_checked_teacher, teacher_info
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DataGenConfig:
+    """Settings of the data generation stage (``conf/data_gen.yaml``).
+
+    Attributes:
+        scene: the scene the teacher was trained on (its training cameras drive the sampler).
+        run_dir: run folder; the teacher is read from ``<run_dir>/teacher/``.
+        teacher_ckpt: teacher checkpoint; ``None`` = ``<run_dir>/teacher/teacher.ckpt``.
+        out_dir: output folder; ``None`` = ``<run_dir>/pseudo``.
+        n_views: number of pseudo-views.
+        views_per_shard: views per tar file.
+        sampler: ``hemisphere`` or ``jitter``.
+        seed: sampler seed (view ``i`` of seed ``s`` is always the same camera).
+        sampler_params: sampler settings (zoom range, jitter size, radius).
+        image_scale: output size relative to the scene's images.
+        image_size: ``[H, W]`` output size; overrides ``image_scale`` when set.
+        rgb_format: ``png`` (8-bit) or ``npy16`` (float16 arrays).
+        depth: also store ``depth.npy``.
+        alpha: also store ``alpha.npy`` (the teacher's opacity).
+        batch_rays: rays per teacher call (whole views are batched; at least one view per call).
+        shards: ``"START:END"`` renders only those shards (Python slice of the shard list).
+        verify: only re-hash and decode an existing folder, report problems by file, render nothing.
+        device: ``auto`` (CUDA if present), ``cpu`` or ``cuda[:i]``.
+        backend: hash-grid backend for the teacher (``auto``, ``torch``, ...).
+        progress: show a progress bar.
+    """
+
+    scene: SceneConfig = field(default_factory=SceneConfig)
+    run_dir: str = "runs/mic_100"
+    teacher_ckpt: str | None = None
+    out_dir: str | None = None
+    n_views: int = 1000
+    views_per_shard: int = 100
+    sampler: str = "hemisphere"
+    seed: int = 0
+    sampler_params: SamplerConfig = field(default_factory=SamplerConfig)
+    image_scale: float = 1.0
+    image_size: list[int] | None = None
+    rgb_format: str = "png"
+    depth: bool = False
+    alpha: bool = False
+    batch_rays: int = 1 << 16
+    shards: str | None = None
+    verify: bool = False
+    device: str = "auto"
+    backend: str = "auto"
+    progress: bool = True
+
+
+def validate(cfg: DataGenConfig) -> None:
+    """Raise ``UserError`` (one line) for settings that cannot work."""
+    try:
+        validate_sampler(cfg.sampler, cfg.sampler_params)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if cfg.n_views < 1 or cfg.views_per_shard < 1 or cfg.batch_rays < 1:
+        raise UserError("n_views, views_per_shard and batch_rays must be positive")
+    if cfg.rgb_format not in RGB_FORMATS:
+        raise UserError(f"rgb_format={cfg.rgb_format!r} is not one of {RGB_FORMATS}")
+    if cfg.image_scale <= 0:
+        raise UserError(f"image_scale must be positive, got {cfg.image_scale}")
+    if cfg.image_size is not None and (len(cfg.image_size) != 2 or min(cfg.image_size) < 1):
+        raise UserError(f"image_size must be [H, W] with positive entries, got {cfg.image_size}")
+
+
+def parse_shard_range(spec: str | None, n_shards: int) -> range:
+    """Shard indices selected by ``"START:END"`` (either side may be empty; negatives count from the end)."""
+    if spec is None or str(spec).strip() == "":
+        return range(n_shards)
+    parts = str(spec).split(":")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        start = int(parts[0]) if parts[0].strip() else None
+        end = int(parts[1]) if parts[1].strip() else None
+    except ValueError:
+        raise UserError(f"shards={spec!r}: expected START:END, e.g. shards=0:5") from None
+    selected = range(n_shards)[slice(start, end)]
+    if len(selected) == 0:
+        raise UserError(f"shards={spec!r} selects no shard of the {n_shards} in this job")
+    return selected
+
+
+def paths(cfg: DataGenConfig) -> tuple[Path, Path]:
+    """The teacher checkpoint and the output folder."""
+    run_dir = Path(cfg.run_dir)
+    ckpt = Path(cfg.teacher_ckpt) if cfg.teacher_ckpt else run_dir / "teacher" / "teacher.ckpt"
+    return ckpt, Path(cfg.out_dir) if cfg.out_dir else run_dir / "pseudo"
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", dist_utils.local_rank())
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def plan(cfg: DataGenConfig, scene: Scene, teacher: Any, ckpt: Path) -> tuple[PseudoMeta, Rig]:
+    """The job's meta (without shards) and the sampler rig, from the scene and the teacher."""
+    train = scene.split("train")
+    H, W = train.hw
+    if cfg.image_size is not None:
+        out_h, out_w = int(cfg.image_size[0]), int(cfg.image_size[1])
+    else:
+        out_h, out_w = max(1, round(H * cfg.image_scale)), max(1, round(W * cfg.image_scale))
+    K = train.K[0].clone()
+    K[0] = scale_intrinsics(K, out_w / W)[0]
+    K[1] = scale_intrinsics(K, out_h / H)[1]
+    rig = build_rig(train.c2w, K)
+    params = {"seed": cfg.seed, "center": rig.center.tolist(), "up": rig.up.tolist(),
+              "radius": cfg.sampler_params.radius if cfg.sampler_params.radius is not None else rig.radius,
+              "elevation_deg": [float(torch.tensor(e).rad2deg()) for e in rig.elevation],
+              "focal_scale": list(cfg.sampler_params.focal_scale), "K": K.tolist()}
+    if cfg.sampler == "jitter":
+        params.update(jitter_deg=cfg.sampler_params.jitter_deg, jitter_radius=cfg.sampler_params.jitter_radius,
+                      n_train_views=train.n_views)
+    meta = PseudoMeta(
+        image_size=[out_h, out_w], near=float(teacher.near), far=float(teacher.far),
+        aabb=[float(v) for v in teacher.aabb.detach().cpu().tolist()],
+        background=[float(v) for v in scene.background], n_views=cfg.n_views,
+        views_per_shard=cfg.views_per_shard, rgb_format=cfg.rgb_format,
+        fields=["rgb", "c2w", "K"] + [f for f in OPTIONAL_FIELDS if getattr(cfg, f)],
+        sampler={"name": cfg.sampler, **params}, teacher=teacher_info(ckpt),
+        scene={"name": scene.name, "path": str(scene.root.resolve())},
+    )
+    return meta, rig
+
+
+def _verify_only(job: JobFolder) -> dict[str, Any]:
+    problems = job.verify()
+    for line in problems:
+        log.error(line)
+    if problems:
+        raise UserError(f"{len(problems)} of {len(job.ranges)} shards failed verification; first: {problems[0]}")
+    log.info("%s: all %d shards verified", job.folder, len(job.ranges))
+    return {"verified": len(job.ranges), "problems": []}
+
+
+def run(cfg: DataGenConfig) -> dict[str, Any]:
+    """Render (or verify) the pseudo-data job described by ``cfg``.
+
+    Returns:
+        Metrics: ``n_views``, ``n_shards``, ``written``, ``skipped``, ``complete`` (meta.json written),
+        ``render_s``, ``encode_s``, ``write_s`` (summed over ranks), ``views_per_s``, ``rays_per_s`` (views
+        and rays written per second of wall-clock rendering), ``out_dir``, ``rank``.
+    """
+    validate(cfg)
+    if cfg.verify:
+        return _verify_only(JobFolder.from_disk(paths(cfg)[1]))
+    with dist_utils.process_group() as (rank, world):
+        ckpt, out_dir = paths(cfg)
+        device = _resolve_device(cfg.device)
+        scene = load_scene(cfg.scene, splits=("train",))
+        teacher = load_checked_teacher(ckpt, scene, device, cfg.backend)
+        meta, rig = plan(cfg, scene, teacher, ckpt)
+        job = JobFolder(out_dir, meta)
+        selected = parse_shard_range(cfg.shards, len(job.ranges))
+        job.prepare(write=rank == 0)  # every rank checks, so a mismatch stops all of them
+        dist_utils.barrier()
+        mine = list(selected)[rank::world]
+        timer = Timer()
+        renderer = ShardRenderer(teacher, rig, meta, cfg.sampler_params, cfg.batch_rays, device, timer)
+        started = time.perf_counter()
+        written, skipped = _render_shards(job, mine, renderer, show=cfg.progress and rank == 0)
+        elapsed = time.perf_counter() - started
+        dist_utils.barrier()
+        if rank == 0:
+            job.finalize()
+        dist_utils.barrier()
+        written, skipped = dist_utils.all_reduce([written, skipped], "sum")
+        (elapsed,) = dist_utils.all_reduce([elapsed], "max")
+        times = dist_utils.all_reduce([timer.render, timer.encode, timer.write], "sum")
+    rays = written * meta.height * meta.width
+    metrics = {"n_views": meta.n_views, "n_shards": len(job.ranges), "written": int(written),
+               "skipped": int(skipped), "complete": (out_dir / META_NAME).is_file(), "render_s": times[0],
+               "encode_s": times[1], "write_s": times[2], "views_per_s": written / max(elapsed, 1e-9),
+               "rays_per_s": rays / max(elapsed, 1e-9), "out_dir": str(out_dir), "rank": rank}
+    log.info("pseudo-data: %s", metrics)
+    return metrics
+
+
+def _render_shards(job: JobFolder, indices: list[int], renderer: ShardRenderer, show: bool) -> tuple[int, int]:
+    """Render every incomplete shard of ``indices``; returns (views written, views skipped)."""
+    todo = [i for i in indices if not job.is_complete(i)]
+    skipped = sum(job.ranges[i][1] for i in indices if i not in todo)
+    if skipped:
+        log.info("%d shards already complete (hash verified), skipping them", len(indices) - len(todo))
+    written = 0
+    bar = tqdm(total=sum(job.ranges[i][1] for i in todo), unit="view", disable=not show,
+               desc=f"pseudo-views -> {job.folder}", dynamic_ncols=True)
+    with bar:
+        for index in todo:
+            job.clean_partial(index)
+            first, n = job.ranges[index]
+            sha = renderer.write(job.shard_path(index), first, n, on_view=lambda: bar.update(1))
+            job.record(index, sha)
+            written += n
+    return written, skipped
+
+
+@hydra.main(config_path="../conf", config_name="data_gen", version_base="1.3")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point: validate the config and :func:`run` it."""
+    started = time.perf_counter()
+    metrics = run(to_dataclass(cfg, DataGenConfig))
+    if metrics.get("rank", 0) != 0:
+        return
+    if "verified" in metrics:
+        print(f"verified {metrics['verified']} shards: no problems")
+        return
+    state = "complete, meta.json written" if metrics["complete"] else "partial (meta.json pending)"
+    print(f"{metrics['out_dir']}: {metrics['written']} views rendered, {metrics['skipped']} skipped, "
+          f"{state}; {metrics['views_per_s']:.1f} views/s, {time.perf_counter() - started:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

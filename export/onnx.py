@@ -1,0 +1,245 @@
+"""``python -m export.onnx``: the student as self-contained ONNX files (fp32, fp16, int8), checked.
+
+Reads ``<run_dir>/student/student.ckpt``, writes ``<run_dir>/export/``: ``student.onnx`` (fp32, dynamic
+batch), ``student_fp16.onnx``, ``student_int8.onnx``, ``student_static.onnx`` (one full image of rays per
+call) and ``export.json`` (parity, test PSNR per variant, sizes in bytes).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import onnx
+import torch
+from omegaconf import DictConfig
+
+from core.config import to_dataclass
+from core.datasets import Scene, SceneConfig, load_scene
+from core.errors import UserError, exit_on_user_error
+from core.io import sha256_file, write_json
+from core.rays import generate_rays
+from core.seeding import seed_everything
+from export.parity import evaluate_variant, psnr_np, random_scene_rays, split_rays, torch_rgb
+from export.paths import camera_rig
+from export.runtime import FORMAT, FORMAT_VERSION, ModelMeta
+from export.variants import (
+    INT8_MODES,
+    PRECISIONS,
+    save_checked,
+    set_metadata,
+    to_fp16,
+    to_int8,
+    trace_student,
+    variant_filename,
+)
+from student.checkpoint import load_student
+from student.model import R2LStudent, flops_per_ray
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Int8Config:
+    """int8 quantization: ``mode`` qdq (static, calibrated) or dynamic; calibration rays from train views."""
+
+    mode: str = "qdq"
+    calib_rays: int = 16384
+    calib_batches: int = 4
+    per_channel: bool = True
+
+
+@dataclass
+class ParityConfig:
+    """Checks at export: random rays in the scene, the test split (``max_test_views``: None = all)."""
+
+    n_rays: int = 4096
+    fp32_tol: float = 1e-4
+    max_test_views: int | None = None
+    batch_size: int = 16384
+
+
+@dataclass
+class ExportConfig:
+    """``conf/export.yaml``."""
+
+    scene: SceneConfig = field(default_factory=SceneConfig)
+    run_dir: str = "runs/mic_100"
+    checkpoint: str | None = None
+    out_dir: str | None = None
+    opset: int = 18
+    variants: list[str] = field(default_factory=lambda: list(PRECISIONS))
+    static_variants: list[str] = field(default_factory=lambda: ["fp32"])
+    int8: Int8Config = field(default_factory=Int8Config)
+    parity: ParityConfig = field(default_factory=ParityConfig)
+    threads: int | None = None
+    seed: int = 0
+
+
+def build_meta(model: R2LStudent, scene_meta: dict[str, Any], scene: Scene, opset: int) -> ModelMeta:
+    """The metadata every variant carries (``precision`` and ``batch`` are set per file)."""
+    K = torch.as_tensor(scene_meta["K"], dtype=torch.float32).reshape(-1, 3, 3)[0]
+    return ModelMeta(
+        scene_name=str(scene_meta.get("scene_name", scene.name)),
+        near=float(scene_meta["near"]),
+        far=float(scene_meta["far"]),
+        aabb=[float(v) for v in scene_meta["aabb"]],
+        image_size=[int(v) for v in scene_meta["image_size"]],
+        K=K.tolist(),
+        camera_convention=str(scene_meta.get("camera_convention", "opencv")),
+        background=[float(v) for v in scene_meta.get("background", scene.background)],
+        opset=opset,
+        student={k: int(v) for k, v in vars(model.cfg).items()},
+        flops_per_ray=flops_per_ray(model.cfg),
+        rig=camera_rig(scene.split("train").c2w),
+    )
+
+
+def _check_inputs(cfg: ExportConfig, scene_meta: dict[str, Any], scene: Scene, ckpt: Path) -> None:
+    unknown = sorted(set(cfg.variants) - set(PRECISIONS)) + sorted(set(cfg.static_variants) - set(PRECISIONS))
+    if unknown or "fp32" not in cfg.variants:
+        raise UserError(f"export variants must include fp32 and be among {list(PRECISIONS)}, "
+                        f"got {cfg.variants} / {cfg.static_variants}")
+    if cfg.int8.mode not in INT8_MODES:
+        raise UserError(f"int8.mode must be one of {list(INT8_MODES)}, got {cfg.int8.mode!r}")
+    if scene_meta.get("camera_convention", "opencv") != "opencv":
+        raise UserError(f"{ckpt}: camera convention {scene_meta.get('camera_convention')!r} is not 'opencv'")
+    test_hw = list(scene.split("test").hw)
+    if [int(v) for v in scene_meta["image_size"]] != test_hw:
+        raise UserError(f"{ckpt}: student trained at image size {scene_meta['image_size']} but scene "
+                        f"{scene.root} has test images of {test_hw} (set scene.path / scene.downscale)")
+
+
+def _calibration_rays(scene: Scene, cfg: Int8Config, gen: torch.Generator
+                      ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Batches of random pixels' rays from the training views (the distribution the model serves)."""
+    train = scene.split("train")
+    H, W = train.hw
+    rays = [generate_rays(train.c2w[i], train.K[i], H, W) for i in range(train.n_views)]
+    rays_o, rays_d = torch.cat([r[0] for r in rays]), torch.cat([r[1] for r in rays])
+    idx = torch.randperm(rays_o.shape[0], generator=gen)[: cfg.calib_rays]
+    return [(rays_o[i].numpy(), rays_d[i].numpy()) for i in idx.chunk(max(cfg.calib_batches, 1))]
+
+
+def _write_variants(cfg: ExportConfig, model: R2LStudent, meta: ModelMeta, scene: Scene, out_dir: Path,
+                    gen: torch.Generator) -> dict[tuple[str, bool], Path]:
+    """Trace, convert, attach metadata, check and write every requested file."""
+    H, W = meta.image_size
+    calib = _calibration_rays(scene, cfg.int8, gen) if "int8" in cfg.variants + cfg.static_variants else None
+    paths: dict[tuple[str, bool], Path] = {}
+    for static, precisions in ((False, cfg.variants), (True, cfg.static_variants)):
+        if not precisions:
+            continue
+        n = H * W if static else 1024
+        example = random_scene_rays(scene.split("train").c2w, torch.tensor(meta.aabb), n, gen)
+        fp32 = trace_student(model, example, static=static, opset=cfg.opset)
+        for precision in precisions:
+            if precision == "fp16":
+                proto = to_fp16(_copy(fp32))
+            elif precision == "int8":
+                batches = [_fit(o, d, n) for o, d in calib or []] if static else calib
+                proto = to_int8(_copy(fp32), cfg.int8.mode, batches, cfg.int8.per_channel)
+            else:
+                proto = _copy(fp32)
+            file_meta = ModelMeta(**{**vars(meta), "precision": precision, "batch": n if static else 0})
+            path = save_checked(set_metadata(proto, file_meta), out_dir / variant_filename(precision, static))
+            paths[(precision, static)] = path
+            log.info("wrote %s (%d bytes)", path, path.stat().st_size)
+    return paths
+
+
+def _copy(proto: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    return out
+
+
+def _fit(rays_o: np.ndarray, rays_d: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Repeat or cut a calibration batch to exactly ``n`` rays (static-shape models)."""
+    idx = np.arange(n) % rays_o.shape[0]
+    return rays_o[idx], rays_d[idx]
+
+
+def run(cfg: ExportConfig) -> dict[str, Any]:
+    """Export, check and measure; returns the content of ``export.json``.
+
+    Raises:
+        UserError: missing/corrupt checkpoint, a scene that does not match it, bad settings.
+        RuntimeError: the fp32 graph disagrees with PyTorch beyond ``parity.fp32_tol``.
+    """
+    seed_everything(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    ckpt = Path(cfg.checkpoint or Path(cfg.run_dir) / "student" / "student.ckpt")
+    out_dir = Path(cfg.out_dir or Path(cfg.run_dir) / "export")
+    model, scene_meta = load_student(ckpt)
+    scene = load_scene(cfg.scene, splits=("train", "test"))
+    _check_inputs(cfg, scene_meta, scene, ckpt)
+    meta = build_meta(model, scene_meta, scene, cfg.opset)
+    paths = _write_variants(cfg, model, meta, scene, out_dir, gen)
+    report = _parity_report(cfg, model, meta, scene, paths, gen)
+    report.update({
+        "format": FORMAT, "format_version": FORMAT_VERSION, "opset": cfg.opset, "checkpoint": str(ckpt),
+        "checkpoint_sha256": sha256_file(ckpt), "scene": meta.scene_name, "image_size": meta.image_size,
+        "student": meta.student, "flops_per_ray": meta.flops_per_ray, "int8_mode": cfg.int8.mode,
+    })
+    write_json(out_dir / "export.json", report)
+    if not report["parity"]["ok"]:
+        raise RuntimeError(f"ONNX fp32 disagrees with PyTorch: max abs error "
+                           f"{report['parity']['fp32_max_abs_err']:.3g} > {cfg.parity.fp32_tol:g} "
+                           f"(see {out_dir / 'export.json'})")
+    return report
+
+
+def _parity_report(cfg: ExportConfig, model: R2LStudent, meta: ModelMeta, scene: Scene,
+                   paths: dict[tuple[str, bool], Path], gen: torch.Generator) -> dict[str, Any]:
+    """Evaluate every file against PyTorch and the test split's ground truth."""
+    test = scene.split("test")
+    views = split_rays(test, cfg.parity.max_test_views)
+    gt = test.rgb(meta.background)[: len(views)].reshape(len(views), -1, 3).numpy()
+    rays = random_scene_rays(scene.split("train").c2w, torch.tensor(meta.aabb), cfg.parity.n_rays, gen)
+    torch_random = torch_rgb(model, *rays).numpy()
+    torch_views = np.stack([torch_rgb(model, o, d).numpy() for o, d in views])
+    torch_psnr = psnr_np(torch_views, gt)
+    variants: dict[str, dict[str, Any]] = {}
+    for path in paths.values():
+        res = evaluate_variant(path, views, gt, torch_views, rays, torch_random, cfg.threads,
+                               cfg.parity.batch_size)
+        res["psnr_change_db"] = res["test_psnr"] - torch_psnr
+        variants[path.stem] = res
+        log.info("%s: test PSNR %.3f dB (%+.3f vs torch), max abs err %.2g", path.name, res["test_psnr"],
+                 res["psnr_change_db"], res["max_abs_err_random"])
+    fp32 = variants[Path(variant_filename("fp32", False)).stem]
+    err = max(fp32["max_abs_err_random"], fp32["max_abs_err_view"])
+    parity: dict[str, Any] = {"n_random_rays": cfg.parity.n_rays, "fp32_tol": cfg.parity.fp32_tol,
+                              "fp32_max_abs_err": err, "ok": err <= cfg.parity.fp32_tol}
+    for precision in cfg.static_variants:
+        static = variants[Path(variant_filename(precision, True)).stem]
+        dynamic = variants.get(Path(variant_filename(precision, False)).stem)
+        if dynamic is not None:
+            diff = float(np.abs(static["views"] - dynamic["views"]).max())
+            parity[f"static_vs_dynamic_max_abs_err_{precision}"] = diff
+    for res in variants.values():
+        del res["views"]
+    return {"n_test_views": len(views), "torch": {"test_psnr": torch_psnr}, "parity": parity,
+            "variants": variants}
+
+
+@hydra.main(config_path="../conf", config_name="export", version_base="1.3")
+@exit_on_user_error
+def main(dcfg: DictConfig) -> None:
+    """Hydra entry point: ``python -m export.onnx [overrides]``."""
+    report = run(to_dataclass(dcfg, ExportConfig))
+    print(f"{'file':<28} {'bytes':>10} {'test PSNR':>10} {'vs torch':>9} {'max err':>9} {'ms/frame':>9}")
+    for res in report["variants"].values():
+        print(f"{res['file']:<28} {res['bytes']:>10} {res['test_psnr']:>10.3f} "
+              f"{res['psnr_change_db']:>+9.3f} {res['max_abs_err_random']:>9.2g} {res['ms_per_frame']:>9.1f}")
+    print(f"torch student test PSNR {report['torch']['test_psnr']:.3f} dB on {report['n_test_views']} views; "
+          f"fp32 parity max abs err {report['parity']['fp32_max_abs_err']:.2g} (ok={report['parity']['ok']})")
+
+
+if __name__ == "__main__":
+    main()

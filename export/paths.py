@@ -1,0 +1,151 @@
+"""Camera paths for rendering: the training rig, orbits around it, and camera-path JSON files.
+
+All poses returned are ``[C, 4, 4]`` camera-to-world in the OpenCV convention of ``core.cameras``;
+OpenGL poses from files are converted by ``core.cameras.opengl_to_opencv``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from core.cameras import intrinsics_matrix, look_at, opengl_to_opencv
+from core.datasets import scene_center
+from core.errors import UserError
+
+
+def camera_rig(c2w: Tensor) -> dict[str, Any]:
+    """Summarise ``[C, 4, 4]`` training poses as the rig an orbit follows.
+
+    Returns:
+        ``center`` [3] (the point the cameras look at), ``up`` [3] (mean image-up direction),
+        ``radius`` (median distance to the centre) and ``elevation`` (median angle above the plane
+        normal to ``up``, radians).
+    """
+    center = scene_center(c2w)
+    up = torch.nn.functional.normalize(-c2w[:, :3, 1].mean(0), dim=0)  # OpenCV: image up is -Y
+    offsets = c2w[:, :3, 3] - center
+    radius = offsets.norm(dim=-1)
+    elevation = torch.asin((offsets @ up / radius.clamp_min(1e-9)).clamp(-1, 1))
+    return {
+        "center": center.tolist(),
+        "up": up.tolist(),
+        "radius": float(radius.median()),
+        "elevation": float(elevation.median()),
+    }
+
+
+def orbit_poses(rig: dict[str, Any], n_frames: int, elevation_deg: float | None = None,
+                radius_scale: float = 1.0) -> Tensor:
+    """``[n_frames, 4, 4]`` poses on a circle around ``rig["center"]``, looking at it.
+
+    Args:
+        rig: from :func:`camera_rig` (also stored in the ONNX metadata).
+        n_frames: number of poses (evenly spaced in azimuth).
+        elevation_deg: elevation override in degrees (default: the rig's).
+        radius_scale: multiplies the rig's radius.
+    """
+    if not rig or n_frames < 1:
+        raise UserError(f"an orbit needs the camera rig in the model metadata and n_frames >= 1 "
+                        f"(got {n_frames})")
+    center = torch.tensor(rig["center"], dtype=torch.float32)
+    up = torch.nn.functional.normalize(torch.tensor(rig["up"], dtype=torch.float32), dim=0)
+    helper = torch.tensor([1.0, 0.0, 0.0]) if abs(float(up[0])) < 0.9 else torch.tensor([0.0, 1.0, 0.0])
+    e1 = torch.nn.functional.normalize(torch.linalg.cross(up, helper), dim=0)
+    e2 = torch.linalg.cross(up, e1)
+    el = math.radians(elevation_deg) if elevation_deg is not None else float(rig["elevation"])
+    az = torch.arange(n_frames, dtype=torch.float32) / n_frames * 2 * math.pi
+    dirs = math.cos(el) * (torch.cos(az)[:, None] * e1 + torch.sin(az)[:, None] * e2) + math.sin(el) * up
+    eye = center + float(rig["radius"]) * radius_scale * dirs
+    return look_at(eye, center, up)
+
+
+def _matrix(value: Any, source: str, index: int) -> Tensor:
+    try:
+        m = torch.tensor(value, dtype=torch.float32)
+    except (TypeError, ValueError):
+        raise UserError(f"{source}: pose {index} is not a list of numbers") from None
+    if m.numel() in (12, 16) and m.dim() <= 2:
+        m = m.reshape(-1, 4)
+    if m.shape == (3, 4):
+        m = torch.cat([m, torch.tensor([[0.0, 0.0, 0.0, 1.0]])])
+    if m.shape != (4, 4):
+        raise UserError(f"{source}: pose {index} must be 4x4 (or 16 numbers), got shape {list(m.shape)}")
+    return m
+
+
+def read_camera_path(path: str | Path, image_size: tuple[int, int]
+                     ) -> tuple[Tensor, Tensor | None, tuple[int, int]]:
+    """Read poses from a JSON file.
+
+    Accepted layouts:
+
+    * nerfstudio camera path: ``{"camera_path": [{"camera_to_world": [16 numbers], "fov": degrees}],
+      "render_height", "render_width"}``; poses OpenGL, ``fov`` vertical (as nerfstudio writes it);
+    * ``{"convention": "opencv" | "opengl", "c2w": [[4x4], ...], "K": [3x3] (optional),
+      "image_size": [H, W] (optional)}``;
+    * a bare list of 4x4 OpenCV poses.
+
+    Args:
+        path: the JSON file.
+        image_size: ``(H, W)`` used when the file gives none.
+
+    Returns:
+        ``c2w [C, 4, 4]`` (OpenCV), ``K [C, 3, 3]`` or ``None`` (use the model's), ``(H, W)``.
+
+    Raises:
+        UserError: unreadable file, unknown layout, or a pose of the wrong shape (naming the file).
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: camera path file not found") from None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not a readable JSON file ({str(exc).splitlines()[0]})") from None
+    if isinstance(data, dict) and "camera_path" in data:
+        return _read_nerfstudio(data, str(path), image_size)
+    if isinstance(data, list):
+        data = {"c2w": data, "convention": "opencv"}
+    if not isinstance(data, dict) or not isinstance(data.get("c2w"), list) or not data["c2w"]:
+        raise UserError(f"{path}: expected a nerfstudio camera path, a {{'c2w': [...]}} object "
+                        "or a list of poses")
+    c2w = torch.stack([_matrix(p, str(path), i) for i, p in enumerate(data["c2w"])])
+    convention = data.get("convention", "opencv")
+    if convention not in ("opencv", "opengl"):
+        raise UserError(f"{path}: convention must be 'opencv' or 'opengl', got {convention!r}")
+    if convention == "opengl":
+        c2w = opengl_to_opencv(c2w)
+    K = None
+    if "K" in data:
+        K_one = torch.tensor(data["K"], dtype=torch.float32)
+        if K_one.shape != (3, 3):
+            raise UserError(f"{path}: K must be 3x3, got shape {list(K_one.shape)}")
+        K = K_one.expand(c2w.shape[0], 3, 3)
+    size = data.get("image_size", image_size)
+    if len(size) != 2:
+        raise UserError(f"{path}: image_size must be [H, W], got {size}")
+    return c2w, K, (int(size[0]), int(size[1]))
+
+
+def _read_nerfstudio(data: dict[str, Any], source: str, image_size: tuple[int, int]
+                     ) -> tuple[Tensor, Tensor, tuple[int, int]]:
+    frames = data["camera_path"]
+    if not isinstance(frames, list) or not frames:
+        raise UserError(f"{source}: camera_path must be a non-empty list")
+    H = int(data.get("render_height", image_size[0]))
+    W = int(data.get("render_width", image_size[1]))
+    poses, Ks = [], []
+    for i, frame in enumerate(frames):
+        if not isinstance(frame, dict) or "camera_to_world" not in frame:
+            raise UserError(f"{source}: camera_path[{i}] has no camera_to_world")
+        poses.append(_matrix(frame["camera_to_world"], source, i))
+        fov = math.radians(float(frame.get("fov", data.get("default_fov", 50.0))))
+        f = 0.5 * H / math.tan(0.5 * fov)  # nerfstudio's fov is vertical
+        Ks.append(intrinsics_matrix(f, f, W / 2, H / 2))
+    return opengl_to_opencv(torch.stack(poses)), torch.stack(Ks), (H, W)

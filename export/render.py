@@ -1,0 +1,155 @@
+"""``python -m export.render``: render a camera path with the ONNX runtime to PNG frames and a video.
+
+The path is an orbit around the training camera rig (read from the model's metadata, or from the
+scene's training cameras with ``orbit.from_scene=true``), or the poses of a JSON file (``poses=...``:
+nerfstudio camera-path JSON, ``{"c2w": [...]}`` or a list of 4x4 OpenCV poses). Inference runs in
+:mod:`export.runtime` (numpy + ONNX Runtime); torch is only used here to build the camera path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+import imageio.v2 as imageio
+import numpy as np
+from omegaconf import DictConfig
+
+from core.config import to_dataclass
+from core.datasets import SceneConfig, load_scene
+from core.errors import UserError, exit_on_user_error
+from core.io import atomic_write
+from export.paths import camera_rig, orbit_poses, read_camera_path
+from export.runtime import LightField, MissingRuntimeError, ModelError
+
+log = logging.getLogger(__name__)
+
+VIDEO_FORMATS = ("mp4", "gif", "none")
+
+
+@dataclass
+class OrbitConfig:
+    """Default path: ``n_frames`` poses around the rig; elevation (degrees) and radius adjustable."""
+
+    n_frames: int = 48
+    from_scene: bool = False
+    elevation_deg: float | None = None
+    radius_scale: float = 1.0
+
+
+@dataclass
+class RenderConfig:
+    """``conf/render.yaml``."""
+
+    scene: SceneConfig = field(default_factory=SceneConfig)
+    run_dir: str = "runs/mic_100"
+    model: str | None = None
+    poses: str | None = None
+    orbit: OrbitConfig = field(default_factory=OrbitConfig)
+    out_dir: str | None = None
+    video: str = "mp4"
+    fps: int = 24
+    image_size: list[int] | None = None
+    save_frames: bool = True
+    providers: list[str] | None = None
+    threads: int | None = None
+    batch_size: int = 65536
+
+
+def load_field(cfg: RenderConfig) -> LightField:
+    """Open the model; runtime errors become one-line :class:`UserError` s."""
+    path = Path(cfg.model or Path(cfg.run_dir) / "export" / "student.onnx")
+    try:
+        return LightField(path, providers=cfg.providers, threads=cfg.threads)
+    except (ModelError, MissingRuntimeError) as exc:
+        raise UserError(str(exc)) from None
+
+
+def camera_path(cfg: RenderConfig, field: LightField) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """``c2w [C, 4, 4]``, ``K [C, 3, 3]`` and ``(H, W)`` of the frames to render."""
+    H, W = (int(cfg.image_size[0]), int(cfg.image_size[1])) if cfg.image_size else field.image_size
+    K_model = np.asarray(field.meta.K, dtype=np.float32).copy()
+    if (H, W) != field.image_size:  # same field of view at another resolution
+        K_model[0] *= W / field.image_size[1]
+        K_model[1] *= H / field.image_size[0]
+    if cfg.poses:
+        c2w, K, (H, W) = read_camera_path(cfg.poses, (H, W))
+        K_arr = K.numpy() if K is not None else np.broadcast_to(K_model, (c2w.shape[0], 3, 3))
+        return c2w.numpy(), K_arr, (H, W)
+    if cfg.orbit.from_scene:
+        rig = camera_rig(load_scene(cfg.scene, splits=("train",)).split("train").c2w)
+    else:
+        rig = field.meta.rig
+    c2w = orbit_poses(rig, cfg.orbit.n_frames, cfg.orbit.elevation_deg, cfg.orbit.radius_scale).numpy()
+    return c2w, np.broadcast_to(K_model, (c2w.shape[0], 3, 3)), (H, W)
+
+
+def write_video(frames: list[np.ndarray], path: Path, fps: int) -> Path:
+    """Atomically write ``[H, W, 3]`` uint8 frames as MP4 (imageio-ffmpeg, H.264) or GIF (by suffix)."""
+    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")  # ffmpeg picks the container by suffix
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if path.suffix == ".gif":
+            imageio.mimsave(tmp, frames, format="GIF", duration=1000 / fps, loop=0)
+        else:  # H.264 in yuv420p needs even sizes (macro_block_size=2 keeps 100 px as is; default is 16)
+            imageio.mimsave(tmp, frames, format="FFMPEG", fps=fps, codec="libx264", macro_block_size=2)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def run(cfg: RenderConfig) -> dict[str, Any]:
+    """Render the path.
+
+    Returns:
+        ``n_frames``, ``image_size``, ``ms_per_frame``, ``fps``, ``first_frame_ms``, ``video``,
+        ``frames_dir``, ``providers``.
+    """
+    if cfg.video not in VIDEO_FORMATS:
+        raise UserError(f"video must be one of {list(VIDEO_FORMATS)}, got {cfg.video!r}")
+    field = load_field(cfg)
+    c2w, K, (H, W) = camera_path(cfg, field)
+    out_dir = Path(cfg.out_dir or Path(cfg.run_dir) / "render")
+    frames_dir = out_dir / "frames"
+    frames, seconds = [], []
+    for i in range(c2w.shape[0]):
+        start = time.perf_counter()
+        try:
+            img = field.render(c2w[i], K[i], (H, W), cfg.batch_size)
+        except ModelError as exc:
+            raise UserError(f"{cfg.poses or 'orbit'}: frame {i}: {exc}") from None
+        seconds.append(time.perf_counter() - start)
+        frame = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+        frames.append(frame)
+        if cfg.save_frames:
+            atomic_write(frames_dir / f"{i:05d}.png", lambda p, f=frame: imageio.imwrite(p, f, format="PNG"))
+    video = None
+    if cfg.video != "none":
+        video = write_video(frames, out_dir / f"render.{cfg.video}", cfg.fps)
+    # the first frame includes ONNX Runtime's warm-up; report the steady state when there is one
+    steady = seconds[1:] or seconds
+    ms = 1e3 * float(np.mean(steady))
+    return {"n_frames": len(frames), "image_size": [H, W], "ms_per_frame": ms, "fps": 1e3 / ms,
+            "first_frame_ms": 1e3 * seconds[0], "video": str(video) if video else None,
+            "frames_dir": str(frames_dir) if cfg.save_frames else None, "providers": field.providers}
+
+
+@hydra.main(config_path="../conf", config_name="render", version_base="1.3")
+@exit_on_user_error
+def main(dcfg: DictConfig) -> None:
+    """Hydra entry point: ``python -m export.render [overrides]``."""
+    res = run(to_dataclass(dcfg, RenderConfig))
+    print(f"rendered {res['n_frames']} frames of {res['image_size'][0]}x{res['image_size'][1]} on "
+          f"{res['providers'][0]}: {res['ms_per_frame']:.2f} ms per frame, {res['fps']:.1f} FPS "
+          f"(first frame {res['first_frame_ms']:.1f} ms)")
+    print(f"video: {res['video']}  frames: {res['frames_dir']}")
+
+
+if __name__ == "__main__":
+    main()

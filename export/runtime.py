@@ -1,0 +1,288 @@
+"""Run an exported light field with numpy and ONNX Runtime only (no PyTorch, none of our training code).
+
+This file is self-contained on purpose: copy it next to a ``student*.onnx`` and it runs anywhere ONNX
+Runtime does. Cameras follow the OpenCV convention (+X right, +Y down, looking along +Z; ``c2w`` is a
+4x4 camera-to-world pose; ``K`` a 3x3 pinhole matrix in pixels, pixel centres at ``+0.5``), the same
+as the training code.
+
+Example::
+
+    from export.runtime import LightField
+    field = LightField("runs/mic_100/export/student.onnx")
+    image = field.render(c2w)            # [H, W, 3] float32 in [0, 1], H, W, K from the model
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+FORMAT = "lightfield-distill/onnx"
+FORMAT_VERSION = 1
+META_PREFIX = "lightfield."
+INPUT_NAMES = ("rays_o", "rays_d")
+OUTPUT_NAME = "rgb"
+INSTALL_HINT = (
+    "onnxruntime is not installed: run `pip install -e .[cpu]` (or `pip install -e .[gpu]` for CUDA; "
+    "install exactly one of the two)"
+)
+
+
+class ModelError(ValueError):
+    """An exported model or its input that cannot be used; the message is one line naming the file."""
+
+
+class MissingRuntimeError(ImportError):
+    """ONNX Runtime is not installed; the message names the extra to install."""
+
+
+@dataclass
+class ModelMeta:
+    """Scene and model facts stored in the ONNX ``metadata_props`` (one JSON value per key).
+
+    Attributes:
+        scene_name: name of the scene the student was trained on.
+        near: start of the ray range sampled by the student.
+        far: end of the ray range.
+        aabb: ``[6]`` scene box (min xyz, max xyz) in the world frame of the scene's camera files.
+        image_size: ``[H, W]`` of the training cameras.
+        K: ``[3, 3]`` intrinsics of the training cameras (pixels).
+        camera_convention: always ``"opencv"``.
+        background: ``[3]`` RGB the training images were composited onto.
+        precision: ``fp32``, ``fp16`` or ``int8``.
+        batch: fixed number of rays per call for a static-shape model, ``0`` for a dynamic batch.
+        opset: ONNX opset of the graph.
+        student: network shape (``n_points``, ``n_freqs``, ``width``, ``depth``).
+        flops_per_ray: multiply-add FLOPs (x2) of the MLP per ray.
+        rig: the training camera rig for default orbits: ``center`` [3], ``up`` [3], ``radius``,
+            ``elevation`` (radians above the plane normal to ``up``).
+        format_version: version of this metadata layout.
+    """
+
+    scene_name: str
+    near: float
+    far: float
+    aabb: list[float]
+    image_size: list[int]
+    K: list[list[float]]
+    camera_convention: str = "opencv"
+    background: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
+    precision: str = "fp32"
+    batch: int = 0
+    opset: int = 18
+    student: dict[str, int] = field(default_factory=dict)
+    flops_per_ray: int = 0
+    rig: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def to_props(self) -> dict[str, str]:
+        """``metadata_props`` entries: ``lightfield.format`` plus one JSON value per field."""
+        props = {f"{META_PREFIX}format": FORMAT}
+        props.update({f"{META_PREFIX}{k}": json.dumps(v) for k, v in asdict(self).items()})
+        return props
+
+    @classmethod
+    def from_props(cls, props: dict[str, str], source: str | Path) -> ModelMeta:
+        """Parse and validate ``metadata_props``.
+
+        Raises:
+            ModelError: metadata missing, of another format or version, or malformed.
+        """
+        if props.get(f"{META_PREFIX}format") != FORMAT:
+            raise ModelError(f"{source}: no {FORMAT} metadata (not exported by export.onnx?)")
+        try:
+            version = json.loads(props[f"{META_PREFIX}format_version"])
+        except (KeyError, json.JSONDecodeError):
+            raise ModelError(f"{source}: metadata has no readable format_version") from None
+        if version != FORMAT_VERSION:
+            raise ModelError(f"{source}: metadata format version {version!r} is not supported "
+                             f"(this runtime reads version {FORMAT_VERSION})")
+        values: dict[str, Any] = {}
+        for name in cls.__dataclass_fields__:
+            key = f"{META_PREFIX}{name}"
+            if key in props:
+                try:
+                    values[name] = json.loads(props[key])
+                except json.JSONDecodeError:
+                    raise ModelError(f"{source}: metadata {key} is not valid JSON") from None
+        try:
+            meta = cls(**values)
+        except TypeError as exc:
+            raise ModelError(f"{source}: incomplete metadata ({exc})") from None
+        if np.asarray(meta.K).shape != (3, 3) or len(meta.image_size) != 2 or len(meta.aabb) != 6:
+            raise ModelError(f"{source}: metadata K must be 3x3, image_size [H, W], aabb 6 numbers")
+        if meta.camera_convention != "opencv":
+            raise ModelError(f"{source}: camera convention {meta.camera_convention!r} is not 'opencv'")
+        return meta
+
+
+def rays_from_camera(
+    c2w: np.ndarray,  # [4, 4] or [3, 4]
+    K: np.ndarray,  # [3, 3]
+    H: int,
+    W: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """All rays of one ``H x W`` image through pixel centres, row-major (same math as ``core.rays``).
+
+    Args:
+        c2w: ``[4, 4]`` (or ``[3, 4]``) camera-to-world pose, OpenCV convention.
+        K: ``[3, 3]`` intrinsics in pixels.
+        H: image height.
+        W: image width.
+
+    Returns:
+        ``rays_o [H*W, 3]`` and ``rays_d [H*W, 3]`` (unit length), float32.
+    """
+    c2w = np.asarray(c2w, dtype=np.float32)
+    K = np.asarray(K, dtype=np.float32)
+    v, u = np.meshgrid(np.arange(H, dtype=np.float32) + 0.5, np.arange(W, dtype=np.float32) + 0.5,
+                       indexing="ij")
+    x = (u.reshape(-1) - K[0, 2]) / K[0, 0]
+    y = (v.reshape(-1) - K[1, 2]) / K[1, 1]
+    dirs_cam = np.stack([x, y, np.ones_like(x)], axis=-1)  # [H*W, 3]
+    rays_d = dirs_cam @ c2w[:3, :3].T
+    rays_d /= np.maximum(np.linalg.norm(rays_d, axis=-1, keepdims=True), 1e-12)
+    rays_o = np.broadcast_to(c2w[:3, 3], rays_d.shape)
+    return np.ascontiguousarray(rays_o, dtype=np.float32), np.ascontiguousarray(rays_d, dtype=np.float32)
+
+
+def check_pose(c2w: Any, source: str = "pose") -> np.ndarray:
+    """A ``[4, 4]`` float32 pose from a ``[4, 4]`` or ``[3, 4]`` array; ``ModelError`` otherwise."""
+    arr = np.asarray(c2w, dtype=np.float32)
+    if arr.shape == (3, 4):
+        arr = np.concatenate([arr, np.array([[0, 0, 0, 1]], dtype=np.float32)])
+    if arr.shape != (4, 4):
+        raise ModelError(f"{source}: a camera pose must be 4x4 (or 3x4), got shape {list(arr.shape)}")
+    if not np.isfinite(arr).all():
+        raise ModelError(f"{source}: camera pose has non-finite values")
+    return arr
+
+
+def _import_onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise MissingRuntimeError(INSTALL_HINT) from exc
+    return onnxruntime
+
+
+def default_providers() -> list[str]:
+    """CUDA first when this ONNX Runtime build has it (onnxruntime-gpu), always CPU as the fallback."""
+    available = _import_onnxruntime().get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+class LightField:
+    """An exported student in an ONNX Runtime session.
+
+    Args:
+        path: ``.onnx`` file written by ``python -m export.onnx``.
+        providers: execution providers in order of preference; ``None`` picks them
+            (:func:`default_providers`).
+        threads: intra-op threads (``None``: ONNX Runtime's default, one per physical core).
+        options: extra session config entries (``SessionOptions.add_session_config_entry``).
+
+    Raises:
+        ModelError: missing or unreadable file, or metadata missing / of an unknown version.
+        MissingRuntimeError: onnxruntime is not installed.
+    """
+
+    def __init__(self, path: str | Path, providers: Sequence[str] | None = None, threads: int | None = None,
+                 options: dict[str, str] | None = None):
+        ort = _import_onnxruntime()
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelError(f"{self.path}: model file not found")
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        if threads:
+            so.intra_op_num_threads = int(threads)
+        for key, value in (options or {}).items():
+            so.add_session_config_entry(key, str(value))
+        try:
+            chosen = list(providers or default_providers())
+            self.session = ort.InferenceSession(str(self.path), so, providers=chosen)
+        except Exception as exc:  # ORT raises its own pybind exception types for unreadable models
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"{self.path}: not a loadable ONNX model ({first})") from None
+        self.meta = ModelMeta.from_props(self.session.get_modelmeta().custom_metadata_map, self.path)
+        names = tuple(i.name for i in self.session.get_inputs())
+        if names != INPUT_NAMES or [o.name for o in self.session.get_outputs()] != [OUTPUT_NAME]:
+            raise ModelError(f"{self.path}: expected inputs {list(INPUT_NAMES)} and output "
+                             f"['{OUTPUT_NAME}'], found {list(names)}")
+        self.providers: list[str] = self.session.get_providers()
+        log.info("loaded %s (%s, batch %s) on %s", self.path, self.meta.precision,
+                 self.meta.batch or "dynamic", self.providers)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """``(H, W)`` of the training cameras."""
+        return int(self.meta.image_size[0]), int(self.meta.image_size[1])
+
+    def __call__(self, rays_o: np.ndarray, rays_d: np.ndarray, batch_size: int = 65536) -> np.ndarray:
+        """Colors of rays.
+
+        Args:
+            rays_o: ``[N, 3]`` origins (world frame).
+            rays_d: ``[N, 3]`` unit directions.
+            batch_size: rays per call for a dynamic model (a static model uses its own batch, padding
+                the last one).
+
+        Returns:
+            ``[N, 3]`` float32 RGB in ``[0, 1]``.
+        """
+        rays_o = np.ascontiguousarray(rays_o, dtype=np.float32)
+        rays_d = np.ascontiguousarray(rays_d, dtype=np.float32)
+        if rays_o.ndim != 2 or rays_o.shape[1] != 3 or rays_o.shape != rays_d.shape:
+            raise ModelError(f"rays_o and rays_d must both be [N, 3], got {list(rays_o.shape)} and "
+                             f"{list(rays_d.shape)}")
+        step = self.meta.batch or max(int(batch_size), 1)
+        out = np.empty_like(rays_o)
+        for start in range(0, rays_o.shape[0], step):
+            o, d = rays_o[start:start + step], rays_d[start:start + step]
+            n = o.shape[0]
+            if self.meta.batch and n < step:  # static shape: pad the tail
+                o = np.concatenate([o, np.repeat(o[-1:], step - n, 0)])
+                d = np.concatenate([d, np.repeat(d[-1:], step - n, 0)])
+            out[start:start + n] = self.session.run([OUTPUT_NAME], {"rays_o": o, "rays_d": d})[0][:n]
+        return out
+
+    def render(self, c2w: np.ndarray, K: np.ndarray | None = None, image_size: tuple[int, int] | None = None,
+               batch_size: int = 65536) -> np.ndarray:
+        """Render one view.
+
+        Args:
+            c2w: ``[4, 4]`` (or ``[3, 4]``) camera-to-world pose, OpenCV convention.
+            K: ``[3, 3]`` intrinsics; defaults to the training cameras' (``meta.K``).
+            image_size: ``(H, W)``; defaults to the training image size.
+            batch_size: rays per inference call.
+
+        Returns:
+            ``[H, W, 3]`` float32 image in ``[0, 1]``.
+        """
+        pose = check_pose(c2w)
+        K_arr = np.asarray(self.meta.K if K is None else K, dtype=np.float32)
+        if K_arr.shape != (3, 3):
+            raise ModelError(f"intrinsics K must be 3x3, got shape {list(K_arr.shape)}")
+        H, W = image_size or self.image_size
+        rays_o, rays_d = rays_from_camera(pose, K_arr, H, W)
+        return self(rays_o, rays_d, batch_size).reshape(H, W, 3)
+
+    def time_render(self, c2w: np.ndarray, repeats: int = 5) -> float:
+        """Best-of-``repeats`` milliseconds to render one view at the training size (after a warm-up)."""
+        self.render(c2w)
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            self.render(c2w)
+            best = min(best, time.perf_counter() - start)
+        return best * 1e3

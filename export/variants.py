@@ -1,0 +1,208 @@
+"""Tracing the student to ONNX and deriving the fp16 and int8 variants from the fp32 graph."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from core.io import write_bytes
+from export.runtime import INPUT_NAMES, OUTPUT_NAME, ModelMeta
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "fp16", "int8")
+INT8_MODES = ("dynamic", "qdq")
+MATMUL_OPS = ("Gemm", "MatMul")
+# The checker and ONNX Runtime 1.31 accept IR <= 13; the dynamo exporter writes 10.
+MAX_IR_VERSION = 10
+
+
+def variant_filename(precision: str, static: bool) -> str:
+    """``student.onnx`` (fp32, dynamic batch), ``student_int8.onnx``, ``student_static_fp16.onnx``, ..."""
+    parts = ["student"] + (["static"] if static else []) + ([] if precision == "fp32" else [precision])
+    return "_".join(parts) + ".onnx"
+
+
+def trace_student(model: torch.nn.Module, example: tuple[torch.Tensor, torch.Tensor], static: bool,
+                  opset: int) -> onnx.ModelProto:
+    """Export ``model(rays_o, rays_d) -> rgb`` with the dynamo exporter (``torch.export``).
+
+    The dynamo exporter folds the ray encoding's constants (bin centres, frequencies, box) into
+    initializers, leaving 13 elementwise nodes before the first Gemm (the TorchScript exporter leaves
+    Shape/Slice/Concat chains for the reshapes); both give the same dynamic batch axis.
+
+    Args:
+        model: the student in eval mode.
+        example: ``rays_o, rays_d [N, 3]`` example inputs; ``N`` is the fixed batch when ``static``.
+        static: fixed batch ``N`` instead of a dynamic axis.
+        opset: ONNX opset.
+
+    Returns:
+        The cleaned model proto (no per-node torch metadata, no stale value_info).
+    """
+    dynamic_shapes = None
+    if not static:
+        n = torch.export.Dim("N")
+        dynamic_shapes = {"rays_o": {0: n}, "rays_d": {0: n}}
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        # named, harmless exporter warnings: both inputs share the one dynamic axis; a pytree deprecation
+        warnings.filterwarnings("ignore", message=r".*axis name: N will not be used.*", category=UserWarning)
+        warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
+        # "torchvision not installed" warnings, and the optimizer's pass-by-pass INFO lines
+        for name, level in (("torch.onnx._internal.exporter._registration", logging.ERROR),
+                            ("onnxscript", logging.WARNING), ("onnx_ir", logging.WARNING)):
+            logging.getLogger(name).setLevel(level)
+        path = Path(tmp) / "student.onnx"
+        torch.onnx.export(model, example, str(path), dynamo=True, dynamic_shapes=dynamic_shapes,
+                          input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME], opset_version=opset,
+                          external_data=False, verbose=False)
+        proto = onnx.load(str(path))
+    return clean_graph(proto)
+
+
+def clean_graph(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop exporter debris: per-node torch metadata and value_info (stale shapes upset the quantizer)."""
+    del proto.graph.value_info[:]
+    for node in proto.graph.node:
+        del node.metadata_props[:]
+    del proto.metadata_props[:]
+    proto.producer_name = "lightfield-distill"
+    proto.ir_version = min(proto.ir_version, MAX_IR_VERSION)
+    return proto
+
+
+def set_metadata(proto: onnx.ModelProto, meta: ModelMeta) -> onnx.ModelProto:
+    """Replace the model's ``metadata_props`` by ``meta`` (one JSON value per key)."""
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, meta.to_props())
+    return proto
+
+
+def save_checked(proto: onnx.ModelProto, path: Path) -> Path:
+    """Run ``onnx.checker`` (full check, with shape inference) and write one self-contained file."""
+    onnx.checker.check_model(proto, full_check=True)
+    return write_bytes(path, proto.SerializeToString())
+
+
+def encoding_nodes(proto: onnx.ModelProto) -> list[str]:
+    """Names of the nodes before the first matrix product: the ray encoding (kept in fp32)."""
+    names = []
+    for i, node in enumerate(proto.graph.node):
+        if node.op_type in MATMUL_OPS:
+            break
+        if not node.name:
+            node.name = f"encoding_{i}"
+        names.append(node.name)
+    return names
+
+
+def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """fp16 weights and MLP; inputs, outputs and the ray encoding stay fp32.
+
+    The encoding must stay fp32: ``sin(2^9 x)`` of an fp16 ``x`` near 1 is off by up to 0.25 rad.
+    (onnxruntime.transformers.float16 with a node block list emits duplicate Cast outputs for this
+    graph, hence this direct rewrite: the MLP after the encoding is Gemm/Relu/Add/Sigmoid only.)
+    """
+    graph = proto.graph
+    n_enc = len(encoding_nodes(proto))
+    mlp = list(graph.node[n_enc:])
+    fp32_tensors = {i.name for i in graph.input} | {o for n in graph.node[:n_enc] for o in n.output}
+    consumed = {i for n in mlp for i in n.input}
+    for init in graph.initializer:
+        if init.name in consumed and init.data_type == onnx.TensorProto.FLOAT:
+            init.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(init).astype(np.float16),
+                                                       init.name))
+    casts = []
+    for name in sorted(consumed & fp32_tensors):
+        casts.append(onnx.helper.make_node("Cast", [name], [f"{name}_fp16"], to=onnx.TensorProto.FLOAT16,
+                                           name=f"cast_{name}_fp16"))
+        for node in mlp:
+            node.input[:] = [f"{name}_fp16" if i == name else i for i in node.input]
+    for out in graph.output:
+        for node in mlp:
+            node.output[:] = [f"{out.name}_fp16" if o == out.name else o for o in node.output]
+        mlp.append(onnx.helper.make_node("Cast", [f"{out.name}_fp16"], [out.name], to=onnx.TensorProto.FLOAT,
+                                         name=f"cast_{out.name}_fp32"))
+    nodes = list(graph.node[:n_enc]) + casts + mlp
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return proto
+
+
+class _RayReader:
+    """ONNX Runtime calibration reader over ``(rays_o, rays_d)`` batches."""
+
+    def __init__(self, batches: list[tuple[np.ndarray, np.ndarray]]):
+        self._it: Iterator[tuple[np.ndarray, np.ndarray]] = iter(batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._it, None)
+        return None if batch is None else {"rays_o": batch[0], "rays_d": batch[1]}
+
+
+def to_int8(proto: onnx.ModelProto, mode: str, calib: list[tuple[np.ndarray, np.ndarray]] | None = None,
+            per_channel: bool = True) -> onnx.ModelProto:
+    """int8 matrix products with ONNX Runtime's quantization tools (the encoding stays fp32).
+
+    Args:
+        proto: the fp32 model.
+        mode: ``dynamic`` (int8 weights, activations quantized per call: MatMulInteger) or ``qdq``
+            (static QuantizeLinear/DequantizeLinear pairs with ranges calibrated on ``calib`` rays,
+            which ONNX Runtime fuses into integer Gemms).
+        calib: calibration batches ``(rays_o [N, 3], rays_d [N, 3])`` float32, for ``qdq``.
+        per_channel: per-output-channel weight scales (``qdq``).
+
+    Returns:
+        The quantized model.
+    """
+    if mode not in INT8_MODES:
+        raise ValueError(f"int8 mode must be one of {INT8_MODES}, got {mode!r}")
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        onnx.save(proto, str(src))
+        with _quiet_root_logger():  # the quantizer logs "please run pre-processing" on the root logger
+            _quantize(src, dst, mode, calib, per_channel)
+        out = onnx.load(str(dst))
+    out.ir_version = min(out.ir_version, MAX_IR_VERSION)
+    return out
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _quantize(src: Path, dst: Path, mode: str, calib: list[tuple[np.ndarray, np.ndarray]] | None,
+              per_channel: bool) -> None:
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+
+    if mode == "dynamic":
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8,
+                         op_types_to_quantize=list(MATMUL_OPS), per_channel=per_channel)
+    else:
+        if not calib:
+            raise ValueError("qdq quantization needs calibration rays")
+        quantize_static(str(src), str(dst), _RayReader(calib), quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        per_channel=per_channel, op_types_to_quantize=list(MATMUL_OPS),
+                        calibrate_method=CalibrationMethod.MinMax)

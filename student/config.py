@@ -1,0 +1,128 @@
+"""Typed configuration of the student stage (``conf/student.yaml`` is checked against these)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from core.datasets import SceneConfig
+from student.model import StudentModelConfig
+
+
+@dataclass
+class StageConfig:
+    """One training stage (``distill`` on pseudo-data, ``finetune`` on the real photos).
+
+    Attributes:
+        enabled: run this stage.
+        max_steps: optimizer steps (``-1``: no step limit).
+        max_seconds: wall-clock limit of the stage (``null``: none); whichever limit comes first wins.
+        lr: peak learning rate (Adam).
+        lr_final: learning rate at the end of the schedule (cosine decay from ``lr``).
+        warmup_steps: linear warm-up from ``lr / 100``.
+        decay_steps: length of the decay; ``null`` uses ``max_steps`` (or 10k without a step limit).
+        batch_size: rays per batch.
+        val_every_steps: steps between validation passes (PSNR on a few test views).
+    """
+
+    enabled: bool = True
+    max_steps: int = 2000
+    max_seconds: float | None = None
+    lr: float = 1e-3
+    lr_final: float = 1e-5
+    warmup_steps: int = 100
+    decay_steps: int | None = None
+    batch_size: int = 4096
+    val_every_steps: int = 500
+
+
+@dataclass
+class HardMiningConfig:
+    """R2L's hard-ray mining: the highest-error rays of each batch are kept and replayed.
+
+    Attributes:
+        enabled: add ``fraction x batch_size`` pooled hard rays to every batch.
+        fraction: share of the batch size added from the pool.
+        pool_size: rays kept in the pool (the newest hardest rays replace the oldest).
+    """
+
+    enabled: bool = False
+    fraction: float = 0.1
+    pool_size: int = 65536
+
+
+@dataclass
+class TrainConfig:
+    """Settings shared by the stages.
+
+    Attributes:
+        distill: the pseudo-data stage.
+        finetune: the real-photo stage.
+        precision: ``"bf16"`` (autocast, fp32 master weights) or ``"fp32"``.
+        devices: processes (DDP over the shards when > 1; gloo on CPU).
+        accelerator: ``"cpu"``, ``"gpu"`` or ``"auto"``.
+        num_workers: DataLoader workers decoding shards (per process; capped by the shards it reads).
+        shuffle_buffer: rays held in the cross-view shuffle buffer (per worker).
+        hard_mining: see :class:`HardMiningConfig`.
+        ckpt_every_steps: Lightning checkpoint interval (for resume after a kill).
+        resume: resume an interrupted stage from its ``last.ckpt``.
+        progress_bar: show Lightning's progress bar.
+        threads: torch intra-op threads (``null``: torch's default).
+    """
+
+    distill: StageConfig = field(default_factory=StageConfig)
+    finetune: StageConfig = field(
+        default_factory=lambda: StageConfig(max_steps=500, lr=2e-4, lr_final=1e-5, warmup_steps=20)
+    )
+    precision: str = "bf16"
+    devices: int = 1
+    accelerator: str = "cpu"
+    num_workers: int = 2
+    shuffle_buffer: int = 65536
+    hard_mining: HardMiningConfig = field(default_factory=HardMiningConfig)
+    ckpt_every_steps: int = 200
+    resume: bool = True
+    progress_bar: bool = True
+    threads: int | None = None
+
+
+@dataclass
+class EvalConfig:
+    """Test evaluation.
+
+    Attributes:
+        chunk: rays per forward pass (big temporaries page-fault on small machines).
+        max_views: test views evaluated (``null``: as many as the teacher's metrics report, else all).
+        val_views: test views used for the quick validation passes during training.
+        save_renders: write the side-by-side ``gt | teacher | student`` PNGs.
+    """
+
+    chunk: int = 4096
+    max_views: int | None = None
+    val_views: int = 4
+    save_renders: bool = True
+
+
+@dataclass
+class StudentConfig:
+    """The ``student.train`` entry point.
+
+    Attributes:
+        scene: the scene (its train photos feed ``finetune``, its test split the evaluation).
+        run_dir: run folder; reads ``<run_dir>/pseudo`` and ``<run_dir>/teacher``, writes
+            ``<run_dir>/student`` and ``<run_dir>/report.{md,html}``.
+        pseudo_dir: pseudo-data folder (``null``: ``<run_dir>/pseudo``).
+        model: network shape.
+        train: training settings.
+        eval: evaluation settings.
+        seed: random seed.
+    """
+
+    scene: SceneConfig = field(default_factory=SceneConfig)
+    run_dir: str = "runs/mic_100"
+    pseudo_dir: str | None = None
+    model: StudentModelConfig = field(
+        default_factory=lambda: StudentModelConfig(n_points=16, n_freqs=10, width=128, depth=16)
+    )
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0

@@ -1,0 +1,224 @@
+"""Ray batches for the student: streamed from pseudo-data shards (distill) or from the real photos.
+
+Shards are read with ``webdataset``: each DataLoader worker (of each DDP rank) reads a disjoint subset
+of the shards, decodes whole views, turns them into rays and mixes rays of many views through a
+shuffle buffer before cutting batches of ``B`` rays, so a batch never comes from one view.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import webdataset as wds
+from torch import Tensor
+from torch.utils.data import DataLoader, IterableDataset
+
+from core.datasets import Scene
+from core.errors import UserError
+from core.rays import generate_rays
+from core.shards import PseudoMeta, decode_sample
+
+log = logging.getLogger(__name__)
+
+RayBatch = dict[str, Tensor]  # rays_o [B, 3], rays_d [B, 3], rgb [B, 3]
+
+
+def ignore_unclosed_file_warnings() -> None:
+    """webdataset 1.0.2 leaves each shard's file object to the garbage collector; silence that one."""
+    warnings.filterwarnings("ignore", message=r"unclosed file", category=ResourceWarning)
+
+
+def view_to_rays(rgb: Tensor, c2w: Tensor, K: Tensor) -> Tensor:
+    """All rays of one view packed as rows ``[o(3), d(3), rgb(3)]``.
+
+    Args:
+        rgb: ``[H, W, 3]`` colors.
+        c2w: ``[4, 4]`` pose (OpenCV convention).
+        K: ``[3, 3]`` intrinsics.
+
+    Returns:
+        ``[H*W, 9]`` float32.
+    """
+    H, W = rgb.shape[:2]
+    rays_o, rays_d = generate_rays(c2w, K, H, W)
+    return torch.cat([rays_o, rays_d, rgb.reshape(-1, 3)], dim=-1)
+
+
+def split_rays(packed: Tensor) -> RayBatch:
+    """``[B, 9]`` packed rays -> ``{"rays_o", "rays_d", "rgb"}`` (each ``[B, 3]``)."""
+    return {"rays_o": packed[:, 0:3], "rays_d": packed[:, 3:6], "rgb": packed[:, 6:9]}
+
+
+def shuffled_ray_batches(
+    chunks: Iterable[Tensor], batch_size: int, buffer_size: int, generator: torch.Generator
+) -> Iterator[Tensor]:
+    """Mix rays of consecutive chunks (views) through a buffer and cut batches of ``batch_size``.
+
+    The buffer is filled first; then every batch draws ``batch_size`` random slots of the buffer and
+    refills them with the next incoming rays, so each ray is emitted exactly once per pass and a batch
+    holds rays of about ``buffer_size / rays_per_view`` views. The remainder is flushed at the end.
+
+    Args:
+        chunks: stream of ``[n_i, 9]`` packed rays.
+        batch_size: rays per emitted batch.
+        buffer_size: rays in the buffer (at least ``batch_size``).
+        generator: source of randomness.
+
+    Yields:
+        ``[batch_size, 9]`` packed rays (the last one may be shorter).
+    """
+    buffer_size = max(buffer_size, batch_size)
+    buf: Tensor | None = None
+    pending: Tensor | None = None
+    filled = 0
+    for chunk in chunks:
+        chunk = chunk[torch.randperm(chunk.shape[0], generator=generator)]
+        pending = chunk if pending is None else torch.cat([pending, chunk])
+        if buf is None:
+            buf = torch.empty(buffer_size, chunk.shape[1], dtype=chunk.dtype)
+        if filled < buffer_size:
+            n = min(buffer_size - filled, pending.shape[0])
+            buf[filled:filled + n] = pending[:n]
+            filled, pending = filled + n, pending[n:]
+        while filled == buffer_size and pending.shape[0] >= batch_size:
+            slots = torch.randperm(buffer_size, generator=generator)[:batch_size]
+            yield buf[slots].clone()
+            buf[slots] = pending[:batch_size]
+            pending = pending[batch_size:]
+    if buf is not None:
+        rest = torch.cat([buf[:filled], pending])
+        yield from rest[torch.randperm(rest.shape[0], generator=generator)].split(batch_size)
+
+
+class _RaysFromViews:
+    """webdataset pipeline stage: raw samples -> shuffled packed ray batches (picklable for workers)."""
+
+    def __init__(self, batch_size: int, buffer_size: int, seed: int):
+        self.batch_size, self.buffer_size, self.seed = batch_size, buffer_size, seed
+        self.passes = 0
+
+    def __call__(self, samples: Iterable[dict[str, Any]]) -> Iterator[Tensor]:
+        info = torch.utils.data.get_worker_info()
+        worker = info.id if info is not None else 0
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        gen = torch.Generator().manual_seed(hash((self.seed, rank, worker, self.passes)) % (2**62))
+        self.passes += 1
+
+        def views() -> Iterator[Tensor]:
+            for sample in samples:
+                rgb, c2w, K = (torch.from_numpy(np.ascontiguousarray(a)) for a in decode_sample(sample))
+                yield view_to_rays(rgb, c2w, K)
+
+        yield from shuffled_ray_batches(views(), self.batch_size, self.buffer_size, gen)
+
+
+def _world_size() -> int:
+    return torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+
+
+def shard_loader(meta: PseudoMeta, batch_size: int, buffer_size: int, num_workers: int, seed: int,
+                 world_size: int = 1) -> DataLoader:
+    """An endless DataLoader of shuffled ray batches from the shards of ``meta``.
+
+    Each rank reads ``shards[rank::world_size]`` (``webdataset.split_by_node``) and each of its workers
+    a disjoint slice of those; the stream repeats (``with_epoch``), one epoch being about one pass over
+    the pseudo-data for all ranks and workers together.
+
+    Raises:
+        UserError: fewer shards than DDP processes.
+    """
+    urls = [str(p) for p in meta.shard_paths()]
+    if len(urls) < world_size:
+        raise UserError(f"{meta.folder}: {len(urls)} shard(s) cannot feed {world_size} processes; "
+                        "write more shards (data_gen views_per_shard) or use fewer devices")
+    # A worker without a shard would end its stream at once ("No samples found"): never start one.
+    workers = max(0, min(num_workers, len(urls) // world_size))
+    streams = world_size * max(workers, 1)
+    per_stream = max(1, math.ceil(meta.n_rays / (batch_size * streams)))
+    ignore_unclosed_file_warnings()
+    dataset = (
+        wds.WebDataset(urls, shardshuffle=len(urls), nodesplitter=wds.split_by_node,
+                       workersplitter=wds.split_by_worker, empty_check=False, seed=seed)
+        .compose(_RaysFromViews(batch_size, buffer_size, seed))
+        .map(split_rays)
+        .with_epoch(per_stream)
+    )
+    return DataLoader(dataset, batch_size=None, num_workers=workers, persistent_workers=workers > 0,
+                      worker_init_fn=lambda _: ignore_unclosed_file_warnings())
+
+
+class InMemoryRays(IterableDataset):
+    """Random batches (without replacement within a pass) from rays held in memory.
+
+    Args:
+        packed: ``[N, 9]`` packed rays.
+        batch_size: rays per batch.
+        seed: shuffling seed (varied by DDP rank; each rank reads its own slice of every permutation).
+        steps_per_epoch: batches per epoch (``null``: one pass over the rays for all ranks together).
+    """
+
+    def __init__(self, packed: Tensor, batch_size: int, seed: int, steps_per_epoch: int | None = None):
+        self.packed, self.batch_size, self.seed = packed, batch_size, seed
+        world = _world_size()
+        self.steps = steps_per_epoch or max(1, packed.shape[0] // (batch_size * world))
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[RayBatch]:
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        world = _world_size()
+        gen = torch.Generator().manual_seed(self.seed * 1000003 + self.epoch)
+        self.epoch += 1
+        n = self.packed.shape[0]
+        order = torch.randperm(n, generator=gen)
+        n_batches = max(1, n // self.batch_size)
+        for i in range(self.steps):
+            j = (i * world + rank) % n_batches
+            yield split_rays(self.packed[order[j * self.batch_size:(j + 1) * self.batch_size]])
+
+
+def photo_rays(scene: Scene, background: list[float], split: str = "train") -> Tensor:
+    """All rays of a split's photos, composited on ``background``, packed ``[C*H*W, 9]``."""
+    views = scene.split(split)
+    rgb = views.rgb(background)
+    return torch.cat([view_to_rays(rgb[i], views.c2w[i], views.K[i]) for i in range(views.n_views)])
+
+
+class ShardDataModule(L.LightningDataModule):
+    """The ``distill`` stage's data: endless shuffled ray batches from the pseudo-data shards."""
+
+    def __init__(self, meta: PseudoMeta, batch_size: int, buffer_size: int, num_workers: int, seed: int,
+                 val_batches: list[RayBatch]):
+        super().__init__()
+        self.meta, self.batch_size, self.buffer_size = meta, batch_size, buffer_size
+        self.num_workers, self.seed, self.val_batches = num_workers, seed, val_batches
+
+    def train_dataloader(self) -> DataLoader:
+        return shard_loader(self.meta, self.batch_size, self.buffer_size, self.num_workers, self.seed,
+                            world_size=_world_size())
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_batches, batch_size=None)
+
+
+class PhotoDataModule(L.LightningDataModule):
+    """The ``finetune`` stage's data: random batches of rays of the real training photos."""
+
+    def __init__(self, packed: Tensor, batch_size: int, seed: int, val_batches: list[RayBatch]):
+        super().__init__()
+        self.packed, self.batch_size, self.seed, self.val_batches = packed, batch_size, seed, val_batches
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(InMemoryRays(self.packed, self.batch_size, self.seed), batch_size=None)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_batches, batch_size=None)

@@ -1,0 +1,103 @@
+"""``StudentLitModule``: the thin Lightning wrapper around :class:`student.model.R2LStudent`."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from core.metrics import mse_to_psnr
+from student.config import HardMiningConfig, StageConfig
+from student.model import R2LStudent
+
+
+def warmup_cosine(step: int, warmup: int, decay: int, final_ratio: float) -> float:
+    """Learning-rate factor: linear warm-up from 1% over ``warmup`` steps, then cosine to ``final_ratio``."""
+    if step < warmup:
+        return 0.01 + 0.99 * step / max(1, warmup)
+    progress = min(1.0, (step - warmup) / max(1, decay - warmup))
+    return final_ratio + (1.0 - final_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class HardRayPool:
+    """R2L's hard-ray mining: a FIFO pool of the highest-error rays, replayed in later batches.
+
+    Args:
+        cfg: pool size and share of the batch replayed.
+    """
+
+    def __init__(self, cfg: HardMiningConfig):
+        self.cfg = cfg
+        self.pool: Tensor | None = None  # [P, 9] packed rays_o, rays_d, rgb
+
+    def extend(self, batch: dict[str, Tensor], batch_size: int) -> dict[str, Tensor]:
+        """``batch`` plus ``fraction x batch_size`` rays drawn from the pool (unchanged while it is empty)."""
+        n = int(self.cfg.fraction * batch_size)
+        if self.pool is None or n == 0:
+            return batch
+        extra = self.pool[torch.randint(0, self.pool.shape[0], (n,), device=self.pool.device)]
+        return {k: torch.cat([batch[k], extra[:, 3 * i:3 * i + 3]])
+                for i, k in enumerate(("rays_o", "rays_d", "rgb"))}
+
+    def update(self, batch: dict[str, Tensor], per_ray_loss: Tensor) -> None:
+        """Add the ``fraction`` highest-loss rays of ``batch`` (``per_ray_loss [B]``) to the pool."""
+        k = max(1, int(self.cfg.fraction * per_ray_loss.shape[0]))
+        idx = per_ray_loss.detach().topk(k).indices
+        hard = torch.cat([batch["rays_o"][idx], batch["rays_d"][idx], batch["rgb"][idx]], dim=-1).detach()
+        pool = hard if self.pool is None else torch.cat([hard, self.pool])
+        self.pool = pool[: self.cfg.pool_size]
+
+
+class StudentLitModule(L.LightningModule):
+    """Model, MSE loss, PSNR, Adam with warm-up + cosine decay; one stage's optimisation.
+
+    Args:
+        model: the student network (shared across stages: the next stage continues from its weights).
+        stage: this stage's schedule.
+        hard_mining: hard-ray mining settings.
+    """
+
+    def __init__(self, model: R2LStudent, stage: StageConfig, hard_mining: HardMiningConfig | None = None):
+        super().__init__()
+        self.model, self.stage = model, stage
+        self.pool = HardRayPool(hard_mining) if hard_mining is not None and hard_mining.enabled else None
+        self._val_sse = 0.0
+        self._val_count = 0
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        if self.pool is not None:
+            batch = self.pool.extend(batch, self.stage.batch_size)
+        pred = self.model(batch["rays_o"], batch["rays_d"]).float()
+        per_ray = ((pred - batch["rgb"]) ** 2).mean(-1)  # [B]
+        loss = per_ray.mean()
+        if self.pool is not None:
+            self.pool.update(batch, per_ray)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/psnr", mse_to_psnr(loss.detach()), prog_bar=True)
+        self.log("lr", self.optimizers().param_groups[0]["lr"])  # type: ignore[union-attr]
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_sse, self._val_count = 0.0, 0
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        pred = self.model(batch["rays_o"], batch["rays_d"]).float().clamp(0, 1)
+        self._val_sse += float(((pred - batch["rgb"]) ** 2).sum())
+        self._val_count += batch["rgb"].numel()
+
+    def on_validation_epoch_end(self) -> None:
+        mse = self._val_sse / max(1, self._val_count)
+        self.log("val/psnr", mse_to_psnr(mse), prog_bar=True, sync_dist=True)
+
+    def configure_optimizers(self):  # type: ignore[no-untyped-def]
+        stage = self.stage
+        # fused Adam: one kernel for all parameters (3x faster than foreach on this CPU for 6M params)
+        opt = torch.optim.Adam(self.model.parameters(), lr=stage.lr, fused=True)
+        decay = stage.decay_steps or (stage.max_steps if stage.max_steps > 0 else 10_000)
+        ratio = stage.lr_final / stage.lr
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: warmup_cosine(step, stage.warmup_steps, decay, ratio)
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,0 +1,255 @@
+"""``python -m student.train``: distill the teacher's pseudo-data into the R2L student, then fine-tune.
+
+Stage ``distill`` streams ``<run_dir>/pseudo`` shards; stage ``finetune`` trains on the scene's real
+training photos (composited on the pseudo-data's background) with a lower learning rate. Each stage
+checkpoints with Lightning and resumes after a kill; a finished stage is skipped on re-run. Outputs go
+to ``<run_dir>/student/`` (``student.ckpt``, ``metrics.json``, ``renders/``, ``logs/``) and the report to
+``<run_dir>/report.{md,html}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from omegaconf import DictConfig
+
+from core.config import to_dataclass
+from core.datasets import Scene, load_scene
+from core.errors import UserError, exit_on_user_error
+from core.io import write_json
+from core.seeding import seed_everything
+from core.shards import PseudoMeta, read_meta
+from student.checkpoint import load_student, save_student
+from student.config import StageConfig, StudentConfig
+from student.data import PhotoDataModule, RayBatch, ShardDataModule, photo_rays, split_rays, view_to_rays
+from student.evaluate import evaluate_split, find_teacher_renders, save_side_by_side
+from student.lit import StudentLitModule
+from student.model import R2LStudent, flops_per_ray
+from student.report import read_json, write_report
+
+log = logging.getLogger(__name__)
+
+STAGES = ("distill", "finetune")
+PRECISIONS = {"bf16": "bf16-mixed", "fp32": "32-true"}
+
+
+def build_student(cfg: StudentConfig, meta: PseudoMeta | None, scene: Scene) -> R2LStudent:
+    """The student network, its ray range taken from the pseudo-data (else from the scene)."""
+    if meta is not None:
+        return R2LStudent(cfg.model, torch.tensor(meta.aabb), meta.near, meta.far)
+    return R2LStudent(cfg.model, scene.aabb, scene.near, scene.far)
+
+
+def validation_batches(scene: Scene, background: list[float], n_views: int, chunk: int) -> list[RayBatch]:
+    """Rays of the first ``n_views`` test views in chunks (the quick validation during training)."""
+    views = scene.split("test")
+    rgb = views.rgb(background)
+    n = min(n_views, views.n_views)
+    packed = torch.cat([view_to_rays(rgb[i], views.c2w[i], views.K[i]) for i in range(n)])
+    return [split_rays(p) for p in packed.split(chunk)]
+
+
+def _resume_step(ckpt: Path) -> int:
+    if not ckpt.is_file():
+        return 0
+    return int(torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True).get("global_step", 0))
+
+
+def build_trainer(cfg: StudentConfig, stage: StageConfig, name: str, out: Path) -> L.Trainer:
+    """A Trainer for one stage: limits, precision, DDP, CSV + TensorBoard logs, periodic checkpoints."""
+    if cfg.train.precision not in PRECISIONS:
+        raise UserError(f"train.precision must be one of {sorted(PRECISIONS)}, got {cfg.train.precision!r}")
+    logs = out / "logs"
+    return L.Trainer(
+        accelerator=cfg.train.accelerator,
+        devices=cfg.train.devices,
+        strategy="ddp" if cfg.train.devices > 1 else "auto",
+        precision=PRECISIONS[cfg.train.precision],  # type: ignore[arg-type]
+        max_steps=stage.max_steps,
+        max_epochs=-1,
+        max_time=timedelta(seconds=stage.max_seconds) if stage.max_seconds else None,
+        val_check_interval=stage.val_every_steps,
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        log_every_n_steps=10,
+        logger=[CSVLogger(logs, name=name), TensorBoardLogger(logs, name=name)],  # a version per (re)start
+        callbacks=[ModelCheckpoint(dirpath=out / "ckpt" / name, save_last=True, save_top_k=0,
+                                   every_n_train_steps=cfg.train.ckpt_every_steps)],
+        enable_progress_bar=cfg.train.progress_bar,
+        enable_model_summary=False,
+        default_root_dir=str(out),
+    )
+
+
+def run_stage(cfg: StudentConfig, name: str, model: R2LStudent, datamodule: L.LightningDataModule,
+              out: Path) -> tuple[L.Trainer, dict[str, Any]]:
+    """Fit one stage (resuming from its ``last.ckpt`` if present); returns the trainer and its stats."""
+    stage: StageConfig = getattr(cfg.train, name)
+    trainer = build_trainer(cfg, stage, name, out)
+    lit = StudentLitModule(model, stage, cfg.train.hard_mining if name == "distill" else None)
+    last = out / "ckpt" / name / "last.ckpt"
+    ckpt_path = str(last) if cfg.train.resume and last.is_file() else None
+    if ckpt_path:
+        log.info("%s: resuming from %s", name, ckpt_path)
+    start = time.perf_counter()
+    trainer.fit(lit, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    seconds = time.perf_counter() - start
+    world = trainer.world_size
+    stats = {
+        "steps": int(trainer.global_step),
+        "seconds": round(seconds, 2),
+        "rays_per_second": round(trainer.global_step * stage.batch_size * world / max(seconds, 1e-9)),
+        "train_loss": float(trainer.callback_metrics.get("train/loss", float("nan"))),
+        "resumed": ckpt_path is not None,
+    }
+    return trainer, stats
+
+
+def _stage_datamodule(cfg: StudentConfig, name: str, meta: PseudoMeta | None, scene: Scene,
+                      background: list[float], val: list[RayBatch], out: Path) -> L.LightningDataModule:
+    stage: StageConfig = getattr(cfg.train, name)
+    seed = cfg.seed + 7919 * _resume_step(out / "ckpt" / name / "last.ckpt")  # fresh stream on resume
+    if name == "distill":
+        assert meta is not None
+        return ShardDataModule(meta, stage.batch_size, cfg.train.shuffle_buffer, cfg.train.num_workers, seed,
+                               val)
+    return PhotoDataModule(photo_rays(scene, background, "train"), stage.batch_size, seed, val)
+
+
+def scene_meta(scene: Scene, model: R2LStudent, background: list[float]) -> dict[str, Any]:
+    """The scene facts ``save_student`` stores for export."""
+    train = scene.split("train")
+    return {
+        "aabb": model.encoder.center.sub(model.encoder.half_extent).tolist()
+        + model.encoder.center.add(model.encoder.half_extent).tolist(),
+        "near": model.encoder.near,
+        "far": model.encoder.far,
+        "image_size": list(train.hw),
+        "K": train.K[0].tolist(),
+        "camera_convention": scene.convention,
+        "scene_name": scene.name,
+        "background": list(background),
+    }
+
+
+def load_inputs(cfg: StudentConfig) -> tuple[PseudoMeta | None, Scene, list[float]]:
+    """Pseudo-data meta (if distilling), the scene, and the background both stages composite on.
+
+    Raises:
+        UserError: missing/invalid shards or a scene whose camera convention differs from the shards'.
+    """
+    meta = None
+    if cfg.train.distill.enabled:
+        meta = read_meta(Path(cfg.pseudo_dir) if cfg.pseudo_dir else Path(cfg.run_dir) / "pseudo")
+    scene = load_scene(cfg.scene, splits=("train", "test"))
+    if meta is not None and scene.convention != meta.camera_convention:
+        raise UserError(f"{meta.folder}/meta.json: camera convention {meta.camera_convention!r} differs "
+                        f"from the scene's {scene.convention!r}")
+    background = list(meta.background) if meta is not None else list(cfg.scene.background)
+    return meta, scene, background
+
+
+def _eval_views(cfg: StudentConfig, teacher_metrics: dict[str, Any]) -> int | None:
+    if cfg.eval.max_views is not None:
+        return cfg.eval.max_views
+    return teacher_metrics.get("test", {}).get("n_views")
+
+
+def run(cfg: StudentConfig) -> dict[str, Any]:
+    """Train both stages, evaluate, write ``student.ckpt``, ``metrics.json``, renders and the report.
+
+    Returns:
+        The metrics written to ``<run_dir>/student/metrics.json`` (empty on non-zero DDP ranks).
+    """
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    seed_everything(cfg.seed)
+    out = Path(cfg.run_dir) / "student"
+    meta, scene, background = load_inputs(cfg)
+    model = build_student(cfg, meta, scene)
+    teacher_metrics = read_json(Path(cfg.run_dir) / "teacher" / "metrics.json")
+    n_eval = _eval_views(cfg, teacher_metrics)
+    val = validation_batches(scene, background, cfg.eval.val_views, cfg.eval.chunk)
+    stages: dict[str, Any] = {}
+    trainer = None
+    for name in STAGES:
+        stage: StageConfig = getattr(cfg.train, name)
+        done = out / f"stage_{name}.ckpt"
+        if not stage.enabled:
+            continue
+        if done.is_file() and cfg.train.resume:  # finished before a kill: reuse its weights and metrics
+            model.load_state_dict(load_student(done)[0].state_dict())
+            stages[name] = read_json(out / "metrics.json").get("stages", {}).get(name, {})
+            continue
+        dm = _stage_datamodule(cfg, name, meta, scene, background, val, out)
+        trainer, stats = run_stage(cfg, name, model, dm, out)
+        if not trainer.is_global_zero:
+            continue
+        stats["test"] = evaluate_split(model, scene.split("test"), background, cfg.eval.chunk, n_eval)[0]
+        stages[name] = stats
+        save_student(done, model, scene_meta(scene, model, background))
+        _write_metrics(out, cfg, model, stages, teacher_metrics)
+        log.info("%s: test PSNR %.2f dB after %d steps", name, stats["test"]["psnr"], stats["steps"])
+    if trainer is not None and not trainer.is_global_zero:
+        return {}
+    return finish(cfg, model, scene, background, stages, teacher_metrics, n_eval)
+
+
+def _write_metrics(out: Path, cfg: StudentConfig, model: R2LStudent, stages: dict[str, Any],
+                   teacher_metrics: dict[str, Any], test: dict[str, Any] | None = None) -> dict[str, Any]:
+    last = next((stages[s]["test"] for s in reversed(STAGES) if "test" in stages.get(s, {})), None)
+    metrics = {
+        "test": test or last,
+        "stages": stages,
+        "teacher_test_psnr": teacher_metrics.get("test", {}).get("psnr"),
+        "flops_per_ray": flops_per_ray(cfg.model),
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "model": {k: getattr(cfg.model, k) for k in ("n_points", "n_freqs", "width", "depth")},
+        "precision": cfg.train.precision,
+        "devices": cfg.train.devices,
+    }
+    write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def finish(cfg: StudentConfig, model: R2LStudent, scene: Scene, background: list[float],
+           stages: dict[str, Any], teacher_metrics: dict[str, Any], n_eval: int | None) -> dict[str, Any]:
+    """Final evaluation, renders, ``student.ckpt``, ``metrics.json`` and the report."""
+    out = Path(cfg.run_dir) / "student"
+    test, pred, gt = evaluate_split(model, scene.split("test"), background, cfg.eval.chunk, n_eval)
+    sm = scene_meta(scene, model, background)
+    save_student(out / "student.ckpt", model, sm, metrics={"test": test})
+    teacher_files = find_teacher_renders(Path(cfg.run_dir) / "teacher", gt.shape[0], gt.shape[1:3])
+    if cfg.eval.save_renders:
+        save_side_by_side(out / "renders", gt, pred, teacher_files)
+    metrics = _write_metrics(out, cfg, model, stages, teacher_metrics, test)
+    metrics["renders_have_teacher"] = teacher_files is not None
+    write_json(out / "metrics.json", metrics)
+    write_report(Path(cfg.run_dir))
+    return metrics
+
+
+@hydra.main(config_path="../conf", config_name="student", version_base="1.3")
+@exit_on_user_error
+def main(dcfg: DictConfig) -> None:
+    """CLI: ``python -m student.train [overrides]``; prints the report's metrics table."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = to_dataclass(dcfg, StudentConfig)
+    metrics = run(cfg)
+    if metrics:
+        from student.report import metrics_table
+
+        print(metrics_table(Path(cfg.run_dir)))
+
+
+if __name__ == "__main__":
+    main()

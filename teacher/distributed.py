@@ -1,0 +1,170 @@
+"""``torch.distributed`` plumbing of the partitioned teacher: process group, device, the one exchange.
+
+Launched by ``torchrun`` (which sets ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``,
+``MASTER_PORT``): NCCL with one GPU per process (``cuda:LOCAL_RANK``) when CUDA is present, else gloo
+on the CPU. Rank ``k`` owns region ``k``.
+
+The forward exchange is one ``all_gather_into_tensor`` (named ``all_gather_single`` in torch >= 2.13)
+of every rank's ``[N, 5]`` segment records (:mod:`teacher.partitioned`), outside autograd; the
+backward pass exchanges nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from teacher.model import Teacher
+from teacher.partition import crossing_order, ray_segments
+from teacher.partitioned import composite_records, finish_rays, render_region_segment, substitute_own_record
+
+log = logging.getLogger(__name__)
+
+# ``all_gather_single`` is the name torch >= 2.13 gives ``all_gather_into_tensor`` (same collective).
+_ALL_GATHER = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+
+
+@dataclass
+class DistributedConfig:
+    """The ``distributed`` config group of the teacher.
+
+    Attributes:
+        partitions: number of spatial regions ``K`` (NeRF-XL). 1 is the ordinary teacher; ``K > 1``
+            needs ``K`` processes (``torchrun --nproc_per_node=K``) or runs all regions in one
+            process when launched without ``torchrun``.
+        backend: ``auto`` (NCCL with CUDA, else gloo), ``gloo`` or ``nccl``.
+        points_per_ray: samples per training ray used to place the median splits.
+        split_rays: training rays sampled to place the splits.
+        timeout_s: collective timeout in seconds.
+    """
+
+    partitions: int = 1
+    backend: str = "auto"
+    points_per_ray: int = 16
+    split_rays: int = 8192
+    timeout_s: float = 600.0
+
+
+def launched_by_torchrun() -> bool:
+    """Whether the environment of a ``torchrun`` worker is present."""
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def setup_process_group(cfg: DistributedConfig) -> tuple[int, int, torch.device]:
+    """Initialise the default process group from the ``torchrun`` environment (idempotent).
+
+    Returns:
+        ``(rank, world_size, device)``: ``cuda:LOCAL_RANK`` with NCCL, else ``cpu``.
+    """
+    backend = cfg.backend
+    if backend == "auto":
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend not in ("gloo", "nccl"):
+        raise ValueError(f"distributed.backend must be auto, gloo or nccl, got {cfg.backend!r}")
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device("cuda", local_rank) if backend == "nccl" else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        from datetime import timedelta
+
+        dist.init_process_group(backend=backend, timeout=timedelta(seconds=cfg.timeout_s),
+                                device_id=device if device.type == "cuda" else None)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    log.info("rank %d/%d on %s (%s)", rank, world, device, backend)
+    return rank, world, device
+
+
+def all_gather_records(own: Tensor) -> Tensor:
+    """Gather every rank's segment records; the result carries no autograd history.
+
+    Args:
+        own: ``[N, F]`` this rank's records (same ``N`` and ``F`` on every rank).
+
+    Returns:
+        ``[K, N, F]`` records of all ranks, row ``k`` from rank ``k``.
+    """
+    world = dist.get_world_size()
+    with torch.no_grad():
+        src = own.detach().contiguous()
+        out = src.new_empty((world, *src.shape))
+        _ALL_GATHER(out.view(world * src.shape[0], *src.shape[1:]), src)  # gloo: concatenated form
+    return out
+
+
+def broadcast_tensor(t: Tensor, src: int = 0) -> Tensor:
+    """Broadcast a tensor from ``src`` (no-op when not distributed)."""
+    if dist.is_initialized():
+        dist.broadcast(t, src)
+    return t
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op when not distributed)."""
+    if dist.is_initialized():
+        dist.barrier()
+
+
+class RegionWorker:
+    """This rank's region of a partitioned teacher, rendering whole rays together with the other ranks.
+
+    Every rank must call :meth:`render_chunk` with the same rays (the exchange is collective).
+
+    Args:
+        region: the region's teacher (field + occupancy grid over ``boxes[rank]``).
+        rank: this rank = the region's index.
+        boxes: ``[K, 6]`` all region boxes (every rank needs them to order the segments).
+        near: ray start distance.
+        far: ray end distance.
+    """
+
+    def __init__(self, region: Teacher, rank: int, boxes: Tensor, near: float, far: float):
+        self.region = region
+        self.rank = rank
+        self.boxes = boxes
+        self.near = float(near)
+        self.far = float(far)
+
+    def render_chunk(self, rays_o: Tensor, rays_d: Tensor, background: Tensor, seed: int | None = None,
+                     ) -> dict[str, Tensor]:
+        """Render rays with every rank; differentiable in this rank's parameters only.
+
+        Args:
+            rays_o: ``[N, 3]`` origins (identical on every rank).
+            rays_d: ``[N, 3]`` unit directions.
+            background: ``[N, 3]`` background colors.
+            seed: base seed of the sample jitter (the region's is ``seed + rank``), or None.
+
+        Returns:
+            ``rgb [N, 3]``, ``depth [N]``, ``opacity [N]``, ``n_samples`` (this rank's samples) and
+            ``exchange_seconds`` (time spent in the all-gather).
+        """
+        t_in, t_out = ray_segments(rays_o, rays_d, self.boxes, self.near, self.far)
+        seg = render_region_segment(self.region, rays_o, rays_d, t_in[self.rank], t_out[self.rank],
+                                    self.region.step_size, None if seed is None else seed + self.rank)
+        start = time.perf_counter()
+        gathered = all_gather_records(seg["record"])
+        exchange = time.perf_counter() - start
+        records = substitute_own_record(gathered, seg["record"], self.rank)
+        rgb, depth_sum, opacity = composite_records(records, crossing_order(t_in, t_out))
+        out = finish_rays(rgb, depth_sum, opacity, background, seg["n_samples"])
+        out["exchange_seconds"] = torch.tensor(exchange)
+        return out
+
+    @torch.no_grad()
+    def render_rays(self, rays_o: Tensor, rays_d: Tensor, background: Tensor, chunk: int | None = None,
+                    ) -> dict[str, Tensor]:
+        """Render any number of rays with every rank (inference; same outputs on every rank)."""
+        chunk = chunk or self.region.cfg.render.chunk
+        background = background.to(rays_o).expand(rays_o.shape[0], 3)
+        parts = [
+            self.render_chunk(rays_o[i : i + chunk], rays_d[i : i + chunk], background[i : i + chunk])
+            for i in range(0, max(rays_o.shape[0], 1), chunk)
+        ]
+        return {k: torch.cat([p[k] for p in parts]) for k in ("rgb", "depth", "opacity")}

@@ -1,0 +1,156 @@
+"""``Teacher``: the field, its occupancy grid and the renderer behind one ``render_rays`` call.
+
+A plain ``nn.Module`` (no Lightning), so data generation and export use it without a Trainer.
+:func:`load_teacher` rebuilds one from ``<run_dir>/teacher/teacher.ckpt``.
+"""
+
+from __future__ import annotations
+
+import logging
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from core.checkpoint import load_checkpoint, save_checkpoint
+from core.config import to_dataclass, to_plain
+from core.errors import CheckpointError, UserError
+from core.rays import ray_aabb_intersect
+from teacher.field import FieldConfig, TeacherField
+from teacher.occupancy import OccupancyConfig, OccupancyGrid
+from teacher.render import RenderConfig, render_segment, step_size_for
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_KIND = "teacher"
+
+
+@dataclass
+class TeacherModelConfig:
+    """The teacher's network, occupancy grid and ray marching."""
+
+    field: FieldConfig = dataclasses.field(default_factory=FieldConfig)
+    occupancy: OccupancyConfig = dataclasses.field(default_factory=OccupancyConfig)
+    render: RenderConfig = dataclasses.field(default_factory=RenderConfig)
+
+
+class Teacher(nn.Module):
+    """Instant-NGP teacher of one scene.
+
+    Args:
+        cfg: model settings.
+        aabb: ``[6]`` scene box.
+        near: ray start distance.
+        far: ray end distance.
+    """
+
+    def __init__(self, cfg: TeacherModelConfig, aabb: Tensor, near: float, far: float):
+        super().__init__()
+        self.cfg = cfg
+        self.near = float(near)
+        self.far = float(far)
+        self.register_buffer("aabb", torch.as_tensor(aabb, dtype=torch.float32).clone())
+        self.field = TeacherField(cfg.field, self.aabb)
+        self.occupancy = OccupancyGrid(cfg.occupancy, self.aabb)
+        self.step_size = step_size_for(self.aabb, cfg.render)
+
+    @property
+    def backend(self) -> str:
+        """The hash-grid backend in use."""
+        return self.field.grid.backend
+
+    def update_occupancy(self, step: int) -> bool:
+        """Refresh the occupancy grid at training ``step`` if it is an update step."""
+        def opacity(x: Tensor) -> Tensor:
+            return self.field.query_density(x)[0] * self.step_size
+
+        return self.occupancy.update(step, opacity)
+
+    def render_rays(
+        self,
+        rays_o: Tensor,  # [N, 3]
+        rays_d: Tensor,  # [N, 3]
+        background: Tensor,  # [3] or [N, 3]
+        chunk: int | None = None,
+    ) -> dict[str, Tensor]:
+        """Render rays onto a background, ``chunk`` rays at a time.
+
+        Args:
+            rays_o: ``[N, 3]`` origins.
+            rays_d: ``[N, 3]`` unit directions.
+            background: ``[3]`` color, or ``[N, 3]`` one per ray.
+            chunk: rays per chunk (default ``cfg.render.chunk``).
+
+        Returns:
+            ``rgb [N, 3]``, ``depth [N]`` (expected distance of the hit, 0 where nothing is hit),
+            ``opacity [N]`` and ``n_samples`` (scalar: samples evaluated).
+        """
+        chunk = chunk or self.cfg.render.chunk
+        background = background.to(rays_o).expand(rays_o.shape[0], 3)
+        parts = [
+            self._render_chunk(rays_o[i : i + chunk], rays_d[i : i + chunk], background[i : i + chunk])
+            for i in range(0, rays_o.shape[0], chunk)
+        ]
+        if not parts:
+            parts = [self._render_chunk(rays_o, rays_d, background)]
+        out = {k: torch.cat([p[k] for p in parts]) for k in ("rgb", "depth", "opacity")}
+        out["n_samples"] = sum(p["n_samples"] for p in parts)  # type: ignore[assignment]
+        return out
+
+    def _render_chunk(self, rays_o: Tensor, rays_d: Tensor, background: Tensor) -> dict[str, Tensor]:
+        t_min, t_max, _ = ray_aabb_intersect(rays_o, rays_d, self.aabb, self.near, self.far)
+        seg = render_segment(self.field, rays_o, rays_d, t_min, t_max, self.occupancy.binary,
+                             self.step_size, self.cfg.render)
+        rgb = seg["rgb"] + seg["trans"][:, None] * background
+        depth = seg["depth_sum"] / seg["opacity"].clamp_min(1e-6)
+        return {"rgb": rgb, "depth": depth, "opacity": seg["opacity"], "n_samples": seg["n_samples"]}
+
+
+def build_teacher(cfg: TeacherModelConfig, aabb: Tensor, near: float, far: float,
+                  device: torch.device | str = "cpu") -> Teacher:
+    """Construct a teacher for a scene box and ray range."""
+    with torch.device(device):
+        return Teacher(cfg, aabb.to(device), near, far)
+
+
+def save_teacher(path: str | Path, teacher: Teacher, **extra: Any) -> Path:
+    """Write ``teacher.ckpt`` (kind ``teacher``): weights, occupancy grid, config and scene bounds."""
+    config = {"model": to_plain(teacher.cfg), "aabb": teacher.aabb.tolist(), "near": teacher.near,
+              "far": teacher.far}
+    state = {k: v.detach().cpu() for k, v in teacher.state_dict().items()}
+    return save_checkpoint(path, CHECKPOINT_KIND, state, config, **extra)
+
+
+def load_teacher(path: str | Path, device: torch.device | str = "cpu", backend: str = "auto") -> Teacher:
+    """Rebuild a teacher from a checkpoint written by :func:`save_teacher`.
+
+    Args:
+        path: ``<run_dir>/teacher/teacher.ckpt``.
+        device: where to put it.
+        backend: hash-grid backend to use (the checkpoint works with any).
+
+    Raises:
+        CheckpointError: missing, corrupt or mismatched file (one line, naming it).
+    """
+    payload = load_checkpoint(path, kind=CHECKPOINT_KIND)
+    config = payload.get("config") or {}
+    if isinstance(config, dict) and "partitions" in config:  # NeRF-XL: all regions, rendered in-process
+        from teacher.partitioned import load_partitioned_teacher
+
+        return load_partitioned_teacher(path, payload, device, backend)  # type: ignore[return-value]
+    try:
+        model_cfg = to_dataclass(config["model"], TeacherModelConfig)
+        model_cfg.field.backend = backend
+        teacher = build_teacher(model_cfg, torch.tensor(config["aabb"], dtype=torch.float32),
+                                float(config["near"]), float(config["far"]), device)
+    except (KeyError, TypeError, UserError) as exc:
+        raise CheckpointError(f"{path}: teacher config is missing or invalid ({exc})") from None
+    try:
+        teacher.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"{path}: weights do not match the stored config ({first})") from None
+    return teacher.eval()

@@ -1,0 +1,305 @@
+"""Training loop of the NeRF-XL partitioned teacher, one region per rank or all regions in one process.
+
+``torchrun --nproc_per_node=K -m teacher.train distributed.partitions=K`` runs one region per process
+(gloo on the CPU, NCCL with one GPU per process); ``python -m teacher.train distributed.partitions=K``
+runs the same ``K`` regions in one process. Both draw the same ray batches, backgrounds, sample jitter
+and occupancy cells from the same seeds, and compute the same gradients (each rank's loss is the
+single-device loss with the other regions' records as constants, :func:`teacher.partitioned.
+substitute_own_record`), so they train the same parameters. A plain loop rather than Lightning: its
+DDP strategy would average gradients of *different* parameters across ranks.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from teacher.data import split_rays
+from teacher.distributed import RegionWorker, barrier, broadcast_tensor
+from teacher.lit_module import OptimConfig, lr_factor
+from teacher.model import Teacher, TeacherModelConfig
+from teacher.partition import median_split_boxes, sample_points_along_rays
+from teacher.partition_ckpt import load_region, merge_regions, resume_point, save_region
+from teacher.partitioned import PartitionedTeacher, build_region, region_seed, update_region_occupancy
+
+log = logging.getLogger(__name__)
+
+
+class Renderer(Protocol):
+    def render_chunk(self, rays_o: Tensor, rays_d: Tensor, background: Tensor, seed: int | None = None,
+                     ) -> dict[str, Tensor]: ...
+
+
+@dataclass
+class PartitionedSetup:
+    """What one process trains: its regions (all, or its rank's), their renderer and optimizer."""
+
+    regions: dict[int, Teacher]
+    renderer: Renderer
+    optimizer: torch.optim.Optimizer
+    boxes: Tensor
+    rank: int = 0
+    timings: dict[str, float] = field(default_factory=lambda: {"step": 0.0, "exchange": 0.0})
+
+
+def partition_boxes(rays: tuple[Tensor, Tensor, Tensor], aabb: Tensor, near: float, far: float,
+                    n_regions: int, n_rays: int, points_per_ray: int, seed: int) -> Tensor:
+    """Median-split boxes from points along training rays, preferring rays of opaque pixels.
+
+    Rays whose pixel alpha is above 0.5 are used when there are any (RGBA captures: they cross the
+    object); otherwise all rays. Deterministic for a ``seed``.
+    """
+    rays_o, rays_d, rgba = rays
+    gen = torch.Generator().manual_seed(seed)
+    opaque = rgba[:, 3] > 0.5
+    pool = opaque.nonzero()[:, 0] if bool(opaque.any()) else torch.arange(rays_o.shape[0])
+    idx = pool[torch.randint(0, pool.numel(), (n_rays,), generator=gen)]
+    points = sample_points_along_rays(rays_o[idx], rays_d[idx], aabb.cpu(), points_per_ray, near, far, gen)
+    return median_split_boxes(points, aabb, n_regions).float()
+
+
+def make_optimizer(regions: list[Teacher], cfg: OptimConfig) -> torch.optim.Optimizer:
+    """Adam over the regions' parameters (weight decay on the MLPs only, as the teacher)."""
+    groups = []
+    for region in regions:
+        groups.append({"params": [region.field.grid.params], "weight_decay": 0.0})
+        groups.append({"params": region.field.mlp_parameters(), "weight_decay": cfg.weight_decay})
+    return torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)  # type: ignore[arg-type]
+
+
+def build_setup(model_cfg: TeacherModelConfig, optim_cfg: OptimConfig, boxes: Tensor, aabb: Tensor,
+                near: float, far: float, rank: int, world: int, device: torch.device) -> PartitionedSetup:
+    """Regions, renderer and optimizer of this process (``world == 1``: every region here)."""
+    if world == 1:
+        teacher = PartitionedTeacher(model_cfg, boxes, aabb, near, far).to(device)
+        regions = dict(enumerate(teacher.regions))
+        renderer: Renderer = teacher
+    else:
+        region = build_region(model_cfg, boxes[rank], aabb, near, far).to(device)
+        regions = {rank: region}
+        renderer = RegionWorker(region, rank, boxes.to(device), near, far)
+    return PartitionedSetup(regions, renderer, make_optimizer(list(regions.values()), optim_cfg),  # type: ignore[arg-type]
+                            boxes, rank)
+
+
+def batch_at(rays: tuple[Tensor, Tensor, Tensor], batch_size: int, seed: int, step: int,
+             device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Batch ``step`` of random rays and their random backgrounds (identical on every rank).
+
+    Returns:
+        ``rays_o [B, 3]``, ``rays_d [B, 3]``, ``target [B, 3]`` (pixel on the background) and
+        ``background [B, 3]``.
+    """
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    idx = torch.randint(0, rays[0].shape[0], (batch_size,), generator=gen)
+    rays_o, rays_d, rgba = (t[idx].to(device) for t in rays)
+    background = torch.rand(batch_size, 3, generator=gen).to(device)
+    alpha = rgba[:, 3:]
+    return rays_o, rays_d, rgba[:, :3] * alpha + background * (1.0 - alpha), background
+
+
+def train_step(setup: PartitionedSetup, batch: tuple[Tensor, Tensor, Tensor, Tensor], step: int, seed: int,
+               lr_scale: float, base_lr: float) -> dict[str, float]:
+    """One optimisation step of this process's regions (collective when distributed)."""
+    start = time.perf_counter()
+    for k, region in setup.regions.items():
+        update_region_occupancy(region, step, region_seed(seed, step, k) + 7919)
+    for group in setup.optimizer.param_groups:
+        group["lr"] = base_lr * lr_scale
+    rays_o, rays_d, target, background = batch
+    out = setup.renderer.render_chunk(rays_o, rays_d, background, seed=region_seed(seed, step, 0))
+    loss = torch.nn.functional.mse_loss(out["rgb"], target)
+    setup.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    setup.optimizer.step()
+    exchange = float(out.get("exchange_seconds", torch.tensor(0.0)))
+    setup.timings["step"] += time.perf_counter() - start
+    setup.timings["exchange"] += exchange
+    return {"loss": float(loss.detach()), "samples_per_ray": float(out["n_samples"]) / rays_o.shape[0],
+            "exchange_seconds": exchange}
+
+
+def checkpoint(setup: PartitionedSetup, folder: Path, model_cfg: TeacherModelConfig, aabb: Tensor,
+               near: float, far: float, step: int, world: int, **extra: Any) -> None:
+    """Every rank writes its regions of ``step``; rank 0 merges them into ``teacher.ckpt``."""
+    for k, region in setup.regions.items():
+        save_region(folder, k, region, setup.optimizer, step)
+    barrier()
+    if setup.rank == 0:
+        merge_regions(folder, model_cfg, setup.boxes, aabb, near, far, step, **extra)
+    barrier()
+
+
+def restore(setup: PartitionedSetup, folder: Path) -> int:
+    """Resume this process's regions from the last merged step (0 for a fresh start)."""
+    point = resume_point(folder, setup.boxes.shape[0])
+    if point is None:
+        return 0
+    step, _ = point
+    for k, region in setup.regions.items():
+        load_region(folder, k, region, setup.optimizer, step)
+    log.info("resumed partitioned training at step %d", step)
+    return step
+
+
+def rank0_decision(value: int, device: torch.device) -> int:
+    """Rank 0's decision (0 go on, 1 checkpoint, 2 stop), broadcast so every rank acts at the same step."""
+    flag = torch.tensor([float(value)], device=device)
+    return int(broadcast_tensor(flag, 0).item())
+
+
+def progress_bar(rank: int, start: int, total: int | None) -> tqdm:
+    return tqdm(initial=start, total=total, desc="train (partitioned)", disable=rank != 0, dynamic_ncols=True)
+
+
+def training_rays(split: Any) -> tuple[Tensor, Tensor, Tensor]:
+    """All training rays ``(rays_o, rays_d, rgba)`` of a scene split."""
+    return split_rays(split)
+
+
+def fit(setup: PartitionedSetup, cfg: Any, rays: tuple[Tensor, Tensor, Tensor], folder: Path, aabb: Tensor,
+        near: float, far: float, world: int, device: torch.device) -> dict[str, Any]:
+    """Train until ``cfg.train.max_steps`` / ``max_seconds`` (resuming), checkpointing on the way.
+
+    Args:
+        cfg: the teacher's config (``train``, ``optim``, ``model``, ``seed`` are read).
+
+    Returns:
+        ``{"steps", "train_seconds", "exchange_fraction"}``.
+    """
+    step = restore(setup, folder)
+    previous = _previous_seconds(folder) if step else 0.0
+    max_steps, max_seconds = cfg.train.max_steps, cfg.train.max_seconds
+    if (max_seconds is None or max_seconds <= 0) and max_steps < 0:
+        raise ValueError("set train.max_steps or train.max_seconds: training would never stop")
+    start = last_ckpt = time.perf_counter()
+    bar = progress_bar(setup.rank, step, max_steps if max_steps > 0 else None)
+    while True:
+        elapsed = previous + time.perf_counter() - start
+        done = (0 < max_steps <= step) or bool(max_seconds and elapsed >= max_seconds)
+        due = time.perf_counter() - last_ckpt >= cfg.train.checkpoint_seconds
+        decision = rank0_decision(2 if done else int(due), device)
+        if decision >= 1 and step > 0:
+            checkpoint(setup, folder, cfg.model, aabb, near, far, step, world,
+                       train_seconds=round(elapsed, 2), finished=decision == 2)
+            last_ckpt = time.perf_counter()
+        if decision == 2:
+            break
+        parts = [step / max_steps] if max_steps > 0 else []
+        if max_seconds:
+            parts.append(elapsed / max_seconds)
+        batch = batch_at(rays, cfg.train.batch_rays, cfg.seed, step, device)
+        scale = lr_factor(min(1.0, max(parts)), cfg.optim)
+        stats = train_step(setup, batch, step, cfg.seed, scale, cfg.optim.lr)
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{stats['loss']:.4f}", spr=f"{stats['samples_per_ray']:.0f}")
+    bar.close()
+    fraction = setup.timings["exchange"] / max(setup.timings["step"], 1e-9)
+    return {"steps": step, "train_seconds": round(previous + time.perf_counter() - start, 2),
+            "exchange_fraction": round(fraction, 4)}
+
+
+def _previous_seconds(folder: Path) -> float:
+    payload = torch.load(folder / "teacher.ckpt", map_location="cpu", weights_only=True)
+    return float(payload.get("train_seconds", 0.0))
+
+
+def run_partitioned(cfg: Any) -> dict[str, Any]:
+    """``teacher.train.run`` for ``distributed.partitions > 1``: train, merge, evaluate.
+
+    Under ``torchrun`` each of the ``K`` processes trains its region; without it one process trains all
+    ``K``. Rank 0 writes ``teacher.ckpt`` (every region), ``metrics.json`` and the test renders.
+
+    Returns:
+        The metrics (on every rank).
+    """
+    from core.datasets import load_scene
+    from core.errors import UserError
+    from core.io import sha256_file, write_json
+    from core.seeding import seed_everything
+    from teacher.distributed import launched_by_torchrun, setup_process_group
+    from teacher.evaluate import evaluate
+
+    k = cfg.distributed.partitions
+    if launched_by_torchrun():
+        rank, world, device = setup_process_group(cfg.distributed)
+        if world != k:
+            raise UserError(f"distributed.partitions={k} needs {k} processes, torchrun started {world}")
+    else:
+        rank, world = 0, 1
+        device = torch.device("cuda" if cfg.train.device == "auto" and torch.cuda.is_available()
+                              else "cpu" if cfg.train.device == "auto" else cfg.train.device)
+    seed_everything(cfg.seed)
+    out = Path(cfg.run_dir) / "teacher"
+    done = _finished_metrics(out)
+    if done is not None:
+        log.info("partitioned teacher already trained and evaluated: %s", out / "metrics.json")
+        return done
+    scene = load_scene(cfg.scene, splits=("train", "test"))
+    rays = training_rays(scene.split("train"))
+    point = resume_point(out, k)
+    if point is not None:
+        boxes = point[1]
+    else:
+        boxes = partition_boxes(rays, scene.aabb, scene.near, scene.far, k, cfg.distributed.split_rays,
+                                cfg.distributed.points_per_ray, cfg.seed)
+    boxes = broadcast_tensor(boxes.to(device), 0).cpu()  # identical on every rank, whatever the float ops
+    setup = build_setup(cfg.model, cfg.optim, boxes, scene.aabb, scene.near, scene.far, rank, world, device)
+    stats = fit(setup, cfg, rays, out, scene.aabb, scene.near, scene.far, world, device)
+    renderer: Any = setup.renderer
+    if world > 1:  # evaluate() needs .eval() and .aabb: the worker renders with every rank
+        renderer = _EvalAdapter(setup)
+    test = evaluate(renderer, scene.split("test"), scene.background, cfg.eval.chunk, cfg.eval.n_renders,
+                    out / "renders" if rank == 0 else None, cfg.eval.progress_bar and rank == 0)
+    ckpt = out / "teacher.ckpt"
+    n_params = sum(p.numel() for r in setup.regions.values() for p in r.parameters())
+    metrics = {"test": test, **stats, "backend": next(iter(setup.regions.values())).backend,
+               "scene": scene.name, "partitions": k, "processes": world,
+               "boxes": [[round(v, 5) for v in b] for b in boxes.tolist()],
+               "n_params": n_params * k // len(setup.regions),
+               "checkpoint_sha256": sha256_file(ckpt)}
+    if rank == 0:
+        write_json(out / "metrics.json", metrics)
+        log.info("partitioned teacher (%d regions, %d processes): test PSNR %.2f dB -> %s", k, world,
+                 test["psnr"], out / "metrics.json")
+    barrier()
+    return metrics
+
+
+class _EvalAdapter:
+    """Gives a :class:`RegionWorker` the ``eval()``/``aabb``/``render_rays`` surface ``evaluate`` uses."""
+
+    def __init__(self, setup: PartitionedSetup):
+        self.worker: RegionWorker = setup.renderer  # type: ignore[assignment]
+        self.aabb = self.worker.region.aabb
+
+    def eval(self) -> _EvalAdapter:
+        self.worker.region.eval()
+        return self
+
+    def render_rays(self, rays_o: Tensor, rays_d: Tensor, background: Tensor, chunk: int | None = None,
+                    ) -> dict[str, Tensor]:
+        return self.worker.render_rays(rays_o, rays_d, background, chunk)
+
+
+def _finished_metrics(out: Path) -> dict[str, Any] | None:
+    """The metrics of a finished, evaluated run whose checkpoint is unchanged, else None."""
+    import json
+
+    from core.io import sha256_file
+
+    ckpt, metrics_path = out / "teacher.ckpt", out / "metrics.json"
+    if not (ckpt.is_file() and metrics_path.is_file()):
+        return None
+    metrics = json.loads(metrics_path.read_text())
+    if metrics.get("checkpoint_sha256") != sha256_file(ckpt) or "partitions" not in metrics:
+        return None
+    return metrics  # type: ignore[no-any-return]

@@ -1,0 +1,191 @@
+"""Train the Instant-NGP teacher on a scene and evaluate it: ``python -m teacher.train [overrides]``.
+
+Outputs under ``<run_dir>/teacher/``: ``teacher.ckpt`` (the trained model, written once training is
+done), ``lightning/last.ckpt`` (resume point while training), ``logs/`` (CSV) and ``tb/``
+(TensorBoard), ``metrics.json`` and ``renders/`` (test views as ground truth | prediction | error).
+
+Rerunning after a kill resumes from ``last.ckpt`` (the time budget counts across runs); rerunning a
+finished run re-evaluates ``teacher.ckpt`` if ``metrics.json`` is missing, else reports it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import warnings
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from omegaconf import DictConfig
+
+from core.config import to_dataclass, to_plain
+from core.datasets import SceneConfig, load_scene
+from core.errors import exit_on_user_error
+from core.io import sha256_file, write_json
+from core.seeding import seed_everything
+from teacher.callbacks import TrainingBudget
+from teacher.data import RayDataModule
+from teacher.distributed import DistributedConfig
+from teacher.evaluate import evaluate
+from teacher.lit_module import OptimConfig, TeacherLitModule
+from teacher.model import Teacher, TeacherModelConfig, build_teacher, load_teacher, save_teacher
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Training loop.
+
+    Attributes:
+        max_steps: step budget (-1: none).
+        max_seconds: wall-clock budget of training, evaluation excluded (None: none).
+        batch_rays: rays per step.
+        checkpoint_seconds: interval between resume checkpoints (``last.ckpt``).
+        log_every: steps between logged metrics.
+        progress_bar: show Lightning's progress bar.
+        device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+    """
+
+    max_steps: int = -1
+    max_seconds: float | None = 150.0
+    batch_rays: int = 2048
+    checkpoint_seconds: float = 30.0
+    log_every: int = 10
+    progress_bar: bool = True
+    device: str = "auto"
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation on the test split (always the full split, full resolution).
+
+    Attributes:
+        chunk: rays rendered at once.
+        n_renders: test views saved as PNG comparisons.
+        progress_bar: show a progress bar.
+    """
+
+    chunk: int = 4096
+    n_renders: int = 3
+    progress_bar: bool = True
+
+
+@dataclass
+class TeacherConfig:
+    """The ``teacher`` stage (``conf/teacher.yaml``)."""
+
+    scene: SceneConfig = dataclasses.field(default_factory=SceneConfig)
+    run_dir: str = "runs/mic_100"
+    seed: int = 0
+    model: TeacherModelConfig = dataclasses.field(default_factory=TeacherModelConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def train_teacher(cfg: TeacherConfig, teacher: Teacher, scene_split: Any, out: Path) -> dict[str, Any]:
+    """Fit ``teacher`` with Lightning (resuming from ``out/lightning/last.ckpt`` if present).
+
+    Returns:
+        ``{"steps", "train_seconds"}``.
+    """
+    lit = TeacherLitModule(teacher, cfg.optim)
+    data = RayDataModule(scene_split, cfg.train.batch_rays, cfg.seed)
+    budget = TrainingBudget(cfg.train.max_seconds, cfg.train.max_steps)
+    ckpt_dir = out / "lightning"
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
+                                 train_time_interval=timedelta(seconds=cfg.train.checkpoint_seconds))
+    trainer = L.Trainer(
+        accelerator=teacher.aabb.device.type,
+        devices=1,
+        max_steps=cfg.train.max_steps,
+        max_epochs=-1,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=[CSVLogger(out, name="logs"), TensorBoardLogger(out, name="tb")],
+        callbacks=[budget, checkpoint],
+        log_every_n_steps=cfg.train.log_every,
+        enable_progress_bar=cfg.train.progress_bar,
+        enable_model_summary=False,
+        default_root_dir=out,
+    )
+    resume = ckpt_dir / "last.ckpt"
+    if resume.is_file():
+        log.info("resuming from %s", resume)
+    with warnings.catch_warnings():
+        # an endless iterable dataset cannot be resumed mid-epoch by Lightning; ours resumes itself
+        warnings.filterwarnings("ignore", message=".*not fully resumable.*")
+        trainer.fit(lit, datamodule=data, ckpt_path=str(resume) if resume.is_file() else None,
+                    weights_only=True)
+    return {"steps": int(trainer.global_step), "train_seconds": round(budget.elapsed, 2)}
+
+
+def run(cfg: TeacherConfig) -> dict[str, Any]:
+    """Train (or resume) and evaluate the teacher; returns the metrics written to ``metrics.json``."""
+    if cfg.distributed.partitions > 1:  # NeRF-XL: one region per process (teacher.partitioned_train)
+        from teacher.partitioned_train import run_partitioned
+
+        return run_partitioned(cfg)
+    out = Path(cfg.run_dir) / "teacher"
+    ckpt_path, metrics_path = out / "teacher.ckpt", out / "metrics.json"
+    if ckpt_path.is_file() and metrics_path.is_file():
+        metrics = json.loads(metrics_path.read_text())
+        if metrics.get("checkpoint_sha256") == sha256_file(ckpt_path):
+            log.info("teacher already trained and evaluated: %s", metrics_path)
+            return metrics
+    seed_everything(cfg.seed)
+    scene = load_scene(cfg.scene, splits=("train", "test"))
+    device = _device(cfg.train.device)
+    if ckpt_path.is_file():
+        log.info("training already finished; evaluating %s", ckpt_path)
+        teacher = load_teacher(ckpt_path, device=device, backend=cfg.model.field.backend)
+        extra = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        stats = {"steps": int(extra["steps"]), "train_seconds": float(extra["train_seconds"])}
+    else:
+        teacher = build_teacher(cfg.model, scene.aabb, scene.near, scene.far, device)
+        stats = train_teacher(cfg, teacher, scene.split("train"), out)
+        save_teacher(ckpt_path, teacher, **stats)
+    test = evaluate(teacher, scene.split("test"), scene.background, cfg.eval.chunk, cfg.eval.n_renders,
+                    out / "renders", cfg.eval.progress_bar)
+    metrics = {
+        "test": test,
+        **stats,
+        "backend": teacher.backend,
+        "scene": scene.name,
+        "n_params": sum(p.numel() for p in teacher.parameters()),
+        "occupied_fraction": teacher.occupancy.occupancy_fraction(),
+        "checkpoint_sha256": sha256_file(ckpt_path),
+        "config": to_plain(cfg),
+    }
+    write_json(metrics_path, metrics)
+    log.info("teacher: test PSNR %.2f dB after %d steps / %.0f s -> %s", test["psnr"], stats["steps"],
+             stats["train_seconds"], metrics_path)
+    return metrics
+
+
+@hydra.main(config_path="../conf", config_name="teacher", version_base="1.3")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    metrics = run(to_dataclass(cfg, TeacherConfig))
+    print(f"test PSNR {metrics['test']['psnr']:.2f} dB, SSIM {metrics['test']['ssim']:.4f}, "
+          f"{metrics['steps']} steps in {metrics['train_seconds']:.0f} s ({metrics['backend']} backend)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""``data_gen.render``: teacher -> shards round trip, resume, verify, shard ranges, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import webdataset as wds
+
+from core.config import compose, to_dataclass
+from core.datasets import SceneConfig, load_scene
+from core.errors import CheckpointError, UserError
+from core.io import sha256_file
+from core.rays import generate_rays
+from core.shards import decode_optional, decode_sample, read_meta
+from data_gen.job import JobMismatchError
+from data_gen.poses import SamplerConfig, build_rig, sample_view
+from data_gen.render import DataGenConfig, parse_shard_range, run
+from teacher.model import load_teacher
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_cfg(scene: Path, run_dir: Path, *overrides: str) -> DataGenConfig:
+    """The real composed config, shrunk: tiny scene at 8x8, few views, no progress bar."""
+    base = [f"scene.path={scene}", f"run_dir={run_dir}", "n_views=7", "views_per_shard=3", "image_scale=0.5",
+            "progress=false"]
+    return to_dataclass(compose("data_gen", base + list(overrides)), DataGenConfig)
+
+
+@pytest.fixture()
+def run_dir(tiny_teacher_run: Path, tmp_path: Path) -> Path:
+    """A fresh copy of the tiny teacher's run folder (so each test owns its pseudo/ folder)."""
+    dst = tmp_path / "run"
+    shutil.copytree(tiny_teacher_run / "teacher", dst / "teacher")
+    return dst
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    return {p.name: sha256_file(p) for p in sorted(folder.glob("shard-*.tar"))}
+
+
+def test_round_trip_matches_the_teacher(tiny_scene: Path, run_dir: Path) -> None:
+    cfg = make_cfg(tiny_scene, run_dir, "depth=true", "alpha=true", "sampler_params.focal_scale=[1.0,1.5]",
+                   "batch_rays=130")  # 2 views per teacher call: batches cross no shard boundary
+    metrics = run(cfg)
+    assert metrics["complete"] and metrics["written"] == 7 and metrics["n_shards"] == 3
+    meta = read_meta(run_dir / "pseudo", verify_hashes=True)
+    assert meta.image_size == [8, 8] and meta.fields == ["rgb", "c2w", "K", "depth", "alpha"]
+    assert meta.teacher["test_psnr"] == 12.5
+    assert meta.teacher["checkpoint_sha256"] == sha256_file(run_dir / "teacher" / "teacher.ckpt")
+    teacher = load_teacher(run_dir / "teacher" / "teacher.ckpt")
+    assert meta.aabb == teacher.aabb.tolist() and meta.near == teacher.near
+    train = load_scene(SceneConfig(path=str(tiny_scene)), splits=("train",)).split("train")
+    rig = build_rig(train.c2w, train.K[0] * torch.tensor([[0.5], [0.5], [1.0]]))
+    samples = list(wds.WebDataset([str(p) for p in meta.shard_paths()], shardshuffle=False, empty_check=False))
+    assert [int(s["__key__"]) for s in samples] == list(range(7))
+    for i, sample in enumerate(samples):
+        rgb, c2w, K = decode_sample(sample)
+        c2w_ref, K_ref = sample_view("hemisphere", 0, i, rig, SamplerConfig(focal_scale=[1.0, 1.5]))
+        np.testing.assert_array_equal(c2w, c2w_ref.numpy())
+        np.testing.assert_array_equal(K, K_ref.numpy())
+        with torch.inference_mode():  # one view alone: batching must not change the result
+            ref = teacher.render_rays(*generate_rays(c2w_ref, K_ref, 8, 8), torch.ones(3))
+        np.testing.assert_array_equal(rgb, np.rint(ref["rgb"].clamp(0, 1).numpy() * 255).reshape(8, 8, 3) / 255)
+        np.testing.assert_allclose(decode_optional(sample, "depth"), ref["depth"].reshape(8, 8), rtol=1e-5)
+        np.testing.assert_allclose(decode_optional(sample, "alpha"), ref["opacity"].reshape(8, 8), rtol=1e-5)
+    assert len({s["rgb.png"] for s in samples}) == 7  # views differ (the test would catch a mix-up)
+
+
+def test_rerun_skips_complete_shards_and_repairs_damaged_ones(tiny_scene: Path, run_dir: Path) -> None:
+    cfg = make_cfg(tiny_scene, run_dir)
+    run(cfg)
+    folder = run_dir / "pseudo"
+    before = _hashes(folder)
+    assert run(cfg)["written"] == 0
+    data = (folder / "shard-000001.tar").read_bytes()
+    (folder / "shard-000001.tar").write_bytes(data[:-700])
+    (folder / "shard-000002.tar").unlink()
+    (folder / "meta.json").unlink()
+    metrics = run(cfg)
+    assert metrics["written"] == 3 + 1 and metrics["skipped"] == 3 and metrics["complete"]
+    assert _hashes(folder) == before
+
+
+def test_shard_ranges_split_a_job_and_meta_waits_for_all(tiny_scene: Path, run_dir: Path,
+                                                         tmp_path: Path) -> None:
+    whole = make_cfg(tiny_scene, run_dir, f"out_dir={tmp_path / 'whole'}")
+    run(whole)
+    part = make_cfg(tiny_scene, run_dir, "shards=1:")
+    metrics = run(part)
+    assert metrics["written"] == 4 and not metrics["complete"]
+    assert not (run_dir / "pseudo" / "meta.json").exists()
+    assert run(make_cfg(tiny_scene, run_dir, "shards=:1"))["complete"]
+    assert _hashes(run_dir / "pseudo") == _hashes(tmp_path / "whole")
+    assert read_meta(run_dir / "pseudo").to_dict()["shards"] == read_meta(tmp_path / "whole").to_dict()["shards"]
+
+
+def test_parse_shard_range() -> None:
+    assert parse_shard_range(None, 5) == range(5)
+    assert parse_shard_range("1:3", 5) == range(1, 3)
+    assert parse_shard_range("-2:", 5) == range(3, 5)
+    for bad in ("3", "a:b", "4:2", "9:"):
+        with pytest.raises(UserError, match="shards="):
+            parse_shard_range(bad, 5)
+
+
+def test_verify_reports_bad_shards_by_name(tiny_scene: Path, run_dir: Path) -> None:
+    run(make_cfg(tiny_scene, run_dir))
+    verify = make_cfg(tiny_scene, run_dir, "verify=true")
+    assert run(verify) == {"verified": 3, "problems": []}
+    path = run_dir / "pseudo" / "shard-000002.tar"
+    data = bytearray(path.read_bytes())
+    data[700] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="1 of 3 shards failed verification; first: .*shard-000002.tar"):
+        run(verify)
+
+
+def test_folder_of_another_job_is_not_overwritten(tiny_scene: Path, run_dir: Path) -> None:
+    run(make_cfg(tiny_scene, run_dir))
+    before = _hashes(run_dir / "pseudo")
+    with pytest.raises(JobMismatchError, match=r"meta.json: the folder holds shards of a different job \(sampler.seed"):
+        run(make_cfg(tiny_scene, run_dir, "seed=1"))
+    (run_dir / "pseudo" / "meta.json").unlink()
+    with pytest.raises(JobMismatchError, match=r"job.json: .* different job \(n_views: 7 on disk vs 8"):
+        run(make_cfg(tiny_scene, run_dir, "n_views=8"))
+    shutil.rmtree(run_dir / "pseudo" / ".progress")
+    with pytest.raises(JobMismatchError, match="holds shards of an unknown job"):
+        run(make_cfg(tiny_scene, run_dir))
+    assert _hashes(run_dir / "pseudo") == before
+
+
+def test_bad_checkpoints_give_one_line_errors(tiny_scene: Path, run_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        run(make_cfg(tiny_scene, tmp_path / "empty_run"))
+    ckpt = run_dir / "teacher" / "teacher.ckpt"
+    corrupt = tmp_path / "corrupt.ckpt"
+    corrupt.write_bytes(ckpt.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match="corrupt.ckpt: not a readable checkpoint"):
+        run(make_cfg(tiny_scene, run_dir, f"teacher_ckpt={corrupt}"))
+    with pytest.raises(CheckpointError, match="teacher was trained with scene box"):
+        run(make_cfg(tiny_scene, run_dir, "scene.aabb=[-1,-1,-1,1,1,1]"))
+    assert not (run_dir / "pseudo").exists()
+
+
+def test_cli_prints_one_line_error_and_exits_1(tiny_scene: Path, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "data_gen.render", f"scene.path={tiny_scene}", f"run_dir={tmp_path / 'r'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and "teacher.ckpt: checkpoint not found" in lines[-1]
+    assert "Traceback" not in proc.stderr
+
+
+def test_meta_json_is_plain_json_with_the_documented_keys(tiny_scene: Path, run_dir: Path) -> None:
+    run(make_cfg(tiny_scene, run_dir, "rgb_format=npy16"))
+    d = json.loads((run_dir / "pseudo" / "meta.json").read_text())
+    assert list(d) == ["format", "format_version", "camera_convention", "image_size", "near", "far", "aabb",
+                       "background", "n_views", "views_per_shard", "rgb_format", "fields", "shards",
+                       "sampler", "teacher", "scene"]
+    assert d["rgb_format"] == "npy16" and d["sampler"]["name"] == "hemisphere" and d["sampler"]["seed"] == 0
+    assert set(d["shards"][0]) == {"name", "first_view", "n_views", "sha256"}

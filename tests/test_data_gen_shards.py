@@ -1,0 +1,157 @@
+"""The shard format on its own (no teacher): deterministic writer, plain-webdataset reader, validation."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import webdataset as wds
+
+from core.io import sha256_file, write_json
+from core.shards import (
+    FORMAT,
+    FORMAT_VERSION,
+    PseudoMeta,
+    ShardFormatError,
+    ShardInfo,
+    decode_optional,
+    decode_sample,
+    read_meta,
+    shard_name,
+)
+from data_gen.shards import check_shard, read_shard, write_shard
+
+
+def _views(first: int, n: int, hw: tuple[int, int] = (6, 5), seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed + first)
+    return [{"view_index": first + i, "rgb": rng.random((*hw, 3)), "c2w": rng.normal(size=(4, 4)),
+             "K": torch.tensor(rng.normal(size=(3, 3))), "depth": rng.random(hw).astype(np.float32)}
+            for i in range(n)]
+
+
+def _write_folder(folder: Path, n_shards: int = 2, per: int = 3) -> PseudoMeta:
+    shards = []
+    for s in range(n_shards):
+        sha = write_shard(folder / shard_name(s), _views(s * per, per))
+        shards.append(ShardInfo(shard_name(s), s * per, per, sha))
+    meta = PseudoMeta(image_size=[6, 5], near=0.5, far=4.0, aabb=[-1, -1, -1, 1, 1, 1], background=[1, 1, 1],
+                      n_views=n_shards * per, views_per_shard=per, fields=["rgb", "c2w", "K", "depth"],
+                      shards=shards, sampler={"name": "hemisphere", "seed": 0},
+                      teacher={"checkpoint_sha256": "0" * 64, "test_psnr": None}, scene={"name": "t", "path": "."})
+    write_json(folder / "meta.json", meta.to_dict())
+    return meta
+
+
+def test_same_views_give_the_same_bytes(tmp_path: Path) -> None:
+    a = write_shard(tmp_path / "a.tar", _views(0, 4))
+    b = write_shard(tmp_path / "b.tar", _views(0, 4))
+    c = write_shard(tmp_path / "c.tar", _views(0, 4, seed=1))
+    assert a == b == sha256_file(tmp_path / "b.tar") and a != c
+    with tarfile.open(tmp_path / "a.tar") as tar:
+        members = tar.getmembers()
+    assert {(m.mtime, m.uid, m.gid, m.uname, m.gname, m.mode) for m in members} == {(0, 0, 0, "", "", 0o444)}
+    assert [m.name for m in members[:4]] == ["00000000.K.npy", "00000000.c2w.npy", "00000000.depth.npy",
+                                            "00000000.rgb.png"]
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("rgb_format", ["png", "npy16"])
+def test_round_trip_through_plain_webdataset(tmp_path: Path, rgb_format: str) -> None:
+    views = _views(10, 3)
+    path = tmp_path / "shard-000000.tar"
+    write_shard(path, views, rgb_format=rgb_format)
+    samples = list(wds.WebDataset(str(path), shardshuffle=False, empty_check=False))
+    assert [s["__key__"] for s in samples] == ["00000010", "00000011", "00000012"]
+    for view, sample in zip(views, samples):
+        rgb, c2w, K = decode_sample(sample)
+        assert rgb.dtype == c2w.dtype == K.dtype == np.float32
+        if rgb_format == "png":
+            np.testing.assert_array_equal(rgb, np.rint(view["rgb"] * 255).astype(np.uint8) / np.float32(255))
+        else:
+            np.testing.assert_array_equal(rgb, view["rgb"].astype(np.float16).astype(np.float32))
+        np.testing.assert_array_equal(c2w, view["c2w"].astype(np.float32))
+        np.testing.assert_array_equal(K, view["K"].numpy().astype(np.float32))
+        np.testing.assert_array_equal(decode_optional(sample, "depth"), view["depth"])
+        assert decode_optional(sample, "alpha") is None
+
+
+def test_read_meta_accepts_a_sound_folder(tmp_path: Path) -> None:
+    meta = _write_folder(tmp_path)
+    got = read_meta(tmp_path, verify_hashes=True)
+    assert got.to_dict() == meta.to_dict()
+    assert got.shard_paths() == [tmp_path / "shard-000000.tar", tmp_path / "shard-000001.tar"]
+    assert got.n_rays == 6 * 6 * 5
+
+
+def _edit_meta(folder: Path, **changes: object) -> None:
+    d = json.loads((folder / "meta.json").read_text())
+    d.update(changes)
+    (folder / "meta.json").write_text(json.dumps(d))
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"format": "other"}, "unknown format"),
+    ({"format_version": FORMAT_VERSION + 1}, "format version"),
+    ({"camera_convention": "opengl"}, "camera convention"),
+    ({"shards": []}, "no shards"),
+    ({"n_views": 7}, "n_views"),
+    ({"rgb_format": "jpg"}, "rgb_format"),
+])
+def test_read_meta_rejects_bad_meta_naming_the_file(tmp_path: Path, change: dict, message: str) -> None:
+    _write_folder(tmp_path)
+    _edit_meta(tmp_path, **change)
+    with pytest.raises(ShardFormatError, match=message) as info:
+        read_meta(tmp_path)
+    assert str(tmp_path / "meta.json") in str(info.value) and "\n" not in str(info.value)
+    assert FORMAT == "lightfield-distill/pseudo"
+
+
+def test_read_meta_rejects_files_not_matching_disk(tmp_path: Path) -> None:
+    with pytest.raises(ShardFormatError, match="not found"):
+        read_meta(tmp_path / "nowhere")
+    with pytest.raises(ShardFormatError, match="meta.json: not found"):
+        read_meta(tmp_path)
+    _write_folder(tmp_path)
+    (tmp_path / "shard-000007.tar").write_bytes(b"x")
+    with pytest.raises(ShardFormatError, match="shard-000007.tar: shard on disk is not listed"):
+        read_meta(tmp_path)
+    (tmp_path / "shard-000007.tar").unlink()
+    (tmp_path / "shard-000001.tar").unlink()
+    with pytest.raises(ShardFormatError, match="shard-000001.tar: listed in .* but missing"):
+        read_meta(tmp_path)
+
+
+def test_truncated_and_flipped_shards_are_detected_by_name(tmp_path: Path) -> None:
+    meta = _write_folder(tmp_path)
+    good, bad = meta.shards
+    path = tmp_path / bad.name
+    data = path.read_bytes()
+    # A flipped byte inside the PNG payload: caught by the hash, and by decoding when no hash is known.
+    offset = data.index(b"IDAT") + 8
+    path.write_bytes(data[:offset] + bytes([data[offset] ^ 0xFF]) + data[offset + 1:])
+    with pytest.raises(ShardFormatError, match=bad.name):
+        read_meta(tmp_path, verify_hashes=True)
+    assert bad.name in check_shard(path, bad.sha256, bad.first_view, bad.n_views, [6, 5], meta.fields)
+    assert check_shard(tmp_path / good.name, good.sha256, good.first_view, good.n_views, [6, 5],
+                       meta.fields) is None
+    # Truncated: unreadable as a tar (or missing samples) even without a hash.
+    path.write_bytes(data[: len(data) // 2])
+    problem = check_shard(path, None, bad.first_view, bad.n_views, [6, 5], meta.fields)
+    assert problem is not None and bad.name in problem
+    with pytest.raises(ShardFormatError, match=bad.name):
+        list(read_shard(path))
+
+
+def test_decode_sample_names_missing_fields() -> None:
+    with pytest.raises(ShardFormatError, match="s.tar sample 00000003: sample has no 'c2w.npy'"):
+        decode_sample({"__key__": "00000003", "__url__": "s.tar", "rgb.npy": _npy(np.zeros((2, 2, 3)))})
+
+
+def _npy(arr: np.ndarray) -> bytes:
+    from data_gen.shards import npy_bytes
+
+    return npy_bytes(arr)

@@ -1,0 +1,166 @@
+"""ONNX export: graph shape, parity with PyTorch, variants, metadata, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from core.datasets import SceneConfig, load_scene
+from core.errors import CheckpointError, UserError
+from export.onnx import ExportConfig, Int8Config, run
+from export.parity import random_scene_rays, torch_rgb
+from export.runtime import FORMAT_VERSION, LightField, ModelError
+from export.variants import to_fp16, trace_student
+from student.checkpoint import load_student
+from tests.conftest import make_tiny_student_ckpt
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _rays(tiny_scene: Path, n: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+    scene = load_scene(SceneConfig(path=str(tiny_scene)), splits=("train",))
+    return random_scene_rays(scene.split("train").c2w, scene.aabb, n, torch.Generator().manual_seed(1))
+
+
+def test_files_checked_and_shaped(exported_student: tuple[Path, dict]) -> None:
+    run_dir, report = exported_student
+    out = run_dir / "export"
+    expected = {"student", "student_fp16", "student_int8", "student_static", "student_static_int8"}
+    assert set(report["variants"]) == expected
+    for stem in expected:
+        proto = onnx.load(str(out / f"{stem}.onnx"))
+        onnx.checker.check_model(proto, full_check=True)
+        assert [i.name for i in proto.graph.input] == ["rays_o", "rays_d"]
+        assert [o.name for o in proto.graph.output] == ["rgb"]
+        dims = [[d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in proto.graph.input]
+        assert dims == ([[256, 3]] * 2 if "static" in stem else [["N", 3]] * 2)
+        types = [t.type.tensor_type.elem_type for t in list(proto.graph.input) + list(proto.graph.output)]
+        assert types == [onnx.TensorProto.FLOAT] * 3
+        assert not list(out.glob(f"{stem}.onnx.data")), "weights must be inside the .onnx file"
+        assert report["variants"][stem]["bytes"] == (out / f"{stem}.onnx").stat().st_size
+    saved = json.loads((out / "export.json").read_text())
+    assert saved["parity"]["ok"] and saved["opset"] == 18
+    assert report["variants"]["student_int8"]["bytes"] < 0.7 * report["variants"]["student"]["bytes"]
+
+
+def test_fp32_parity_with_pytorch(exported_student: tuple[Path, dict], tiny_scene: Path) -> None:
+    run_dir, report = exported_student
+    model, _ = load_student(run_dir / "student" / "student.ckpt")
+    rays_o, rays_d = _rays(tiny_scene)
+    ref = torch_rgb(model, rays_o, rays_d).numpy()
+    assert ref.std() > 1e-3, "degenerate reference: the comparison would prove nothing"
+    for stem in ("student", "student_static"):
+        got = LightField(run_dir / "export" / f"{stem}.onnx")(rays_o.numpy(), rays_d.numpy())
+        assert np.abs(got - ref).max() <= 1e-4
+    assert report["parity"]["fp32_max_abs_err"] <= 1e-4
+    assert report["parity"]["static_vs_dynamic_max_abs_err_fp32"] <= 1e-5
+    assert report["parity"]["static_vs_dynamic_max_abs_err_int8"] <= 1e-2
+
+
+def test_parity_check_detects_a_different_model(exported_student: tuple[Path, dict], tiny_scene: Path,
+                                                tmp_path: Path) -> None:
+    """The comparison used at export fails on a model with other weights (it can fail)."""
+    run_dir, _ = exported_student
+    other, _ = load_student(make_tiny_student_ckpt(tmp_path / "other.ckpt", tiny_scene))
+    rays_o, rays_d = _rays(tiny_scene)
+    got = LightField(run_dir / "export" / "student.onnx")(rays_o.numpy(), rays_d.numpy())
+    assert np.abs(got - torch_rgb(other, rays_o, rays_d).numpy()).max() > 1e-3
+
+
+def test_reduced_precision_variants_are_close(exported_student: tuple[Path, dict]) -> None:
+    _, report = exported_student
+    v = report["variants"]
+    assert v["student_fp16"]["psnr_vs_torch"] > 50  # fp16 MLP, fp32 encoding
+    assert v["student_int8"]["psnr_vs_torch"] > 35
+    assert abs(v["student_fp16"]["psnr_change_db"]) < 0.05
+    assert np.isfinite(v["student_int8"]["psnr_change_db"])
+
+
+def test_fp16_keeps_the_encoding_in_fp32(tiny_scene: Path, tmp_path: Path) -> None:
+    """sin(2^9 x) in fp16 would be off by up to 0.25 rad; the MLP alone in fp16 stays within ~1e-3."""
+    model, _ = load_student(make_tiny_student_ckpt(tmp_path / "s.ckpt", tiny_scene))
+    rays_o, rays_d = _rays(tiny_scene, 256)
+    proto = to_fp16(trace_student(model, (rays_o, rays_d), static=False, opset=18))
+    onnx.checker.check_model(proto, full_check=True)
+    first_gemm = next(i for i, n in enumerate(proto.graph.node) if n.op_type == "Gemm")
+    assert all(n.op_type != "Cast" or n.attribute[0].i != onnx.TensorProto.FLOAT16
+               for n in proto.graph.node if n.op_type in ("Sin", "Cos"))
+    assert first_gemm > 0
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"rays_o": rays_o.numpy(), "rays_d": rays_d.numpy()})[0]
+    err = np.abs(got - torch_rgb(model, rays_o, rays_d).numpy()).max()
+    assert 0 < err < 5e-3
+
+
+def test_metadata_round_trip(exported_student: tuple[Path, dict]) -> None:
+    run_dir, _ = exported_student
+    _, scene_meta = load_student(run_dir / "student" / "student.ckpt")
+    for stem, precision, batch in (("student", "fp32", 0), ("student_int8", "int8", 0),
+                                   ("student_static", "fp32", 256)):
+        meta = LightField(run_dir / "export" / f"{stem}.onnx").meta
+        assert (meta.precision, meta.batch, meta.format_version) == (precision, batch, FORMAT_VERSION)
+        assert meta.near == pytest.approx(scene_meta["near"]) and meta.far == pytest.approx(scene_meta["far"])
+        assert np.allclose(meta.aabb, scene_meta["aabb"]) and np.allclose(meta.K, scene_meta["K"])
+        assert meta.image_size == list(scene_meta["image_size"]) and meta.camera_convention == "opencv"
+        assert meta.student == {"n_points": 4, "n_freqs": 10, "width": 32, "depth": 6}
+        assert meta.opset == 18 and meta.flops_per_ray > 0
+        assert meta.rig["radius"] == pytest.approx(4.0, rel=1e-3)
+
+
+def _with_props(src: Path, dst: Path, **changes: str | None) -> Path:
+    proto = onnx.load(str(src))
+    props = {p.key: p.value for p in proto.metadata_props}
+    for key, value in changes.items():
+        if value is None:
+            props.pop(f"lightfield.{key}", None)
+        else:
+            props[f"lightfield.{key}"] = value
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, props)
+    onnx.save(proto, str(dst))
+    return dst
+
+
+def test_bad_models_give_one_line_errors(exported_student: tuple[Path, dict], tmp_path: Path) -> None:
+    src = exported_student[0] / "export" / "student.onnx"
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(src.read_bytes()[:1000])
+    cases = {
+        tmp_path / "missing.onnx": "not found",
+        corrupt: "not a loadable ONNX model",
+        _with_props(src, tmp_path / "nometa.onnx", format=None): "no lightfield-distill/onnx metadata",
+        _with_props(src, tmp_path / "v99.onnx", format_version="99"): "version 99 is not supported",
+        _with_props(src, tmp_path / "nok.onnx", K=None): "incomplete metadata",
+    }
+    for path, message in cases.items():
+        with pytest.raises(ModelError, match=message) as info:
+            LightField(path)
+        assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_export_bad_checkpoint_and_settings(tiny_scene: Path, tmp_path: Path) -> None:
+    cfg = ExportConfig(scene=SceneConfig(path=str(tiny_scene)), run_dir=str(tmp_path))
+    with pytest.raises(CheckpointError, match="not found"):
+        run(cfg)
+    make_tiny_student_ckpt(tmp_path / "student" / "student.ckpt", tiny_scene)
+    with pytest.raises(UserError, match="int8.mode"):
+        run(ExportConfig(scene=cfg.scene, run_dir=str(tmp_path), int8=Int8Config(mode="int4")))
+    with pytest.raises(UserError, match="image size"):
+        run(ExportConfig(scene=SceneConfig(path=str(tiny_scene), downscale=2), run_dir=str(tmp_path)))
+
+
+def test_export_cli_missing_checkpoint_is_one_line(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "export.onnx", f"run_dir={tmp_path}"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().startswith("error: ") and "student.ckpt" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,116 @@
+"""One-way import rules between our packages, checked on the AST of every module.
+
+Every ``.py`` file of every package is found by globbing, so modules added later are covered. Imports
+inside functions count too (a lazy import is still a dependency), as do ``importlib.import_module``
+calls with a literal name.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+OURS = {"core", "cuda", "teacher", "data_gen", "student", "export", "conf", "benchmarks", "tests", "scripts"}
+
+# package -> our packages it may import (ARCHITECTURE.md, "Packages and who may import whom")
+ALLOWED: dict[str, set[str]] = {
+    "core": set(),
+    "conf": set(),
+    "cuda": {"core"},
+    "teacher": {"core", "cuda"},
+    "data_gen": {"core", "teacher"},
+    "student": {"core"},
+    "export": {"core", "student"},
+}
+# single modules with stricter rules: file -> (our packages allowed, third-party tops forbidden)
+STRICT: dict[str, tuple[set[str], set[str]]] = {
+    "export/runtime.py": (set(), {"torch", "lightning", "pytorch_lightning", "torchmetrics", "torchvision"}),
+}
+
+
+def imported_modules(path: Path, package_parts: tuple[str, ...]) -> set[str]:
+    """Dotted names of every module a file imports (relative imports resolved against its package)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package_parts[: len(package_parts) - node.level + 1]
+                names.add(".".join([*base, node.module] if node.module else base))
+            elif node.module:
+                names.add(node.module)
+        elif isinstance(node, ast.Call):
+            func = node.func
+            fname = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if fname in ("import_module", "__import__") and node.args:
+                arg = node.args[0]
+                if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                    names.add(arg.value)
+    return names
+
+
+def violations(path: Path, root: Path = REPO) -> list[str]:
+    """Rule breaks of one file of a package under ``root``, as readable strings."""
+    rel = path.relative_to(root)
+    package = rel.parts[0]
+    package_parts = rel.with_suffix("").parts[:-1] if rel.name != "__init__.py" else rel.parts[:-1]
+    allowed, forbidden_third_party = STRICT.get(rel.as_posix(), (ALLOWED[package] | {package}, set()))
+    out = []
+    for name in sorted(imported_modules(path, tuple(package_parts))):
+        top = name.split(".")[0]
+        if top in OURS and top not in allowed:
+            out.append(f"{rel}: imports {name} ({package} may import only {sorted(allowed - {package})})")
+        if top in forbidden_third_party:
+            out.append(f"{rel}: imports {name} (forbidden in this module)")
+    return out
+
+
+def package_files() -> list[Path]:
+    return [p for pkg in ALLOWED for p in sorted((REPO / pkg).rglob("*.py"))]
+
+
+def test_every_package_is_scanned() -> None:
+    files = package_files()
+    found = {p.relative_to(REPO).parts[0] for p in files}
+    assert {"core", "cuda", "teacher", "student"} <= found
+    assert any(p.name == "datasets.py" for p in files)
+    # every top-level folder holding an __init__.py is either ruled here or free to import anything
+    packages = {p.parent.name for p in REPO.glob("*/__init__.py")}
+    assert packages <= set(ALLOWED) | {"benchmarks", "tests", "scripts"}, packages - set(ALLOWED)
+
+
+@pytest.mark.parametrize("path", package_files(), ids=lambda p: str(p.relative_to(REPO)))
+def test_import_rules(path: Path) -> None:
+    assert violations(path) == []
+
+
+def test_checker_catches_violations(tmp_path: Path) -> None:
+    """The rules above can fail: a fake tree with each kind of break."""
+    cases = {
+        "core/bad.py": "import teacher.model\n",
+        "student/bad.py": "def f():\n    from teacher import hashgrid\n",
+        "student/sub/bad.py": "from ...teacher import model\n",
+        "data_gen/bad.py": "import importlib\nm = importlib.import_module('student.model')\n",
+        "export/runtime.py": "import numpy\nimport torch.nn\n",
+        "export/runtime2.py": "from student.model import R2LStudent\n",
+        "cuda/bad.py": "from teacher.hashgrid import HashGrid\n",
+    }
+    for rel, code in cases.items():
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(code)
+    for rel in cases:
+        found = violations(tmp_path / rel, root=tmp_path)
+        if rel == "export/runtime2.py":
+            assert found == []  # export itself may use the student
+        else:
+            assert found, rel
+    ok = tmp_path / "teacher" / "ok.py"
+    ok.parent.mkdir(parents=True, exist_ok=True)
+    ok.write_text("from . import hashgrid\nfrom core.rays import generate_rays\nimport cuda.hashgrid_ref\n")
+    assert violations(ok, root=tmp_path) == []

@@ -1,0 +1,113 @@
+"""Student training: distill on shards, finetune on photos, resume, outputs, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from core.config import compose, to_dataclass
+from core.errors import UserError
+from student.checkpoint import load_student
+from student.config import StudentConfig
+from student.train import run
+
+
+def tiny_cfg(scene: Path, run_dir: Path, *overrides: str) -> StudentConfig:
+    """The real config, shrunk to seconds on the tiny scene."""
+    cfg = compose("student", [
+        f"scene.path={scene}", f"run_dir={run_dir}", "model.depth=4", "model.width=32", "model.n_points=8",
+        "model.n_freqs=4", "train.num_workers=2", "train.shuffle_buffer=1024", "train.progress_bar=false",
+        "train.distill.max_steps=60", "train.distill.batch_size=256", "train.distill.warmup_steps=5",
+        "train.distill.val_every_steps=30", "train.distill.lr=5e-3",
+        "train.finetune.max_steps=20", "train.finetune.batch_size=256", "train.finetune.warmup_steps=2",
+        "train.finetune.val_every_steps=10", "train.ckpt_every_steps=20", "eval.chunk=128",
+        *overrides,
+    ])
+    return to_dataclass(cfg, StudentConfig)
+
+
+def _copy_run(src: Path, dst: Path) -> Path:
+    shutil.copytree(src / "pseudo", dst / "pseudo")
+    return dst
+
+
+def _curve(run_dir: Path, stage: str, key: str = "train/loss") -> list[float]:
+    from student.report import read_curves
+
+    return [v for _, v in read_curves(run_dir / "student" / "logs" / stage)[key]]
+
+
+@pytest.mark.slow
+def test_distill_then_finetune_writes_outputs(tiny_scene: Path, tiny_pseudo_run: Path, tmp_path: Path) -> None:
+    run_dir = _copy_run(tiny_pseudo_run, tmp_path / "run")
+    metrics = run(tiny_cfg(tiny_scene, run_dir))
+    out = run_dir / "student"
+    assert set(metrics["stages"]) == {"distill", "finetune"}
+    loss = _curve(run_dir, "distill")
+    assert loss[-1] < 0.7 * loss[0], loss
+    assert metrics["test"]["psnr"] > metrics["stages"]["distill"]["test"]["psnr"] - 1.0
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["test"]["psnr"] == pytest.approx(metrics["test"]["psnr"])
+    assert saved["flops_per_ray"] > 0 and saved["n_params"] > 0 and "teacher_test_psnr" in saved
+    model, meta = load_student(out / "student.ckpt")
+    assert meta["image_size"] == [16, 16] and meta["background"] == [1.0, 1.0, 1.0]
+    assert len(list((out / "renders").glob("test_*.png"))) == 2
+    assert (run_dir / "report.md").is_file() and (run_dir / "report.html").is_file()
+    assert (run_dir / "report_files" / "curves.png").is_file()
+    assert "student (finetune)" in (run_dir / "report.md").read_text()
+    assert list((out / "logs" / "distill" / "version_0").glob("events.out.tfevents*"))
+
+
+@pytest.mark.slow
+def test_resume_continues_from_last_checkpoint(tiny_scene: Path, tiny_pseudo_run: Path, tmp_path: Path) -> None:
+    run_dir = _copy_run(tiny_pseudo_run, tmp_path / "run")
+    first = run(tiny_cfg(tiny_scene, run_dir, "train.distill.max_steps=40", "train.finetune.enabled=false"))
+    assert first["stages"]["distill"]["steps"] == 40
+    (run_dir / "student" / "stage_distill.ckpt").unlink()  # as if killed after the last checkpoint
+    again = run(tiny_cfg(tiny_scene, run_dir, "train.distill.max_steps=60", "train.finetune.enabled=false"))
+    assert again["stages"]["distill"]["resumed"] and again["stages"]["distill"]["steps"] == 60
+
+
+def test_finetune_reads_the_real_photos(tiny_scene: Path) -> None:
+    from core.datasets import SceneConfig, load_scene
+    from student.data import photo_rays
+
+    scene = load_scene(SceneConfig(path=str(tiny_scene)), splits=("train", "test"))
+    packed = photo_rays(scene, [0.0, 1.0, 0.0])
+    train = scene.split("train")
+    assert packed.shape == (train.n_views * 16 * 16, 9)
+    expected = train.rgb([0.0, 1.0, 0.0]).reshape(-1, 3)
+    assert (packed[:, 6:] - expected).abs().max() < 1e-6
+    background = train.images[..., 3].reshape(-1) == 0
+    assert background.any() and (packed[background, 6:] == packed.new_tensor([0.0, 1.0, 0.0])).all()
+
+
+def test_missing_shards_is_a_one_line_error(tiny_scene: Path, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="pseudo"):
+        run(tiny_cfg(tiny_scene, tmp_path / "empty"))
+
+
+def _broken(tiny_pseudo_run: Path, tmp_path: Path, edit) -> Path:  # type: ignore[no-untyped-def]
+    run_dir = _copy_run(tiny_pseudo_run, tmp_path / "run")
+    meta_path = run_dir / "pseudo" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    edit(meta, run_dir / "pseudo")
+    meta_path.write_text(json.dumps(meta))
+    return run_dir
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda m, f: m.update(format_version=99), "format version"),
+    (lambda m, f: m.update(camera_convention="opengl"), "convention"),
+    (lambda m, f: (f / m["shards"][2]["name"]).unlink(), "missing"),
+    (lambda m, f: m["shards"].pop(), "not listed|n_views"),
+])
+def test_bad_pseudo_data_is_a_one_line_error(tiny_scene: Path, tiny_pseudo_run: Path, tmp_path: Path,
+                                            edit, match) -> None:  # type: ignore[no-untyped-def]
+    run_dir = _broken(tiny_pseudo_run, tmp_path, edit)
+    with pytest.raises(UserError, match=match) as info:
+        run(tiny_cfg(tiny_scene, run_dir))
+    assert "\n" not in str(info.value) and "meta.json" in str(info.value) or ".tar" in str(info.value)
