@@ -29,7 +29,13 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-from core.cameras import CAMERA_CONVENTION, focal_from_fov, intrinsics_matrix, opengl_to_opencv, rigidity_error
+from core.cameras import (
+    CAMERA_CONVENTION,
+    focal_from_fov,
+    intrinsics_matrix,
+    opengl_to_opencv,
+    rigidity_error,
+)
 from core.errors import SceneError
 
 DEMO_SCENE = Path(__file__).resolve().parent / "data" / "mic_100"
@@ -126,6 +132,9 @@ def load_scene(cfg: SceneConfig | None = None, splits: tuple[str, ...] = SPLITS)
         raise SceneError(f"{root}: scene folder not found")
     if cfg.downscale < 1:
         raise SceneError(f"{root}: downscale must be a positive integer, got {cfg.downscale}")
+    background = list(cfg.background)
+    if len(background) != 3 or not all(0.0 <= float(c) <= 1.0 for c in background):
+        raise SceneError(f"{root}: scene.background must be 3 numbers in [0, 1], got {background}")
     frames_by_split = _read_frames(root, splits)
     loaded = {
         name: _load_split(root, json_path, meta, frames, cfg.downscale, cfg.max_views)
@@ -140,7 +149,7 @@ def load_scene(cfg: SceneConfig | None = None, splits: tuple[str, ...] = SPLITS)
         aabb=aabb,
         near=near,
         far=far,
-        background=list(cfg.background),
+        background=background,
     )
 
 
@@ -249,6 +258,12 @@ def _read_image(path: Path) -> Tensor:
     return torch.from_numpy(arr)
 
 
+def _focal(json_path: Path, angle: float, size: float) -> float:
+    if not 0.0 < angle < math.pi:
+        raise SceneError(f"{json_path}: field of view {angle} is not in (0, pi) radians")
+    return focal_from_fov(angle, int(size))
+
+
 def _frame_intrinsics(json_path: Path, meta: dict, frame: dict, w: int, h: int) -> Tensor:
     """Intrinsics of one frame at the image's stored size ``w x h``."""
     def get(key: str) -> Any:
@@ -261,15 +276,15 @@ def _frame_intrinsics(json_path: Path, meta: dict, frame: dict, w: int, h: int) 
             fx = float(get("fl_x"))
             fy = float(get("fl_y") if get("fl_y") is not None else fx)
         elif get("camera_angle_x") is not None:
-            fx = focal_from_fov(float(get("camera_angle_x")), int(ref_w))
-            fy = focal_from_fov(float(get("camera_angle_y")), int(ref_h)) if get("camera_angle_y") else fx
+            fx = _focal(json_path, float(get("camera_angle_x")), ref_w)
+            fy = _focal(json_path, float(get("camera_angle_y")), ref_h) if get("camera_angle_y") else fx
         else:
             raise SceneError(f"{json_path}: no intrinsics (need camera_angle_x or fl_x/fl_y)")
         cx = float(get("cx") if get("cx") is not None else ref_w / 2)
         cy = float(get("cy") if get("cy") is not None else ref_h / 2)
     except SceneError:
         raise
-    except (TypeError, ValueError):  # SceneError is a ValueError: re-raised above, not relabelled
+    except (TypeError, ValueError, OverflowError):  # SceneError (a ValueError) is re-raised above
         raise SceneError(f"{json_path}: intrinsics are not numbers") from None
     if not all(math.isfinite(v) and v > 0 for v in (fx, fy, ref_w, ref_h)):
         raise SceneError(f"{json_path}: intrinsics must be finite and positive")
@@ -278,19 +293,20 @@ def _frame_intrinsics(json_path: Path, meta: dict, frame: dict, w: int, h: int) 
 
 
 def _frame_pose(json_path: Path, frame: dict, index: int) -> Tensor:
+    index_label = f"{index} ({frame.get('file_path')})"  # the split's index; the path finds it in the file
     try:
         c2w = torch.tensor(frame["transform_matrix"], dtype=torch.float64)
     except (KeyError, TypeError, ValueError):
-        raise SceneError(f"{json_path}: frame {index} has no valid 4x4 'transform_matrix'") from None
+        raise SceneError(f"{json_path}: frame {index_label} has no valid 4x4 'transform_matrix'") from None
     if c2w.shape == (3, 4):
         c2w = torch.cat([c2w, torch.tensor([[0.0, 0.0, 0.0, 1.0]], dtype=torch.float64)])
     if c2w.shape != (4, 4):
-        raise SceneError(f"{json_path}: frame {index} transform_matrix has shape {tuple(c2w.shape)}")
+        raise SceneError(f"{json_path}: frame {index_label} transform_matrix has shape {tuple(c2w.shape)}")
     if not torch.isfinite(c2w).all():
-        raise SceneError(f"{json_path}: frame {index} transform_matrix is not finite")
+        raise SceneError(f"{json_path}: frame {index_label} transform_matrix is not finite")
     err = rigidity_error(c2w)
     if err > RIGIDITY_TOLERANCE:
-        raise SceneError(f"{json_path}: frame {index} transform_matrix is not rigid (error {err:.3g})")
+        raise SceneError(f"{json_path}: frame {index_label} transform_matrix is not rigid (error {err:.3g})")
     return opengl_to_opencv(c2w.float())
 
 

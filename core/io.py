@@ -15,12 +15,12 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Write a file under a temporary name in the same folder, then rename it into place.
 
     Args:
         path: final file name.
-        write: called with the temporary path; must create that file.
+        write: called with the temporary path; must create that file (its return value is ignored).
 
     Returns:
         The final path. A crash leaves either the old file or none, never a partial one.

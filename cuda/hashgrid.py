@@ -50,8 +50,8 @@ def _validate(x: Any, params: Any, spec: HashGridSpec) -> None:
         raise ValueError(f"hash_encode: x must be a float32 [N, 3] tensor, got "
                          f"{getattr(x, 'dtype', type(x).__name__)} {list(getattr(x, 'shape', []))}")
     if not isinstance(params, Tensor) or params.dtype != torch.float32 or params.shape != (spec.n_params,):
-        raise ValueError(f"hash_encode: params must be a float32 [{spec.n_params}] tensor for this grid, got "
-                         f"{getattr(params, 'dtype', type(params).__name__)} {list(getattr(params, 'shape', []))}")
+        got = f"{getattr(params, 'dtype', type(params).__name__)} {list(getattr(params, 'shape', []))}"
+        raise ValueError(f"hash_encode: params must be a float32 [{spec.n_params}] tensor, got {got}")
     if x.device != params.device:
         raise ValueError(f"hash_encode: x is on {x.device} but params on {params.device}")
     if x.device.type not in ("cpu", "cuda"):

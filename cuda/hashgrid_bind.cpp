@@ -39,7 +39,11 @@ void check_tensor(const torch::Tensor& t, const torch::Device& device, const cha
 
 #ifdef HG_WITH_CUDA
 cudaStream_t as_stream(int64_t stream) { return reinterpret_cast<cudaStream_t>(stream); }
-#define HG_CUDA_CALL(call) call
+#define HG_CUDA_CALL(call)                                                 \
+  do {                                                                     \
+    const int err = (call);                                                \
+    TORCH_CHECK(err == 0, "hash-grid CUDA kernel launch failed: error ", err); \
+  } while (0)
 #else
 #define HG_CUDA_CALL(call) TORCH_CHECK(false, "this build of the hash-grid extension has no CUDA kernels")
 #endif

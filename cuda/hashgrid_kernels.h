@@ -26,13 +26,14 @@ void backward_params_cpu(const float* x, const float* grad_out, float* grad_para
 void backward_input_cpu(const float* x, const float* grad_out, const float* params, float* grad_x,
                         int64_t n, const Level* levels, int n_levels, int n_features, int n_threads);
 
-void forward_cuda(const float* x, const float* params, float* out, int64_t n, const Level* levels,
-                  int n_levels, int n_features, cudaStream_t stream);
+// The CUDA launchers return 0 or the cudaError_t of the launch; kernels run asynchronously on `stream`.
+int forward_cuda(const float* x, const float* params, float* out, int64_t n, const Level* levels,
+                 int n_levels, int n_features, cudaStream_t stream);
 // Accumulates into grad_params, which the caller zeroes (atomicAdd).
-void backward_params_cuda(const float* x, const float* grad_out, float* grad_params, int64_t n,
-                          const Level* levels, int n_levels, int n_features, cudaStream_t stream);
-void backward_input_cuda(const float* x, const float* grad_out, const float* params, float* grad_x,
-                         int64_t n, const Level* levels, int n_levels, int n_features,
-                         cudaStream_t stream);
+int backward_params_cuda(const float* x, const float* grad_out, float* grad_params, int64_t n,
+                         const Level* levels, int n_levels, int n_features, cudaStream_t stream);
+// Overwrites grad_x.
+int backward_input_cuda(const float* x, const float* grad_out, const float* params, float* grad_x,
+                        int64_t n, const Level* levels, int n_levels, int n_features, cudaStream_t stream);
 
 }  // namespace hashgrid

@@ -126,7 +126,8 @@ class JobFolder:
             try:
                 recorded = json.loads(job_path.read_text())
             except (OSError, json.JSONDecodeError) as exc:
-                raise JobMismatchError(f"{job_path}: unreadable job record ({exc}); not overwriting") from None
+                raise JobMismatchError(f"{job_path}: unreadable job record ({exc}); not overwriting") \
+                    from None
             self._compare(recorded, job_path)
         elif final is None and any(self.folder.glob(SHARD_GLOB)):
             raise JobMismatchError(f"{self.folder}: holds shards of an unknown job (no {META_NAME} and no "

@@ -180,7 +180,8 @@ def validate_sampler(name: str, cfg: SamplerConfig) -> None:
     if name not in SAMPLERS:
         raise ValueError(f"sampler={name!r} is not one of {SAMPLERS}")
     if len(cfg.focal_scale) != 2 or not 0 < cfg.focal_scale[0] <= cfg.focal_scale[1]:
-        raise ValueError(f"sampler_params.focal_scale must be [lo, hi] with 0 < lo <= hi, got {cfg.focal_scale}")
+        raise ValueError(f"sampler_params.focal_scale must be [lo, hi] with 0 < lo <= hi, "
+                         f"got {cfg.focal_scale}")
     if cfg.jitter_deg < 0 or not 0 <= cfg.jitter_radius < 1:
         raise ValueError("sampler_params.jitter_deg must be >= 0 and jitter_radius in [0, 1)")
     if cfg.radius is not None and cfg.radius <= 0:

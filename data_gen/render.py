@@ -149,8 +149,8 @@ def plan(cfg: DataGenConfig, scene: Scene, teacher: Any, ckpt: Path) -> tuple[Ps
               "elevation_deg": [float(torch.tensor(e).rad2deg()) for e in rig.elevation],
               "focal_scale": list(cfg.sampler_params.focal_scale), "K": K.tolist()}
     if cfg.sampler == "jitter":
-        params.update(jitter_deg=cfg.sampler_params.jitter_deg, jitter_radius=cfg.sampler_params.jitter_radius,
-                      n_train_views=train.n_views)
+        sp = cfg.sampler_params
+        params.update(jitter_deg=sp.jitter_deg, jitter_radius=sp.jitter_radius, n_train_views=train.n_views)
     meta = PseudoMeta(
         image_size=[out_h, out_w], near=float(teacher.near), far=float(teacher.far),
         aabb=[float(v) for v in teacher.aabb.detach().cpu().tolist()],
@@ -168,7 +168,8 @@ def _verify_only(job: JobFolder) -> dict[str, Any]:
     for line in problems:
         log.error(line)
     if problems:
-        raise UserError(f"{len(problems)} of {len(job.ranges)} shards failed verification; first: {problems[0]}")
+        raise UserError(f"{len(problems)} of {len(job.ranges)} shards failed verification; "
+                        f"first: {problems[0]}")
     log.info("%s: all %d shards verified", job.folder, len(job.ranges))
     return {"verified": len(job.ranges), "problems": []}
 
@@ -198,13 +199,13 @@ def run(cfg: DataGenConfig) -> dict[str, Any]:
         timer = Timer()
         renderer = ShardRenderer(teacher, rig, meta, cfg.sampler_params, cfg.batch_rays, device, timer)
         started = time.perf_counter()
-        written, skipped = _render_shards(job, mine, renderer, show=cfg.progress and rank == 0)
+        counts = _render_shards(job, mine, renderer, show=cfg.progress and rank == 0)
         elapsed = time.perf_counter() - started
         dist_utils.barrier()
         if rank == 0:
             job.finalize()
         dist_utils.barrier()
-        written, skipped = dist_utils.all_reduce([written, skipped], "sum")
+        written, skipped = dist_utils.all_reduce(list(counts), "sum")
         (elapsed,) = dist_utils.all_reduce([elapsed], "max")
         times = dist_utils.all_reduce([timer.render, timer.encode, timer.write], "sum")
     rays = written * meta.height * meta.width
@@ -216,7 +217,8 @@ def run(cfg: DataGenConfig) -> dict[str, Any]:
     return metrics
 
 
-def _render_shards(job: JobFolder, indices: list[int], renderer: ShardRenderer, show: bool) -> tuple[int, int]:
+def _render_shards(job: JobFolder, indices: list[int], renderer: ShardRenderer,
+                   show: bool) -> tuple[int, int]:
     """Render every incomplete shard of ``indices``; returns (views written, views skipped)."""
     todo = [i for i in indices if not job.is_complete(i)]
     skipped = sum(job.ranges[i][1] for i in indices if i not in todo)

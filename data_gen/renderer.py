@@ -59,7 +59,7 @@ def load_checked_teacher(ckpt: Path, scene: Scene, device: torch.device, backend
     """
     from teacher.model import load_teacher  # imported here: data_gen depends on teacher only to render
 
-    teacher = load_teacher(ckpt, device=str(device), backend=backend)
+    teacher: Any = load_teacher(ckpt, device=str(device), backend=backend)
     aabb = teacher.aabb.detach().float().cpu()
     if aabb.shape != scene.aabb.shape or not torch.allclose(aabb, scene.aabb, atol=AABB_TOLERANCE):
         raise CheckpointError(

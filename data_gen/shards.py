@@ -23,7 +23,14 @@ from PIL import Image
 
 from core.errors import UserError
 from core.io import atomic_write, sha256_file
-from core.shards import OPTIONAL_FIELDS, RGB_FORMATS, ShardFormatError, decode_optional, decode_sample, view_key
+from core.shards import (
+    OPTIONAL_FIELDS,
+    RGB_FORMATS,
+    ShardFormatError,
+    decode_optional,
+    decode_sample,
+    view_key,
+)
 
 TAR_MTIME = 0.0
 TAR_MODE = 0o444

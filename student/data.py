@@ -61,40 +61,31 @@ def shuffled_ray_batches(
 ) -> Iterator[Tensor]:
     """Mix rays of consecutive chunks (views) through a buffer and cut batches of ``batch_size``.
 
-    The buffer is filled first; then every batch draws ``batch_size`` random slots of the buffer and
-    refills them with the next incoming rays, so each ray is emitted exactly once per pass and a batch
-    holds rays of about ``buffer_size / rays_per_view`` views. The remainder is flushed at the end.
+    Each incoming chunk joins the buffer, the union is permuted once, and whole batches are cut from it
+    while at least ``buffer_size`` rays stay behind, so a batch is a uniform draw from about
+    ``buffer_size / rays_per_view`` views, each ray is emitted exactly once per pass, and the cost is one
+    permutation per chunk (not per batch). The remainder is flushed, shuffled, at the end.
 
     Args:
         chunks: stream of ``[n_i, 9]`` packed rays.
         batch_size: rays per emitted batch.
-        buffer_size: rays in the buffer (at least ``batch_size``).
+        buffer_size: rays kept back for mixing.
         generator: source of randomness.
 
     Yields:
         ``[batch_size, 9]`` packed rays (the last one may be shorter).
     """
-    buffer_size = max(buffer_size, batch_size)
     buf: Tensor | None = None
-    pending: Tensor | None = None
-    filled = 0
     for chunk in chunks:
-        chunk = chunk[torch.randperm(chunk.shape[0], generator=generator)]
-        pending = chunk if pending is None else torch.cat([pending, chunk])
-        if buf is None:
-            buf = torch.empty(buffer_size, chunk.shape[1], dtype=chunk.dtype)
-        if filled < buffer_size:
-            n = min(buffer_size - filled, pending.shape[0])
-            buf[filled:filled + n] = pending[:n]
-            filled, pending = filled + n, pending[n:]
-        while filled == buffer_size and pending.shape[0] >= batch_size:
-            slots = torch.randperm(buffer_size, generator=generator)[:batch_size]
-            yield buf[slots].clone()
-            buf[slots] = pending[:batch_size]
-            pending = pending[batch_size:]
-    if buf is not None:
-        rest = torch.cat([buf[:filled], pending])
-        yield from rest[torch.randperm(rest.shape[0], generator=generator)].split(batch_size)
+        buf = chunk if buf is None else torch.cat([buf, chunk])
+        n_out = (buf.shape[0] - buffer_size) // batch_size * batch_size
+        if n_out <= 0:
+            continue
+        buf = buf[torch.randperm(buf.shape[0], generator=generator)]
+        yield from buf[:n_out].split(batch_size)
+        buf = buf[n_out:]
+    if buf is not None and buf.shape[0]:
+        yield from buf[torch.randperm(buf.shape[0], generator=generator)].split(batch_size)
 
 
 class _RaysFromViews:

@@ -4,7 +4,12 @@ Backends (all hold the same flat float32 ``params`` in the tiny-cuda-nn layout, 
 trained with one loads into any other):
 
 * ``tcnn``  - tiny-cuda-nn's fused CUDA encoding (needs ``tinycudann`` and a GPU);
+* ``cuda``  - our CUDA kernel (:func:`cuda.hashgrid.hash_encode` on a GPU; needs torch with CUDA and nvcc);
+* ``cpu``   - our C++/OpenMP kernel (:func:`cuda.hashgrid.hash_encode` on the CPU; needs a C++ compiler);
 * ``torch`` - :func:`cuda.hashgrid_ref.hash_encode_ref`, pure PyTorch, runs everywhere.
+
+Our kernels are compiled on first use (when a ``HashGrid`` asking for them is built, never at import)
+and cached; if they cannot be built, ``auto`` falls back to the next backend with one warning.
 
 ``auto`` picks the first that works for the device, in the order of :data:`AUTO_ORDER`, once at
 construction, and logs the choice. Callers never branch on the backend.
@@ -18,6 +23,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from cuda.build import try_load_hashgrid_extension
+from cuda.hashgrid import hash_encode, kernel_supports
 from cuda.hashgrid_ref import HashGridSpec, hash_encode_ref
 
 log = logging.getLogger(__name__)
@@ -67,8 +74,23 @@ def _tcnn_factory(spec: HashGridSpec, device: torch.device) -> EncodeFn | None:
     return encode
 
 
+def _kernel_factory(device_type: str) -> Factory:
+    def factory(spec: HashGridSpec, device: torch.device) -> EncodeFn | None:
+        if device.type != device_type or not kernel_supports(spec):
+            return None
+        if device_type == "cuda" and torch.version.cuda is None:
+            return None
+        if try_load_hashgrid_extension(with_cuda=device_type == "cuda") is None:
+            return None
+        return lambda x, params: hash_encode(x, params, spec)
+
+    return factory
+
+
 register_backend("torch", _torch_factory)
-register_backend("tcnn", _tcnn_factory, before="torch")
+register_backend("cpu", _kernel_factory("cpu"), before="torch")
+register_backend("cuda", _kernel_factory("cuda"), before="cpu")
+register_backend("tcnn", _tcnn_factory, before="cuda")
 
 
 def resolve_backend(name: str, spec: HashGridSpec, device: torch.device) -> tuple[str, EncodeFn]:
@@ -76,7 +98,8 @@ def resolve_backend(name: str, spec: HashGridSpec, device: torch.device) -> tupl
     names = AUTO_ORDER if name == "auto" else [name]
     for candidate in names:
         if candidate not in _FACTORIES:
-            raise ValueError(f"unknown hash grid backend {candidate!r}; choose from auto, {', '.join(_FACTORIES)}")
+            choices = ", ".join(["auto", *_FACTORIES])
+            raise ValueError(f"unknown hash grid backend {candidate!r}; choose from {choices}")
         fn = _FACTORIES[candidate](spec, device)
         if fn is not None:
             return candidate, fn

@@ -20,7 +20,7 @@ from core.config import to_dataclass, to_plain
 from core.errors import CheckpointError, UserError
 from core.rays import ray_aabb_intersect
 from teacher.field import FieldConfig, TeacherField
-from teacher.occupancy import OccupancyConfig, OccupancyGrid
+from teacher.occupancy import OccupancyConfig, OccupancyGrid, carve_from_masks
 from teacher.render import RenderConfig, render_segment, step_size_for
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,20 @@ class Teacher(nn.Module):
 
         return self.occupancy.update(step, opacity)
 
+    def carve_occupancy(self, c2w: Tensor, K: Tensor, alphas: Tensor) -> float:
+        """Restrict the occupancy grid to the visual hull of training masks; returns the kept fraction.
+
+        Args:
+            c2w: ``[C, 4, 4]`` training poses.
+            K: ``[C, 3, 3]`` intrinsics.
+            alphas: ``[C, H, W]`` alpha masks.
+        """
+        cfg = self.cfg.occupancy
+        allowed = carve_from_masks(self.aabb.cpu(), cfg.resolution, c2w.cpu(), K.cpu(), alphas.cpu(),
+                                   cfg.carve_dilation)
+        self.occupancy.restrict(allowed.to(self.aabb.device))
+        return float(allowed.float().mean())
+
     def render_rays(
         self,
         rays_o: Tensor,  # [N, 3]
@@ -101,7 +115,9 @@ class Teacher(nn.Module):
         return out
 
     def _render_chunk(self, rays_o: Tensor, rays_d: Tensor, background: Tensor) -> dict[str, Tensor]:
-        t_min, t_max, _ = ray_aabb_intersect(rays_o, rays_d, self.aabb, self.near, self.far)
+        # samples outside occupied cells are dropped anyway: march only the box around them
+        t_min, t_max, _ = ray_aabb_intersect(rays_o, rays_d, self.occupancy.occupied_aabb(), self.near,
+                                             self.far)
         seg = render_segment(self.field, rays_o, rays_d, t_min, t_max, self.occupancy.binary,
                              self.step_size, self.cfg.render)
         rgb = seg["rgb"] + seg["trans"][:, None] * background

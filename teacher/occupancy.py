@@ -31,6 +31,8 @@ class OccupancyConfig:
         sample_fraction: after warm-up, fraction of cells measured uniformly (and again among the
             occupied ones) per update (Instant-NGP: 1/4).
         chunk: points per density query during an update.
+        carve: exclude cells outside the visual hull of the training alpha masks.
+        carve_dilation: pixels by which masks grow before carving (covers a cell's footprint).
     """
 
     resolution: int = 128
@@ -40,6 +42,8 @@ class OccupancyConfig:
     warmup_steps: int = 256
     sample_fraction: float = 0.25
     chunk: int = 65536
+    carve: bool = False
+    carve_dilation: int = 3
 
 
 def cell_indices(
@@ -86,6 +90,7 @@ class OccupancyGrid(nn.Module):
         self.register_buffer("aabb", torch.as_tensor(aabb, dtype=torch.float32).clone())
         self.register_buffer("values", torch.zeros(n))
         self.register_buffer("binary", torch.ones(n, dtype=torch.bool))
+        self.register_buffer("allowed", torch.ones(n, dtype=torch.bool))
 
     @property
     def resolution(self) -> int:
@@ -95,12 +100,17 @@ class OccupancyGrid(nn.Module):
         """``[S]`` bool: whether world points ``x [S, 3]`` fall in occupied cells."""
         return self.binary[cell_indices(x, self.aabb, self.cfg.resolution)]
 
+    def restrict(self, allowed: Tensor) -> None:
+        """Exclude for good the cells where ``allowed [R^3]`` is False."""
+        self.allowed.copy_(allowed.reshape(-1))
+        self.binary &= self.allowed
+
     def _cells_to_measure(self, step: int) -> Tensor:
-        n = self.values.numel()
+        candidates = self.allowed.nonzero()[:, 0]
         if step < self.cfg.warmup_steps:
-            return torch.arange(n, device=self.values.device)
-        m = max(1, int(n * self.cfg.sample_fraction))
-        uniform = torch.randint(0, n, (m,), device=self.values.device)
+            return candidates
+        m = max(1, int(candidates.numel() * self.cfg.sample_fraction))
+        uniform = candidates[torch.randint(0, candidates.numel(), (m,), device=candidates.device)]
         occupied = self.binary.nonzero()[:, 0]
         if occupied.numel() == 0:
             return uniform
@@ -133,10 +143,56 @@ class OccupancyGrid(nn.Module):
         # scatter_reduce keeps the max when a cell was drawn twice
         values = values.scatter_reduce(0, cells, measured, reduce="amax", include_self=True)
         self.values.copy_(values)
-        threshold = min(self.cfg.threshold, float(values.mean()))
-        self.binary.copy_(values > threshold)
+        threshold = min(self.cfg.threshold, float(values[self.allowed].mean()))
+        self.binary.copy_((values > threshold) & self.allowed)
         return True
+
+    def occupied_aabb(self) -> Tensor:
+        """``[6]`` smallest box around the occupied cells (the full box if none is occupied)."""
+        occupied = self.binary.nonzero()[:, 0]
+        if occupied.numel() == 0:
+            return self.aabb.clone()
+        ijk = cell_corners(occupied, self.cfg.resolution)
+        cell = (self.aabb[3:] - self.aabb[:3]) / self.cfg.resolution
+        lo = self.aabb[:3] + ijk.amin(0) * cell
+        hi = self.aabb[:3] + (ijk.amax(0) + 1) * cell
+        return torch.cat([lo, hi])
 
     def occupancy_fraction(self) -> float:
         """Fraction of occupied cells."""
         return float(self.binary.float().mean())
+
+
+def carve_from_masks(
+    aabb: Tensor,  # [6]
+    resolution: int,
+    c2w: Tensor,  # [C, 4, 4]
+    K: Tensor,  # [C, 3, 3]
+    alphas: Tensor,  # [C, H, W]
+    dilation: int = 3,
+) -> Tensor:
+    """Cells inside the visual hull of alpha masks (OpenCV cameras of ``core.cameras``).
+
+    A cell is carved away when its centre projects, in front of some camera, onto a pixel whose
+    alpha is 0 everywhere within ``dilation`` pixels. Projections outside an image carve nothing.
+
+    Returns:
+        ``[R^3]`` bool, True for cells that may hold matter (flat order of :func:`cell_indices`).
+    """
+    R = resolution
+    H, W = alphas.shape[-2:]
+    mask = torch.nn.functional.max_pool2d((alphas > 0).float()[:, None], 2 * dilation + 1, 1, dilation)[:, 0]
+    centres = (cell_corners(torch.arange(R**3), R).float() + 0.5) / R
+    x = aabb[:3] + centres * (aabb[3:] - aabb[:3])  # [M, 3]
+    alive = torch.arange(R**3)  # cells not carved yet: the work shrinks view by view
+    for c in range(c2w.shape[0]):
+        cam = (x[alive] - c2w[c, :3, 3]) @ c2w[c, :3, :3]  # world -> camera: R^T (x - t)
+        uvw = cam @ K[c].T
+        z = uvw[:, 2].clamp_min(1e-6)
+        u, v = uvw[:, 0] / z, uvw[:, 1] / z
+        inside = (uvw[:, 2] > 0) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
+        hit = mask[c, v.clamp(0, H - 1).long(), u.clamp(0, W - 1).long()] > 0
+        alive = alive[~inside | hit]
+    keep = torch.zeros(R**3, dtype=torch.bool)
+    keep[alive] = True
+    return keep

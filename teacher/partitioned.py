@@ -113,9 +113,11 @@ class PartitionedTeacher(nn.Module):
         aabb: ``[6]`` scene box (the union of the boxes).
         near: ray start distance.
         far: ray end distance.
+        seed: region ``k`` is initialised from ``init_seed(seed, k)`` (as on rank ``k``).
     """
 
-    def __init__(self, cfg: TeacherModelConfig, boxes: Tensor, aabb: Tensor, near: float, far: float):
+    def __init__(self, cfg: TeacherModelConfig, boxes: Tensor, aabb: Tensor, near: float, far: float,
+                 seed: int = 0):
         super().__init__()
         self.cfg = cfg
         self.near = float(near)
@@ -123,7 +125,9 @@ class PartitionedTeacher(nn.Module):
         self.register_buffer("aabb", torch.as_tensor(aabb, dtype=torch.float32).clone())
         self.register_buffer("boxes", torch.as_tensor(boxes, dtype=torch.float32).clone())
         self.step_size = step_size_for(self.aabb, cfg.render)
-        self.regions = nn.ModuleList([build_region(cfg, box, self.aabb, near, far) for box in self.boxes])
+        self.regions = nn.ModuleList(
+            build_region(cfg, b, self.aabb, near, far, init_seed(seed, k)) for k, b in enumerate(self.boxes)
+        )
 
     @property
     def n_regions(self) -> int:
@@ -177,11 +181,26 @@ class PartitionedTeacher(nn.Module):
         return finish_rays(rgb, depth_sum, opacity, background, n_samples)
 
 
-def build_region(cfg: TeacherModelConfig, box: Tensor, aabb: Tensor, near: float, far: float) -> Teacher:
-    """Region ``box``'s teacher (field + occupancy grid over the box) marching with ``aabb``'s step."""
-    region = Teacher(cfg, box, near, far)
+def build_region(cfg: TeacherModelConfig, box: Tensor, aabb: Tensor, near: float, far: float,
+                 seed: int | None = None) -> Teacher:
+    """Region ``box``'s teacher (field + occupancy grid over the box) marching with ``aabb``'s step.
+
+    ``seed`` (see :func:`init_seed`) makes its initial weights independent of what else the process
+    built before, so one process holding every region and ``K`` ranks start from the same weights.
+    """
+    if seed is None:
+        region = Teacher(cfg, box, near, far)
+    else:
+        with torch.random.fork_rng(devices=[box.device] if box.is_cuda else []):
+            torch.manual_seed(seed)
+            region = Teacher(cfg, box, near, far)
     region.step_size = step_size_for(torch.as_tensor(aabb, dtype=torch.float32), cfg.render)
     return region
+
+
+def init_seed(seed: int, region: int) -> int:
+    """Seed of region ``region``'s initial weights."""
+    return seed * 7919 + 104729 + region
 
 
 def region_seed(seed: int, step: int, region: int) -> int:
@@ -245,10 +264,10 @@ def finish_rays(rgb: Tensor, depth_sum: Tensor, opacity: Tensor, background: Ten
 
 
 def build_partitioned_teacher(cfg: TeacherModelConfig, boxes: Tensor, aabb: Tensor, near: float, far: float,
-                              device: torch.device | str = "cpu") -> PartitionedTeacher:
+                              device: torch.device | str = "cpu", seed: int = 0) -> PartitionedTeacher:
     """Construct a partitioned teacher (all regions in this process)."""
     with torch.device(device):
-        return PartitionedTeacher(cfg, boxes.to(device), aabb.to(device), near, far)
+        return PartitionedTeacher(cfg, boxes.to(device), aabb.to(device), near, far, seed)
 
 
 def partitioned_config(model_cfg: TeacherModelConfig, boxes: Tensor, aabb: Tensor, near: float,

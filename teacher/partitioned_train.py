@@ -27,7 +27,13 @@ from teacher.lit_module import OptimConfig, lr_factor
 from teacher.model import Teacher, TeacherModelConfig
 from teacher.partition import median_split_boxes, sample_points_along_rays
 from teacher.partition_ckpt import load_region, merge_regions, resume_point, save_region
-from teacher.partitioned import PartitionedTeacher, build_region, region_seed, update_region_occupancy
+from teacher.partitioned import (
+    PartitionedTeacher,
+    build_region,
+    init_seed,
+    region_seed,
+    update_region_occupancy,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +81,15 @@ def make_optimizer(regions: list[Teacher], cfg: OptimConfig) -> torch.optim.Opti
 
 
 def build_setup(model_cfg: TeacherModelConfig, optim_cfg: OptimConfig, boxes: Tensor, aabb: Tensor,
-                near: float, far: float, rank: int, world: int, device: torch.device) -> PartitionedSetup:
+                near: float, far: float, rank: int, world: int, device: torch.device, seed: int = 0,
+                ) -> PartitionedSetup:
     """Regions, renderer and optimizer of this process (``world == 1``: every region here)."""
     if world == 1:
-        teacher = PartitionedTeacher(model_cfg, boxes, aabb, near, far).to(device)
+        teacher = PartitionedTeacher(model_cfg, boxes, aabb, near, far, seed).to(device)
         regions = dict(enumerate(teacher.regions))
         renderer: Renderer = teacher
     else:
-        region = build_region(model_cfg, boxes[rank], aabb, near, far).to(device)
+        region = build_region(model_cfg, boxes[rank], aabb, near, far, init_seed(seed, rank)).to(device)
         regions = {rank: region}
         renderer = RegionWorker(region, rank, boxes.to(device), near, far)
     return PartitionedSetup(regions, renderer, make_optimizer(list(regions.values()), optim_cfg),  # type: ignore[arg-type]
@@ -155,8 +162,9 @@ def rank0_decision(value: int, device: torch.device) -> int:
     return int(broadcast_tensor(flag, 0).item())
 
 
-def progress_bar(rank: int, start: int, total: int | None) -> tqdm:
-    return tqdm(initial=start, total=total, desc="train (partitioned)", disable=rank != 0, dynamic_ncols=True)
+def progress_bar(show: bool, start: int, total: int | None) -> tqdm:
+    """Rank 0's bar; ``spr`` is samples per ray in this process's regions."""
+    return tqdm(initial=start, total=total, desc="train (partitioned)", disable=not show, dynamic_ncols=True)
 
 
 def training_rays(split: Any) -> tuple[Tensor, Tensor, Tensor]:
@@ -180,7 +188,7 @@ def fit(setup: PartitionedSetup, cfg: Any, rays: tuple[Tensor, Tensor, Tensor], 
     if (max_seconds is None or max_seconds <= 0) and max_steps < 0:
         raise ValueError("set train.max_steps or train.max_seconds: training would never stop")
     start = last_ckpt = time.perf_counter()
-    bar = progress_bar(setup.rank, step, max_steps if max_steps > 0 else None)
+    bar = progress_bar(setup.rank == 0 and cfg.train.progress_bar, step, max_steps if max_steps > 0 else None)
     while True:
         elapsed = previous + time.perf_counter() - start
         done = (0 < max_steps <= step) or bool(max_seconds and elapsed >= max_seconds)
@@ -239,7 +247,7 @@ def run_partitioned(cfg: Any) -> dict[str, Any]:
                               else "cpu" if cfg.train.device == "auto" else cfg.train.device)
     seed_everything(cfg.seed)
     out = Path(cfg.run_dir) / "teacher"
-    done = _finished_metrics(out)
+    done = _finished_metrics(out, cfg.train.max_steps, cfg.train.max_seconds)
     if done is not None:
         log.info("partitioned teacher already trained and evaluated: %s", out / "metrics.json")
         return done
@@ -252,7 +260,8 @@ def run_partitioned(cfg: Any) -> dict[str, Any]:
         boxes = partition_boxes(rays, scene.aabb, scene.near, scene.far, k, cfg.distributed.split_rays,
                                 cfg.distributed.points_per_ray, cfg.seed)
     boxes = broadcast_tensor(boxes.to(device), 0).cpu()  # identical on every rank, whatever the float ops
-    setup = build_setup(cfg.model, cfg.optim, boxes, scene.aabb, scene.near, scene.far, rank, world, device)
+    setup = build_setup(cfg.model, cfg.optim, boxes, scene.aabb, scene.near, scene.far, rank, world, device,
+                        cfg.seed)
     stats = fit(setup, cfg, rays, out, scene.aabb, scene.near, scene.far, world, device)
     renderer: Any = setup.renderer
     if world > 1:  # evaluate() needs .eval() and .aabb: the worker renders with every rank
@@ -290,8 +299,8 @@ class _EvalAdapter:
         return self.worker.render_rays(rays_o, rays_d, background, chunk)
 
 
-def _finished_metrics(out: Path) -> dict[str, Any] | None:
-    """The metrics of a finished, evaluated run whose checkpoint is unchanged, else None."""
+def _finished_metrics(out: Path, max_steps: int, max_seconds: float | None) -> dict[str, Any] | None:
+    """The metrics of a run that used up this budget, was evaluated and is unchanged since, else None."""
     import json
 
     from core.io import sha256_file
@@ -302,4 +311,6 @@ def _finished_metrics(out: Path) -> dict[str, Any] | None:
     metrics = json.loads(metrics_path.read_text())
     if metrics.get("checkpoint_sha256") != sha256_file(ckpt) or "partitions" not in metrics:
         return None
-    return metrics  # type: ignore[no-any-return]
+    steps_done = max_steps > 0 and metrics.get("steps", 0) >= max_steps
+    time_done = bool(max_seconds) and metrics.get("train_seconds", 0.0) >= max_seconds  # type: ignore[operator]
+    return metrics if steps_done or time_done else None  # type: ignore[no-any-return]

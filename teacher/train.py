@@ -159,6 +159,10 @@ def run(cfg: TeacherConfig) -> dict[str, Any]:
         stats = {"steps": int(extra["steps"]), "train_seconds": float(extra["train_seconds"])}
     else:
         teacher = build_teacher(cfg.model, scene.aabb, scene.near, scene.far, device)
+        if cfg.model.occupancy.carve:
+            train = scene.split("train")
+            kept = teacher.carve_occupancy(train.c2w, train.K, train.images[..., 3])
+            log.info("occupancy grid carved by the training masks: %.1f%% of cells kept", 100 * kept)
         stats = train_teacher(cfg, teacher, scene.split("train"), out)
         save_teacher(ckpt_path, teacher, **stats)
     test = evaluate(teacher, scene.split("test"), scene.background, cfg.eval.chunk, cfg.eval.n_renders,

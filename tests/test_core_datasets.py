@@ -205,9 +205,8 @@ def test_single_file_filename_lists(tmp_path: Path) -> None:
     names = [str(Path(f["file_path"])) for f in frames]
     train = [n + ".png" for n in names[:9]]  # lists with and without extension both match
     test = names[9:]
-    (root / "transforms.json").write_text(
-        json.dumps({"camera_angle_x": FOV_X, "train_filenames": train, "test_filenames": test, "frames": frames})
-    )
+    meta = {"camera_angle_x": FOV_X, "train_filenames": train, "test_filenames": test, "frames": frames}
+    (root / "transforms.json").write_text(json.dumps(meta))
     scene = _load(root)
     assert _stems(scene.split("train").files, root) == names[:9]
     assert _stems(scene.split("test").files, root) == names[9:]
@@ -376,8 +375,9 @@ def _single_file(**top: object) -> Callable[[Path], str]:
     def mutate(root: Path) -> str:
         frames = _to_single_file(root)
         names = [f["file_path"] for f in frames]
-        lists = {k: (names[:2] + ["./train/missing"] if v == "missing" else names[:2]) for k, v in top.items()}
-        (root / "transforms.json").write_text(json.dumps({"camera_angle_x": FOV_X, **lists, "frames": frames}))
+        lists = {k: names[:2] + (["./train/missing"] if v == "missing" else []) for k, v in top.items()}
+        meta = {"camera_angle_x": FOV_X, **lists, "frames": frames}
+        (root / "transforms.json").write_text(json.dumps(meta))
         return "transforms.json"
 
     return mutate
@@ -398,7 +398,7 @@ BAD_INPUTS: dict[str, tuple[Callable[[Path], str], str]] = {
     "grayscale": (_gray, "channel count 1"),
     "gray+alpha": (_gray_alpha, "channel count 2"),
     "16-bit grayscale": (_gray16, "unsupported image mode"),
-    "nan pose": (_pose_edit(_set(0, 3, float("nan"))), "not finite"),
+    "nan pose": (_pose_edit(_set(0, 3, float("nan"))), "frame 2 (./train/r_2) transform_matrix is not"),
     "inf pose": (_pose_edit(_set(1, 1, float("inf"))), "not finite"),
     "non-rigid pose": (_pose_edit(_scale_rotation), "not rigid"),
     "sheared pose": (_pose_edit(_set(0, 1, 0.5)), "not rigid"),
@@ -409,8 +409,11 @@ BAD_INPUTS: dict[str, tuple[Callable[[Path], str], str]] = {
     "frame without file_path": (_edit_train(lambda m: m["frames"][0].pop("file_path")), "no 'file_path'"),
     "no intrinsics": (_edit_train(lambda m: m.pop("camera_angle_x")), "no intrinsics"),
     "intrinsics not numbers": (_edit_train(lambda m: m.update(camera_angle_x="wide")), "not numbers"),
+    "zero field of view": (_edit_train(lambda m: m.update(camera_angle_x=0)), "field of view 0"),
+    "infinite width": (_edit_train(lambda m: m.update(fl_x=10.0, w=float("inf"))), "intrinsics"),
     "empty split": (_empty_test, "'test' split is empty"),
-    "list names a missing frame": (_single_file(train_filenames="missing", test_filenames="ok"), "no frame has"),
+    "list names a missing frame": (_single_file(train_filenames="missing", test_filenames="ok"),
+                                   "no frame has"),
     "lists without test list": (_single_file(train_filenames="ok"), "no 'test_filenames'"),
 }
 
@@ -427,3 +430,23 @@ def test_bad_input_raises_one_line_scene_error(tmp_path: Path, case: str) -> Non
     assert named in message, message
     assert problem in message, message
     assert "\n" not in message
+
+
+def test_bad_background_rejected(tmp_path: Path) -> None:
+    root = _scene(tmp_path)
+    with pytest.raises(SceneError, match="background must be 3 numbers"):
+        _load(root, background=[1.0, 1.0])
+    with pytest.raises(SceneError, match="background must be 3 numbers"):
+        _load(root, background=[0.0, 2.0, 0.0])
+
+
+def test_scene_center_of_a_ring_and_parallel_fallback() -> None:
+    from core.datasets import scene_center
+    from tests.scenes import ring_poses
+
+    poses = ring_poses(6)
+    poses[:, :3, 3] += torch.tensor([0.5, -0.25, 1.0])  # move the rig: it looks at the moved point
+    assert torch.allclose(scene_center(poses), torch.tensor([0.5, -0.25, 1.0]), atol=1e-4)
+    parallel = torch.eye(4).repeat(3, 1, 1)
+    parallel[:, 0, 3] = torch.tensor([0.0, 1.0, 2.0])  # all looking along +Z: no common point
+    assert torch.allclose(scene_center(parallel), torch.tensor([1.0, 0.0, 0.0]))

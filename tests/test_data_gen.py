@@ -59,7 +59,8 @@ def test_round_trip_matches_the_teacher(tiny_scene: Path, run_dir: Path) -> None
     assert meta.aabb == teacher.aabb.tolist() and meta.near == teacher.near
     train = load_scene(SceneConfig(path=str(tiny_scene)), splits=("train",)).split("train")
     rig = build_rig(train.c2w, train.K[0] * torch.tensor([[0.5], [0.5], [1.0]]))
-    samples = list(wds.WebDataset([str(p) for p in meta.shard_paths()], shardshuffle=False, empty_check=False))
+    urls = [str(p) for p in meta.shard_paths()]
+    samples = list(wds.WebDataset(urls, shardshuffle=False, empty_check=False))
     assert [int(s["__key__"]) for s in samples] == list(range(7))
     for i, sample in enumerate(samples):
         rgb, c2w, K = decode_sample(sample)
@@ -68,7 +69,8 @@ def test_round_trip_matches_the_teacher(tiny_scene: Path, run_dir: Path) -> None
         np.testing.assert_array_equal(K, K_ref.numpy())
         with torch.inference_mode():  # one view alone: batching must not change the result
             ref = teacher.render_rays(*generate_rays(c2w_ref, K_ref, 8, 8), torch.ones(3))
-        np.testing.assert_array_equal(rgb, np.rint(ref["rgb"].clamp(0, 1).numpy() * 255).reshape(8, 8, 3) / 255)
+        rgb_ref = np.rint(ref["rgb"].clamp(0, 1).numpy() * 255).reshape(8, 8, 3) / 255
+        np.testing.assert_array_equal(rgb, rgb_ref)
         np.testing.assert_allclose(decode_optional(sample, "depth"), ref["depth"].reshape(8, 8), rtol=1e-5)
         np.testing.assert_allclose(decode_optional(sample, "alpha"), ref["opacity"].reshape(8, 8), rtol=1e-5)
     assert len({s["rgb.png"] for s in samples}) == 7  # views differ (the test would catch a mix-up)
@@ -99,7 +101,7 @@ def test_shard_ranges_split_a_job_and_meta_waits_for_all(tiny_scene: Path, run_d
     assert not (run_dir / "pseudo" / "meta.json").exists()
     assert run(make_cfg(tiny_scene, run_dir, "shards=:1"))["complete"]
     assert _hashes(run_dir / "pseudo") == _hashes(tmp_path / "whole")
-    assert read_meta(run_dir / "pseudo").to_dict()["shards"] == read_meta(tmp_path / "whole").to_dict()["shards"]
+    assert read_meta(run_dir / "pseudo").shards == read_meta(tmp_path / "whole").shards
 
 
 def test_parse_shard_range() -> None:
@@ -126,7 +128,7 @@ def test_verify_reports_bad_shards_by_name(tiny_scene: Path, run_dir: Path) -> N
 def test_folder_of_another_job_is_not_overwritten(tiny_scene: Path, run_dir: Path) -> None:
     run(make_cfg(tiny_scene, run_dir))
     before = _hashes(run_dir / "pseudo")
-    with pytest.raises(JobMismatchError, match=r"meta.json: the folder holds shards of a different job \(sampler.seed"):
+    with pytest.raises(JobMismatchError, match=r"meta.json: .* different job \(sampler.seed: 0 on disk vs 1"):
         run(make_cfg(tiny_scene, run_dir, "seed=1"))
     (run_dir / "pseudo" / "meta.json").unlink()
     with pytest.raises(JobMismatchError, match=r"job.json: .* different job \(n_views: 7 on disk vs 8"):
@@ -168,3 +170,11 @@ def test_meta_json_is_plain_json_with_the_documented_keys(tiny_scene: Path, run_
                        "sampler", "teacher", "scene"]
     assert d["rgb_format"] == "npy16" and d["sampler"]["name"] == "hemisphere" and d["sampler"]["seed"] == 0
     assert set(d["shards"][0]) == {"name", "first_view", "n_views", "sha256"}
+
+
+@pytest.mark.parametrize(("profile", "n_views", "size"), [("cpu", 1000, 100), ("paper", 10000, 400)])
+def test_profiles(profile: str, n_views: int, size: int) -> None:
+    cfg = to_dataclass(compose("data_gen", [f"profile={profile}"]), DataGenConfig)
+    assert cfg.n_views == n_views and cfg.run_dir == "runs/mic_100" and cfg.sampler == "hemisphere"
+    demo_hw = load_scene(cfg.scene, splits=("train",)).split("train").hw
+    assert [round(s * cfg.image_scale) for s in demo_hw] == [size, size]

@@ -41,7 +41,8 @@ def _write_folder(folder: Path, n_shards: int = 2, per: int = 3) -> PseudoMeta:
     meta = PseudoMeta(image_size=[6, 5], near=0.5, far=4.0, aabb=[-1, -1, -1, 1, 1, 1], background=[1, 1, 1],
                       n_views=n_shards * per, views_per_shard=per, fields=["rgb", "c2w", "K", "depth"],
                       shards=shards, sampler={"name": "hemisphere", "seed": 0},
-                      teacher={"checkpoint_sha256": "0" * 64, "test_psnr": None}, scene={"name": "t", "path": "."})
+                      teacher={"checkpoint_sha256": "0" * 64, "test_psnr": None},
+                      scene={"name": "t", "path": "."})
     write_json(folder / "meta.json", meta.to_dict())
     return meta
 

@@ -1,0 +1,234 @@
+"""Inference benchmark: one 100x100 frame of the demo scene, teacher vs student (PyTorch and ONNX).
+
+Rows: the teacher (best hash-grid backend; skipped with a note when no teacher checkpoint exists), the
+PyTorch student in fp32 and under bf16 autocast, and the ONNX student in fp32, fp16, int8 (dynamic,
+MatMulInteger) and int8 (static QDQ), all timed on the same rays, interleaved, best of ``--repeats``.
+Baselines in the same run: torch fp32 / bf16 matrix products (this CPU's peaks) and an ONNX Runtime
+int8 MatMulInteger of the same size.
+
+The student is ``<run-dir>/student/student.ckpt``; without one, a freshly initialised student of the
+``profile=cpu`` shape is used (speed only: PSNR columns are n/a). Nothing is trained here. The ONNX
+files are exported into a temporary folder with the same functions as ``python -m export.onnx``.
+
+    python -m benchmarks.inference [--run-dir runs/mic_100] [--repeats 7] [--psnr-views 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+
+from benchmarks.results import markdown_table, write_section
+from core.config import compose, to_dataclass
+from core.datasets import load_scene
+from core.rays import generate_rays
+from export.parity import psnr_np, random_scene_rays, split_rays, torch_rgb
+from export.runtime import LightField, ModelMeta
+from export.variants import save_checked, set_metadata, to_fp16, to_int8, trace_student
+from student.checkpoint import load_student
+from student.model import R2LStudent, StudentModelConfig, flops_per_ray
+
+log = logging.getLogger(__name__)
+DEFAULT_BATCH = 4096
+ORT_VARIANTS = {"fp32": "ONNX fp32", "fp16": "ONNX fp16", "int8_dynamic": "ONNX int8 dynamic",
+                "int8_qdq": "ONNX int8 QDQ"}
+
+
+def best_ms(fn: Callable[[], Any], repeats: int) -> float:
+    """Best wall time of ``fn`` in ms over ``repeats`` calls after one warm-up."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best * 1e3
+
+
+def matmul_peaks(repeats: int, n: int = 2048) -> dict[str, float]:
+    """GFLOP/s of ``n``-cube matrix products: torch fp32, torch bf16 (AMX) and ORT int8 (MatMulInteger)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    flops = 2 * n**3
+    peaks = {"torch fp32 matmul": flops / best_ms(lambda: a @ b, repeats) / 1e6}
+    ab, bb = a.bfloat16(), b.bfloat16()
+    peaks["torch bf16 matmul"] = flops / best_ms(lambda: ab @ bb, repeats) / 1e6
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).integers(-127, 127, (n, n), dtype=np.int8), "w")
+    graph = helper.make_graph([helper.make_node("MatMulInteger", ["x", "w"], ["y"])], "mm",
+                              [helper.make_tensor_value_info("x", TensorProto.UINT8, [n, n])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT32, [n, n])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(1).integers(0, 255, (n, n), dtype=np.uint8)
+    peaks["ORT int8 MatMulInteger"] = flops / best_ms(lambda: sess.run(None, {"x": x}), repeats) / 1e6
+    return peaks
+
+
+def get_student(run_dir: Path) -> tuple[R2LStudent, bool, str]:
+    """The trained student of ``run_dir``, or a fresh one of the ``profile=cpu`` shape."""
+    ckpt = run_dir / "student" / "student.ckpt"
+    if ckpt.is_file():
+        return load_student(ckpt)[0], True, str(ckpt)
+    shape = to_dataclass(compose("student").model, StudentModelConfig)
+    scene = load_scene(None, splits=("train",))
+    model = R2LStudent(shape, scene.aabb, scene.near, scene.far).eval()
+    return model, False, f"fresh profile=cpu student (no {ckpt})"
+
+
+def export_all(model: R2LStudent, scene: Any, out: Path) -> dict[str, Path]:
+    """Write the four ONNX variants of ``model`` into ``out``."""
+    train = scene.split("train")
+    gen = torch.Generator().manual_seed(0)
+    fp32 = trace_student(model, random_scene_rays(train.c2w, scene.aabb, 1024, gen), static=False, opset=18)
+    calib = [tuple(t.numpy() for t in generate_rays(train.c2w[i], train.K[i], *train.hw)) for i in range(4)]
+    meta = ModelMeta(scene_name=scene.name, near=scene.near, far=scene.far, aabb=scene.aabb.tolist(),
+                     image_size=list(train.hw), K=train.K[0].tolist(), flops_per_ray=flops_per_ray(model.cfg))
+    protos = {"fp32": fp32, "fp16": to_fp16(_copy(fp32)), "int8_dynamic": to_int8(_copy(fp32), "dynamic"),
+              "int8_qdq": to_int8(_copy(fp32), "qdq", calib)}  # type: ignore[arg-type]
+    return {name: save_checked(set_metadata(p, meta), out / f"{name}.onnx") for name, p in protos.items()}
+
+
+def _copy(proto: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    return out
+
+
+def load_teacher_or_note(run_dir: Path) -> tuple[Any, str]:
+    """``(teacher, note)``; ``(None, reason)`` when there is no usable teacher checkpoint."""
+    ckpt = run_dir / "teacher" / "teacher.ckpt"
+    if not ckpt.is_file():
+        return None, f"teacher skipped: no {ckpt}"
+    try:
+        from teacher.model import load_teacher
+
+        teacher = load_teacher(ckpt, backend="auto")
+    except Exception as exc:  # noqa: BLE001 - the benchmark reports any failure as a note and goes on
+        return None, f"teacher skipped: {str(exc).splitlines()[0]}"
+    return teacher, f"teacher: {ckpt} (hash-grid backend {getattr(teacher, 'backend', '?')})"
+
+
+def _fmt(value: float | None, spec: str = ".3g") -> str:
+    return "n/a" if value is None or not np.isfinite(value) else format(value, spec)
+
+
+def time_interleaved(runners: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+    """Best ms of each runner; rounds interleave the runners so machine load hits every row alike."""
+    ms = {name: float("inf") for name in runners}
+    for fn in runners.values():
+        fn()  # warm-up
+    for _ in range(repeats):
+        for name, fn in runners.items():
+            start = time.perf_counter()
+            fn()
+            ms[name] = min(ms[name], (time.perf_counter() - start) * 1e3)
+    return ms
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run-dir", default="runs/mic_100")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--psnr-views", type=int, default=8, help="test views for the PSNR column")
+    parser.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="rays per inference call")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    run_dir = Path(args.run_dir)
+    scene = load_scene(None, splits=("train", "test"))
+    test = scene.split("test")
+    model, trained, student_note = get_student(run_dir)
+    views = split_rays(test, args.psnr_views)
+    gt = test.rgb(scene.background)[: len(views)].reshape(len(views), -1, 3).numpy()
+    frame = views[0]
+    teacher, teacher_note = load_teacher_or_note(run_dir)
+    bg = torch.tensor(scene.background, dtype=torch.float32)
+    batch = args.batch
+    with tempfile.TemporaryDirectory() as tmp:
+        fields = {ORT_VARIANTS[k]: LightField(p, providers=["CPUExecutionProvider"])
+                  for k, p in export_all(model, scene, Path(tmp)).items()}
+        runners: dict[str, Callable[[Tensors], np.ndarray]] = {}
+        if teacher is not None:
+            runners["teacher"] = lambda r: _teacher_rgb(teacher, r, bg)
+        runners["PyTorch student fp32"] = lambda r: torch_rgb(model, r[0], r[1], batch).numpy()
+        runners["PyTorch student bf16 autocast"] = lambda r: _bf16_rgb(model, r, batch)
+        for label, field in fields.items():
+            runners[label] = lambda r, f=field: f(r[0].numpy(), r[1].numpy(), batch)
+        n_rays = frame[0].shape[0]
+        timed = {name: (lambda fn=fn: fn(frame)) for name, fn in runners.items()}
+        timed.update({f"{name} [1 call]": (lambda f=f: f(frame[0].numpy(), frame[1].numpy(), n_rays))
+                      for name, f in fields.items()})
+        ms = time_interleaved(timed, args.repeats)
+        psnr = {name: psnr_np(np.stack([fn(v) for v in views]), gt) for name, fn in runners.items()}
+    peaks = matmul_peaks(args.repeats)
+    flops = flops_per_ray(model.cfg) * n_rays
+    _report(args, ms, psnr, peaks, flops, trained, [student_note, teacher_note], model)
+
+
+Tensors = tuple[torch.Tensor, torch.Tensor]
+
+
+@torch.inference_mode()
+def _teacher_rgb(teacher: Any, rays: Tensors, bg: torch.Tensor) -> np.ndarray:
+    return teacher.render_rays(rays[0], rays[1], bg)["rgb"].float().numpy()
+
+
+@torch.inference_mode()
+def _bf16_rgb(model: R2LStudent, rays: Tensors, batch: int) -> np.ndarray:
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return torch_rgb(model, rays[0], rays[1], batch).float().numpy()
+
+
+def _report(args: argparse.Namespace, ms: dict[str, float], psnr: dict[str, float], peaks: dict[str, float],
+            flops: int, trained: bool, notes: list[str], model: R2LStudent) -> None:
+    fp32_peak = peaks["torch fp32 matmul"]
+    onnx_fp32 = ms[ORT_VARIANTS["fp32"]]
+    torch_psnr = psnr["PyTorch student fp32"]
+    rows: list[list[object]] = []
+    for name in psnr:
+        t, is_student = ms[name], name != "teacher"
+        gflops = flops / t / 1e6 if is_student else None
+        rows.append([
+            name, _fmt(t, ".1f"), _fmt(ms.get(f"{name} [1 call]"), ".1f"),
+            _fmt(ms["teacher"] / t, ".1f") if "teacher" in ms else "n/a", _fmt(onnx_fp32 / t, ".2f"),
+            _fmt(gflops, ".0f"), _fmt(100 * gflops / fp32_peak if gflops else None, ".0f"),
+            _fmt(psnr[name], ".2f") if trained or not is_student else "n/a",
+            _fmt(psnr[name] - torch_psnr, "+.3f") if trained and is_student else "n/a",
+        ])
+    for name, g in peaks.items():
+        pct = _fmt(100 * g / fp32_peak, ".0f")
+        rows.append([f"({name} 2048^3)", "", "", "", "", _fmt(g, ".0f"), pct, "", ""])
+    headers = ["model", f"ms/frame (batch {args.batch})", "ms/frame (1 call)", "x teacher", "x ONNX fp32",
+               "GFLOP/s", "% fp32 peak", f"PSNR ({args.psnr_views} test views)", "dPSNR vs torch"]
+    table = markdown_table(headers, rows)
+    print(table)
+    onnx_rows = [k for k in psnr if k.startswith("ONNX")]
+    fastest = min(onnx_rows, key=lambda k: ms[k])
+    vs_teacher = _fmt(ms["teacher"] / onnx_fp32, ".1f") + "x" if "teacher" in ms else "n/a (no teacher)"
+    targets = [
+        f"ONNX fp32 >= 10x faster than the teacher: {vs_teacher}",
+        f"ONNX fp32 >= 60% of the fp32 matmul peak: {100 * flops / onnx_fp32 / 1e6 / fp32_peak:.0f}%",
+        f"fastest variant ({fastest}) >= 3x ONNX fp32: {onnx_fp32 / ms[fastest]:.2f}x, "
+        f"dPSNR {_fmt(psnr[fastest] - torch_psnr, '+.3f') if trained else 'n/a'} dB (target >= -0.3)",
+    ]
+    print("\n".join(targets))
+    n_side = int(round((flops / flops_per_ray(model.cfg)) ** 0.5))
+    body = (f"One {n_side}x{n_side} frame (test view 0 of the demo scene), best of {args.repeats} "
+            f"interleaved runs; student {vars(model.cfg)}, "
+            f"{flops_per_ray(model.cfg) / 1e6:.2f} MFLOP per ray. "
+            f"{'; '.join(notes)}.\n\n{table}\n\n" + "\n".join(f"- {t}" for t in targets))
+    write_section("inference", body)
+
+
+if __name__ == "__main__":
+    main()

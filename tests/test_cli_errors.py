@@ -1,0 +1,106 @@
+"""The teacher CLI on bad input: exit code 1, one line on stderr naming the file, no traceback.
+
+Runs ``python -m teacher.train`` in a subprocess from an empty working directory, which must stay
+empty (Hydra's output goes under ``run_dir``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.scenes import make_procedural_scene
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (REPO / "teacher" / "train.py").exists(), reason="teacher.train not written yet"),
+]
+
+# a deliberately small teacher so that a good run takes seconds
+TINY = [
+    "train.max_steps=2",
+    "train.max_seconds=60",
+    "train.batch_rays=256",
+    "train.progress_bar=false",
+    "eval.progress_bar=false",
+    "model.field.n_levels=4",
+    "model.field.log2_hashmap_size=12",
+    "model.field.max_resolution=64",
+    "model.occupancy.resolution=16",
+]
+
+
+def _run_teacher(cwd: Path, overrides: list[str]) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run(
+        [sys.executable, "-m", "teacher.train", *overrides],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _missing_image(root: Path) -> str:
+    (root / "train" / "r_3.png").unlink()
+    return "transforms_train.json"
+
+
+def _non_rigid(root: Path) -> str:
+    path = root / "transforms_train.json"
+    meta = json.loads(path.read_text())
+    meta["frames"][1]["transform_matrix"][0][0] *= 3.0
+    path.write_text(json.dumps(meta))
+    return "transforms_train.json"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "problem"),
+    [(_missing_image, "not found"), (_non_rigid, "not rigid")],
+    ids=["missing-image", "non-rigid-pose"],
+)
+def test_bad_scene_exits_1_with_one_line(tmp_path: Path, mutate: Callable[[Path], str], problem: str) -> None:
+    scene = make_procedural_scene(tmp_path / "scene")
+    named = mutate(scene)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    proc = _run_teacher(cwd, [f"scene.path={scene}", f"run_dir={tmp_path / 'run'}", *TINY])
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr[-3000:]
+    assert lines[0].startswith("error: ")
+    assert named in lines[0] and problem in lines[0], lines[0]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert list(cwd.iterdir()) == []
+
+
+def test_missing_scene_folder(tmp_path: Path) -> None:
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    missing = tmp_path / "no_such_scene"
+    proc = _run_teacher(cwd, [f"scene.path={missing}", f"run_dir={tmp_path / 'run'}", *TINY])
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert lines == [f"error: {missing}: scene folder not found"], proc.stderr[-3000:]
+    assert list(cwd.iterdir()) == []
+
+
+def test_good_tiny_run_writes_only_into_run_dir(tmp_path: Path, tiny_scene: Path) -> None:
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    run_dir = tmp_path / "run"
+    proc = _run_teacher(cwd, [f"scene.path={tiny_scene}", f"run_dir={run_dir}", *TINY])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert list(cwd.iterdir()) == [], [p.name for p in cwd.iterdir()]
+    metrics = json.loads((run_dir / "teacher" / "metrics.json").read_text())
+    assert metrics["steps"] >= 1 and metrics["test"]["n_views"] == 2
+    assert (run_dir / "teacher" / "teacher.ckpt").is_file()

@@ -1,0 +1,107 @@
+"""Partitioned training through ``teacher.train.run``: 2 gloo ranks (torchrun's environment) against one
+process holding both regions, resume after a stop, and the merged checkpoint in ``load_teacher``."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from core.config import compose, to_dataclass
+from teacher.model import load_teacher
+from teacher.partitioned import PartitionedTeacher
+from teacher.train import TeacherConfig, run
+
+SMALL = [
+    "model.field.n_levels=4", "model.field.log2_hashmap_size=10", "model.field.base_resolution=4",
+    "model.field.max_resolution=32", "model.field.hidden_dim=16", "model.field.geo_dim=8",
+    "model.field.backend=torch", "model.occupancy.resolution=8", "model.occupancy.update_every=2",
+    "model.occupancy.warmup_steps=2", "model.render.steps_per_diagonal=64", "train.batch_rays=128",
+    "train.max_seconds=null", "train.progress_bar=false", "eval.progress_bar=false", "eval.n_renders=1",
+    "optim.decay_start=1.0",
+]
+
+
+def make_cfg(scene: Path, run_dir: Path, steps: int, k: int = 2, extra: list[str] | None = None) -> TeacherConfig:
+    overrides = [*SMALL, f"scene.path={scene}", f"run_dir={run_dir}", f"train.max_steps={steps}",
+                 f"distributed.partitions={k}", *(extra or [])]
+    return to_dataclass(compose("teacher", overrides), TeacherConfig)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _torchrun_like_worker(rank: int, world: int, port: int, cfg: TeacherConfig) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    try:
+        run(cfg)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _state(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "teacher" / "teacher.ckpt", weights_only=True)["state_dict"]
+
+
+def _assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        scale = float(a[key].double().abs().max()) + 1e-12
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6 * scale, msg=key)
+
+
+@pytest.mark.slow
+def test_two_ranks_train_the_same_parameters_as_one_process(tiny_scene: Path, tmp_path: Path) -> None:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single = run(make_cfg(tiny_scene, tmp_path / "single", steps=5))
+    finally:
+        torch.set_num_threads(threads)
+    mp.spawn(_torchrun_like_worker, args=(2, free_port(), make_cfg(tiny_scene, tmp_path / "ranks", steps=5)),
+             nprocs=2, join=True)
+    a, b = _state(tmp_path / "single"), _state(tmp_path / "ranks")
+    initial = PartitionedTeacher(make_cfg(tiny_scene, tmp_path, 1).model, a["boxes"], a["aabb"], 1.0, 2.0)
+    assert (a["regions.1.field.grid.params"] - initial.regions[1].field.grid.params).abs().max() > 1e-4  # trained
+    _assert_same_state(a, b)
+    multi = __import__("json").loads((tmp_path / "ranks" / "teacher" / "metrics.json").read_text())
+    assert multi["processes"] == 2 and single["processes"] == 1 and multi["steps"] == single["steps"] == 5
+    assert abs(multi["test"]["psnr"] - single["test"]["psnr"]) < 1e-3
+
+
+@pytest.mark.slow
+def test_resumed_training_equals_uninterrupted(tiny_scene: Path, tmp_path: Path) -> None:
+    run(make_cfg(tiny_scene, tmp_path / "straight", steps=6))
+    run(make_cfg(tiny_scene, tmp_path / "resumed", steps=3))
+    (tmp_path / "resumed" / "teacher" / "metrics.json").unlink()  # as if killed after the checkpoint
+    metrics = run(make_cfg(tiny_scene, tmp_path / "resumed", steps=6))
+    assert metrics["steps"] == 6
+    _assert_same_state(_state(tmp_path / "straight"), _state(tmp_path / "resumed"))
+    assert len(list((tmp_path / "resumed" / "teacher" / "partitions").glob("*.ckpt"))) == 2  # old steps dropped
+
+
+@pytest.mark.slow
+def test_merged_checkpoint_loads_into_a_single_process_renderer(tiny_scene: Path, tmp_path: Path) -> None:
+    cfg = make_cfg(tiny_scene, tmp_path, steps=2, k=3)
+    run(cfg)
+    teacher = load_teacher(tmp_path / "teacher" / "teacher.ckpt", backend="torch")
+    assert isinstance(teacher, PartitionedTeacher) and teacher.n_regions == 3
+    rays_o = torch.tensor([[0.0, -4.0, 0.3], [4.0, 0.0, 0.0]])
+    rays_d = torch.nn.functional.normalize(-rays_o, dim=-1)
+    with torch.inference_mode():
+        out = teacher.render_rays(rays_o, rays_d, torch.ones(3), chunk=1)
+    assert out["rgb"].shape == (2, 3) and torch.isfinite(out["rgb"]).all()
+    with pytest.raises(Exception, match="partitions"):
+        run(make_cfg(tiny_scene, tmp_path, steps=4, k=2))  # resuming with another K is refused

@@ -1,0 +1,112 @@
+"""export.runtime: numpy + onnxruntime only, ray math equal to core.rays, batching, providers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core.cameras import look_at
+from core.rays import generate_rays
+from export.runtime import (
+    LightField,
+    ModelError,
+    check_pose,
+    default_providers,
+    rays_from_camera,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+
+
+def test_runtime_imports_neither_torch_nor_training_code(exported_student: tuple[Path, dict]) -> None:
+    model = exported_student[0] / "export" / "student.onnx"
+    code = (
+        "import sys, numpy as np\n"
+        "from export.runtime import LightField\n"
+        f"field = LightField(r'{model}')\n"
+        "c2w = np.eye(4)\n"
+        "c2w[2, 3] = -4.0  # at z=-4 looking along +z at the origin\n"
+        "img = field.render(c2w)\n"
+        "assert img.shape == (16, 16, 3), img.shape\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'core', 'student', 'teacher'))\n"
+        "print('LOADED', bad)\n"
+    )
+    proc = _python(code)
+    assert proc.returncode == 0, proc.stderr
+    assert "LOADED []" in proc.stdout
+
+
+def test_missing_onnxruntime_names_the_extra(exported_student: tuple[Path, dict]) -> None:
+    model = exported_student[0] / "export" / "student.onnx"
+    code = (
+        "import sys; sys.modules['onnxruntime'] = None\n"
+        "from export.runtime import LightField, MissingRuntimeError\n"
+        f"try:\n    LightField(r'{model}')\nexcept MissingRuntimeError as exc:\n    print('MSG', exc)\n"
+    )
+    proc = _python(code)
+    assert proc.returncode == 0, proc.stderr
+    assert "pip install -e .[cpu]" in proc.stdout and ".[gpu]" in proc.stdout
+
+
+@pytest.mark.parametrize("H,W", [(16, 16), (7, 12)])
+def test_rays_match_core_rays(H: int, W: int) -> None:
+    gen = torch.Generator().manual_seed(H * W)
+    eye = torch.randn(3, 3, generator=gen) * 3
+    c2w = look_at(eye, torch.randn(3, generator=gen) * 0.2, torch.tensor([0.0, 0.0, 1.0]))
+    for i in range(3):
+        K = torch.tensor([[20.0 + i, 0, W / 2 + 0.3], [0, 18.0 + i, H / 2 - 0.7], [0, 0, 1]])
+        ref_o, ref_d = generate_rays(c2w[i], K, H, W)
+        o, d = rays_from_camera(c2w[i].numpy(), K.numpy(), H, W)
+        assert o.shape == d.shape == (H * W, 3) and o.dtype == d.dtype == np.float32
+        assert np.abs(o - ref_o.numpy()).max() <= 1e-6 * max(1.0, float(ref_o.abs().max()))
+        assert np.abs(d - ref_d.numpy()).max() <= 1e-6
+        assert np.abs(d - ref_d.roll(1, 0).numpy()).max() > 1e-3  # row-major order matters
+
+
+def test_static_model_pads_and_matches_dynamic(exported_student: tuple[Path, dict]) -> None:
+    out = exported_student[0] / "export"
+    dynamic, static = LightField(out / "student.onnx"), LightField(out / "student_static.onnx")
+    assert static.meta.batch == 256 and dynamic.meta.batch == 0
+    rng = np.random.default_rng(0)
+    d = rng.normal(size=(300, 3)).astype(np.float32)
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    o = (-4 * d + 0.2 * rng.normal(size=(300, 3))).astype(np.float32)
+    a, b, c = dynamic(o, d, batch_size=64), static(o, d), dynamic(o, d)
+    assert a.shape == (300, 3)
+    assert np.abs(a - c).max() <= 1e-6 and np.abs(b - c).max() <= 1e-5
+    assert a.std() > 1e-3
+
+
+def test_render_uses_model_intrinsics_and_checks_poses(exported_student: tuple[Path, dict]) -> None:
+    field = LightField(exported_student[0] / "export" / "student.onnx")
+    c2w = look_at(torch.tensor([[4.0, 0.0, 1.0]]), torch.zeros(3), torch.tensor([0.0, 0.0, 1.0]))[0].numpy()
+    img = field.render(c2w)
+    rays_o, rays_d = rays_from_camera(c2w, np.asarray(field.meta.K), 16, 16)
+    assert np.array_equal(img.reshape(-1, 3), field(rays_o, rays_d))
+    assert field.render(c2w[:3]).shape == (16, 16, 3)  # 3x4 poses accepted
+    assert field.render(c2w, image_size=(8, 10)).shape == (8, 10, 3)
+    with pytest.raises(ModelError, match="4x4"):
+        field.render(np.eye(3))
+    with pytest.raises(ModelError, match="3x3"):
+        field.render(c2w, K=np.eye(4))
+    with pytest.raises(ModelError, match=r"\[N, 3\]"):
+        field(np.zeros((5, 3), np.float32), np.zeros((4, 3), np.float32))
+    with pytest.raises(ModelError, match="non-finite"):
+        check_pose(np.full((4, 4), np.nan))
+
+
+def test_providers_auto_and_override(exported_student: tuple[Path, dict]) -> None:
+    providers = default_providers()
+    assert providers[-1] == "CPUExecutionProvider"
+    field = LightField(exported_student[0] / "export" / "student.onnx", providers=["CPUExecutionProvider"],
+                       threads=1)
+    assert field.providers == ["CPUExecutionProvider"]
