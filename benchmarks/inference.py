@@ -31,16 +31,16 @@ from benchmarks.results import markdown_table, write_section
 from core.config import compose, to_dataclass
 from core.datasets import load_scene
 from core.rays import generate_rays
+from export.fused import FusedEncodingStudent
 from export.parity import psnr_np, random_scene_rays, split_rays, torch_rgb
-from export.runtime import LightField, ModelMeta
+from export.runtime import DEFAULT_BATCH, LightField, ModelMeta
 from export.variants import save_checked, set_metadata, to_fp16, to_int8, trace_student
 from student.checkpoint import load_student
 from student.model import R2LStudent, StudentModelConfig, flops_per_ray
 
 log = logging.getLogger(__name__)
-DEFAULT_BATCH = 4096
-ORT_VARIANTS = {"fp32": "ONNX fp32", "fp16": "ONNX fp16", "int8_dynamic": "ONNX int8 dynamic",
-                "int8_qdq": "ONNX int8 QDQ"}
+ORT_VARIANTS = {"fp32": "ONNX fp32", "fp32_fused": "ONNX fp32 fused", "fp16": "ONNX fp16 fused",
+                "int8_dynamic": "ONNX int8 dynamic fused", "int8_qdq": "ONNX int8 QDQ fused"}
 
 
 def best_ms(fn: Callable[[], Any], repeats: int) -> float:
@@ -87,15 +87,18 @@ def get_student(run_dir: Path) -> tuple[R2LStudent, bool, str]:
 
 
 def export_all(model: R2LStudent, scene: Any, out: Path) -> dict[str, Path]:
-    """Write the four ONNX variants of ``model`` into ``out``."""
+    """Write the ONNX variants of ``model`` into ``out`` (fp16 and int8 with the fused encoding)."""
     train = scene.split("train")
     gen = torch.Generator().manual_seed(0)
-    fp32 = trace_student(model, random_scene_rays(train.c2w, scene.aabb, 1024, gen), static=False, opset=18)
+    example = random_scene_rays(train.c2w, scene.aabb, 1024, gen)
+    fp32 = trace_student(model, example, static=False, opset=18)
+    fused = trace_student(FusedEncodingStudent(model).eval(), example, static=False, opset=18)
     calib = [tuple(t.numpy() for t in generate_rays(train.c2w[i], train.K[i], *train.hw)) for i in range(4)]
     meta = ModelMeta(scene_name=scene.name, near=scene.near, far=scene.far, aabb=scene.aabb.tolist(),
                      image_size=list(train.hw), K=train.K[0].tolist(), flops_per_ray=flops_per_ray(model.cfg))
-    protos = {"fp32": fp32, "fp16": to_fp16(_copy(fp32)), "int8_dynamic": to_int8(_copy(fp32), "dynamic"),
-              "int8_qdq": to_int8(_copy(fp32), "qdq", calib)}  # type: ignore[arg-type]
+    protos = {"fp32": fp32, "fp32_fused": fused, "fp16": to_fp16(_copy(fused)),
+              "int8_dynamic": to_int8(_copy(fused), "dynamic"),
+              "int8_qdq": to_int8(_copy(fused), "qdq", calib)}  # type: ignore[arg-type]
     return {name: save_checked(set_metadata(p, meta), out / f"{name}.onnx") for name, p in protos.items()}
 
 

@@ -80,7 +80,10 @@ def look_at(eye: Tensor, target: Tensor, up: Tensor) -> Tensor:
     eye = eye.float()
     forward = torch.nn.functional.normalize(target.float().expand_as(eye) - eye, dim=-1)
     # right-handed OpenCV frame: right = forward x up, down = forward x right (image up ~ world up)
-    right = torch.nn.functional.normalize(torch.cross(forward, up.float().expand_as(eye), dim=-1), dim=-1)
+    side = torch.cross(forward, up.float().expand_as(eye), dim=-1)
+    if bool((side.norm(dim=-1) < 1e-6).any()):
+        raise ValueError("look_at: a camera looks along 'up' (or sits on its target): no image up")
+    right = torch.nn.functional.normalize(side, dim=-1)
     down = torch.cross(forward, right, dim=-1)
     c2w = torch.eye(4).repeat(eye.shape[0], 1, 1)
     c2w[:, :3, 0] = right

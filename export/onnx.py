@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 import torch
 from omegaconf import DictConfig
+from tqdm import tqdm
 
 from core.config import to_dataclass
 from core.datasets import Scene, SceneConfig, load_scene
@@ -24,6 +25,7 @@ from core.errors import UserError, exit_on_user_error
 from core.io import sha256_file, write_json
 from core.rays import generate_rays
 from core.seeding import seed_everything
+from export.fused import FusedEncodingStudent
 from export.parity import evaluate_variant, psnr_np, random_scene_rays, split_rays, torch_rgb
 from export.paths import camera_rig
 from export.runtime import FORMAT, FORMAT_VERSION, ModelMeta
@@ -60,7 +62,7 @@ class ParityConfig:
     n_rays: int = 4096
     fp32_tol: float = 1e-4
     max_test_views: int | None = None
-    batch_size: int = 16384
+    batch_size: int = 1024
 
 
 @dataclass
@@ -74,6 +76,7 @@ class ExportConfig:
     opset: int = 18
     variants: list[str] = field(default_factory=lambda: list(PRECISIONS))
     static_variants: list[str] = field(default_factory=lambda: ["fp32"])
+    fused_encoding: list[str] = field(default_factory=lambda: ["fp16", "int8"])
     int8: Int8Config = field(default_factory=Int8Config)
     parity: ParityConfig = field(default_factory=ParityConfig)
     threads: int | None = None
@@ -100,7 +103,7 @@ def build_meta(model: R2LStudent, scene_meta: dict[str, Any], scene: Scene, opse
 
 
 def _check_inputs(cfg: ExportConfig, scene_meta: dict[str, Any], scene: Scene, ckpt: Path) -> None:
-    unknown = sorted(set(cfg.variants) - set(PRECISIONS)) + sorted(set(cfg.static_variants) - set(PRECISIONS))
+    unknown = set(cfg.variants + cfg.static_variants + cfg.fused_encoding) - set(PRECISIONS)
     if unknown or "fp32" not in cfg.variants:
         raise UserError(f"export variants must include fp32 and be among {list(PRECISIONS)}, "
                         f"got {cfg.variants} / {cfg.static_variants}")
@@ -132,12 +135,15 @@ def _write_variants(cfg: ExportConfig, model: R2LStudent, meta: ModelMeta, scene
     calib = _calibration_rays(scene, cfg.int8, gen) if "int8" in cfg.variants + cfg.static_variants else None
     paths: dict[tuple[str, bool], Path] = {}
     for static, precisions in ((False, cfg.variants), (True, cfg.static_variants)):
-        if not precisions:
-            continue
         n = H * W if static else 1024
         example = random_scene_rays(scene.split("train").c2w, torch.tensor(meta.aabb), n, gen)
-        fp32 = trace_student(model, example, static=static, opset=cfg.opset)
+        traced: dict[bool, onnx.ModelProto] = {}  # fused encoding or not -> fp32 graph
         for precision in precisions:
+            fused = precision in cfg.fused_encoding
+            if fused not in traced:
+                module = FusedEncodingStudent(model).eval() if fused else model
+                traced[fused] = trace_student(module, example, static=static, opset=cfg.opset)
+            fp32 = traced[fused]
             if precision == "fp16":
                 proto = to_fp16(_copy(fp32))
             elif precision == "int8":
@@ -145,7 +151,8 @@ def _write_variants(cfg: ExportConfig, model: R2LStudent, meta: ModelMeta, scene
                 proto = to_int8(_copy(fp32), cfg.int8.mode, batches, cfg.int8.per_channel)
             else:
                 proto = _copy(fp32)
-            file_meta = ModelMeta(**{**vars(meta), "precision": precision, "batch": n if static else 0})
+            file_meta = ModelMeta(**{**vars(meta), "precision": precision, "batch": n if static else 0,
+                                     "encoding": "fused" if fused else "exact"})
             path = save_checked(set_metadata(proto, file_meta), out_dir / variant_filename(precision, static))
             paths[(precision, static)] = path
             log.info("wrote %s (%d bytes)", path, path.stat().st_size)
@@ -202,10 +209,10 @@ def _parity_report(cfg: ExportConfig, model: R2LStudent, meta: ModelMeta, scene:
     gt = test.rgb(meta.background)[: len(views)].reshape(len(views), -1, 3).numpy()
     rays = random_scene_rays(scene.split("train").c2w, torch.tensor(meta.aabb), cfg.parity.n_rays, gen)
     torch_random = torch_rgb(model, *rays).numpy()
-    torch_views = np.stack([torch_rgb(model, o, d).numpy() for o, d in views])
+    torch_views = np.stack([torch_rgb(model, o, d).numpy() for o, d in tqdm(views, desc="PyTorch views")])
     torch_psnr = psnr_np(torch_views, gt)
     variants: dict[str, dict[str, Any]] = {}
-    for path in paths.values():
+    for path in tqdm(list(paths.values()), desc="checking ONNX files"):
         res = evaluate_variant(path, views, gt, torch_views, rays, torch_random, cfg.threads,
                                cfg.parity.batch_size)
         res["psnr_change_db"] = res["test_psnr"] - torch_psnr

@@ -25,7 +25,7 @@ from core.datasets import SceneConfig, load_scene
 from core.errors import UserError, exit_on_user_error
 from core.io import atomic_write
 from export.paths import camera_rig, orbit_poses, read_camera_path
-from export.runtime import LightField, MissingRuntimeError, ModelError
+from export.runtime import DEFAULT_BATCH, LightField, MissingRuntimeError, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class RenderConfig:
     save_frames: bool = True
     providers: list[str] | None = None
     threads: int | None = None
-    batch_size: int = 65536
+    batch_size: int = DEFAULT_BATCH
 
 
 def load_field(cfg: RenderConfig) -> LightField:

@@ -93,15 +93,29 @@ def save_checked(proto: onnx.ModelProto, path: Path) -> Path:
 
 
 def encoding_nodes(proto: onnx.ModelProto) -> list[str]:
-    """Names of the nodes before the first matrix product: the ray encoding (kept in fp32)."""
-    names = []
-    for i, node in enumerate(proto.graph.node):
-        if node.op_type in MATMUL_OPS:
-            break
+    """Names of the nodes that must stay fp32: the ray encoding.
+
+    That is every ancestor of a Sin/Cos node (the sine arguments reach ``2^(F-1)`` times the
+    coordinates: fp16 or int8 there would scramble the high frequencies) and every matrix product fed
+    by those ray-linear values rather than by sines (the folded raw-coordinate term of
+    :class:`export.fused.FusedEncodingStudent`).
+    """
+    nodes = list(proto.graph.node)
+    for i, node in enumerate(nodes):
         if not node.name:
-            node.name = f"encoding_{i}"
-        names.append(node.name)
-    return names
+            node.name = f"node_{i}"
+    producer = {out: node for node in nodes for out in node.output}
+    keep: set[str] = set()
+    stack = [n for n in nodes if n.op_type in ("Sin", "Cos")]
+    while stack:
+        node = stack.pop()
+        if node.name not in keep:
+            keep.add(node.name)
+            stack += [producer[i] for i in node.input if i in producer]
+    ray_linear = {i.name for i in proto.graph.input}
+    ray_linear |= {o for n in nodes if n.name in keep and n.op_type not in ("Sin", "Cos") for o in n.output}
+    keep |= {n.name for n in nodes if n.op_type in MATMUL_OPS and n.input[0] in ray_linear}
+    return [n.name for n in nodes if n.name in keep]
 
 
 def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -112,9 +126,10 @@ def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
     graph, hence this direct rewrite: the MLP after the encoding is Gemm/Relu/Add/Sigmoid only.)
     """
     graph = proto.graph
-    n_enc = len(encoding_nodes(proto))
-    mlp = list(graph.node[n_enc:])
-    fp32_tensors = {i.name for i in graph.input} | {o for n in graph.node[:n_enc] for o in n.output}
+    keep = set(encoding_nodes(proto))
+    enc = [n for n in graph.node if n.name in keep]
+    mlp = [n for n in graph.node if n.name not in keep]
+    fp32_tensors = {i.name for i in graph.input} | {o for n in enc for o in n.output}
     consumed = {i for n in mlp for i in n.input}
     for init in graph.initializer:
         if init.name in consumed and init.data_type == onnx.TensorProto.FLOAT:
@@ -131,7 +146,7 @@ def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
             node.output[:] = [f"{out.name}_fp16" if o == out.name else o for o in node.output]
         mlp.append(onnx.helper.make_node("Cast", [f"{out.name}_fp16"], [out.name], to=onnx.TensorProto.FLOAT,
                                          name=f"cast_{out.name}_fp32"))
-    nodes = list(graph.node[:n_enc]) + casts + mlp
+    nodes = enc + casts + mlp
     del graph.node[:]
     graph.node.extend(nodes)
     return proto
@@ -167,9 +182,10 @@ def to_int8(proto: onnx.ModelProto, mode: str, calib: list[tuple[np.ndarray, np.
         raise ValueError(f"int8 mode must be one of {INT8_MODES}, got {mode!r}")
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        exclude = encoding_nodes(proto)  # names unnamed nodes: before saving
         onnx.save(proto, str(src))
         with _quiet_root_logger():  # the quantizer logs "please run pre-processing" on the root logger
-            _quantize(src, dst, mode, calib, per_channel)
+            _quantize(src, dst, mode, calib, per_channel, exclude)
         out = onnx.load(str(dst))
     out.ir_version = min(out.ir_version, MAX_IR_VERSION)
     return out
@@ -187,7 +203,7 @@ def _quiet_root_logger() -> Iterator[None]:
 
 
 def _quantize(src: Path, dst: Path, mode: str, calib: list[tuple[np.ndarray, np.ndarray]] | None,
-              per_channel: bool) -> None:
+              per_channel: bool, exclude: list[str]) -> None:
     from onnxruntime.quantization import (
         CalibrationMethod,
         QuantFormat,
@@ -198,11 +214,13 @@ def _quantize(src: Path, dst: Path, mode: str, calib: list[tuple[np.ndarray, np.
 
     if mode == "dynamic":
         quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8,
-                         op_types_to_quantize=list(MATMUL_OPS), per_channel=per_channel)
+                         op_types_to_quantize=list(MATMUL_OPS), per_channel=per_channel,
+                         nodes_to_exclude=exclude)
     else:
         if not calib:
             raise ValueError("qdq quantization needs calibration rays")
         quantize_static(str(src), str(dst), _RayReader(calib), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         per_channel=per_channel, op_types_to_quantize=list(MATMUL_OPS),
+                        nodes_to_exclude=exclude,
                         calibrate_method=CalibrationMethod.MinMax)

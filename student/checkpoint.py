@@ -31,7 +31,9 @@ def save_student(path: str | Path, model: R2LStudent, scene_meta: dict[str, Any]
     return save_checkpoint(path, KIND, state, config, **extra)
 
 
-def load_student(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[R2LStudent, dict[str, Any]]:
+def load_student(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[R2LStudent, dict[str, Any]]:
     """Load a student saved by :func:`save_student`; returns the model (eval mode) and its scene meta.
 
     Raises:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
 import numpy as np
@@ -62,32 +61,36 @@ def evaluate_split(model: R2LStudent, views: SceneSplit, background: list[float]
     return metrics, pred, gt
 
 
-def _index_of(name: str) -> int:
-    digits = re.findall(r"\d+", name)
-    return int(digits[-1]) if digits else -1
+def teacher_test_predictions(
+    teacher_dir: Path, files: list[str], hw: tuple[int, int]
+) -> dict[int, np.ndarray]:
+    """The teacher's test predictions that ``<teacher_dir>/renders/`` holds, by test-view index.
 
+    The teacher writes ``<stem of the test image>.png`` as ``ground truth | prediction | error`` for a few
+    views; the middle panel is taken (an image of width ``W`` is taken whole).
 
-def find_teacher_renders(teacher_dir: Path, n_views: int, hw: tuple[int, int]) -> list[Path] | None:
-    """The teacher's test predictions in ``<teacher_dir>/renders/``, one PNG per test view, in order.
+    Args:
+        teacher_dir: ``<run_dir>/teacher``.
+        files: image file of each test view (``SceneSplit.files``).
+        hw: ``(H, W)`` of the test views.
 
-    PNGs are ordered by the last number in their name; names containing ``test`` are preferred when
-    present. Returns ``None`` unless there are at least ``n_views`` images of size ``hw``.
+    Returns:
+        ``{view index: uint8 [H, W, 3]}``; empty when there are no usable renders.
     """
     folder = teacher_dir / "renders"
-    if not folder.is_dir():
-        return None
-    files = sorted(folder.glob("*.png"), key=lambda p: (_index_of(p.stem), p.name))
-    if any("test" in p.name for p in files):
-        files = [p for p in files if "test" in p.name]
-    files = [p for p in files if "gt" not in p.stem.lower().split("_")]
-    if len(files) < n_views:
-        return None
-    with Image.open(files[0]) as img:
-        if (img.height, img.width) != tuple(hw):
-            log.warning("teacher renders in %s are %dx%d, not %dx%d: not shown", folder, img.width,
-                        img.height, hw[1], hw[0])
-            return None
-    return files[:n_views]
+    by_stem = {Path(f).stem: i for i, f in enumerate(files)}
+    H, W = hw
+    found: dict[int, np.ndarray] = {}
+    for path in sorted(folder.glob("*.png")) if folder.is_dir() else []:
+        if path.stem not in by_stem:
+            continue
+        with Image.open(path) as img:
+            arr = np.asarray(img.convert("RGB"))
+        if arr.shape[0] == H and arr.shape[1] in (W, 3 * W):
+            found[by_stem[path.stem]] = arr[:, W:2 * W] if arr.shape[1] == 3 * W else arr
+        else:
+            log.warning("%s: %s is not a %dx%d test render; not shown", path, arr.shape[:2], H, W)
+    return found
 
 
 def _to_u8(img: Tensor | np.ndarray) -> np.ndarray:
@@ -95,24 +98,23 @@ def _to_u8(img: Tensor | np.ndarray) -> np.ndarray:
     return (np.clip(arr, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-def save_side_by_side(out_dir: Path, gt: Tensor, pred: Tensor, teacher_files: list[Path] | None,
-                      max_images: int = 8) -> list[Path]:
-    """Write ``gt | teacher | student`` (or ``gt | student``) PNGs for the first ``max_images`` views.
+def save_side_by_side(out_dir: Path, gt: Tensor, pred: Tensor, teacher: dict[int, np.ndarray],
+                      n_default: int = 4) -> list[Path]:
+    """Write ``gt | teacher | student`` PNGs for the views the teacher rendered (else ``gt | student``).
 
     Args:
-        out_dir: folder of the PNGs (``test_000.png``, ...).
+        out_dir: folder of the PNGs (``test_<view>.png``).
         gt: ``[C, H, W, 3]`` ground truth.
         pred: ``[C, H, W, 3]`` student predictions.
-        teacher_files: teacher PNG per view, or ``None``.
-        max_images: how many views to write.
+        teacher: teacher predictions by view index (see :func:`teacher_test_predictions`).
+        n_default: views (evenly spaced) written when there are no teacher predictions.
     """
+    n = gt.shape[0]
+    spaced = sorted({int(i) for i in np.linspace(0, n - 1, n_default).round()})
+    views = sorted(i for i in teacher if i < n) or spaced
     paths = []
-    for i in range(min(max_images, gt.shape[0])):
-        panels = [_to_u8(gt[i])]
-        if teacher_files is not None:
-            with Image.open(teacher_files[i]) as img:
-                panels.append(np.asarray(img.convert("RGB")))
-        panels.append(_to_u8(pred[i]))
+    for i in views:
+        panels = [_to_u8(gt[i])] + ([teacher[i]] if i in teacher else []) + [_to_u8(pred[i])]
         image = Image.fromarray(np.concatenate(panels, axis=1))
         path = out_dir / f"test_{i:03d}.png"
         atomic_write(path, lambda p, im=image: im.save(p, format="PNG"))

@@ -101,7 +101,8 @@ def plot_curves(run_dir: Path, out: Path) -> Path | None:
         for ax, key in zip(axes, ("train/psnr", "val/psnr")):
             if key in c:
                 steps, values = zip(*c[key])
-                ax.plot([s + offset for s in steps], values, label=name, marker="." if key == "val/psnr" else None)
+                marker = "." if key == "val/psnr" else None
+                ax.plot([s + offset for s in steps], values, label=name, marker=marker)
         steps_in_stage = max((s for v in c.values() for s, _ in v), default=0)
         offset += steps_in_stage
     for ax, title in zip(axes, ("training batch PSNR (dB)", "validation PSNR (dB, test views)")):
@@ -123,7 +124,8 @@ def _summary(run_dir: Path) -> list[str]:
     lines = []
     if model:
         lines.append(f"Student: {model.get('depth')} layers, width {model.get('width')}, "
-                     f"{model.get('n_points')} points/ray, {student.get('n_params', 0) / 1e6:.2f} M parameters, "
+                     f"{model.get('n_points')} points/ray, "
+                     f"{student.get('n_params', 0) / 1e6:.2f} M parameters, "
                      f"{student.get('flops_per_ray', 0) / 1e6:.2f} MFLOPs per ray, "
                      f"trained in {student.get('precision')}.")
     if meta:
@@ -146,13 +148,15 @@ def write_report(run_dir: Path) -> tuple[Path, Path]:
     caption = "ground truth | teacher | student" if student.get("renders_have_teacher") else \
         "ground truth | student (no teacher test renders found in teacher/renders/)"
     rel = [os.path.relpath(p, run_dir) for p in renders]
-    md = [f"# Report: {run_dir.name}", "", *_summary(run_dir), "", "## Test metrics", "", metrics_table(run_dir), ""]
+    md = [f"# Report: {run_dir.name}", "", *_summary(run_dir), "", "## Test metrics", "",
+          metrics_table(run_dir), ""]
     if curves is not None:
         md += ["## Training curves", "", f"![curves]({os.path.relpath(curves, run_dir)})", ""]
     if rel:
         md += ["## Test views", "", caption, ""] + [f"![{Path(r).stem}]({r})" for r in rel] + [""]
     md_path = atomic_write(run_dir / "report.md", lambda p: p.write_text("\n".join(md)))
-    html_path = atomic_write(run_dir / "report.html", lambda p: p.write_text(_html(run_dir, curves, rel, caption)))
+    page = _html(run_dir, curves, rel, caption)
+    html_path = atomic_write(run_dir / "report.html", lambda p: p.write_text(page))
     return md_path, html_path
 
 
@@ -168,7 +172,8 @@ def _html(run_dir: Path, curves: Path | None, renders: list[str], caption: str) 
     parts += [f"<p>{esc(line)}</p>" for line in _summary(run_dir)]
     parts += ["<h2>Test metrics</h2>", table]
     if curves is not None:
-        parts += ["<h2>Training curves</h2>", f"<img src='{esc(os.path.relpath(curves, run_dir))}' alt='curves'>"]
+        src = esc(os.path.relpath(curves, run_dir))
+        parts += ["<h2>Training curves</h2>", f"<img src='{src}' alt='curves'>"]
     if renders:
         parts += ["<h2>Test views</h2>", f"<p>{esc(caption)}</p>"]
         parts += [f"<div><img src='{esc(r)}' width='{3 * 200}' alt='{esc(r)}'></div>" for r in renders]

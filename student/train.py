@@ -31,7 +31,7 @@ from core.shards import PseudoMeta, read_meta
 from student.checkpoint import load_student, save_student
 from student.config import StageConfig, StudentConfig
 from student.data import PhotoDataModule, RayBatch, ShardDataModule, photo_rays, split_rays, view_to_rays
-from student.evaluate import evaluate_split, find_teacher_renders, save_side_by_side
+from student.evaluate import evaluate_split, save_side_by_side, teacher_test_predictions
 from student.lit import StudentLitModule
 from student.model import R2LStudent, flops_per_ray
 from student.report import read_json, write_report
@@ -228,11 +228,12 @@ def finish(cfg: StudentConfig, model: R2LStudent, scene: Scene, background: list
     test, pred, gt = evaluate_split(model, scene.split("test"), background, cfg.eval.chunk, n_eval)
     sm = scene_meta(scene, model, background)
     save_student(out / "student.ckpt", model, sm, metrics={"test": test})
-    teacher_files = find_teacher_renders(Path(cfg.run_dir) / "teacher", gt.shape[0], gt.shape[1:3])
+    teacher = teacher_test_predictions(Path(cfg.run_dir) / "teacher", scene.split("test").files,
+                                       scene.split("test").hw)
     if cfg.eval.save_renders:
-        save_side_by_side(out / "renders", gt, pred, teacher_files)
+        save_side_by_side(out / "renders", gt, pred, teacher)
     metrics = _write_metrics(out, cfg, model, stages, teacher_metrics, test)
-    metrics["renders_have_teacher"] = teacher_files is not None
+    metrics["renders_have_teacher"] = bool(teacher)
     write_json(out / "metrics.json", metrics)
     write_report(Path(cfg.run_dir))
     return metrics

@@ -51,6 +51,11 @@ class DistributedConfig:
     timeout_s: float = 600.0
 
 
+def env_world_size() -> int:
+    """``WORLD_SIZE`` of the launcher's environment (1 outside ``torchrun``)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def launched_by_torchrun() -> bool:
     """Whether the environment of a ``torchrun`` worker is present."""
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ

@@ -27,7 +27,7 @@ reference of the tests); :mod:`teacher.distributed` evaluates one region per ran
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -116,6 +116,9 @@ class PartitionedTeacher(nn.Module):
         seed: region ``k`` is initialised from ``init_seed(seed, k)`` (as on rank ``k``).
     """
 
+    aabb: Tensor
+    boxes: Tensor
+
     def __init__(self, cfg: TeacherModelConfig, boxes: Tensor, aabb: Tensor, near: float, far: float,
                  seed: int = 0):
         super().__init__()
@@ -134,14 +137,19 @@ class PartitionedTeacher(nn.Module):
         return len(self.regions)
 
     @property
+    def region_list(self) -> list[Teacher]:
+        """The regions' teachers, in region order."""
+        return [cast(Teacher, r) for r in self.regions]
+
+    @property
     def backend(self) -> str:
         """The hash-grid backend in use."""
-        return self.regions[0].backend
+        return self.region_list[0].backend
 
     def update_occupancy(self, step: int, seed: int = 0) -> bool:
         """Refresh every region's occupancy grid at training ``step`` (each from its own seed)."""
         updated = False
-        for k, region in enumerate(self.regions):
+        for k, region in enumerate(self.region_list):
             updated |= update_region_occupancy(region, step, region_seed(seed, step, k))
         return updated
 
@@ -172,7 +180,7 @@ class PartitionedTeacher(nn.Module):
         """Render one chunk: every region's segment, then the composite (differentiable)."""
         t_in, t_out = ray_segments(rays_o, rays_d, self.boxes, self.near, self.far)
         records, n_samples = [], 0
-        for k, region in enumerate(self.regions):
+        for k, region in enumerate(self.region_list):
             seg = render_region_segment(region, rays_o, rays_d, t_in[k], t_out[k], self.step_size,
                                         None if seed is None else seed + k)
             records.append(seg["record"])
@@ -239,7 +247,8 @@ def render_region_segment(
         ``record [N, 5]`` and ``n_samples`` (scalar).
     """
     def run() -> dict[str, Tensor]:
-        return render_segment(region.field, rays_o, rays_d, t_in, t_out, region.occupancy.binary, step_size,
+        occupancy = cast(Tensor, region.occupancy.binary)
+        return render_segment(region.field, rays_o, rays_d, t_in, t_out, occupancy, step_size,
                               region.cfg.render)
 
     if seed is None:
@@ -314,8 +323,11 @@ def load_partitioned_teacher(path: str | Path, payload: dict[str, Any], device: 
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: partitioned teacher config is missing or invalid ({exc})") from None
     try:
-        teacher.load_state_dict(payload["state_dict"])
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(f"{path}: weights do not match the stored partitions ({first})") from None
+        result = teacher.load_state_dict(payload["state_dict"], strict=False)
+    except RuntimeError as exc:  # a shape mismatch
+        detail = " ".join(str(exc).split())[:200]
+        raise CheckpointError(f"{path}: weights do not match the stored partitions ({detail})") from None
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(f"{path}: weights do not match the stored partitions (missing "
+                              f"{result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})")
     return teacher.eval()

@@ -240,7 +240,8 @@ def run_partitioned(cfg: Any) -> dict[str, Any]:
     if launched_by_torchrun():
         rank, world, device = setup_process_group(cfg.distributed)
         if world != k:
-            raise UserError(f"distributed.partitions={k} needs {k} processes, torchrun started {world}")
+            raise UserError(f"torchrun started {world} processes but distributed.partitions={k}: the teacher "
+                            f"runs one spatial region per process, so set distributed.partitions={world}")
     else:
         rank, world = 0, 1
         device = torch.device("cuda" if cfg.train.device == "auto" and torch.cuda.is_available()
@@ -262,6 +263,10 @@ def run_partitioned(cfg: Any) -> dict[str, Any]:
     boxes = broadcast_tensor(boxes.to(device), 0).cpu()  # identical on every rank, whatever the float ops
     setup = build_setup(cfg.model, cfg.optim, boxes, scene.aabb, scene.near, scene.far, rank, world, device,
                         cfg.seed)
+    if cfg.model.occupancy.carve:  # each region's grid keeps the visual hull of the masks in its box
+        train = scene.split("train")
+        for region in setup.regions.values():
+            region.carve_occupancy(train.c2w, train.K, train.images[..., 3])
     stats = fit(setup, cfg, rays, out, scene.aabb, scene.near, scene.far, world, device)
     renderer: Any = setup.renderer
     if world > 1:  # evaluate() needs .eval() and .aabb: the worker renders with every rank

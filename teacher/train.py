@@ -33,7 +33,7 @@ from core.io import sha256_file, write_json
 from core.seeding import seed_everything
 from teacher.callbacks import TrainingBudget
 from teacher.data import RayDataModule
-from teacher.distributed import DistributedConfig
+from teacher.distributed import DistributedConfig, env_world_size
 from teacher.evaluate import evaluate
 from teacher.lit_module import OptimConfig, TeacherLitModule
 from teacher.model import Teacher, TeacherModelConfig, build_teacher, load_teacher, save_teacher
@@ -138,7 +138,7 @@ def train_teacher(cfg: TeacherConfig, teacher: Teacher, scene_split: Any, out: P
 
 def run(cfg: TeacherConfig) -> dict[str, Any]:
     """Train (or resume) and evaluate the teacher; returns the metrics written to ``metrics.json``."""
-    if cfg.distributed.partitions > 1:  # NeRF-XL: one region per process (teacher.partitioned_train)
+    if cfg.distributed.partitions > 1 or env_world_size() > 1:  # NeRF-XL (teacher.partitioned_train)
         from teacher.partitioned_train import run_partitioned
 
         return run_partitioned(cfg)

@@ -118,6 +118,14 @@ def test_look_at_random_rigid_and_aimed() -> None:
     assert c2w[:, 2, 0].abs().max() < 1e-5  # image right is horizontal
 
 
+def test_look_at_degenerate_raises() -> None:
+    up = torch.tensor([0.0, 0.0, 1.0])
+    with pytest.raises(ValueError, match="look_at"):
+        look_at(torch.tensor([[0.0, 0.0, 3.0]]), torch.zeros(3), up)  # looking straight down
+    with pytest.raises(ValueError, match="look_at"):
+        look_at(torch.tensor([[1.0, 1.0, 1.0]]), torch.ones(3), up)  # eye on the target
+
+
 # ------------------------------------------------------------------------------------ ray generation
 
 

@@ -32,8 +32,8 @@ N_RAYS = 96
 def tiny_model_config() -> TeacherModelConfig:
     """A few-thousand-parameter teacher; no early termination so the union reference is exact."""
     return TeacherModelConfig(
-        field=FieldConfig(n_levels=4, n_features=2, log2_hashmap_size=10, base_resolution=4, max_resolution=32,
-                          hidden_dim=16, geo_dim=8, backend="torch"),
+        field=FieldConfig(n_levels=4, n_features=2, log2_hashmap_size=10, base_resolution=4,
+                          max_resolution=32, hidden_dim=16, geo_dim=8, backend="torch"),
         occupancy=OccupancyConfig(resolution=8, update_every=2, warmup_steps=2, chunk=4096),
         render=RenderConfig(steps_per_diagonal=48, min_transmittance=0.0, chunk=1 << 16, jitter=False),
     )
@@ -74,7 +74,9 @@ def union_render(teacher: PartitionedTeacher, rays_o: torch.Tensor, rays_d: torc
         parts.append((s.ray_indices, s.t_starts, s.t_ends, sigmas, rgbs))
     ray_indices, t_starts, t_ends, sigmas, rgbs = (torch.cat(p) for p in zip(*parts))
     order = torch.argsort(ray_indices.double() * 1e3 + t_starts.double(), stable=True)  # by ray, then t
-    ray_indices, t_starts, t_ends, sigmas, rgbs = (v[order] for v in (ray_indices, t_starts, t_ends, sigmas, rgbs))
+    ray_indices, t_starts, t_ends, sigmas, rgbs = (
+        v[order] for v in (ray_indices, t_starts, t_ends, sigmas, rgbs)
+    )
     weights, _, _ = render_weights_from_density(t_starts, t_ends, sigmas, ray_indices, n)
     opacity = accumulate_along_rays(weights, None, ray_indices, n)[:, 0]
     depth = accumulate_along_rays(weights, ((t_starts + t_ends) / 2)[:, None], ray_indices, n)[:, 0]
@@ -104,7 +106,8 @@ def _worker(rank: int, world: int, port: int, folder: str) -> None:
         shared = torch.load(Path(folder) / "setup.pt", weights_only=True)
         region = build_region(tiny_model_config(), shared["boxes"][rank], AABB, NEAR, FAR)
         prefix = f"regions.{rank}."
-        region.load_state_dict({k[len(prefix):]: v for k, v in shared["state"].items() if k.startswith(prefix)})
+        state = shared["state"]
+        region.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
         region.double()
         worker = RegionWorker(region, rank, shared["boxes"].double(), NEAR, FAR)
         rays_o, rays_d, target, bg = (shared[k] for k in ("rays_o", "rays_d", "target", "background"))

@@ -3,6 +3,7 @@ process holding both regions, resume after a stop, and the merged checkpoint in 
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -26,10 +27,19 @@ SMALL = [
 ]
 
 
-def make_cfg(scene: Path, run_dir: Path, steps: int, k: int = 2, extra: list[str] | None = None) -> TeacherConfig:
+def make_cfg(scene: Path, run_dir: Path, steps: int, k: int = 2) -> TeacherConfig:
     overrides = [*SMALL, f"scene.path={scene}", f"run_dir={run_dir}", f"train.max_steps={steps}",
-                 f"distributed.partitions={k}", *(extra or [])]
+                 f"distributed.partitions={k}"]
     return to_dataclass(compose("teacher", overrides), TeacherConfig)
+
+
+@pytest.fixture
+def one_thread():  # noqa: ANN201
+    """Multi-threaded CPU reductions (scatter-adds) vary in the last bit between runs; compare with one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def free_port() -> int:
@@ -63,33 +73,31 @@ def _assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -
 
 
 @pytest.mark.slow
-def test_two_ranks_train_the_same_parameters_as_one_process(tiny_scene: Path, tmp_path: Path) -> None:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        single = run(make_cfg(tiny_scene, tmp_path / "single", steps=5))
-    finally:
-        torch.set_num_threads(threads)
-    mp.spawn(_torchrun_like_worker, args=(2, free_port(), make_cfg(tiny_scene, tmp_path / "ranks", steps=5)),
+def test_two_ranks_train_the_same_parameters_as_one_process(tiny_scene: Path, tmp_path: Path,
+                                                            one_thread: None) -> None:
+    single = run(make_cfg(tiny_scene, tmp_path / "single", steps=4))
+    mp.spawn(_torchrun_like_worker, args=(2, free_port(), make_cfg(tiny_scene, tmp_path / "ranks", steps=4)),
              nprocs=2, join=True)
     a, b = _state(tmp_path / "single"), _state(tmp_path / "ranks")
     initial = PartitionedTeacher(make_cfg(tiny_scene, tmp_path, 1).model, a["boxes"], a["aabb"], 1.0, 2.0)
-    assert (a["regions.1.field.grid.params"] - initial.regions[1].field.grid.params).abs().max() > 1e-4  # trained
+    trained = a["regions.1.field.grid.params"] - initial.regions[1].field.grid.params
+    assert trained.abs().max() > 1e-4
     _assert_same_state(a, b)
-    multi = __import__("json").loads((tmp_path / "ranks" / "teacher" / "metrics.json").read_text())
-    assert multi["processes"] == 2 and single["processes"] == 1 and multi["steps"] == single["steps"] == 5
+    multi = json.loads((tmp_path / "ranks" / "teacher" / "metrics.json").read_text())
+    assert multi["processes"] == 2 and single["processes"] == 1 and multi["steps"] == single["steps"] == 4
     assert abs(multi["test"]["psnr"] - single["test"]["psnr"]) < 1e-3
 
 
 @pytest.mark.slow
-def test_resumed_training_equals_uninterrupted(tiny_scene: Path, tmp_path: Path) -> None:
+def test_resumed_training_equals_uninterrupted(tiny_scene: Path, tmp_path: Path, one_thread: None) -> None:
     run(make_cfg(tiny_scene, tmp_path / "straight", steps=6))
     run(make_cfg(tiny_scene, tmp_path / "resumed", steps=3))
     (tmp_path / "resumed" / "teacher" / "metrics.json").unlink()  # as if killed after the checkpoint
     metrics = run(make_cfg(tiny_scene, tmp_path / "resumed", steps=6))
     assert metrics["steps"] == 6
     _assert_same_state(_state(tmp_path / "straight"), _state(tmp_path / "resumed"))
-    assert len(list((tmp_path / "resumed" / "teacher" / "partitions").glob("*.ckpt"))) == 2  # old steps dropped
+    parts = list((tmp_path / "resumed" / "teacher" / "partitions").glob("*.ckpt"))
+    assert len(parts) == 2  # the region files of older steps were dropped after the merge
 
 
 @pytest.mark.slow

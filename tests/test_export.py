@@ -14,10 +14,11 @@ import torch
 
 from core.datasets import SceneConfig, load_scene
 from core.errors import CheckpointError, UserError
+from export.fused import FusedEncodingStudent
 from export.onnx import ExportConfig, Int8Config, run
 from export.parity import random_scene_rays, torch_rgb
 from export.runtime import FORMAT_VERSION, LightField, ModelError
-from export.variants import to_fp16, trace_student
+from export.variants import encoding_nodes, to_fp16, trace_student
 from student.checkpoint import load_student
 from tests.conftest import make_tiny_student_ckpt
 
@@ -164,3 +165,32 @@ def test_export_cli_missing_checkpoint_is_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert proc.stderr.strip().startswith("error: ") and "student.ckpt" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_fused_encoding_matches_the_student(tiny_scene: Path, tmp_path: Path) -> None:
+    model, _ = load_student(make_tiny_student_ckpt(tmp_path / "s.ckpt", tiny_scene))
+    with torch.no_grad():  # larger first-layer weights than at init, so that errors would show
+        model.head_in[0].weight.mul_(4.0)
+    fused = FusedEncodingStudent(model).eval()
+    rays_o, rays_d = _rays(tiny_scene, 2000)
+    with torch.inference_mode():
+        ref_h = model.head_in(model.encoder(rays_o, rays_d))
+        od = torch.cat([rays_o, rays_d], -1)
+        h = torch.relu(torch.sin(od @ fused.M + fused.b_y) @ fused.B + od @ fused.A + fused.b)
+        ref, got = model(rays_o, rays_d), fused(rays_o, rays_d)
+    assert ref_h.abs().max() > 0.5
+    assert (h - ref_h).abs().max() <= 1e-4 * ref_h.abs().max()
+    assert ref.std() > 1e-3 and (got - ref).abs().max() <= 1e-4  # float32 rounding of 2^9 x arguments
+    model.head_in[0].bias.data += 0.1  # the fused copy holds its own weights
+    with torch.inference_mode():
+        assert torch.equal(fused(rays_o, rays_d), got)
+
+
+def test_fused_graph_keeps_the_sine_arguments_fp32(tiny_scene: Path, tmp_path: Path) -> None:
+    model, _ = load_student(make_tiny_student_ckpt(tmp_path / "s.ckpt", tiny_scene))
+    proto = trace_student(FusedEncodingStudent(model).eval(), _rays(tiny_scene, 64), static=False, opset=18)
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops.count("Sin") == 1 and "Cos" not in ops and "Concat" in ops
+    kept = {n.name: n.op_type for n in proto.graph.node if n.name in set(encoding_nodes(proto))}
+    assert sorted(kept.values()) == ["Add", "Concat", "MatMul", "MatMul", "Sin"]  # od@M (+b), sin, od@A
+    assert len(encoding_nodes(proto)) < len(ops) - 5

@@ -86,8 +86,9 @@ def test_bad_camera_paths(tmp_path: Path, content: dict, message: str) -> None:
 def test_render_cli_errors_are_one_line(exported_student: tuple[Path, dict], tmp_path: Path) -> None:
     bad = tmp_path / "poses.json"
     bad.write_text(json.dumps([np.eye(3).tolist()]))
-    for args, message in (([f"run_dir={tmp_path}", f"model={tmp_path / 'none.onnx'}"], "model file not found"),
-                          ([f"run_dir={exported_student[0]}", f"poses={bad}", f"out_dir={tmp_path}"], "4x4")):
+    cases = (([f"run_dir={tmp_path}", f"model={tmp_path / 'none.onnx'}"], "model file not found"),
+             ([f"run_dir={exported_student[0]}", f"poses={bad}", f"out_dir={tmp_path}"], "4x4"))
+    for args, message in cases:
         proc = subprocess.run([sys.executable, "-m", "export.render", *args], cwd=REPO, capture_output=True,
                               text=True, timeout=120)
         assert proc.returncode == 1, proc.stderr

@@ -17,7 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_ddp_two_processes_runs_and_loss_falls(tiny_scene: Path, tiny_pseudo_run: Path, tmp_path: Path) -> None:
+def test_ddp_two_processes_runs_and_loss_falls(tiny_scene: Path, tiny_pseudo_run: Path,
+                                               tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_pseudo_run / "pseudo", run_dir / "pseudo")
     cmd = [
@@ -37,7 +38,7 @@ def test_ddp_two_processes_runs_and_loss_falls(tiny_scene: Path, tiny_pseudo_run
     assert len(loss) >= 4 and loss[-1] < 0.7 * loss[0], loss
 
 
-def test_ranks_and_workers_read_disjoint_shards(tiny_pseudo_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ranks_read_disjoint_shards(monkeypatch: pytest.MonkeyPatch) -> None:
     """webdataset's node and worker splitters give each (rank, worker) its own shards."""
     import webdataset as wds
 

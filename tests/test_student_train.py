@@ -41,7 +41,8 @@ def _curve(run_dir: Path, stage: str, key: str = "train/loss") -> list[float]:
 
 
 @pytest.mark.slow
-def test_distill_then_finetune_writes_outputs(tiny_scene: Path, tiny_pseudo_run: Path, tmp_path: Path) -> None:
+def test_distill_then_finetune_writes_outputs(tiny_scene: Path, tiny_pseudo_run: Path,
+                                              tmp_path: Path) -> None:
     run_dir = _copy_run(tiny_pseudo_run, tmp_path / "run")
     metrics = run(tiny_cfg(tiny_scene, run_dir))
     out = run_dir / "student"
@@ -62,7 +63,8 @@ def test_distill_then_finetune_writes_outputs(tiny_scene: Path, tiny_pseudo_run:
 
 
 @pytest.mark.slow
-def test_resume_continues_from_last_checkpoint(tiny_scene: Path, tiny_pseudo_run: Path, tmp_path: Path) -> None:
+def test_resume_continues_from_last_checkpoint(tiny_scene: Path, tiny_pseudo_run: Path,
+                                               tmp_path: Path) -> None:
     run_dir = _copy_run(tiny_pseudo_run, tmp_path / "run")
     first = run(tiny_cfg(tiny_scene, run_dir, "train.distill.max_steps=40", "train.finetune.enabled=false"))
     assert first["stages"]["distill"]["steps"] == 40
@@ -111,3 +113,25 @@ def test_bad_pseudo_data_is_a_one_line_error(tiny_scene: Path, tiny_pseudo_run: 
     with pytest.raises(UserError, match=match) as info:
         run(tiny_cfg(tiny_scene, run_dir))
     assert "\n" not in str(info.value) and "meta.json" in str(info.value) or ".tar" in str(info.value)
+
+
+def test_side_by_side_uses_the_teachers_test_renders(tmp_path: Path) -> None:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from student.evaluate import save_side_by_side, teacher_test_predictions
+
+    H, W = 4, 5
+    panel = np.random.default_rng(0).integers(0, 255, (H, W, 3), dtype=np.uint8)
+    row = np.concatenate([np.zeros_like(panel), panel, np.zeros_like(panel)], axis=1)  # gt | pred | err
+    (tmp_path / "teacher" / "renders").mkdir(parents=True)
+    Image.fromarray(row).save(tmp_path / "teacher" / "renders" / "r_1.png")
+    teacher = teacher_test_predictions(tmp_path / "teacher", ["a/r_0.png", "a/r_1.png", "a/r_2.png"], (H, W))
+    assert list(teacher) == [1] and np.array_equal(teacher[1], panel)
+    gt, pred = torch.zeros(3, H, W, 3), torch.ones(3, H, W, 3)
+    (path,) = save_side_by_side(tmp_path / "out", gt, pred, teacher)
+    image = np.asarray(Image.open(path))
+    assert path.name == "test_001.png" and image.shape == (H, 3 * W, 3)
+    assert np.array_equal(image[:, W:2 * W], panel) and (image[:, 2 * W:] == 255).all()
+    assert len(save_side_by_side(tmp_path / "none", gt, pred, {})) == 3  # gt | student for spaced views

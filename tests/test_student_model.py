@@ -1,0 +1,106 @@
+"""Student encoding and network: hand-worked values, shapes, FLOP count, checkpoint round trip."""
+
+from __future__ import annotations
+
+import ast
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from core.errors import CheckpointError
+from student.checkpoint import load_student, save_student
+from student.encoding import RayEncoder, positional_encoding, ray_points
+from student.model import R2LStudent, StudentModelConfig, count_linear_flops, flops_per_ray
+
+AABB = torch.tensor([-2.0, -2.0, -2.0, 2.0, 2.0, 2.0])
+
+
+def test_ray_points_are_bin_centres_in_eval() -> None:
+    rays_o = torch.tensor([[0.0, 0.0, -3.0], [1.0, 2.0, 3.0]])
+    rays_d = torch.tensor([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+    pts = ray_points(rays_o, rays_d, near=1.0, far=5.0, n_points=4)
+    # bins of [1, 5] of width 1: centres at t = 1.5, 2.5, 3.5, 4.5
+    assert torch.allclose(pts[0, :, 2], torch.tensor([-1.5, -0.5, 0.5, 1.5]))
+    assert torch.allclose(pts[1], torch.tensor([[2.5, 2, 3], [3.5, 2, 3], [4.5, 2, 3], [5.5, 2, 3]]))
+
+
+def test_jittered_points_stay_in_their_bins() -> None:
+    rays_o = torch.zeros(1000, 3)
+    rays_d = torch.tensor([0.0, 0.0, 1.0]).expand(1000, 3)
+    t = ray_points(rays_o, rays_d, 1.0, 5.0, 4, jitter=True)[..., 2]  # [N, K]
+    lo = torch.arange(4.0) + 1.0
+    assert ((t >= lo) & (t <= lo + 1)).all()
+    assert t.std(0).min() > 0.2  # really random (uniform in a unit bin: std 0.29)
+
+
+def test_positional_encoding_values() -> None:
+    x = torch.tensor([[0.25, -1.0]])
+    enc = positional_encoding(x, n_freqs=2)
+    expected = [0.25, -1.0, math.sin(0.25), math.sin(0.5), math.sin(-1.0), math.sin(-2.0),
+                math.cos(0.25), math.cos(0.5), math.cos(-1.0), math.cos(-2.0)]
+    assert torch.allclose(enc, torch.tensor([expected]), atol=1e-6)
+
+
+def test_encoder_normalises_by_the_box_and_has_the_paper_size() -> None:
+    enc = RayEncoder(AABB + 1.0, near=1.0, far=3.0, n_points=16, n_freqs=10)
+    assert enc.out_dim == 16 * 3 * 21 == 1008
+    rays_o = torch.tensor([[1.0, 1.0, -1.0]])  # the box is [-1, 3]^3, centre (1, 1, 1), half-size 2
+    rays_d = torch.tensor([[0.0, 0.0, 1.0]])
+    out = enc(rays_o, rays_d)
+    assert out.shape == (1, 1008)
+    z = out[0, :48].reshape(16, 3)[:, 2]  # the raw (normalised) coordinates come first
+    t = 1.0 + 2.0 * (torch.arange(16) + 0.5) / 16
+    assert torch.allclose(z, (-1.0 + t - 1.0) / 2.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("depth, width", [(4, 16), (16, 128), (88, 256)])
+def test_flop_formula_matches_the_linear_layers(depth: int, width: int) -> None:
+    cfg = StudentModelConfig(n_points=16, n_freqs=10, width=width, depth=depth)
+    model = R2LStudent(cfg, AABB, 1.0, 5.0)
+    n_linear = sum(isinstance(m, torch.nn.Linear) for m in model.modules())
+    assert n_linear == depth
+    assert flops_per_ray(cfg) == count_linear_flops(model)
+
+
+def test_paper_model_size() -> None:
+    cfg = StudentModelConfig()  # 88 layers, width 256, K = 16
+    model = R2LStudent(cfg, AABB, 1.0, 5.0)
+    n_params = sum(p.numel() for p in model.parameters())
+    assert 5.7e6 < n_params < 6.0e6
+    assert abs(flops_per_ray(cfg) / 1e6 - 11.8) < 0.1
+
+
+def test_forward_shapes_jitter_only_in_training() -> None:
+    model = R2LStudent(StudentModelConfig(n_points=4, n_freqs=2, width=16, depth=4), AABB, 1.0, 5.0)
+    rays_o, rays_d = torch.randn(7, 3), torch.nn.functional.normalize(torch.randn(7, 3), dim=-1)
+    model.eval()
+    a, b = model(rays_o, rays_d), model(rays_o, rays_d)
+    assert a.shape == (7, 3) and torch.equal(a, b) and ((a > 0) & (a < 1)).all()
+    model.train()
+    assert not torch.equal(model(rays_o, rays_d), model(rays_o, rays_d))
+
+
+def test_checkpoint_round_trip(tmp_path: Path) -> None:
+    model = R2LStudent(StudentModelConfig(n_points=4, n_freqs=2, width=16, depth=6), AABB, 1.0, 5.0).eval()
+    meta = {"aabb": AABB.tolist(), "near": 1.0, "far": 5.0, "image_size": [8, 8], "background": [1, 1, 1]}
+    save_student(tmp_path / "s.ckpt", model, meta)
+    loaded, scene = load_student(tmp_path / "s.ckpt")
+    rays_o, rays_d = torch.randn(5, 3), torch.nn.functional.normalize(torch.randn(5, 3), dim=-1)
+    assert scene == meta and torch.equal(loaded(rays_o, rays_d), model(rays_o, rays_d))
+    (tmp_path / "bad.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="bad.ckpt"):
+        load_student(tmp_path / "bad.ckpt")
+
+
+def test_student_never_imports_teacher() -> None:
+    """The student reads shards only: no module of ``student/`` imports ``teacher`` or ``data_gen``."""
+    root = Path(__file__).resolve().parents[1] / "student"
+    offenders = []
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in ("teacher", "data_gen")]
+    assert list(root.rglob("*.py")) and not offenders, offenders
