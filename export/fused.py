@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -31,11 +32,17 @@ class FusedEncodingStudent(nn.Module):
         student: a trained student (its weights are copied, not shared).
     """
 
+    M: Tensor  # [6, 2 K 3 F]
+    b_y: Tensor  # [2 K 3 F]
+    A: Tensor  # [6, width]
+    B: Tensor  # [2 K 3 F, width]
+    b: Tensor  # [width]
+
     def __init__(self, student: R2LStudent):
         super().__init__()
-        enc, first = student.encoder, student.head_in[0]
+        enc, first = student.encoder, cast(nn.Linear, student.head_in[0])
         K, F = enc.n_points, enc.n_freqs
-        center, half = enc.center.double(), enc.half_extent.double()
+        center, half = cast(Tensor, enc.center).double(), cast(Tensor, enc.half_extent).double()
         t = enc.near + (enc.far - enc.near) * (torch.arange(K, dtype=torch.float64) + 0.5) / K  # [K]
         # x[k*3+i] = o_i / h_i + d_i t_k / h_i - c_i / h_i, as [o, d] @ M0 + b0
         M0 = torch.zeros(6, K * 3, dtype=torch.float64)

@@ -78,9 +78,9 @@ def camera_path(cfg: RenderConfig, field: LightField) -> tuple[np.ndarray, np.nd
         K_model[0] *= W / field.image_size[1]
         K_model[1] *= H / field.image_size[0]
     if cfg.poses:
-        c2w, K, (H, W) = read_camera_path(cfg.poses, (H, W))
-        K_arr = K.numpy() if K is not None else np.broadcast_to(K_model, (c2w.shape[0], 3, 3))
-        return c2w.numpy(), K_arr, (H, W)
+        poses, K, (H, W) = read_camera_path(cfg.poses, (H, W))
+        K_arr = K.numpy() if K is not None else np.broadcast_to(K_model, (poses.shape[0], 3, 3))
+        return poses.numpy(), K_arr, (H, W)
     if cfg.orbit.from_scene:
         rig = camera_rig(load_scene(cfg.scene, splits=("train",)).split("train").c2w)
     else:
@@ -89,7 +89,7 @@ def camera_path(cfg: RenderConfig, field: LightField) -> tuple[np.ndarray, np.nd
     return c2w, np.broadcast_to(K_model, (c2w.shape[0], 3, 3)), (H, W)
 
 
-def write_video(frames: list[np.ndarray], path: Path, fps: int) -> Path:
+def write_video(frames: list[Any], path: Path, fps: int) -> Path:
     """Atomically write ``[H, W, 3]`` uint8 frames as MP4 (imageio-ffmpeg, H.264) or GIF (by suffix)."""
     tmp = path.with_name(f".{path.stem}.partial{path.suffix}")  # ffmpeg picks the container by suffix
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -117,7 +117,8 @@ def run(cfg: RenderConfig) -> dict[str, Any]:
     c2w, K, (H, W) = camera_path(cfg, field)
     out_dir = Path(cfg.out_dir or Path(cfg.run_dir) / "render")
     frames_dir = out_dir / "frames"
-    frames, seconds = [], []
+    frames: list[Any] = []
+    seconds: list[float] = []
     for i in range(c2w.shape[0]):
         start = time.perf_counter()
         try:
