@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
@@ -125,7 +126,9 @@ def main() -> None:
             f"\"% of BW limit\" = measured rate / (bandwidth / bytes per point).\n\n{table}\n")
     print(table)
     print(f"memory bandwidth {bandwidth / 1e9:.1f} GB/s")
-    write_section("hashgrid", body)
+    prefix = f"THP_MEM_ALLOC_ENABLE={thp} " if thp != "0" else ""
+    command = f"{prefix}python -m benchmarks.hashgrid {' '.join(sys.argv[1:])}".strip()
+    write_section("hashgrid", body, command=command)
 
 
 if __name__ == "__main__":

@@ -10,12 +10,13 @@ The student is ``<run-dir>/student/student.ckpt``; without one, a freshly initia
 ``profile=cpu`` shape is used (speed only: PSNR columns are n/a). Nothing is trained here. The ONNX
 files are exported into a temporary folder with the same functions as ``python -m export.onnx``.
 
-    python -m benchmarks.inference [--run-dir runs/mic_100] [--repeats 7] [--psnr-views 8]
+    python -m benchmarks.inference [--run-dir runs/mic_100] [--teacher PATH] [--repeats 7] [--psnr-views 8]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import tempfile
 import time
@@ -39,6 +40,14 @@ from student.checkpoint import load_student
 from student.model import R2LStudent, StudentModelConfig, flops_per_ray
 
 log = logging.getLogger(__name__)
+NOTES = (
+    "\"fused\": the ray encoding folded into matrix products (export/fused.py: one Sin over the 960 "
+    "arguments, no 1008-wide Concat). int8: ONNX Runtime quantization (uint8 activations, int8 per-channel "
+    "weights; QDQ = static ranges calibrated on training rays, dynamic = per-call ranges), executed by "
+    "MLAS integer GEMMs, which use AMX-int8/VNNI on this CPU (the MatMulInteger row). ONNX Runtime's CPU "
+    "provider has no bf16 GEMM (the bf16 row), so AMX-bf16 is reachable from PyTorch only; fp16 graphs run "
+    "through casts to fp32 on x86 (no speed-up: that variant is for GPUs and mobile/web runtimes)."
+)
 ORT_VARIANTS = {"fp32": "ONNX fp32", "fp32_fused": "ONNX fp32 fused", "fp16": "ONNX fp16 fused",
                 "int8_dynamic": "ONNX int8 dynamic fused", "int8_qdq": "ONNX int8 QDQ fused"}
 
@@ -72,18 +81,31 @@ def matmul_peaks(repeats: int, n: int = 2048) -> dict[str, float]:
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     x = np.random.default_rng(1).integers(0, 255, (n, n), dtype=np.uint8)
     peaks["ORT int8 MatMulInteger"] = flops / best_ms(lambda: sess.run(None, {"x": x}), repeats) / 1e6
+    bf16 = helper.make_graph([helper.make_node("MatMul", ["x", "y"], ["z"])], "bf16",
+                             [helper.make_tensor_value_info(k, TensorProto.BFLOAT16, [8, 8]) for k in "xy"],
+                             [helper.make_tensor_value_info("z", TensorProto.BFLOAT16, [8, 8])])
+    try:  # the only route to AMX-bf16 would be a bf16 MatMul kernel in the CPU provider
+        bf16_model = helper.make_model(bf16, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+        ort.InferenceSession(bf16_model.SerializeToString(), providers=["CPUExecutionProvider"])
+        peaks["ORT bf16 MatMul (kernel exists)"] = float("nan")
+    except Exception:  # noqa: BLE001 - NOT_IMPLEMENTED is the expected answer on the CPU provider
+        log.info("ONNX Runtime's CPU provider has no bf16 MatMul")
+        peaks["ORT bf16 MatMul: no CPU kernel"] = float("nan")
     return peaks
 
 
-def get_student(run_dir: Path) -> tuple[R2LStudent, bool, str]:
-    """The trained student of ``run_dir``, or a fresh one of the ``profile=cpu`` shape."""
+def get_student(run_dir: Path, shape: list[int] | None) -> tuple[R2LStudent, bool, str]:
+    """The trained student of ``run_dir``, or a fresh one of the ``profile=cpu`` shape (or ``shape``)."""
     ckpt = run_dir / "student" / "student.ckpt"
-    if ckpt.is_file():
+    if ckpt.is_file() and shape is None:
         return load_student(ckpt)[0], True, str(ckpt)
-    shape = to_dataclass(compose("student").model, StudentModelConfig)
+    cfg = to_dataclass(compose("student").model, StudentModelConfig)
+    if shape is not None:
+        cfg.width, cfg.depth = shape
     scene = load_scene(None, splits=("train",))
-    model = R2LStudent(shape, scene.aabb, scene.near, scene.far).eval()
-    return model, False, f"fresh profile=cpu student (no {ckpt})"
+    model = R2LStudent(cfg, scene.aabb, scene.near, scene.far).eval()
+    why = "--shape given" if shape is not None else f"no {ckpt}"
+    return model, False, f"freshly initialised student ({why}; speed only)"
 
 
 def export_all(model: R2LStudent, scene: Any, out: Path) -> dict[str, Path]:
@@ -108,9 +130,8 @@ def _copy(proto: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-def load_teacher_or_note(run_dir: Path) -> tuple[Any, str]:
+def load_teacher_or_note(ckpt: Path) -> tuple[Any, str]:
     """``(teacher, note)``; ``(None, reason)`` when there is no usable teacher checkpoint."""
-    ckpt = run_dir / "teacher" / "teacher.ckpt"
     if not ckpt.is_file():
         return None, f"teacher skipped: no {ckpt}"
     try:
@@ -142,19 +163,22 @@ def time_interleaved(runners: dict[str, Callable[[], Any]], repeats: int) -> dic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", default="runs/mic_100")
+    parser.add_argument("--teacher", default=None, help="default: <run-dir>/teacher/teacher.ckpt")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--psnr-views", type=int, default=8, help="test views for the PSNR column")
     parser.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="rays per inference call")
+    parser.add_argument("--shape", type=int, nargs=2, metavar=("WIDTH", "DEPTH"), default=None,
+                        help="time a fresh student of this width and depth (e.g. the paper's 256 88)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     run_dir = Path(args.run_dir)
     scene = load_scene(None, splits=("train", "test"))
     test = scene.split("test")
-    model, trained, student_note = get_student(run_dir)
+    model, trained, student_note = get_student(run_dir, args.shape)
     views = split_rays(test, args.psnr_views)
     gt = test.rgb(scene.background)[: len(views)].reshape(len(views), -1, 3).numpy()
     frame = views[0]
-    teacher, teacher_note = load_teacher_or_note(run_dir)
+    teacher, teacher_note = load_teacher_or_note(Path(args.teacher or run_dir / "teacher" / "teacher.ckpt"))
     bg = torch.tensor(scene.background, dtype=torch.float32)
     batch = args.batch
     with tempfile.TemporaryDirectory() as tmp:
@@ -166,10 +190,10 @@ def main() -> None:
         runners["PyTorch student fp32"] = lambda r: torch_rgb(model, r[0], r[1], batch).numpy()
         runners["PyTorch student bf16 autocast"] = lambda r: _bf16_rgb(model, r, batch)
         for label, field in fields.items():
-            runners[label] = lambda r, f=field: f(r[0].numpy(), r[1].numpy(), batch)
+            runners[label] = functools.partial(_onnx_rgb, field, batch=batch)
         n_rays = frame[0].shape[0]
-        timed = {name: (lambda fn=fn: fn(frame)) for name, fn in runners.items()}
-        timed.update({f"{name} [1 call]": (lambda f=f: f(frame[0].numpy(), frame[1].numpy(), n_rays))
+        timed: dict[str, Callable[[], Any]] = {k: functools.partial(fn, frame) for k, fn in runners.items()}
+        timed.update({f"{name} [1 call]": functools.partial(_onnx_rgb, f, frame, batch=n_rays)
                       for name, f in fields.items()})
         ms = time_interleaved(timed, args.repeats)
         psnr = {name: psnr_np(np.stack([fn(v) for v in views]), gt) for name, fn in runners.items()}
@@ -179,6 +203,10 @@ def main() -> None:
 
 
 Tensors = tuple[torch.Tensor, torch.Tensor]
+
+
+def _onnx_rgb(field: LightField, rays: Tensors, batch: int) -> np.ndarray:
+    return field(rays[0].numpy(), rays[1].numpy(), batch)
 
 
 @torch.inference_mode()
@@ -210,7 +238,8 @@ def _report(args: argparse.Namespace, ms: dict[str, float], psnr: dict[str, floa
         ])
     for name, g in peaks.items():
         pct = _fmt(100 * g / fp32_peak, ".0f")
-        rows.append([f"({name} 2048^3)", "", "", "", "", _fmt(g, ".0f"), pct, "", ""])
+        label = f"({name} 2048^3)" if np.isfinite(g) else f"({name})"
+        rows.append([label, "", "", "", "", _fmt(g, ".0f"), pct, "", ""])
     headers = ["model", f"ms/frame (batch {args.batch})", "ms/frame (1 call)", "x teacher", "x ONNX fp32",
                "GFLOP/s", "% fp32 peak", f"PSNR ({args.psnr_views} test views)", "dPSNR vs torch"]
     table = markdown_table(headers, rows)
@@ -229,7 +258,7 @@ def _report(args: argparse.Namespace, ms: dict[str, float], psnr: dict[str, floa
     body = (f"One {n_side}x{n_side} frame (test view 0 of the demo scene), best of {args.repeats} "
             f"interleaved runs; student {vars(model.cfg)}, "
             f"{flops_per_ray(model.cfg) / 1e6:.2f} MFLOP per ray. "
-            f"{'; '.join(notes)}.\n\n{table}\n\n" + "\n".join(f"- {t}" for t in targets))
+            f"{'; '.join(notes)}.\n\n{table}\n\n" + "\n".join(f"- {t}" for t in targets) + "\n\n" + NOTES)
     write_section("inference", body)
 
 

@@ -129,14 +129,19 @@ def main() -> None:
     parser.add_argument("--backend", default="auto")
     args = parser.parse_args()
     k = args.partitions
-    single = run_steps(load_cfg(args), 0, 1, args.steps)
+    threads = torch.get_num_threads()
+    single: dict[str, Any] = {"default": run_steps(load_cfg(args), 0, 1, args.steps)}
+    torch.set_num_threads(1)
+    single["1"] = run_steps(load_cfg(args), 0, 1, args.steps)
+    torch.set_num_threads(threads)
+    single["default_threads"] = threads
     with tempfile.TemporaryDirectory() as tmp:
         mp.spawn(_worker, args=(k, free_port(), args, tmp), nprocs=k, join=True)
         ranks = [json.loads(Path(tmp, f"rank{r}.json").read_text()) for r in range(k)]
     print(format_table(args, single, ranks))
 
 
-def format_table(args: argparse.Namespace, single: dict, ranks: list[dict]) -> str:
+def format_table(args: argparse.Namespace, single: dict[str, Any], ranks: list[dict[str, Any]]) -> str:
     """Print and record the table; returns it."""
     k = len(ranks)
     sent = ranks[0]["bytes_sent_per_ray"]
@@ -149,17 +154,23 @@ def format_table(args: argparse.Namespace, single: dict, ranks: list[dict]) -> s
           f"{PER_SAMPLE_FLOATS * spr:.0f}", f"{PER_SAMPLE_FLOATS * 4 * spr:.0f}",
           f"{PER_SAMPLE_FLOATS * 4 * spr / sent:.1f}x"]])
     step = max(r["step_s"] for r in ranks)
-    rows: list[list[object]] = [[f"1 process, {k} regions (baseline)", f"{single['step_s'] * 1e3:.0f}", "-",
-                                 "-", "-", f"{1 / single['step_s']:.2f}", "1.00x"]]
+    base = single["default"]
+    rows: list[list[object]] = [
+        [f"1 process, {k} regions, {single['default_threads']} threads (baseline)",
+         f"{base['step_s'] * 1e3:.0f}", "-", "-", "-", f"{1 / base['step_s']:.2f}", "1.00x"],
+        [f"1 process, {k} regions, 1 thread", f"{single['1']['step_s'] * 1e3:.0f}", "-", "-", "-",
+         f"{1 / single['1']['step_s']:.2f}", f"{base['step_s'] / single['1']['step_s']:.2f}x"],
+    ]
     for r, res in enumerate(ranks):
         rows.append([f"rank {r} of {k} (gloo)", f"{res['step_s'] * 1e3:.0f}",
                      f"{res['exchange_s'] * 1e3:.1f}", f"{res['exchange_s'] / res['step_s']:.1%}",
                      f"{res['bare_exchange_s'] * 1e3:.2f} ({res['bare_exchange_s'] / res['step_s']:.2%})",
-                     f"{1 / res['step_s']:.2f}", f"{single['step_s'] / step:.2f}x"])
+                     f"{1 / res['step_s']:.2f}", f"{base['step_s'] / step:.2f}x"])
     timing = markdown_table(["run", "step ms", "all-gather in step ms", "share of step",
                              "bare all-gather ms (share)", "steps/s", "steps/s vs baseline"], rows)
     body = (f"CPU/gloo figures, not a speed-up measurement: {k} ranks on this 2-core machine (one thread "
-            f"each) against one process holding all {k} regions (default threads). Demo scene, "
+            f"each) against one process holding all {k} regions (with all threads, and with one). "
+            f"Demo scene, "
             f"{args.batch_rays} rays per step, {args.steps} steps ({WARMUP} warm-up steps not timed), "
             f"hash-grid backend {ranks[0]['backend']}. Each rank sends {sent} bytes per ray per step "
             f"(forward only; the backward pass exchanges nothing) and receives {(k - 1) * sent}.\n\n"

@@ -16,6 +16,7 @@ Shards: ``runs/mic_100/pseudo`` when present, else shards made from the demo sce
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -41,7 +42,8 @@ class StepClock(L.Callback):
     """Times steps after a warm-up, and records (seconds, validation PSNR) pairs."""
 
     def __init__(self, warmup: int = 5):
-        self.warmup, self.t0, self.t_warm, self.steps, self.curve = warmup, 0.0, 0.0, 0, []
+        self.warmup, self.t0, self.t_warm, self.t_end, self.steps = warmup, 0.0, 0.0, 0.0, 0
+        self.curve: list[tuple[float, float]] = []
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.t0 = time.perf_counter()
@@ -118,7 +120,7 @@ def stage_run(cfg: StudentConfig, out: Path) -> StepClock:
 
     def with_clock(*a: Any, **k: Any) -> L.Trainer:
         trainer = build(*a, **k)
-        trainer.callbacks.append(clock)
+        trainer.callbacks.append(clock)  # type: ignore[attr-defined]
         return trainer
 
     st.build_trainer = with_clock  # type: ignore[assignment]
@@ -136,16 +138,19 @@ def config(pseudo: Path, out: Path, *overrides: str) -> StudentConfig:
     ]), StudentConfig)
 
 
-def throughput(pseudo: Path, tmp: Path, steps: int) -> list[list[object]]:
+def throughput(pseudo: Path, tmp: Path, steps: int) -> list[list[Any]]:
     meta = read_meta(pseudo)
     cpu_model = config(pseudo, tmp).model
-    rows = []
+    rows: list[list[Any]] = []
     for label, mcfg in (("cpu profile", cpu_model), ("paper (88x256)", PAPER)):
         arch = [f"model.depth={mcfg.depth}", f"model.width={mcfg.width}", f"model.n_points={mcfg.n_points}"]
         for precision in ("fp32", "bf16"):
-            bare = bare_loop(mcfg, meta, precision == "bf16", steps, 4096)
+            n = steps if mcfg is cpu_model else max(5, steps // 3)  # the paper network is 16x slower
+            bare = bare_loop(mcfg, meta, precision == "bf16", n, 4096)
             cfg = config(pseudo, tmp / f"{label[:5]}_{precision}", *arch, f"train.precision={precision}",
-                         f"train.distill.max_steps={steps + 5}", "train.distill.val_every_steps=100000")
+                         f"train.distill.max_steps={n + 5}", "train.distill.max_seconds=null",
+                         "train.distill.batch_size=4096",
+                         "train.distill.val_every_steps=100000")
             lit = stage_run(cfg, tmp / f"t_{label[:5]}_{precision}").rays_per_second(4096)
             rows.append([label, f"{flops_per_ray(mcfg) / 1e6:.2f}", precision, round(bare), round(lit),
                          f"{100 * (bare / lit - 1):+.1f}%"])
@@ -153,7 +158,7 @@ def throughput(pseudo: Path, tmp: Path, steps: int) -> list[list[object]]:
     return rows
 
 
-def quality(pseudo: Path, tmp: Path, seconds: float) -> tuple[list[list[object]], dict[str, Any]]:
+def quality(pseudo: Path, tmp: Path, seconds: float) -> tuple[list[list[Any]], dict[str, Any]]:
     variants = {"fp32": ["train.precision=fp32"], "bf16": ["train.precision=bf16"],
                 "bf16 + hard-ray mining": ["train.precision=bf16", "train.hard_mining.enabled=true"]}
     curves = {}
@@ -163,9 +168,10 @@ def quality(pseudo: Path, tmp: Path, seconds: float) -> tuple[list[list[object]]
         curves[name] = stage_run(cfg, tmp / f"q_{name.replace(' ', '_')}").curve
         print(name, curves[name], flush=True)
     checkpoints = sorted({int(t) for c in curves.values() for t, _ in c})
-    rows = []
+    rows: list[list[Any]] = []
     for name, curve in curves.items():
-        rows.append([name] + [f"{c[1]:.2f} @ {c[0]:.0f}s" for c in curve[:6]])
+        cells = [f"{c[1]:.2f} @ {c[0]:.0f}s" for c in curve[:6]]
+        rows.append([name] + cells + ["-"] * (6 - len(cells)))
     return rows, {"checkpoints": checkpoints}
 
 
@@ -186,8 +192,11 @@ def main() -> None:
                             "Lightning + shards rays/s", "overhead"], rows)
     paper_bf16 = next(r for r in rows if r[0].startswith("paper") and r[2] == "bf16")
     qtable = markdown_table(["variant"] + [f"val PSNR #{i + 1}" for i in range(6)], qrows)
+    load = os.getloadavg()[0]
     body = (
-        f"Data: {source}; batches of 4096 rays; {args.steps} timed steps after a warm-up.\n\n{table}\n\n"
+        f"Data: {source}; batches of 4096 rays; {args.steps} timed steps after a warm-up "
+        f"(fewer for the paper network). Load average at the end: {load:.1f} on 2 cores"
+        f"{' (a busy machine: the timings are not meaningful)' if load > 2.5 else ''}.\n\n{table}\n\n"
         f"Paper architecture with bf16: {paper_bf16[3]} rays/s bare, {paper_bf16[4]} rays/s in the stage "
         f"(target >= 16000; R2L's own code: about 5200 in fp32 on this machine).\n\n"
         f"Validation PSNR (dB, 8 test views) against wall-clock, CPU profile distill stage, "

@@ -119,7 +119,8 @@ HG_HD void encode_level(const float* x, const float* __restrict__ params, const 
 }
 
 // Backward into the table of one point at one level: grad_params[entry_c][f] += w_c * grad[f].
-// `add(ptr, value)` is a plain add on the CPU (each thread owns whole levels) and atomicAdd on the GPU.
+// `add(ptr, value)` is atomicAdd on the GPU. (The CPU kernel runs the same corner functions over blocks
+// of points, so that they vectorise, and adds plainly: each thread owns whole levels.)
 template <int F, class Add>
 HG_HD void backward_level(const float* x, const float* grad, const Level& lv, float* grad_params,
                           Add add) {

@@ -8,6 +8,7 @@ nerfstudio camera-path JSON, ``{"c2w": [...]}`` or a list of 4x4 OpenCV poses). 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -89,6 +90,10 @@ def camera_path(cfg: RenderConfig, field: LightField) -> tuple[np.ndarray, np.nd
     return c2w, np.broadcast_to(K_model, (c2w.shape[0], 3, 3)), (H, W)
 
 
+def _write_png(path: Path, image: np.ndarray) -> None:
+    imageio.imwrite(path, image, format="PNG")
+
+
 def write_video(frames: list[Any], path: Path, fps: int) -> Path:
     """Atomically write ``[H, W, 3]`` uint8 frames as MP4 (imageio-ffmpeg, H.264) or GIF (by suffix)."""
     tmp = path.with_name(f".{path.stem}.partial{path.suffix}")  # ffmpeg picks the container by suffix
@@ -129,7 +134,7 @@ def run(cfg: RenderConfig) -> dict[str, Any]:
         frame = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
         frames.append(frame)
         if cfg.save_frames:
-            atomic_write(frames_dir / f"{i:05d}.png", lambda p, f=frame: imageio.imwrite(p, f, format="PNG"))
+            atomic_write(frames_dir / f"{i:05d}.png", functools.partial(_write_png, image=frame))
     video = None
     if cfg.video != "none":
         video = write_video(frames, out_dir / f"render.{cfg.video}", cfg.fps)

@@ -268,7 +268,8 @@ class LightField:
 
         Args:
             c2w: ``[4, 4]`` (or ``[3, 4]``) camera-to-world pose, OpenCV convention.
-            K: ``[3, 3]`` intrinsics; defaults to the training cameras' (``meta.K``).
+            K: ``[3, 3]`` intrinsics; defaults to the training cameras' (``meta.K``), scaled to
+                ``image_size`` (same field of view).
             image_size: ``(H, W)``; defaults to the training image size.
             batch_size: rays per inference call.
 
@@ -276,10 +277,15 @@ class LightField:
             ``[H, W, 3]`` float32 image in ``[0, 1]``.
         """
         pose = check_pose(c2w)
-        K_arr = np.asarray(self.meta.K if K is None else K, dtype=np.float32)
+        H, W = image_size or self.image_size
+        if K is None:
+            K_arr = np.asarray(self.meta.K, dtype=np.float32).copy()
+            K_arr[0] *= W / self.image_size[1]
+            K_arr[1] *= H / self.image_size[0]
+        else:
+            K_arr = np.asarray(K, dtype=np.float32)
         if K_arr.shape != (3, 3):
             raise ModelError(f"intrinsics K must be 3x3, got shape {list(K_arr.shape)}")
-        H, W = image_size or self.image_size
         rays_o, rays_d = rays_from_camera(pose, K_arr, H, W)
         return self(rays_o, rays_d, batch_size).reshape(H, W, 3)
 

@@ -58,7 +58,8 @@ class TrainConfig:
         distill: the pseudo-data stage.
         finetune: the real-photo stage.
         precision: ``"bf16"`` (autocast, fp32 master weights) or ``"fp32"``.
-        devices: processes (DDP over the shards when > 1; gloo on CPU).
+        devices: processes per node (DDP over the shards when > 1; gloo on CPU, NCCL on GPUs).
+        num_nodes: machines (Lightning reads the cluster's environment: torchrun, SLURM, ...).
         accelerator: ``"cpu"``, ``"gpu"`` or ``"auto"``.
         num_workers: DataLoader workers decoding shards (per process; capped by the shards it reads).
         shuffle_buffer: rays held in the cross-view shuffle buffer (per worker).
@@ -75,6 +76,7 @@ class TrainConfig:
     )
     precision: str = "bf16"
     devices: int = 1
+    num_nodes: int = 1
     accelerator: str = "cpu"
     num_workers: int = 2
     shuffle_buffer: int = 65536

@@ -192,13 +192,15 @@ class ShardDataModule(L.LightningDataModule):
         super().__init__()
         self.meta, self.batch_size, self.buffer_size = meta, batch_size, buffer_size
         self.num_workers, self.seed, self.val_batches = num_workers, seed, val_batches
+        # with_epoch gives each worker the same length; Lightning's generic caution does not apply
+        warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
 
     def train_dataloader(self) -> DataLoader:
         return shard_loader(self.meta, self.batch_size, self.buffer_size, self.num_workers, self.seed,
                             world_size=_world_size())
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_batches, batch_size=None)
+        return DataLoader(self.val_batches, batch_size=None)  # type: ignore[arg-type]
 
 
 class PhotoDataModule(L.LightningDataModule):
@@ -212,4 +214,4 @@ class PhotoDataModule(L.LightningDataModule):
         return DataLoader(InMemoryRays(self.packed, self.batch_size, self.seed), batch_size=None)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_batches, batch_size=None)
+        return DataLoader(self.val_batches, batch_size=None)  # type: ignore[arg-type]

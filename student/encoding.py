@@ -67,6 +67,9 @@ class RayEncoder(nn.Module):
         n_freqs: positional-encoding octaves.
     """
 
+    center: Tensor  # [3] box centre (buffer)
+    half_extent: Tensor  # [3] box half-size (buffer)
+
     def __init__(self, aabb: Tensor, near: float, far: float, n_points: int = 16, n_freqs: int = 10):
         super().__init__()
         aabb = torch.as_tensor(aabb, dtype=torch.float32)

@@ -117,6 +117,6 @@ def save_side_by_side(out_dir: Path, gt: Tensor, pred: Tensor, teacher: dict[int
         panels = [_to_u8(gt[i])] + ([teacher[i]] if i in teacher else []) + [_to_u8(pred[i])]
         image = Image.fromarray(np.concatenate(panels, axis=1))
         path = out_dir / f"test_{i:03d}.png"
-        atomic_write(path, lambda p, im=image: im.save(p, format="PNG"))
+        atomic_write(path, lambda p, im=image: im.save(p, format="PNG"))  # type: ignore[misc]
         paths.append(path)
     return paths

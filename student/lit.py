@@ -6,6 +6,7 @@ import math
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Timer
 from torch import Tensor
 
 from core.metrics import mse_to_psnr
@@ -13,11 +14,16 @@ from student.config import HardMiningConfig, StageConfig
 from student.model import R2LStudent
 
 
-def warmup_cosine(step: int, warmup: int, decay: int, final_ratio: float) -> float:
-    """Learning-rate factor: linear warm-up from 1% over ``warmup`` steps, then cosine to ``final_ratio``."""
+def warmup_cosine(step: int, warmup: int, decay: int, final_ratio: float,
+                  time_fraction: float = 0.0) -> float:
+    """Learning-rate factor: linear warm-up from 1% over ``warmup`` steps, then cosine to ``final_ratio``.
+
+    The decay's progress is the larger of the step fraction and ``time_fraction`` (elapsed share of a
+    stage's time budget), so a time-limited stage ends fully decayed however fast the machine is.
+    """
     if step < warmup:
         return 0.01 + 0.99 * step / max(1, warmup)
-    progress = min(1.0, (step - warmup) / max(1, decay - warmup))
+    progress = min(1.0, max((step - warmup) / max(1, decay - warmup), time_fraction))
     return final_ratio + (1.0 - final_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
@@ -91,6 +97,13 @@ class StudentLitModule(L.LightningModule):
         mse = self._val_sse / max(1, self._val_count)
         self.log("val/psnr", mse_to_psnr(mse), prog_bar=True, sync_dist=True)
 
+    def _time_fraction(self) -> float:
+        """Elapsed share of ``max_seconds`` (Lightning's Timer: restored on resume); 0 without a limit."""
+        if not self.stage.max_seconds or self._trainer is None:
+            return 0.0
+        timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)  # type: ignore[attr-defined]
+        return 0.0 if timer is None else timer.time_elapsed("train") / self.stage.max_seconds
+
     def configure_optimizers(self):  # type: ignore[no-untyped-def]
         stage = self.stage
         # fused Adam: one kernel for all parameters (3x faster than foreach on this CPU for 6M params)
@@ -98,6 +111,6 @@ class StudentLitModule(L.LightningModule):
         decay = stage.decay_steps or (stage.max_steps if stage.max_steps > 0 else 10_000)
         ratio = stage.lr_final / stage.lr
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: warmup_cosine(step, stage.warmup_steps, decay, ratio)
+            opt, lambda step: warmup_cosine(step, stage.warmup_steps, decay, ratio, self._time_fraction())
         )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

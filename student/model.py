@@ -45,8 +45,10 @@ class ResidualBlock(nn.Module):
     def __init__(self, width: int, n_blocks: int):
         super().__init__()
         self.body = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, width))
+        fc2 = self.body[2]
+        assert isinstance(fc2, nn.Linear)
         with torch.no_grad():
-            self.body[2].weight.mul_(1.0 / math.sqrt(n_blocks))
+            fc2.weight.mul_(1.0 / math.sqrt(n_blocks))
         self.act = nn.ReLU()
 
     def forward(self, x: Tensor) -> Tensor:

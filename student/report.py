@@ -90,7 +90,7 @@ def plot_curves(run_dir: Path, out: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    logs = run_dir / "student" / "logs"
+    logs = run_dir / "student" / "logs" / "csv"
     curves = {name: read_curves(logs / name) for name in STAGES}
     if not any(curves.values()):
         return None

@@ -72,7 +72,8 @@ def build_trainer(cfg: StudentConfig, stage: StageConfig, name: str, out: Path) 
     return L.Trainer(
         accelerator=cfg.train.accelerator,
         devices=cfg.train.devices,
-        strategy="ddp" if cfg.train.devices > 1 else "auto",
+        num_nodes=cfg.train.num_nodes,
+        strategy="ddp" if cfg.train.devices * cfg.train.num_nodes > 1 else "auto",
         precision=PRECISIONS[cfg.train.precision],  # type: ignore[arg-type]
         max_steps=stage.max_steps,
         max_epochs=-1,
@@ -81,7 +82,7 @@ def build_trainer(cfg: StudentConfig, stage: StageConfig, name: str, out: Path) 
         check_val_every_n_epoch=None,
         num_sanity_val_steps=0,
         log_every_n_steps=10,
-        logger=[CSVLogger(logs, name=name), TensorBoardLogger(logs, name=name)],  # a version per (re)start
+        logger=[CSVLogger(logs / "csv", name=name), TensorBoardLogger(logs / "tb", name=name)],
         callbacks=[ModelCheckpoint(dirpath=out / "ckpt" / name, save_last=True, save_top_k=0,
                                    every_n_train_steps=cfg.train.ckpt_every_steps)],
         enable_progress_bar=cfg.train.progress_bar,
@@ -180,7 +181,7 @@ def run(cfg: StudentConfig) -> dict[str, Any]:
     n_eval = _eval_views(cfg, teacher_metrics)
     val = validation_batches(scene, background, cfg.eval.val_views, cfg.eval.chunk)
     stages: dict[str, Any] = {}
-    trainer = None
+    trainer, evaluated = None, None
     for name in STAGES:
         stage: StageConfig = getattr(cfg.train, name)
         done = out / f"stage_{name}.ckpt"
@@ -194,14 +195,17 @@ def run(cfg: StudentConfig) -> dict[str, Any]:
         trainer, stats = run_stage(cfg, name, model, dm, out)
         if not trainer.is_global_zero:
             continue
-        stats["test"] = evaluate_split(model, scene.split("test"), background, cfg.eval.chunk, n_eval)[0]
+        evaluated = evaluate_split(model, scene.split("test"), background, cfg.eval.chunk, n_eval)
+        stats["test"] = evaluated[0]
         stages[name] = stats
         save_student(done, model, scene_meta(scene, model, background))
         _write_metrics(out, cfg, model, stages, teacher_metrics)
         log.info("%s: test PSNR %.2f dB after %d steps", name, stats["test"]["psnr"], stats["steps"])
     if trainer is not None and not trainer.is_global_zero:
         return {}
-    return finish(cfg, model, scene, background, stages, teacher_metrics, n_eval)
+    if evaluated is None:  # every stage was already done: evaluate the loaded weights
+        evaluated = evaluate_split(model, scene.split("test"), background, cfg.eval.chunk, n_eval)
+    return finish(cfg, model, scene, background, stages, teacher_metrics, evaluated)
 
 
 def _write_metrics(out: Path, cfg: StudentConfig, model: R2LStudent, stages: dict[str, Any],
@@ -222,10 +226,11 @@ def _write_metrics(out: Path, cfg: StudentConfig, model: R2LStudent, stages: dic
 
 
 def finish(cfg: StudentConfig, model: R2LStudent, scene: Scene, background: list[float],
-           stages: dict[str, Any], teacher_metrics: dict[str, Any], n_eval: int | None) -> dict[str, Any]:
-    """Final evaluation, renders, ``student.ckpt``, ``metrics.json`` and the report."""
+           stages: dict[str, Any], teacher_metrics: dict[str, Any],
+           evaluated: tuple[dict[str, Any], torch.Tensor, torch.Tensor]) -> dict[str, Any]:
+    """Renders, ``student.ckpt``, ``metrics.json`` and the report from the final test evaluation."""
     out = Path(cfg.run_dir) / "student"
-    test, pred, gt = evaluate_split(model, scene.split("test"), background, cfg.eval.chunk, n_eval)
+    test, pred, gt = evaluated
     sm = scene_meta(scene, model, background)
     save_student(out / "student.ckpt", model, sm, metrics={"test": test})
     teacher = teacher_test_predictions(Path(cfg.run_dir) / "teacher", scene.split("test").files,

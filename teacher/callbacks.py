@@ -36,6 +36,10 @@ class TrainingBudget(L.Callback):
         now = time.perf_counter() - self._start if self._start is not None else 0.0
         return self.previous + now
 
+    def exclude(self, seconds: float) -> None:
+        """Do not count ``seconds`` just spent on something else (e.g. evaluation in a benchmark)."""
+        self.previous -= seconds
+
     def progress(self, step: int) -> float:
         """Fraction of the budget used at ``step``."""
         parts = [step / self.max_steps] if self.max_steps > 0 else []
@@ -45,6 +49,8 @@ class TrainingBudget(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.perf_counter()
+        if self.max_seconds and self.previous >= self.max_seconds:  # resumed after the budget ran out
+            trainer.should_stop = True
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.previous = self.elapsed

@@ -49,10 +49,11 @@ def evaluate(teacher: Teacher, split: SceneSplit, background: list[float], chunk
     bg = torch.tensor(background, dtype=torch.float32, device=teacher.aabb.device)
     gts = split.rgb(background)
     H, W = split.hw
-    keep = set(np.linspace(0, split.n_views - 1, n_renders).round().astype(int).tolist()) if n_renders else set()
+    keep = set(np.linspace(0, split.n_views - 1, n_renders).round().astype(int).tolist() if n_renders else [])
     psnrs, ssims = [], []
     for i in tqdm(range(split.n_views), desc="evaluate", disable=not progress, leave=False):
-        pred = render_view(teacher, split.c2w[i].to(bg.device), split.K[i].to(bg.device), H, W, bg, chunk).cpu()
+        c2w, K = split.c2w[i].to(bg.device), split.K[i].to(bg.device)
+        pred = render_view(teacher, c2w, K, H, W, bg, chunk).cpu()
         psnrs.append(psnr(pred, gts[i]))
         ssims.append(ssim(pred, gts[i]))
         if render_dir is not None and i in keep:

@@ -122,7 +122,9 @@ class TeacherField(nn.Module):
         self.grid = HashGrid(cfg.grid_spec(), backend=cfg.backend, device=self.aabb.device)
         h = cfg.hidden_dim
         self.density_mlp = nn.Sequential(
-            nn.Linear(self.grid.n_output_dims, h, bias=False), nn.ReLU(), nn.Linear(h, cfg.geo_dim, bias=False)
+            nn.Linear(self.grid.n_output_dims, h, bias=False),
+            nn.ReLU(),
+            nn.Linear(h, cfg.geo_dim, bias=False),
         )
         self.color_mlp = nn.Sequential(
             nn.Linear(SH_DIM + cfg.geo_dim, h, bias=False),

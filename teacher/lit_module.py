@@ -61,6 +61,7 @@ class TeacherLitModule(L.LightningModule):
         self.teacher = teacher
         self.cfg = cfg
         self.progress = 0.0  # set by the budget callback: max(step / max_steps, seconds / max_seconds)
+        self.samples_seen = 0  # samples evaluated with grad (throughput statistics)
 
     def on_train_batch_start(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
         if self.teacher.update_occupancy(self.global_step):
@@ -76,6 +77,7 @@ class TeacherLitModule(L.LightningModule):
         target = rgba[:, :3] * alpha + background * (1.0 - alpha)
         out = self.teacher.render_rays(rays_o, rays_d, background)
         loss = torch.nn.functional.mse_loss(out["rgb"], target)
+        self.samples_seen += int(out["n_samples"])
         self.log("train/loss", loss, prog_bar=False)
         self.log("train/psnr", mse_to_psnr(loss.detach()), prog_bar=True)
         self.log("train/samples_per_ray", float(out["n_samples"]) / rays_o.shape[0], prog_bar=True)

@@ -6,8 +6,8 @@ A plain ``nn.Module`` (no Lightning), so data generation and export use it witho
 
 from __future__ import annotations
 
-import logging
 import dataclasses
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,20 +104,21 @@ class Teacher(nn.Module):
         """
         chunk = chunk or self.cfg.render.chunk
         background = background.to(rays_o).expand(rays_o.shape[0], 3)
+        # samples outside occupied cells are dropped anyway: march only the box around them
+        box = self.occupancy.occupied_aabb()
         parts = [
-            self._render_chunk(rays_o[i : i + chunk], rays_d[i : i + chunk], background[i : i + chunk])
+            self._render_chunk(rays_o[i : i + chunk], rays_d[i : i + chunk], background[i : i + chunk], box)
             for i in range(0, rays_o.shape[0], chunk)
         ]
         if not parts:
-            parts = [self._render_chunk(rays_o, rays_d, background)]
+            parts = [self._render_chunk(rays_o, rays_d, background, box)]
         out = {k: torch.cat([p[k] for p in parts]) for k in ("rgb", "depth", "opacity")}
         out["n_samples"] = sum(p["n_samples"] for p in parts)  # type: ignore[assignment]
         return out
 
-    def _render_chunk(self, rays_o: Tensor, rays_d: Tensor, background: Tensor) -> dict[str, Tensor]:
-        # samples outside occupied cells are dropped anyway: march only the box around them
-        t_min, t_max, _ = ray_aabb_intersect(rays_o, rays_d, self.occupancy.occupied_aabb(), self.near,
-                                             self.far)
+    def _render_chunk(self, rays_o: Tensor, rays_d: Tensor, background: Tensor, box: Tensor
+                      ) -> dict[str, Tensor]:
+        t_min, t_max, _ = ray_aabb_intersect(rays_o, rays_d, box, self.near, self.far)
         seg = render_segment(self.field, rays_o, rays_d, t_min, t_max, self.occupancy.binary,
                              self.step_size, self.cfg.render)
         rgb = seg["rgb"] + seg["trans"][:, None] * background

@@ -12,7 +12,8 @@ Per ray, region ``k`` renders its own segment ``[t_in_k, t_out_k]`` into a few n
 
 * ``C_k`` (3): the segment's color, already weighted by the transmittance inside the segment;
 * ``T_k`` (1): the light that leaves the segment, ``prod_i (1 - alpha_i)`` over its samples;
-* ``D_k`` (1): the segment's depth sum ``sum_i w_i t_i`` (weights relative to the segment's start).
+* ``D_k`` (1): the segment's depth sum ``sum_i w_i t_i`` (``w_i`` counted from the segment's entry,
+  ``t_i`` the sample's distance from the ray origin).
 
 With the regions sorted by the distance at which the ray enters them, the ray's color, depth sum and
 opacity are (NeRF-XL eq. 4)::

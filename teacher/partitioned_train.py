@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from core.errors import UserError
 from teacher.data import split_rays
 from teacher.distributed import RegionWorker, barrier, broadcast_tensor
 from teacher.lit_module import OptimConfig, lr_factor
@@ -176,6 +177,9 @@ def fit(setup: PartitionedSetup, cfg: Any, rays: tuple[Tensor, Tensor, Tensor], 
         near: float, far: float, world: int, device: torch.device) -> dict[str, Any]:
     """Train until ``cfg.train.max_steps`` / ``max_seconds`` (resuming), checkpointing on the way.
 
+    Rank 0 shows a progress bar and logs loss, samples per ray and exchange time every
+    ``cfg.train.log_every`` steps to ``<folder>/logs/partitioned.csv``.
+
     Args:
         cfg: the teacher's config (``train``, ``optim``, ``model``, ``seed`` are read).
 
@@ -186,7 +190,7 @@ def fit(setup: PartitionedSetup, cfg: Any, rays: tuple[Tensor, Tensor, Tensor], 
     previous = _previous_seconds(folder) if step else 0.0
     max_steps, max_seconds = cfg.train.max_steps, cfg.train.max_seconds
     if (max_seconds is None or max_seconds <= 0) and max_steps < 0:
-        raise ValueError("set train.max_steps or train.max_seconds: training would never stop")
+        raise UserError("set train.max_steps or train.max_seconds: training would never stop")
     start = last_ckpt = time.perf_counter()
     bar = progress_bar(setup.rank == 0 and cfg.train.progress_bar, step, max_steps if max_steps > 0 else None)
     while True:
@@ -206,6 +210,8 @@ def fit(setup: PartitionedSetup, cfg: Any, rays: tuple[Tensor, Tensor, Tensor], 
         batch = batch_at(rays, cfg.train.batch_rays, cfg.seed, step, device)
         scale = lr_factor(min(1.0, max(parts)), cfg.optim)
         stats = train_step(setup, batch, step, cfg.seed, scale, cfg.optim.lr)
+        if setup.rank == 0 and step % max(cfg.train.log_every, 1) == 0:
+            log_row(folder / "logs" / "partitioned.csv", step, stats)
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{stats['loss']:.4f}", spr=f"{stats['samples_per_ray']:.0f}")
@@ -213,6 +219,33 @@ def fit(setup: PartitionedSetup, cfg: Any, rays: tuple[Tensor, Tensor, Tensor], 
     fraction = setup.timings["exchange"] / max(setup.timings["step"], 1e-9)
     return {"steps": step, "train_seconds": round(previous + time.perf_counter() - start, 2),
             "exchange_fraction": round(fraction, 4)}
+
+
+def _join(cfg: Any) -> tuple[int, int, torch.device]:
+    """``(rank, world, device)``: the torchrun process group, or one process holding every region."""
+    from teacher.distributed import launched_by_torchrun, setup_process_group
+
+    k = cfg.distributed.partitions
+    if not launched_by_torchrun():
+        name = cfg.train.device
+        if name == "auto":
+            name = "cuda" if torch.cuda.is_available() else "cpu"
+        return 0, 1, torch.device(name)
+    rank, world, device = setup_process_group(cfg.distributed)
+    if world != k:
+        raise UserError(f"torchrun started {world} processes but distributed.partitions={k}: the teacher "
+                        f"runs one spatial region per process, so set distributed.partitions={world}")
+    return rank, world, device
+
+
+def log_row(path: Path, step: int, stats: dict[str, float]) -> None:
+    """Append one row of training metrics (rank 0 only) to a CSV file, with a header when new."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists()
+    with open(path, "a") as fh:
+        if new:
+            fh.write("step," + ",".join(stats) + "\n")
+        fh.write(f"{step}," + ",".join(f"{v:.6g}" for v in stats.values()) + "\n")
 
 
 def _previous_seconds(folder: Path) -> float:
@@ -230,22 +263,12 @@ def run_partitioned(cfg: Any) -> dict[str, Any]:
         The metrics (on every rank).
     """
     from core.datasets import load_scene
-    from core.errors import UserError
     from core.io import sha256_file, write_json
     from core.seeding import seed_everything
-    from teacher.distributed import launched_by_torchrun, setup_process_group
     from teacher.evaluate import evaluate
 
     k = cfg.distributed.partitions
-    if launched_by_torchrun():
-        rank, world, device = setup_process_group(cfg.distributed)
-        if world != k:
-            raise UserError(f"torchrun started {world} processes but distributed.partitions={k}: the teacher "
-                            f"runs one spatial region per process, so set distributed.partitions={world}")
-    else:
-        rank, world = 0, 1
-        device = torch.device("cuda" if cfg.train.device == "auto" and torch.cuda.is_available()
-                              else "cpu" if cfg.train.device == "auto" else cfg.train.device)
+    rank, world, device = _join(cfg)
     seed_everything(cfg.seed)
     out = Path(cfg.run_dir) / "teacher"
     done = _finished_metrics(out, cfg.train.max_steps, cfg.train.max_seconds)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 import warnings
 from dataclasses import dataclass
 from datetime import timedelta
@@ -27,7 +28,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import DictConfig
 
 from core.config import to_dataclass, to_plain
-from core.datasets import SceneConfig, load_scene
+from core.datasets import Scene, SceneConfig, load_scene
 from core.errors import exit_on_user_error
 from core.io import sha256_file, write_json
 from core.seeding import seed_everything
@@ -99,15 +100,27 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def train_teacher(cfg: TeacherConfig, teacher: Teacher, scene_split: Any, out: Path) -> dict[str, Any]:
+def train_teacher(cfg: TeacherConfig, teacher: Teacher, scene_split: Any, out: Path,
+                  extra_callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
     """Fit ``teacher`` with Lightning (resuming from ``out/lightning/last.ckpt`` if present).
 
+    Args:
+        cfg: stage config.
+        teacher: the model (trained in place).
+        scene_split: training views.
+        out: the stage's output folder.
+        extra_callbacks: more callbacks; one with a ``budget`` attribute receives the
+            :class:`TrainingBudget` (benchmarks use it to evaluate along the way).
+
     Returns:
-        ``{"steps", "train_seconds"}``.
+        ``{"steps", "train_seconds", "samples"}``.
     """
     lit = TeacherLitModule(teacher, cfg.optim)
     data = RayDataModule(scene_split, cfg.train.batch_rays, cfg.seed)
     budget = TrainingBudget(cfg.train.max_seconds, cfg.train.max_steps)
+    for callback in extra_callbacks or []:
+        if hasattr(callback, "budget"):
+            callback.budget = budget
     ckpt_dir = out / "lightning"
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
                                  train_time_interval=timedelta(seconds=cfg.train.checkpoint_seconds))
@@ -119,7 +132,7 @@ def train_teacher(cfg: TeacherConfig, teacher: Teacher, scene_split: Any, out: P
         limit_val_batches=0,
         num_sanity_val_steps=0,
         logger=[CSVLogger(out, name="logs"), TensorBoardLogger(out, name="tb")],
-        callbacks=[budget, checkpoint],
+        callbacks=[budget, checkpoint, *(extra_callbacks or [])],
         log_every_n_steps=cfg.train.log_every,
         enable_progress_bar=cfg.train.progress_bar,
         enable_model_summary=False,
@@ -133,7 +146,18 @@ def train_teacher(cfg: TeacherConfig, teacher: Teacher, scene_split: Any, out: P
         warnings.filterwarnings("ignore", message=".*not fully resumable.*")
         trainer.fit(lit, datamodule=data, ckpt_path=str(resume) if resume.is_file() else None,
                     weights_only=True)
-    return {"steps": int(trainer.global_step), "train_seconds": round(budget.elapsed, 2)}
+    return {"steps": int(trainer.global_step), "train_seconds": round(budget.elapsed, 2),
+            "samples": lit.samples_seen}
+
+
+def new_teacher(cfg: TeacherConfig, scene: Scene, device: torch.device | str = "cpu") -> Teacher:
+    """An untrained teacher for ``scene`` (occupancy carved by the training masks if configured)."""
+    teacher = build_teacher(cfg.model, scene.aabb, scene.near, scene.far, device)
+    if cfg.model.occupancy.carve:
+        train = scene.split("train")
+        kept = teacher.carve_occupancy(train.c2w, train.K, train.images[..., 3])
+        log.info("occupancy grid carved by the training masks: %.1f%% of cells kept", 100 * kept)
+    return teacher
 
 
 def run(cfg: TeacherConfig) -> dict[str, Any]:
@@ -156,20 +180,20 @@ def run(cfg: TeacherConfig) -> dict[str, Any]:
         log.info("training already finished; evaluating %s", ckpt_path)
         teacher = load_teacher(ckpt_path, device=device, backend=cfg.model.field.backend)
         extra = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        stats = {"steps": int(extra["steps"]), "train_seconds": float(extra["train_seconds"])}
+        stats = {k: extra.get(k, 0) for k in ("steps", "train_seconds", "samples")}
     else:
-        teacher = build_teacher(cfg.model, scene.aabb, scene.near, scene.far, device)
-        if cfg.model.occupancy.carve:
-            train = scene.split("train")
-            kept = teacher.carve_occupancy(train.c2w, train.K, train.images[..., 3])
-            log.info("occupancy grid carved by the training masks: %.1f%% of cells kept", 100 * kept)
+        teacher = new_teacher(cfg, scene, device)
         stats = train_teacher(cfg, teacher, scene.split("train"), out)
         save_teacher(ckpt_path, teacher, **stats)
+    start = time.perf_counter()
     test = evaluate(teacher, scene.split("test"), scene.background, cfg.eval.chunk, cfg.eval.n_renders,
                     out / "renders", cfg.eval.progress_bar)
+    eval_seconds = time.perf_counter() - start
     metrics = {
         "test": test,
         **stats,
+        "eval_seconds": round(eval_seconds, 2),
+        "steps_per_second": round(stats["steps"] / max(stats["train_seconds"], 1e-9), 3),
         "backend": teacher.backend,
         "scene": scene.name,
         "n_params": sum(p.numel() for p in teacher.parameters()),

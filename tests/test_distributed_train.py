@@ -101,7 +101,8 @@ def test_resumed_training_equals_uninterrupted(tiny_scene: Path, tmp_path: Path,
 
 
 @pytest.mark.slow
-def test_merged_checkpoint_loads_into_a_single_process_renderer(tiny_scene: Path, tmp_path: Path) -> None:
+def test_merged_checkpoint_renders_in_one_process_and_feeds_data_generation(tiny_scene: Path,
+                                                                           tmp_path: Path) -> None:
     cfg = make_cfg(tiny_scene, tmp_path, steps=2, k=3)
     run(cfg)
     teacher = load_teacher(tmp_path / "teacher" / "teacher.ckpt", backend="torch")
@@ -111,5 +112,29 @@ def test_merged_checkpoint_loads_into_a_single_process_renderer(tiny_scene: Path
     with torch.inference_mode():
         out = teacher.render_rays(rays_o, rays_d, torch.ones(3), chunk=1)
     assert out["rgb"].shape == (2, 3) and torch.isfinite(out["rgb"]).all()
+    from data_gen.render import DataGenConfig
+    from data_gen.render import run as render_pseudo_views
+
+    overrides = [f"scene.path={tiny_scene}", f"run_dir={tmp_path}", "n_views=2", "views_per_shard=1",
+                 "backend=torch", "progress=false"]
+    gen_cfg = to_dataclass(compose("data_gen", overrides), DataGenConfig)
+    assert render_pseudo_views(gen_cfg)["complete"]  # data generation reads the partitioned teacher unchanged
     with pytest.raises(Exception, match="partitions"):
         run(make_cfg(tiny_scene, tmp_path, steps=4, k=2))  # resuming with another K is refused
+
+
+def test_process_count_must_match_partitions(tiny_scene: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch.distributed as dist
+
+    from core.errors import UserError
+
+    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": str(free_port())}.items():
+        monkeypatch.setenv(key, value)
+    try:
+        with pytest.raises(UserError, match="torchrun started 1 processes but distributed.partitions=2"):
+            run(make_cfg(tiny_scene, tmp_path, steps=1, k=2))
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

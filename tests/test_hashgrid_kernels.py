@@ -127,6 +127,8 @@ def test_noncontiguous_and_empty_inputs() -> None:
     assert rel_err(hash_encode(x, params, SMALL), hash_encode_ref(x, params, SMALL)) < RTOL
     empty = hash_encode(torch.zeros(0, 3), params, SMALL)
     assert empty.shape == (0, SMALL.n_output_dims)
+    with torch.inference_mode():  # how the teacher renders
+        assert rel_err(hash_encode(x, params, SMALL), hash_encode_ref(x, params, SMALL)) < RTOL
 
 
 @pytest.mark.parametrize(
@@ -204,3 +206,26 @@ def test_cuda_sources_compile_with_nvcc() -> None:
     proc = subprocess.run([script], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "hashgrid_cuda.cu ok" in proc.stdout
+
+
+@pytest.mark.slow
+def test_teacher_trains_alike_with_each_backend(tiny_scene: Path, tmp_path: Path) -> None:
+    from core.config import compose, to_dataclass
+    from teacher.train import TeacherConfig, run
+
+    psnr = {}
+    for backend in ("cpu", "torch"):
+        overrides = [
+            f"scene.path={tiny_scene}", f"run_dir={tmp_path / backend}", f"model.field.backend={backend}",
+            "train.max_steps=200", "train.max_seconds=null", "train.batch_rays=64",
+            "train.progress_bar=false", "eval.progress_bar=false", "eval.n_renders=0",
+            "model.field.n_levels=8", "model.field.log2_hashmap_size=12", "model.field.max_resolution=128",
+            "model.field.hidden_dim=32", "model.render.steps_per_diagonal=32",
+            "model.occupancy.resolution=16", "model.occupancy.warmup_steps=64",
+        ]
+        metrics = run(to_dataclass(compose("teacher", overrides), TeacherConfig))
+        assert metrics["backend"] == backend and metrics["steps"] == 200
+        psnr[backend] = metrics["test"]["psnr"]
+    assert psnr["cpu"] > 15, psnr  # it learned something, so the comparison means something
+    assert abs(psnr["cpu"] - psnr["torch"]) < 0.2, psnr
+    logging.getLogger(__name__).info("teacher test PSNR by backend: %s", psnr)

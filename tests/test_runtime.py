@@ -94,6 +94,10 @@ def test_render_uses_model_intrinsics_and_checks_poses(exported_student: tuple[P
     assert np.array_equal(img.reshape(-1, 3), field(rays_o, rays_d))
     assert field.render(c2w[:3]).shape == (16, 16, 3)  # 3x4 poses accepted
     assert field.render(c2w, image_size=(8, 10)).shape == (8, 10, 3)
+    K_half = np.asarray(field.meta.K, dtype=np.float32) * np.array([[0.5], [0.5], [1.0]], dtype=np.float32)
+    half = field.render(c2w, image_size=(8, 8))  # default K scaled: same field of view
+    assert np.array_equal(half, field.render(c2w, K=K_half, image_size=(8, 8)))
+    assert not np.array_equal(half, field.render(c2w, K=np.asarray(field.meta.K), image_size=(8, 8)))
     with pytest.raises(ModelError, match="4x4"):
         field.render(np.eye(3))
     with pytest.raises(ModelError, match="3x3"):

@@ -104,3 +104,14 @@ def test_student_never_imports_teacher() -> None:
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in ("teacher", "data_gen")]
     assert list(root.rglob("*.py")) and not offenders, offenders
+
+
+def test_learning_rate_schedule() -> None:
+    from student.lit import warmup_cosine
+
+    assert warmup_cosine(0, 10, 110, 0.01) == pytest.approx(0.01)
+    assert warmup_cosine(10, 10, 110, 0.01) == pytest.approx(1.0)
+    assert warmup_cosine(60, 10, 110, 0.01) == pytest.approx(0.505)
+    assert warmup_cosine(110, 10, 110, 0.01) == pytest.approx(0.01)
+    # a time-limited stage: half of the budget spent at step 20 means half-way through the decay
+    assert warmup_cosine(20, 10, 10_000, 0.01, time_fraction=0.5) == pytest.approx(0.505)

@@ -26,7 +26,7 @@ def test_sh_encode_worked_values() -> None:
     torch.testing.assert_close(up, expected_up, rtol=1e-6, atol=1e-7)
     x = sh_encode(torch.tensor([[1.0, 0.0, 0.0]]))[0]
     assert x[3] == pytest.approx(-math.sqrt(3 / (4 * math.pi)), rel=1e-6)  # Y_1^1 = -c x
-    assert x[8] == pytest.approx(0.5 * math.sqrt(15 / math.pi) / 1, rel=1e-6)  # c (x^2 - y^2)
+    assert x[8] == pytest.approx(0.25 * math.sqrt(15 / math.pi), rel=1e-6)  # Y_2^2 = c (x^2 - y^2)
     assert x[15] == pytest.approx(-0.25 * math.sqrt(35 / (2 * math.pi)), rel=1e-6)  # c x (3 y^2 - x^2)
 
 

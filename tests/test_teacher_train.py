@@ -1,0 +1,108 @@
+"""``teacher.train``: a few steps of the real config on the tiny scene, resume after a kill, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from core.config import compose, to_dataclass
+from teacher.model import load_teacher
+from teacher.train import TeacherConfig, run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _config(scene: Path, run_dir: Path, *overrides: str) -> TeacherConfig:
+    cfg = compose("teacher", [
+        f"scene.path={scene}", f"run_dir={run_dir}",
+        "model.field.n_levels=4", "model.field.log2_hashmap_size=12", "model.field.max_resolution=64",
+        "model.field.backend=torch", "model.occupancy.resolution=16", "model.occupancy.update_every=2",
+        "model.render.steps_per_diagonal=64", "train.batch_rays=128", "train.max_seconds=null",
+        "train.checkpoint_seconds=0", "train.progress_bar=false", "eval.progress_bar=false",
+        "eval.n_renders=1", "train.log_every=1", *overrides,
+    ])
+    return to_dataclass(cfg, TeacherConfig)
+
+
+@pytest.mark.slow
+def test_run_trains_evaluates_and_writes_outputs(tiny_scene: Path, tmp_path: Path) -> None:
+    metrics = run(_config(tiny_scene, tmp_path, "train.max_steps=4"))
+    out = tmp_path / "teacher"
+    assert metrics["steps"] == 4 and metrics["backend"] == "torch"
+    assert metrics["test"]["n_views"] == 2 and 0 < metrics["test"]["psnr"] < 60
+    assert json.loads((out / "metrics.json").read_text())["test"] == metrics["test"]
+    assert len(list((out / "renders").glob("*.png"))) == 1
+    assert list((out / "logs").rglob("metrics.csv")) and list((out / "tb").rglob("events.*"))
+    teacher = load_teacher(out / "teacher.ckpt")
+    assert teacher.cfg.occupancy.resolution == 16 and teacher.near == pytest.approx(metrics_near(tiny_scene))
+    assert run(_config(tiny_scene, tmp_path, "train.max_steps=4")) == metrics  # finished: just reports
+
+
+def metrics_near(scene: Path) -> float:
+    from core.datasets import SceneConfig, load_scene
+
+    return load_scene(SceneConfig(path=str(scene)), splits=("train",)).near
+
+
+@pytest.mark.slow
+def test_resume_after_kill_continues_the_step_count(tiny_scene: Path, tmp_path: Path) -> None:
+    first = run(_config(tiny_scene, tmp_path, "train.max_steps=3"))
+    out = tmp_path / "teacher"
+    last = out / "lightning" / "last.ckpt"
+    assert last.is_file()
+    state = torch.load(last, weights_only=True)
+    assert state["global_step"] == 3
+    # a kill before the end leaves only last.ckpt: remove the outputs of the finished run
+    (out / "teacher.ckpt").unlink()
+    (out / "metrics.json").unlink()
+    second = run(_config(tiny_scene, tmp_path, "train.max_steps=5"))
+    assert second["steps"] == 5
+    assert second["train_seconds"] > first["train_seconds"]  # the budget counts across runs
+    logs = sorted((out / "logs").glob("version_*/metrics.csv"))
+    assert len(logs) == 2
+    steps = [int(line.split(",")[1]) for line in logs[1].read_text().splitlines()[1:] if line]
+    assert steps and min(steps) >= 3  # the second run did not start over
+
+
+def test_bad_scene_exits_with_one_line_error(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "teacher.train", f"scene.path={tmp_path / 'nope'}",
+         f"run_dir={tmp_path / 'run'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "nope" in lines[0]
+    assert not (ROOT / "outputs").exists()
+
+
+def test_training_budget_counts_across_resumes() -> None:
+    from types import SimpleNamespace
+
+    from teacher.callbacks import TrainingBudget
+
+    budget = TrainingBudget(max_seconds=100.0, max_steps=-1)
+    budget.load_state_dict({"elapsed": 40.0})
+    assert budget.progress(step=0) == pytest.approx(0.4, abs=1e-3)
+    trainer = SimpleNamespace(should_stop=False)
+    budget.on_train_start(trainer, None)  # type: ignore[arg-type]
+    assert not trainer.should_stop and budget.state_dict()["elapsed"] >= 40.0
+    spent = TrainingBudget(max_seconds=30.0, max_steps=10)
+    spent.load_state_dict({"elapsed": 31.0})
+    spent.on_train_start(trainer, None)  # type: ignore[arg-type]
+    assert trainer.should_stop  # a run resumed after its budget ran out stops at once
+    with pytest.raises(ValueError, match="never stop"):
+        TrainingBudget(max_seconds=None, max_steps=-1)
+
+
+def test_lr_factor_decays_after_start() -> None:
+    from teacher.lit_module import OptimConfig, lr_factor
+
+    cfg = OptimConfig(decay_start=0.5, final_lr_ratio=0.1)
+    assert lr_factor(0.2, cfg) == 1.0 and lr_factor(0.5, cfg) == 1.0
+    assert lr_factor(0.75, cfg) == pytest.approx(0.1**0.5) and lr_factor(1.0, cfg) == pytest.approx(0.1)
