@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole pipeline on the embedded demo scene (NeRF synthetic "mic", 100 px), CPU profile.
+# The whole pipeline on the embedded demo scene (NeRF synthetic "mic", 100 px), CPU profile:
+# teacher -> pseudo-data -> student (distill + finetune) -> ONNX export -> video, then the metrics table.
 # Extra arguments are passed to every stage as Hydra overrides (e.g. run_dir=runs/demo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -7,3 +8,7 @@ scripts/setup.sh
 . .venv/bin/activate
 export THP_MEM_ALLOC_ENABLE=1
 python -m teacher.train "$@"
+python -m data_gen.render "$@"
+python -m student.train "$@"
+python -m export.onnx "$@"
+python -m export.render "$@"

@@ -115,6 +115,8 @@ class TeacherField(nn.Module):
         aabb: ``[6]`` scene box (points outside it have zero density).
     """
 
+    aabb: Tensor
+
     def __init__(self, cfg: FieldConfig, aabb: Tensor):
         super().__init__()
         self.cfg = cfg

@@ -7,6 +7,7 @@ Thin by design: it is handed a :class:`teacher.model.Teacher` and ray batches; d
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
 import lightning as L
 import torch
@@ -85,10 +86,11 @@ class TeacherLitModule(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         field = self.teacher.field
-        groups = [
+        groups: list[dict[str, Any]] = [
             {"params": [field.grid.params], "weight_decay": 0.0},
             {"params": field.mlp_parameters(), "weight_decay": self.cfg.weight_decay},
         ]
         fused = all(p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
-        return torch.optim.Adam(groups, lr=self.cfg.lr, betas=tuple(self.cfg.betas), eps=self.cfg.eps,
+        betas = cast(tuple[float, float], tuple(self.cfg.betas))
+        return torch.optim.Adam(groups, lr=self.cfg.lr, betas=betas, eps=self.cfg.eps,
                                 fused=fused)

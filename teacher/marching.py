@@ -81,6 +81,7 @@ def march_rays(
     samples = RaySamples(ray_indices, t_starts, t_ends)
     if occupancy is None:
         return samples
+    assert aabb is not None, "an occupancy grid needs its aabb"
     resolution = round(occupancy.numel() ** (1 / 3))
     x = samples.positions(rays_o, rays_d)
     return samples.select(occupancy[cell_indices(x, aabb, resolution)])

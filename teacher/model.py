@@ -47,6 +47,8 @@ class Teacher(nn.Module):
         far: ray end distance.
     """
 
+    aabb: Tensor
+
     def __init__(self, cfg: TeacherModelConfig, aabb: Tensor, near: float, far: float):
         super().__init__()
         self.cfg = cfg

@@ -83,6 +83,11 @@ class OccupancyGrid(nn.Module):
         aabb: ``[6]`` box.
     """
 
+    aabb: Tensor
+    values: Tensor
+    binary: Tensor
+    allowed: Tensor
+
     def __init__(self, cfg: OccupancyConfig, aabb: Tensor):
         super().__init__()
         self.cfg = cfg

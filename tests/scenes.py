@@ -54,5 +54,6 @@ def make_procedural_scene(root: Path, n_train: int = 8, n_test: int = 2, size: i
             Image.fromarray(render_sphere(c2w, K, size), "RGBA").save(root / split / f"r_{i}.png")
             c2w_gl = opengl_to_opencv(c2w)  # the flip is its own inverse
             frames.append({"file_path": f"./{split}/r_{i}", "transform_matrix": c2w_gl.tolist()})
-        (root / f"transforms_{split}.json").write_text(json.dumps({"camera_angle_x": FOV_X, "frames": frames}))
+        meta = {"camera_angle_x": FOV_X, "frames": frames}
+        (root / f"transforms_{split}.json").write_text(json.dumps(meta))
     return root
