@@ -178,3 +178,24 @@ def _html(run_dir: Path, curves: Path | None, renders: list[str], caption: str) 
         parts += ["<h2>Test views</h2>", f"<p>{esc(caption)}</p>"]
         parts += [f"<div><img src='{esc(r)}' width='{3 * 200}' alt='{esc(r)}'></div>" for r in renders]
     return "\n".join(parts + ["</body></html>\n"])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI: ``python -m student.report [overrides]``: rewrite the report and print the metrics table.
+
+    Takes the same Hydra overrides as the other stages (``run_dir=...``, ``scene.path=...``) to find the
+    run folder.
+    """
+    import sys
+
+    from core.config import compose
+
+    cfg = compose("student", list(sys.argv[1:] if argv is None else argv))
+    run_dir = Path(str(cfg.run_dir))
+    md, _ = write_report(run_dir)
+    print(metrics_table(run_dir))
+    print(f"report: {md}")
+
+
+if __name__ == "__main__":
+    main()
