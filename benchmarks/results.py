@@ -32,7 +32,10 @@ def markdown_table(headers: list[str], rows: list[list[object]]) -> str:
 
 def write_section(name: str, body: str, command: str | None = None) -> None:
     """Replace (or append) the section ``name`` of RESULTS.md with ``body``."""
-    command = command or "python " + " ".join(sys.argv)
+    if command is None:
+        script = Path(sys.argv[0])
+        module = f"-m benchmarks.{script.stem}" if script.parent.name == "benchmarks" else str(script)
+        command = " ".join(["python", module, *sys.argv[1:]])
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     section = (
         f"<!-- BEGIN {name} -->\n## {name}\n\nCommand: `{command}`  \n"
