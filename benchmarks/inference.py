@@ -33,7 +33,7 @@ from core.config import compose, to_dataclass
 from core.datasets import load_scene
 from core.rays import generate_rays
 from export.fused import FusedEncodingStudent
-from export.parity import psnr_np, random_scene_rays, split_rays, torch_rgb
+from export.parity import mean_view_psnr, random_scene_rays, split_rays, torch_rgb
 from export.runtime import DEFAULT_BATCH, LightField, ModelMeta
 from export.variants import save_checked, set_metadata, to_fp16, to_int8, trace_student
 from student.checkpoint import load_student
@@ -196,7 +196,7 @@ def main() -> None:
         timed.update({f"{name} [1 call]": functools.partial(_onnx_rgb, f, frame, batch=n_rays)
                       for name, f in fields.items()})
         ms = time_interleaved(timed, args.repeats)
-        psnr = {name: psnr_np(np.stack([fn(v) for v in views]), gt) for name, fn in runners.items()}
+        psnr = {name: mean_view_psnr(np.stack([fn(v) for v in views]), gt) for name, fn in runners.items()}
     peaks = matmul_peaks(args.repeats)
     flops = flops_per_ray(model.cfg) * n_rays
     _report(args, ms, psnr, peaks, flops, trained, [student_note, teacher_note], model)

@@ -26,7 +26,7 @@ from core.io import sha256_file, write_json
 from core.rays import generate_rays
 from core.seeding import seed_everything
 from export.fused import FusedEncodingStudent
-from export.parity import evaluate_variant, psnr_np, random_scene_rays, split_rays, torch_rgb
+from export.parity import evaluate_variant, mean_view_psnr, random_scene_rays, split_rays, torch_rgb
 from export.paths import camera_rig
 from export.runtime import FORMAT, FORMAT_VERSION, ModelMeta
 from export.variants import (
@@ -210,7 +210,7 @@ def _parity_report(cfg: ExportConfig, model: R2LStudent, meta: ModelMeta, scene:
     rays = random_scene_rays(scene.split("train").c2w, torch.tensor(meta.aabb), cfg.parity.n_rays, gen)
     torch_random = torch_rgb(model, *rays).numpy()
     torch_views = np.stack([torch_rgb(model, o, d).numpy() for o, d in tqdm(views, desc="PyTorch views")])
-    torch_psnr = psnr_np(torch_views, gt)
+    torch_psnr = mean_view_psnr(torch_views, gt)
     variants: dict[str, dict[str, Any]] = {}
     for path in tqdm(list(paths.values()), desc="checking ONNX files"):
         res = evaluate_variant(path, views, gt, torch_views, rays, torch_random, cfg.threads,

@@ -197,3 +197,16 @@ def test_fused_graph_keeps_the_sine_arguments_fp32(tiny_scene: Path, tmp_path: P
     kept = {n.name: n.op_type for n in proto.graph.node if n.name in set(encoding_nodes(proto))}
     assert sorted(kept.values()) == ["Add", "Concat", "MatMul", "MatMul", "Sin"]  # od@M (+b), sin, od@A
     assert len(encoding_nodes(proto)) < len(ops) - 5
+
+
+def test_export_psnr_is_the_mean_of_per_view_psnrs() -> None:
+    """export.json uses the teacher's and student's convention (mean over views), not pooled MSE."""
+    from core.metrics import psnr
+    from export.parity import mean_view_psnr, psnr_np
+
+    rng = np.random.default_rng(0)
+    gt = rng.random((3, 50, 3)).astype(np.float32)
+    pred = gt + rng.normal(0.0, 1.0, (3, 1, 1)).astype(np.float32) * 0.05 * np.arange(1, 4)[:, None, None]
+    expected = float(np.mean([psnr(torch.from_numpy(p), torch.from_numpy(t)) for p, t in zip(pred, gt)]))
+    assert abs(mean_view_psnr(pred, gt) - expected) < 1e-4
+    assert abs(mean_view_psnr(pred, gt) - psnr_np(pred, gt)) > 0.1  # views of unequal error: they differ
