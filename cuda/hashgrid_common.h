@@ -150,3 +150,14 @@ HG_HD void input_grad_level(const float* x, const float* grad, const float* __re
 }
 
 }  // namespace hashgrid
+
+// Dispatch a runtime feature count onto a compile-time F (the supported set: 1, 2, 4, 8), shared by
+// the CPU and CUDA implementations; ON_UNSUPPORTED runs for any other value.
+#define HG_DISPATCH_F(F_VALUE, CALL, ON_UNSUPPORTED)     \
+  switch (F_VALUE) {                                     \
+    case 1: { constexpr int F = 1; CALL; break; }        \
+    case 2: { constexpr int F = 2; CALL; break; }        \
+    case 4: { constexpr int F = 4; CALL; break; }        \
+    case 8: { constexpr int F = 8; CALL; break; }        \
+    default: ON_UNSUPPORTED;                             \
+  }

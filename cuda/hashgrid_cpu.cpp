@@ -108,30 +108,22 @@ void backward_input_impl(const float* x, const float* grad_out, const float* par
 
 }  // namespace
 
-#define HG_DISPATCH_F(F_VALUE, CALL)  \
-  switch (F_VALUE) {                  \
-    case 1: { constexpr int F = 1; CALL; break; } \
-    case 2: { constexpr int F = 2; CALL; break; } \
-    case 4: { constexpr int F = 4; CALL; break; } \
-    case 8: { constexpr int F = 8; CALL; break; } \
-    default: break;                   \
-  }
 
 void forward_cpu(const float* x, const float* params, float* out, int64_t n, const Level* levels,
                  int n_levels, int n_features, int n_threads) {
-  HG_DISPATCH_F(n_features, (forward_impl<F>(x, params, out, n, levels, n_levels, n_threads)));
+  HG_DISPATCH_F(n_features, (forward_impl<F>(x, params, out, n, levels, n_levels, n_threads)), break);
 }
 
 void backward_params_cpu(const float* x, const float* grad_out, float* grad_params, int64_t n,
                          const Level* levels, int n_levels, int n_features, int n_threads) {
   HG_DISPATCH_F(n_features,
-                (backward_params_impl<F>(x, grad_out, grad_params, n, levels, n_levels, n_threads)));
+                (backward_params_impl<F>(x, grad_out, grad_params, n, levels, n_levels, n_threads)), break);
 }
 
 void backward_input_cpu(const float* x, const float* grad_out, const float* params, float* grad_x,
                         int64_t n, const Level* levels, int n_levels, int n_features, int n_threads) {
   HG_DISPATCH_F(n_features, (backward_input_impl<F>(x, grad_out, params, grad_x, n, levels, n_levels,
-                                                    n_threads)));
+                                                    n_threads)), break);
 }
 
 }  // namespace hashgrid

@@ -69,14 +69,8 @@ __global__ void backward_input_kernel(const float* __restrict__ x, const float* 
   for (int d = 0; d < 3; ++d) grad_x[3 * i + d] = dx[d];
 }
 
-#define HG_DISPATCH_F(F_VALUE, CALL)                   \
-  switch (F_VALUE) {                                   \
-    case 1: { constexpr int F = 1; CALL; break; }      \
-    case 2: { constexpr int F = 2; CALL; break; }      \
-    case 4: { constexpr int F = 4; CALL; break; }      \
-    case 8: { constexpr int F = 8; CALL; break; }      \
-    default: return static_cast<int>(cudaErrorInvalidValue); \
-  }
+// Returned for a feature count the kernels are not instantiated for.
+constexpr int kUnsupportedF = static_cast<int>(cudaErrorInvalidValue);
 
 }  // namespace
 
@@ -85,7 +79,8 @@ int forward_cuda(const float* x, const float* params, float* out, int64_t n, con
   if (n == 0) return 0;
   const LevelArray lv = pack(levels, n_levels);
   HG_DISPATCH_F(n_features, (forward_kernel<F><<<point_level_grid(n, n_levels), kThreads, 0, stream>>>(
-                                x, params, out, n, lv, n_levels)));
+                                x, params, out, n, lv, n_levels)),
+                return kUnsupportedF);
   return static_cast<int>(cudaGetLastError());
 }
 
@@ -95,7 +90,8 @@ int backward_params_cuda(const float* x, const float* grad_out, float* grad_para
   const LevelArray lv = pack(levels, n_levels);
   HG_DISPATCH_F(n_features,
                 (backward_params_kernel<F><<<point_level_grid(n, n_levels), kThreads, 0, stream>>>(
-                    x, grad_out, grad_params, n, lv, n_levels)));
+                    x, grad_out, grad_params, n, lv, n_levels)),
+                return kUnsupportedF);
   return static_cast<int>(cudaGetLastError());
 }
 
@@ -106,7 +102,8 @@ int backward_input_cuda(const float* x, const float* grad_out, const float* para
   const LevelArray lv = pack(levels, n_levels);
   const unsigned blocks = static_cast<unsigned>((n + kThreads - 1) / kThreads);
   HG_DISPATCH_F(n_features, (backward_input_kernel<F><<<blocks, kThreads, 0, stream>>>(
-                                x, grad_out, params, grad_x, n, lv, n_levels)));
+                                x, grad_out, params, grad_x, n, lv, n_levels)),
+                return kUnsupportedF);
   return static_cast<int>(cudaGetLastError());
 }
 
