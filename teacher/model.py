@@ -21,7 +21,7 @@ from core.errors import CheckpointError, UserError
 from core.rays import ray_aabb_intersect
 from teacher.field import FieldConfig, TeacherField
 from teacher.occupancy import OccupancyConfig, OccupancyGrid, carve_from_masks
-from teacher.render import RenderConfig, render_segment, step_size_for
+from teacher.render import RenderConfig, render_in_chunks, render_segment, step_size_for
 
 log = logging.getLogger(__name__)
 
@@ -104,19 +104,10 @@ class Teacher(nn.Module):
             ``rgb [N, 3]``, ``depth [N]`` (expected distance of the hit, 0 where nothing is hit),
             ``opacity [N]`` and ``n_samples`` (scalar: samples evaluated).
         """
-        chunk = chunk or self.cfg.render.chunk
-        background = background.to(rays_o).expand(rays_o.shape[0], 3)
         # samples outside occupied cells are dropped anyway: march only the box around them
         box = self.occupancy.occupied_aabb()
-        parts = [
-            self._render_chunk(rays_o[i : i + chunk], rays_d[i : i + chunk], background[i : i + chunk], box)
-            for i in range(0, rays_o.shape[0], chunk)
-        ]
-        if not parts:
-            parts = [self._render_chunk(rays_o, rays_d, background, box)]
-        out = {k: torch.cat([p[k] for p in parts]) for k in ("rgb", "depth", "opacity")}
-        out["n_samples"] = sum(p["n_samples"] for p in parts)  # type: ignore[assignment]
-        return out
+        return render_in_chunks(lambda o, d, bg: self._render_chunk(o, d, bg, box), rays_o, rays_d,
+                                background, chunk or self.cfg.render.chunk)
 
     def _render_chunk(self, rays_o: Tensor, rays_d: Tensor, background: Tensor, box: Tensor
                       ) -> dict[str, Tensor]:

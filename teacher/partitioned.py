@@ -39,7 +39,7 @@ from core.errors import CheckpointError
 from core.rendering import composite_segments
 from teacher.model import CHECKPOINT_KIND, Teacher, TeacherModelConfig
 from teacher.partition import crossing_order, ray_segments
-from teacher.render import render_segment, step_size_for
+from teacher.render import render_in_chunks, render_segment, step_size_for
 
 SEGMENT_FIELDS = 5  # C (3), T, D
 
@@ -166,15 +166,7 @@ class PartitionedTeacher(nn.Module):
         Returns:
             ``rgb [N, 3]``, ``depth [N]``, ``opacity [N]`` and ``n_samples`` (scalar).
         """
-        chunk = chunk or self.cfg.render.chunk
-        background = background.to(rays_o).expand(rays_o.shape[0], 3)
-        parts = [
-            self.render_chunk(rays_o[i : i + chunk], rays_d[i : i + chunk], background[i : i + chunk])
-            for i in range(0, max(rays_o.shape[0], 1), chunk)
-        ]
-        out = {k: torch.cat([p[k] for p in parts]) for k in ("rgb", "depth", "opacity")}
-        out["n_samples"] = sum(p["n_samples"] for p in parts)  # type: ignore[assignment]
-        return out
+        return render_in_chunks(self.render_chunk, rays_o, rays_d, background, chunk or self.cfg.render.chunk)
 
     def render_chunk(self, rays_o: Tensor, rays_d: Tensor, background: Tensor, seed: int | None = None,
                      ) -> dict[str, Tensor]:

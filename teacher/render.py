@@ -7,6 +7,7 @@ color (already weighted, no background), its transmittance, its weighted depth s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -114,3 +115,33 @@ def composite_samples(
         "opacity": opacity,
         "n_samples": torch.tensor(samples.t_starts.numel()),
     }
+
+
+def render_in_chunks(
+    render_chunk: Callable[[Tensor, Tensor, Tensor], dict[str, Tensor]],
+    rays_o: Tensor,  # [N, 3]
+    rays_d: Tensor,  # [N, 3]
+    background: Tensor,  # [3] or [N, 3]
+    chunk: int,
+) -> dict[str, Tensor]:
+    """Render rays ``chunk`` at a time (big temporaries page-fault on CPUs) and join the results.
+
+    Args:
+        render_chunk: ``(rays_o, rays_d, background [n, 3]) -> {"rgb", "depth", "opacity", "n_samples"}``.
+        rays_o: ``[N, 3]`` origins.
+        rays_d: ``[N, 3]`` unit directions.
+        background: ``[3]`` color, or ``[N, 3]`` one per ray.
+        chunk: rays per call.
+
+    Returns:
+        ``rgb [N, 3]``, ``depth [N]``, ``opacity [N]`` and ``n_samples`` (scalar, summed over chunks).
+        An empty batch still makes one (empty) call, so the outputs keep their shapes and dtypes.
+    """
+    background = background.to(rays_o).expand(rays_o.shape[0], 3)
+    parts = [
+        render_chunk(rays_o[i : i + chunk], rays_d[i : i + chunk], background[i : i + chunk])
+        for i in range(0, max(rays_o.shape[0], 1), chunk)
+    ]
+    out = {k: torch.cat([p[k] for p in parts]) for k in ("rgb", "depth", "opacity")}
+    out["n_samples"] = sum(p["n_samples"] for p in parts)  # type: ignore[assignment]
+    return out
