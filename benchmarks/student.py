@@ -85,7 +85,7 @@ def proxy_shards(folder: Path) -> Path:
 
 def bare_loop(model_cfg: StudentModelConfig, meta: PseudoMeta, bf16: bool, steps: int, batch: int) -> float:
     """Rays/s of a plain loop over in-memory batches (same model, loss and optimizer as the stage)."""
-    model = R2LStudent(model_cfg, torch.tensor(meta.aabb), meta.near, meta.far).train()
+    model = R2LStudent(model_cfg, torch.tensor(meta.content_box), meta.near, meta.far, meta.background).train()
     it = iter(shard_loader(meta, batch, 65536, 0, seed=1))
     batches = [next(it) for _ in range(8)]
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)
@@ -106,7 +106,8 @@ def bare_loop(model_cfg: StudentModelConfig, meta: PseudoMeta, bf16: bool, steps
 def stage_run(cfg: StudentConfig, out: Path) -> StepClock:
     """Run the distill stage of ``cfg`` (real data module + Lightning) and time it."""
     meta, scene, background = load_inputs(cfg)
-    model = R2LStudent(cfg.model, torch.tensor(meta.aabb), meta.near, meta.far)  # type: ignore[union-attr]
+    model = R2LStudent(cfg.model, torch.tensor(meta.content_box), meta.near, meta.far,  # type: ignore[union-attr]
+                       background)
     val = validation_batches(scene, background, cfg.eval.val_views, cfg.eval.chunk)
     from student.data import ShardDataModule
 

@@ -74,6 +74,8 @@ class PseudoMeta:
         near: ray start distance used by the teacher.
         far: ray end distance used by the teacher.
         aabb: scene box ``[xmin, ymin, zmin, xmax, ymax, zmax]``.
+        content_aabb: box around everything the teacher renders (its occupied cells), inside ``aabb``;
+            rays that miss it show the background. ``None``: the whole scene box.
         background: RGB the colors are composited onto.
         n_views: total views over all shards.
         views_per_shard: views per shard (the last shard may hold fewer).
@@ -96,6 +98,7 @@ class PseudoMeta:
     rgb_format: str = "png"
     fields: list[str] = field(default_factory=lambda: ["rgb", "c2w", "K"])
     shards: list[ShardInfo] = field(default_factory=list)
+    content_aabb: list[float] | None = None
     sampler: dict[str, Any] = field(default_factory=dict)
     teacher: dict[str, Any] = field(default_factory=dict)
     scene: dict[str, Any] = field(default_factory=dict)
@@ -113,6 +116,11 @@ class PseudoMeta:
         return int(self.image_size[1])
 
     @property
+    def content_box(self) -> list[float]:
+        """The content box, or the scene box when the pseudo-data does not name one."""
+        return list(self.content_aabb) if self.content_aabb is not None else list(self.aabb)
+
+    @property
     def n_rays(self) -> int:
         """Total rays (pixels) over all views."""
         return self.n_views * self.height * self.width
@@ -127,8 +135,8 @@ class PseudoMeta:
         d = asdict(self)
         d.pop("folder")
         order = ["format", "format_version", "camera_convention", "image_size", "near", "far", "aabb",
-                 "background", "n_views", "views_per_shard", "rgb_format", "fields", "shards", "sampler",
-                 "teacher", "scene"]
+                 "content_aabb", "background", "n_views", "views_per_shard", "rgb_format", "fields", "shards",
+                 "sampler", "teacher", "scene"]
         return {k: d[k] for k in order}
 
     @classmethod
@@ -180,6 +188,9 @@ def parse_meta(d: dict[str, Any], path: Path, require_shards: bool = True) -> Ps
         problems.append(f"fields {meta.fields} must include rgb, c2w, K and may add {OPTIONAL_FIELDS}")
     if len(meta.aabb) != 6 or len(meta.background) != 3 or not 0 <= meta.near < meta.far:
         problems.append("aabb/background/near/far are malformed")
+    elif meta.content_aabb is not None and (len(meta.content_aabb) != 6 or not all(
+            lo < hi for lo, hi in zip(meta.content_aabb[:3], meta.content_aabb[3:]))):
+        problems.append(f"content_aabb {meta.content_aabb} is not [xmin, ymin, zmin, xmax, ymax, zmax]")
     if require_shards and not meta.shards:
         problems.append("lists no shards")
     expected_first = 0

@@ -154,6 +154,7 @@ def plan(cfg: DataGenConfig, scene: Scene, teacher: Any, ckpt: Path) -> tuple[Ps
     meta = PseudoMeta(
         image_size=[out_h, out_w], near=float(teacher.near), far=float(teacher.far),
         aabb=[float(v) for v in teacher.aabb.detach().cpu().tolist()],
+        content_aabb=[float(v) for v in teacher.content_aabb().detach().cpu().tolist()],
         background=[float(v) for v in scene.background], n_views=cfg.n_views,
         views_per_shard=cfg.views_per_shard, rgb_format=cfg.rgb_format,
         fields=["rgb", "c2w", "K"] + [f for f in OPTIONAL_FIELDS if getattr(cfg, f)],

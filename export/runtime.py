@@ -57,6 +57,8 @@ class ModelMeta:
         near: start of the ray range sampled by the student.
         far: end of the ray range.
         aabb: ``[6]`` scene box (min xyz, max xyz) in the world frame of the scene's camera files.
+        content_aabb: ``[6]`` the student's content box (inside ``aabb``): rays that miss it show
+            ``background`` (the graph does this itself; informational).
         image_size: ``[H, W]`` of the training cameras.
         K: ``[3, 3]`` intrinsics of the training cameras (pixels).
         camera_convention: always ``"opencv"``.
@@ -64,7 +66,7 @@ class ModelMeta:
         precision: ``fp32``, ``fp16`` or ``int8``.
         batch: fixed number of rays per call for a static-shape model, ``0`` for a dynamic batch.
         opset: ONNX opset of the graph.
-        student: network shape (``n_points``, ``n_freqs``, ``width``, ``depth``).
+        student: network shape (``n_points``, ``n_freqs``, ``width``, ``depth``, ``ray_range``).
         flops_per_ray: multiply-add FLOPs (x2) of the MLP per ray.
         rig: the training camera rig for default orbits: ``center`` [3], ``up`` [3], ``radius``,
             ``elevation`` (radians above the plane normal to ``up``).
@@ -79,12 +81,13 @@ class ModelMeta:
     aabb: list[float]
     image_size: list[int]
     K: list[list[float]]
+    content_aabb: list[float] | None = None
     camera_convention: str = "opencv"
     background: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
     precision: str = "fp32"
     batch: int = 0
     opset: int = 18
-    student: dict[str, int] = field(default_factory=dict)
+    student: dict[str, Any] = field(default_factory=dict)
     flops_per_ray: int = 0
     rig: dict[str, Any] = field(default_factory=dict)
     encoding: str = "exact"

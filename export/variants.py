@@ -96,9 +96,9 @@ def encoding_nodes(proto: onnx.ModelProto) -> list[str]:
     """Names of the nodes that must stay fp32: the ray encoding.
 
     That is every ancestor of a Sin/Cos node (the sine arguments reach ``2^(F-1)`` times the
-    coordinates: fp16 or int8 there would scramble the high frequencies) and every matrix product fed
-    by those ray-linear values rather than by sines (the folded raw-coordinate term of
-    :class:`export.fused.FusedEncodingStudent`).
+    coordinates: fp16 or int8 there would scramble the high frequencies), every ancestor of a Where
+    condition (the content-box hit test), and every matrix product fed by those ray-linear values
+    rather than by sines (the folded raw-coordinate term of :class:`export.fused.FusedEncodingStudent`).
     """
     nodes = list(proto.graph.node)
     for i, node in enumerate(nodes):
@@ -107,6 +107,7 @@ def encoding_nodes(proto: onnx.ModelProto) -> list[str]:
     producer = {out: node for node in nodes for out in node.output}
     keep: set[str] = set()
     stack = [n for n in nodes if n.op_type in ("Sin", "Cos")]
+    stack += [producer[n.input[0]] for n in nodes if n.op_type == "Where" and n.input[0] in producer]
     while stack:
         node = stack.pop()
         if node.name not in keep:
@@ -123,7 +124,8 @@ def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
 
     The encoding must stay fp32: ``sin(2^9 x)`` of an fp16 ``x`` near 1 is off by up to 0.25 rad.
     (onnxruntime.transformers.float16 with a node block list emits duplicate Cast outputs for this
-    graph, hence this direct rewrite: the MLP after the encoding is Gemm/Relu/Add/Sigmoid only.)
+    graph, hence this direct rewrite: the MLP after the encoding is Gemm/Relu/Add/Sigmoid and the final
+    Where that shows the background where a ray misses the content box.)
     """
     graph = proto.graph
     keep = set(encoding_nodes(proto))
@@ -131,6 +133,9 @@ def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
     mlp = [n for n in graph.node if n.name not in keep]
     fp32_tensors = {i.name for i in graph.input} | {o for n in enc for o in n.output}
     consumed = {i for n in mlp for i in n.input}
+    inferred = onnx.shape_inference.infer_shapes(proto).graph
+    dtype = {v.name: v.type.tensor_type.elem_type for v in [*inferred.input, *inferred.value_info]}
+    fp32_tensors = {t for t in fp32_tensors if dtype.get(t) == onnx.TensorProto.FLOAT}  # not the hit mask
     for init in graph.initializer:
         if init.name in consumed and init.data_type == onnx.TensorProto.FLOAT:
             init.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(init).astype(np.float16),

@@ -21,7 +21,8 @@ def save_student(path: str | Path, model: R2LStudent, scene_meta: dict[str, Any]
     Args:
         path: checkpoint file.
         model: the network.
-        scene_meta: JSON-able scene facts: ``aabb`` [6], ``near``, ``far``, ``image_size`` [H, W],
+        scene_meta: JSON-able scene facts: ``aabb`` [6] (scene box), ``content_aabb`` [6] (the
+            student's content box), ``near``, ``far``, ``image_size`` [H, W],
             ``K`` (3x3 intrinsics of the training cameras), ``camera_convention``, ``scene_name``,
             ``background`` [3].
         extra: more JSON-able entries (e.g. ``metrics``).
@@ -40,10 +41,13 @@ def load_student(
         CheckpointError: missing, corrupt, or not a student checkpoint of a known shape.
     """
     payload = load_checkpoint(path, kind=KIND)
+    if "content_aabb" not in payload.get("config", {}).get("scene", {}):
+        raise CheckpointError(f"{path}: a student from an older version (no content box); train it again")
     try:
         cfg = StudentModelConfig(**payload["config"]["model"])
         scene = payload["config"]["scene"]
-        model = R2LStudent(cfg, torch.tensor(scene["aabb"]), scene["near"], scene["far"])
+        model = R2LStudent(cfg, torch.tensor(scene["content_aabb"]), scene["near"], scene["far"],
+                           scene["background"])
         model.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

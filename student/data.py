@@ -11,6 +11,7 @@ import logging
 import math
 import warnings
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
@@ -22,7 +23,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from core.datasets import Scene
 from core.errors import UserError
-from core.rays import generate_rays
+from core.rays import generate_rays, ray_aabb_intersect
 from core.shards import PseudoMeta, decode_sample
 
 log = logging.getLogger(__name__)
@@ -88,11 +89,29 @@ def shuffled_ray_batches(
         yield from buf[torch.randperm(buf.shape[0], generator=generator)].split(batch_size)
 
 
+@dataclass
+class ContentRays:
+    """Keeps the packed rays that meet the content box within ``[near, far]`` (picklable for workers).
+
+    The student shows the background on every other ray without evaluating its network, so training on
+    them would be wasted work.
+    """
+
+    box: list[float]  # [6]
+    near: float
+    far: float
+
+    def __call__(self, packed: Tensor) -> Tensor:
+        """``[N, 9]`` packed rays -> the ``[M, 9]`` rows whose ray meets the box."""
+        box = torch.tensor(self.box, dtype=packed.dtype)
+        return packed[ray_aabb_intersect(packed[:, 0:3], packed[:, 3:6], box, self.near, self.far)[2]]
+
+
 class _RaysFromViews:
     """webdataset pipeline stage: raw samples -> shuffled packed ray batches (picklable for workers)."""
 
-    def __init__(self, batch_size: int, buffer_size: int, seed: int):
-        self.batch_size, self.buffer_size, self.seed = batch_size, buffer_size, seed
+    def __init__(self, batch_size: int, buffer_size: int, seed: int, keep: ContentRays | None = None):
+        self.batch_size, self.buffer_size, self.seed, self.keep = batch_size, buffer_size, seed, keep
         self.passes = 0
 
     def __call__(self, samples: Iterable[dict[str, Any]]) -> Iterator[Tensor]:
@@ -105,7 +124,8 @@ class _RaysFromViews:
         def views() -> Iterator[Tensor]:
             for sample in samples:
                 rgb, c2w, K = (torch.from_numpy(np.ascontiguousarray(a)) for a in decode_sample(sample))
-                yield view_to_rays(rgb, c2w, K)
+                rays = view_to_rays(rgb, c2w, K)
+                yield rays if self.keep is None else self.keep(rays)
 
         yield from shuffled_ray_batches(views(), self.batch_size, self.buffer_size, gen)
 
@@ -115,8 +135,10 @@ def _world_size() -> int:
 
 
 def shard_loader(meta: PseudoMeta, batch_size: int, buffer_size: int, num_workers: int, seed: int,
-                 world_size: int = 1) -> DataLoader:
+                 world_size: int = 1, content_only: bool = True) -> DataLoader:
     """An endless DataLoader of shuffled ray batches from the shards of ``meta``.
+
+    With ``content_only``, only rays that meet ``meta.content_box`` (:class:`ContentRays`).
 
     Each rank reads ``shards[rank::world_size]`` (``webdataset.split_by_node``) and each of its workers
     a disjoint slice of those; the stream repeats (``with_epoch``), one epoch being about one pass over
@@ -137,7 +159,8 @@ def shard_loader(meta: PseudoMeta, batch_size: int, buffer_size: int, num_worker
     dataset = (
         wds.WebDataset(urls, shardshuffle=len(urls), nodesplitter=wds.split_by_node,
                        workersplitter=wds.split_by_worker, empty_check=False, seed=seed)
-        .compose(_RaysFromViews(batch_size, buffer_size, seed))
+        .compose(_RaysFromViews(batch_size, buffer_size, seed,
+                                ContentRays(meta.content_box, meta.near, meta.far) if content_only else None))
         .map(split_rays)
         .with_epoch(per_stream)
     )
@@ -177,11 +200,13 @@ class InMemoryRays(IterableDataset):
             yield split_rays(self.packed[order[j * self.batch_size:(j + 1) * self.batch_size]])
 
 
-def photo_rays(scene: Scene, background: list[float], split: str = "train") -> Tensor:
-    """All rays of a split's photos, composited on ``background``, packed ``[C*H*W, 9]``."""
+def photo_rays(scene: Scene, background: list[float], split: str = "train", keep: ContentRays | None = None
+               ) -> Tensor:
+    """Rays of a split's photos (those ``keep`` keeps), composited on ``background``, packed ``[M, 9]``."""
     views = scene.split(split)
     rgb = views.rgb(background)
-    return torch.cat([view_to_rays(rgb[i], views.c2w[i], views.K[i]) for i in range(views.n_views)])
+    rays = torch.cat([view_to_rays(rgb[i], views.c2w[i], views.K[i]) for i in range(views.n_views)])
+    return rays if keep is None else keep(rays)
 
 
 class ShardDataModule(L.LightningDataModule):

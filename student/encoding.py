@@ -1,13 +1,76 @@
-"""Ray encoding of R2L: K points along each ray, normalised by the scene box, positionally encoded.
+"""Ray encoding of R2L: K points along each ray, normalised by the content box, positionally encoded.
 
-Only ONNX-friendly ops (arithmetic, sin/cos, concat, reshape), so the encoding lives inside the
-exported graph.
+Each ray is cut to a segment ``start + u * span`` (``u`` in ``[0, 1]``): either R2L's global
+``[near, far]`` range, or (``ray_range="box"``) the part of ``[near, far]`` inside the content box (the
+box around what the teacher found occupied), so all K points fall where the scene has content. Rays
+that miss the content box show the background (the teacher renders nothing there either).
+
+Only ONNX-friendly ops (arithmetic, min/max, where, sin/cos, concat, reshape), so the encoding lives
+inside the exported graph.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+from core.rays import ray_aabb_intersect
+
+RAY_RANGES = ("box", "near_far")
+
+
+def ray_segment(
+    rays_o: Tensor,  # [N, 3]
+    rays_d: Tensor,  # [N, 3]
+    box: Tensor,  # [6]
+    near: float,
+    far: float,
+    clip_to_box: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The sampled segment of each ray and whether the ray meets the box.
+
+    Args:
+        rays_o: ``[N, 3]`` origins.
+        rays_d: ``[N, 3]`` unit directions.
+        box: ``[6]`` content box (min xyz, max xyz).
+        near: start of the ray range.
+        far: end of the ray range.
+        clip_to_box: sample only the part of ``[near, far]`` inside ``box`` (else all of it).
+
+    Returns:
+        ``start [N, 3]`` (first point), ``span [N, 3]`` (segment vector: ``start + span`` is the last
+        point) and ``hit [N]`` (bool: the ray meets ``box`` within ``[near, far]``). A ray that misses
+        gets a zero-length segment inside ``[near, far]`` (bounded values, ignored by the model).
+    """
+    t_in, t_out, hit = ray_aabb_intersect(rays_o, rays_d, box, near, far)
+    if clip_to_box:
+        t_in, t_out = t_in.clamp(near, far), t_out.clamp(near, far)
+    else:
+        t_in, t_out = torch.full_like(t_in, near), torch.full_like(t_out, far)
+    start = rays_o + t_in[:, None] * rays_d
+    return start, (t_out - t_in)[:, None] * rays_d, hit
+
+
+def segment_points(start: Tensor, span: Tensor, n_points: int, jitter: bool = False) -> Tensor:
+    """``n_points`` points per segment, one per equal bin.
+
+    Args:
+        start: ``[N, 3]`` segment starts.
+        span: ``[N, 3]`` segment vectors.
+        n_points: ``K`` points per segment.
+        jitter: uniform random position within each bin (training) instead of the bin centre.
+
+    Returns:
+        ``[N, K, 3]`` points ``start + (k + u) / K * span``, ``u = 0.5`` or uniform in ``[0, 1)``.
+    """
+    n = start.shape[0]
+    offsets = torch.arange(n_points, dtype=start.dtype, device=start.device)  # [K]
+    if jitter:
+        u = torch.rand(n, n_points, dtype=start.dtype, device=start.device)
+    else:
+        u = torch.full((1, n_points), 0.5, dtype=start.dtype, device=start.device)
+    frac = (offsets + u) / n_points  # [N or 1, K]
+    return start[:, None, :] + frac[..., None] * span[:, None, :]
 
 
 def ray_points(
@@ -18,27 +81,8 @@ def ray_points(
     n_points: int,
     jitter: bool = False,
 ) -> Tensor:
-    """``n_points`` points per ray, one per equal bin of ``[near, far]``.
-
-    Args:
-        rays_o: ``[N, 3]`` origins.
-        rays_d: ``[N, 3]`` unit directions.
-        near: start of the sampled range.
-        far: end of the sampled range.
-        n_points: ``K`` points per ray.
-        jitter: uniform random position within each bin (training) instead of the bin centre.
-
-    Returns:
-        ``[N, K, 3]`` points.
-    """
-    n = rays_o.shape[0]
-    offsets = torch.arange(n_points, dtype=rays_o.dtype, device=rays_o.device)  # [K]
-    if jitter:
-        u = torch.rand(n, n_points, dtype=rays_o.dtype, device=rays_o.device)
-    else:
-        u = torch.full((1, n_points), 0.5, dtype=rays_o.dtype, device=rays_o.device)
-    t = near + (far - near) * (offsets + u) / n_points  # [N or 1, K]
-    return rays_o[:, None, :] + t[..., None] * rays_d[:, None, :]
+    """R2L's sampling: ``n_points`` points per ray, one per equal bin of ``[near, far]``; ``[N, K, 3]``."""
+    return segment_points(rays_o + near * rays_d, (far - near) * rays_d, n_points, jitter)
 
 
 def positional_encoding(x: Tensor, n_freqs: int) -> Tensor:
@@ -57,33 +101,46 @@ def positional_encoding(x: Tensor, n_freqs: int) -> Tensor:
 
 
 class RayEncoder(nn.Module):
-    """Rays -> the student's input vector.
+    """Rays -> the student's input vector and a hit mask.
 
     Args:
-        aabb: ``[6]`` scene box; points are mapped so the box becomes ``[-1, 1]^3``.
-        near: start of the sampled ray range.
-        far: end of the sampled ray range.
+        box: ``[6]`` content box; points are mapped so it becomes ``[-1, 1]^3``.
+        near: start of the ray range.
+        far: end of the ray range.
         n_points: ``K`` points per ray.
         n_freqs: positional-encoding octaves.
+        ray_range: ``"box"`` (sample the part of ``[near, far]`` inside ``box``) or ``"near_far"`` (R2L).
     """
 
+    box: Tensor  # [6] content box (buffer)
     center: Tensor  # [3] box centre (buffer)
     half_extent: Tensor  # [3] box half-size (buffer)
 
-    def __init__(self, aabb: Tensor, near: float, far: float, n_points: int = 16, n_freqs: int = 10):
+    def __init__(self, box: Tensor, near: float, far: float, n_points: int = 16, n_freqs: int = 10,
+                 ray_range: str = "box"):
         super().__init__()
-        aabb = torch.as_tensor(aabb, dtype=torch.float32)
-        self.register_buffer("center", (aabb[:3] + aabb[3:]) / 2)
-        self.register_buffer("half_extent", (aabb[3:] - aabb[:3]) / 2)
+        if ray_range not in RAY_RANGES:
+            raise ValueError(f"ray_range must be one of {RAY_RANGES}, got {ray_range!r}")
+        box = torch.as_tensor(box, dtype=torch.float32).clone()
+        if box.shape != (6,) or not bool((box[3:] > box[:3]).all()):
+            raise ValueError(f"content box must be [xmin, ymin, zmin, xmax, ymax, zmax], got {box.tolist()}")
+        self.register_buffer("box", box)
+        self.register_buffer("center", (box[:3] + box[3:]) / 2)
+        self.register_buffer("half_extent", (box[3:] - box[:3]) / 2)
         self.near, self.far = float(near), float(far)
-        self.n_points, self.n_freqs = n_points, n_freqs
+        self.n_points, self.n_freqs, self.ray_range = n_points, n_freqs, ray_range
 
     @property
     def out_dim(self) -> int:
         return self.n_points * 3 * (1 + 2 * self.n_freqs)
 
-    def forward(self, rays_o: Tensor, rays_d: Tensor, jitter: bool = False) -> Tensor:
-        """``rays_o, rays_d [N, 3]`` -> encoding ``[N, K * 3 * (1 + 2 n_freqs)]``."""
-        pts = ray_points(rays_o, rays_d, self.near, self.far, self.n_points, jitter)  # [N, K, 3]
-        pts = (pts - self.center) / self.half_extent
-        return positional_encoding(pts.flatten(1), self.n_freqs)
+    def segment(self, rays_o: Tensor, rays_d: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``rays_o, rays_d [N, 3]`` -> normalised segment ``start [N, 3]``, ``span [N, 3]``, ``hit [N]``."""
+        start, span, hit = ray_segment(rays_o, rays_d, self.box, self.near, self.far, self.ray_range == "box")
+        return (start - self.center) / self.half_extent, span / self.half_extent, hit
+
+    def forward(self, rays_o: Tensor, rays_d: Tensor, jitter: bool = False) -> tuple[Tensor, Tensor]:
+        """``rays_o, rays_d [N, 3]`` -> encoding ``[N, K * 3 * (1 + 2 n_freqs)]`` and ``hit [N]``."""
+        start, span, hit = self.segment(rays_o, rays_d)
+        pts = segment_points(start, span, self.n_points, jitter)  # [N, K, 3]
+        return positional_encoding(pts.flatten(1), self.n_freqs), hit

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from student.encoding import RayEncoder
+from student.encoding import RAY_RANGES, RayEncoder
 
 
 @dataclass
@@ -21,12 +22,15 @@ class StudentModelConfig:
         width: hidden width ``W``.
         depth: number of Linear layers in all: input layer + 2 per residual block + output layer
             (R2L's 88 = 1 + 2 x 43 + 1). Must be even and at least 4.
+        ray_range: where the K points go: ``"box"`` (the part of each ray inside the content box) or
+            ``"near_far"`` (R2L: the same ``[near, far]`` for every ray).
     """
 
     n_points: int = 16
     n_freqs: int = 10
     width: int = 256
     depth: int = 88
+    ray_range: str = "box"
 
     @property
     def n_blocks(self) -> int:
@@ -37,6 +41,8 @@ class StudentModelConfig:
             raise ValueError(f"student depth must be even and >= 4, got {self.depth}")
         if min(self.n_points, self.width) < 1 or self.n_freqs < 0:
             raise ValueError(f"invalid student shape: {self}")
+        if self.ray_range not in RAY_RANGES:
+            raise ValueError(f"student ray_range must be one of {RAY_RANGES}, got {self.ray_range!r}")
 
 
 class ResidualBlock(nn.Module):
@@ -60,16 +66,21 @@ class R2LStudent(nn.Module):
 
     Args:
         cfg: network shape.
-        aabb: ``[6]`` scene box used to normalise ray points.
-        near: start of the sampled ray range.
-        far: end of the sampled ray range.
+        box: ``[6]`` content box: ray points are normalised by it, rays that miss it show ``background``.
+        near: start of the ray range.
+        far: end of the ray range.
+        background: ``[3]`` color of rays that miss the content box.
     """
 
-    def __init__(self, cfg: StudentModelConfig, aabb: Tensor, near: float, far: float):
+    background: Tensor  # [3] (buffer)
+
+    def __init__(self, cfg: StudentModelConfig, box: Tensor, near: float, far: float,
+                 background: Sequence[float] = (1.0, 1.0, 1.0)):
         super().__init__()
         cfg.validate()
         self.cfg = cfg
-        self.encoder = RayEncoder(aabb, near, far, cfg.n_points, cfg.n_freqs)
+        self.encoder = RayEncoder(box, near, far, cfg.n_points, cfg.n_freqs, cfg.ray_range)
+        self.register_buffer("background", torch.tensor([float(v) for v in background]))
         self.head_in = nn.Sequential(nn.Linear(self.encoder.out_dim, cfg.width), nn.ReLU())
         self.blocks = nn.Sequential(*[ResidualBlock(cfg.width, cfg.n_blocks) for _ in range(cfg.n_blocks)])
         self.head_out = nn.Linear(cfg.width, 3)
@@ -81,9 +92,12 @@ class R2LStudent(nn.Module):
     def forward(self, rays_o: Tensor, rays_d: Tensor) -> Tensor:
         """``rays_o, rays_d [N, 3]`` (unit directions, world frame) -> rgb ``[N, 3]``.
 
-        Ray points are jittered within their bins in training mode, bin centres in eval mode.
+        Ray points are jittered within their bins in training mode, bin centres in eval mode. Rays that
+        miss the content box get the background color.
         """
-        return self.forward_encoded(self.encoder(rays_o, rays_d, jitter=self.training))
+        enc, hit = self.encoder(rays_o, rays_d, jitter=self.training)
+        rgb = self.forward_encoded(enc)
+        return torch.where(hit[:, None], rgb, self.background.to(rgb.dtype))
 
 
 def count_linear_flops(model: nn.Module) -> int:

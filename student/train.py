@@ -9,6 +9,7 @@ to ``<run_dir>/student/`` (``student.ckpt``, ``metrics.json``, ``renders/``, ``l
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from datetime import timedelta
@@ -30,7 +31,15 @@ from core.seeding import seed_everything
 from core.shards import PseudoMeta, read_meta
 from student.checkpoint import load_student, save_student
 from student.config import StageConfig, StudentConfig
-from student.data import PhotoDataModule, RayBatch, ShardDataModule, photo_rays, split_rays, view_to_rays
+from student.data import (
+    ContentRays,
+    PhotoDataModule,
+    RayBatch,
+    ShardDataModule,
+    photo_rays,
+    split_rays,
+    view_to_rays,
+)
 from student.evaluate import evaluate_split, save_side_by_side, teacher_test_predictions
 from student.lit import StudentLitModule
 from student.model import R2LStudent, flops_per_ray
@@ -42,11 +51,12 @@ STAGES = ("distill", "finetune")
 PRECISIONS = {"bf16": "bf16-mixed", "fp32": "32-true"}
 
 
-def build_student(cfg: StudentConfig, meta: PseudoMeta | None, scene: Scene) -> R2LStudent:
-    """The student network, its ray range taken from the pseudo-data (else from the scene)."""
+def build_student(cfg: StudentConfig, meta: PseudoMeta | None, scene: Scene, background: list[float]
+                  ) -> R2LStudent:
+    """The student network, its content box and ray range taken from the pseudo-data (else the scene)."""
     if meta is not None:
-        return R2LStudent(cfg.model, torch.tensor(meta.aabb), meta.near, meta.far)
-    return R2LStudent(cfg.model, scene.aabb, scene.near, scene.far)
+        return R2LStudent(cfg.model, torch.tensor(meta.content_box), meta.near, meta.far, background)
+    return R2LStudent(cfg.model, scene.aabb, scene.near, scene.far, background)
 
 
 def validation_batches(scene: Scene, background: list[float], n_views: int, chunk: int) -> list[RayBatch]:
@@ -115,7 +125,7 @@ def run_stage(cfg: StudentConfig, name: str, model: R2LStudent, datamodule: L.Li
     return trainer, stats
 
 
-def _stage_datamodule(cfg: StudentConfig, name: str, meta: PseudoMeta | None, scene: Scene,
+def _stage_datamodule(cfg: StudentConfig, name: str, model: R2LStudent, meta: PseudoMeta | None, scene: Scene,
                       background: list[float], val: list[RayBatch], out: Path) -> L.LightningDataModule:
     stage: StageConfig = getattr(cfg.train, name)
     seed = cfg.seed + 7919 * _resume_step(out / "ckpt" / name / "last.ckpt")  # fresh stream on resume
@@ -123,15 +133,19 @@ def _stage_datamodule(cfg: StudentConfig, name: str, meta: PseudoMeta | None, sc
         assert meta is not None
         return ShardDataModule(meta, stage.batch_size, cfg.train.shuffle_buffer, cfg.train.num_workers, seed,
                                val)
-    return PhotoDataModule(photo_rays(scene, background, "train"), stage.batch_size, seed, val)
+    enc = model.encoder
+    keep = ContentRays(enc.box.tolist(), enc.near, enc.far)
+    return PhotoDataModule(photo_rays(scene, background, "train", keep), stage.batch_size, seed, val)
 
 
-def scene_meta(scene: Scene, model: R2LStudent, background: list[float]) -> dict[str, Any]:
-    """The scene facts ``save_student`` stores for export."""
+def scene_meta(scene: Scene, model: R2LStudent, background: list[float], meta: PseudoMeta | None
+               ) -> dict[str, Any]:
+    """The scene facts ``save_student`` stores for export (scene box: the pseudo-data's, else the scene's)."""
+    scene_box = torch.tensor(meta.aabb) if meta is not None else scene.aabb
     train = scene.split("train")
     return {
-        "aabb": model.encoder.center.sub(model.encoder.half_extent).tolist()
-        + model.encoder.center.add(model.encoder.half_extent).tolist(),
+        "aabb": scene_box.tolist(),
+        "content_aabb": model.encoder.box.tolist(),
         "near": model.encoder.near,
         "far": model.encoder.far,
         "image_size": list(train.hw),
@@ -176,7 +190,7 @@ def run(cfg: StudentConfig) -> dict[str, Any]:
     seed_everything(cfg.seed)
     out = Path(cfg.run_dir) / "student"
     meta, scene, background = load_inputs(cfg)
-    model = build_student(cfg, meta, scene)
+    model = build_student(cfg, meta, scene, background)
     teacher_metrics = read_json(Path(cfg.run_dir) / "teacher" / "metrics.json")
     n_eval = _eval_views(cfg, teacher_metrics)
     val = validation_batches(scene, background, cfg.eval.val_views, cfg.eval.chunk)
@@ -191,21 +205,21 @@ def run(cfg: StudentConfig) -> dict[str, Any]:
             model.load_state_dict(load_student(done)[0].state_dict())
             stages[name] = read_json(out / "metrics.json").get("stages", {}).get(name, {})
             continue
-        dm = _stage_datamodule(cfg, name, meta, scene, background, val, out)
+        dm = _stage_datamodule(cfg, name, model, meta, scene, background, val, out)
         trainer, stats = run_stage(cfg, name, model, dm, out)
         if not trainer.is_global_zero:
             continue
         evaluated = evaluate_split(model, scene.split("test"), background, cfg.eval.chunk, n_eval)
         stats["test"] = evaluated[0]
         stages[name] = stats
-        save_student(done, model, scene_meta(scene, model, background))
+        save_student(done, model, scene_meta(scene, model, background, meta))
         _write_metrics(out, cfg, model, stages, teacher_metrics)
         log.info("%s: test PSNR %.2f dB after %d steps", name, stats["test"]["psnr"], stats["steps"])
     if trainer is not None and not trainer.is_global_zero:
         return {}
     if evaluated is None:  # every stage was already done: evaluate the loaded weights
         evaluated = evaluate_split(model, scene.split("test"), background, cfg.eval.chunk, n_eval)
-    return finish(cfg, model, scene, background, stages, teacher_metrics, evaluated)
+    return finish(cfg, model, scene, background, meta, stages, teacher_metrics, evaluated)
 
 
 def _write_metrics(out: Path, cfg: StudentConfig, model: R2LStudent, stages: dict[str, Any],
@@ -217,7 +231,7 @@ def _write_metrics(out: Path, cfg: StudentConfig, model: R2LStudent, stages: dic
         "teacher_test_psnr": teacher_metrics.get("test", {}).get("psnr"),
         "flops_per_ray": flops_per_ray(cfg.model),
         "n_params": sum(p.numel() for p in model.parameters()),
-        "model": {k: getattr(cfg.model, k) for k in ("n_points", "n_freqs", "width", "depth")},
+        "model": dataclasses.asdict(cfg.model),
         "precision": cfg.train.precision,
         "devices": cfg.train.devices,
     }
@@ -226,12 +240,12 @@ def _write_metrics(out: Path, cfg: StudentConfig, model: R2LStudent, stages: dic
 
 
 def finish(cfg: StudentConfig, model: R2LStudent, scene: Scene, background: list[float],
-           stages: dict[str, Any], teacher_metrics: dict[str, Any],
+           meta: PseudoMeta | None, stages: dict[str, Any], teacher_metrics: dict[str, Any],
            evaluated: tuple[dict[str, Any], torch.Tensor, torch.Tensor]) -> dict[str, Any]:
     """Renders, ``student.ckpt``, ``metrics.json`` and the report from the final test evaluation."""
     out = Path(cfg.run_dir) / "student"
     test, pred, gt = evaluated
-    sm = scene_meta(scene, model, background)
+    sm = scene_meta(scene, model, background, meta)
     save_student(out / "student.ckpt", model, sm, metrics={"test": test})
     teacher = teacher_test_predictions(Path(cfg.run_dir) / "teacher", scene.split("test").files,
                                        scene.split("test").hw)

@@ -105,9 +105,13 @@ class Teacher(nn.Module):
             ``opacity [N]`` and ``n_samples`` (scalar: samples evaluated).
         """
         # samples outside occupied cells are dropped anyway: march only the box around them
-        box = self.occupancy.occupied_aabb()
+        box = self.content_aabb()
         return render_in_chunks(lambda o, d, bg: self._render_chunk(o, d, bg, box), rays_o, rays_d,
                                 background, chunk or self.cfg.render.chunk)
+
+    def content_aabb(self) -> Tensor:
+        """``[6]`` box around the occupied cells: rays that miss it render as pure background."""
+        return self.occupancy.occupied_aabb()
 
     def _render_chunk(self, rays_o: Tensor, rays_d: Tensor, background: Tensor, box: Tensor
                       ) -> dict[str, Tensor]:

@@ -154,6 +154,14 @@ class PartitionedTeacher(nn.Module):
             updated |= update_region_occupancy(region, step, region_seed(seed, step, k))
         return updated
 
+    def content_aabb(self) -> Tensor:
+        """``[6]`` union of the regions' occupied boxes (the scene box if no cell is occupied)."""
+        boxes = [r.content_aabb() for r in self.region_list if bool(r.occupancy.binary.any())]
+        if not boxes:
+            return self.aabb.clone()
+        stacked = torch.stack(boxes)
+        return torch.cat([stacked[:, :3].amin(0), stacked[:, 3:].amax(0)])
+
     def render_rays(
         self,
         rays_o: Tensor,  # [N, 3]

@@ -113,9 +113,13 @@ def make_tiny_student_ckpt(path: Path, scene_root: Path, n_freqs: int = 10) -> P
 
     scene = load_scene(SceneConfig(path=str(scene_root)), splits=("train",))
     train = scene.split("train")
-    model = R2LStudent(StudentModelConfig(n_points=4, n_freqs=n_freqs, width=32, depth=6), scene.aabb,
+    # a content box smaller than the scene box, so that exports see rays that hit it and rays that miss it
+    center, half = (scene.aabb[:3] + scene.aabb[3:]) / 2, (scene.aabb[3:] - scene.aabb[:3]) / 2
+    box = torch.cat([center - 0.5 * half, center + 0.5 * half])
+    model = R2LStudent(StudentModelConfig(n_points=4, n_freqs=n_freqs, width=32, depth=6), box,
                        scene.near, scene.far)
-    meta = {"aabb": scene.aabb.tolist(), "near": scene.near, "far": scene.far, "image_size": list(train.hw),
+    meta = {"aabb": scene.aabb.tolist(), "content_aabb": box.tolist(), "near": scene.near, "far": scene.far,
+            "image_size": list(train.hw),
             "K": train.K[0].tolist(), "camera_convention": "opencv", "scene_name": scene.name,
             "background": [1.0, 1.0, 1.0]}
     return save_student(path, model, meta)

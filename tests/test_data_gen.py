@@ -57,6 +57,7 @@ def test_round_trip_matches_the_teacher(tiny_scene: Path, run_dir: Path) -> None
     assert meta.teacher["checkpoint_sha256"] == sha256_file(run_dir / "teacher" / "teacher.ckpt")
     teacher = load_teacher(run_dir / "teacher" / "teacher.ckpt")
     assert meta.aabb == teacher.aabb.tolist() and meta.near == teacher.near
+    assert meta.content_aabb == teacher.content_aabb().tolist() and meta.content_box == meta.content_aabb
     train = load_scene(SceneConfig(path=str(tiny_scene)), splits=("train",)).split("train")
     rig = build_rig(train.c2w, train.K[0] * torch.tensor([[0.5], [0.5], [1.0]]))
     urls = [str(p) for p in meta.shard_paths()]
@@ -166,7 +167,7 @@ def test_meta_json_is_plain_json_with_the_documented_keys(tiny_scene: Path, run_
     run(make_cfg(tiny_scene, run_dir, "rgb_format=npy16"))
     d = json.loads((run_dir / "pseudo" / "meta.json").read_text())
     assert list(d) == ["format", "format_version", "camera_convention", "image_size", "near", "far", "aabb",
-                       "background", "n_views", "views_per_shard", "rgb_format", "fields", "shards",
+                       "content_aabb", "background", "n_views", "views_per_shard", "rgb_format", "fields", "shards",
                        "sampler", "teacher", "scene"]
     assert d["rgb_format"] == "npy16" and d["sampler"]["name"] == "hemisphere" and d["sampler"]["seed"] == 0
     assert set(d["shards"][0]) == {"name", "first_view", "n_views", "sha256"}

@@ -101,6 +101,8 @@ def _edit_meta(folder: Path, **changes: object) -> None:
     ({"shards": []}, "no shards"),
     ({"n_views": 7}, "n_views"),
     ({"rgb_format": "jpg"}, "rgb_format"),
+    ({"content_aabb": [0, 0, 0, 1, 1]}, "content_aabb"),
+    ({"content_aabb": [0, 0, 0, 1, -1, 1]}, "content_aabb"),
 ])
 def test_read_meta_rejects_bad_meta_naming_the_file(tmp_path: Path, change: dict, message: str) -> None:
     _write_folder(tmp_path)

@@ -153,3 +153,28 @@ def test_distributed_render_and_gradients_equal_single_process(k: int, tmp_path:
             grad = got["grads"][name]
             assert grad is not None and p.grad is not None and p.grad.abs().max() > 0, name
             torch.testing.assert_close(grad, p.grad, rtol=1e-5, atol=1e-7 * float(p.grad.abs().max()))
+
+
+def test_content_box_is_the_union_of_the_regions_occupied_cells() -> None:
+    teacher = make_teacher(3)
+    with torch.no_grad():
+        for k, region in enumerate(teacher.regions):
+            region.occupancy.binary.zero_()
+            if k < 2:  # region 2 stays empty: it must not widen the box
+                gen = torch.Generator().manual_seed(k)
+                cells = torch.randint(0, region.occupancy.binary.numel(), (5,), generator=gen)
+                region.occupancy.binary[cells] = True
+    lo, hi = [], []
+    for region in list(teacher.regions)[:2]:
+        occ, box = region.occupancy, region.occupancy.aabb
+        R = occ.cfg.resolution
+        ijk = torch.stack(torch.unravel_index(occ.binary.nonzero()[:, 0], (R, R, R)), -1).float()
+        cell = (box[3:] - box[:3]) / R
+        lo.append(box[:3] + ijk.amin(0) * cell)
+        hi.append(box[:3] + (ijk.amax(0) + 1) * cell)
+    expected = torch.cat([torch.stack(lo).amin(0), torch.stack(hi).amax(0)])
+    assert torch.allclose(teacher.content_aabb(), expected, atol=1e-6)
+    assert not torch.allclose(expected, teacher.aabb)
+    for region in teacher.regions:
+        region.occupancy.binary.zero_()
+    assert torch.equal(teacher.content_aabb(), teacher.aabb)  # nothing occupied: the whole box

@@ -115,7 +115,8 @@ def test_metadata_round_trip(exported_student: tuple[Path, dict]) -> None:
         assert meta.near == pytest.approx(scene_meta["near"]) and meta.far == pytest.approx(scene_meta["far"])
         assert np.allclose(meta.aabb, scene_meta["aabb"]) and np.allclose(meta.K, scene_meta["K"])
         assert meta.image_size == list(scene_meta["image_size"]) and meta.camera_convention == "opencv"
-        assert meta.student == {"n_points": 4, "n_freqs": 10, "width": 32, "depth": 6}
+        assert meta.student == {"n_points": 4, "n_freqs": 10, "width": 32, "depth": 6, "ray_range": "box"}
+        assert np.allclose(meta.content_aabb, scene_meta["content_aabb"])  # type: ignore[arg-type]
         assert meta.opset == 18 and meta.flops_per_ray > 0
         assert meta.rig["radius"] == pytest.approx(4.0, rel=1e-3)
 
@@ -177,13 +178,16 @@ def test_fused_encoding_matches_the_student(tiny_scene: Path, tmp_path: Path) ->
     fused = FusedEncodingStudent(model).eval()
     rays_o, rays_d = _rays(tiny_scene, 2000)
     with torch.inference_mode():
-        ref_h = model.head_in(model.encoder(rays_o, rays_d))
-        od = torch.cat([rays_o, rays_d], -1)
-        h = torch.relu(torch.sin(od @ fused.M + fused.b_y) @ fused.B + od @ fused.A + fused.b)
+        enc, hit = model.encoder(rays_o, rays_d)
+        ref_h = model.head_in(enc)[hit]
+        sv = torch.cat(model.encoder.segment(rays_o, rays_d)[:2], -1)
+        h = torch.relu(torch.sin(sv @ fused.M + fused.b_y) @ fused.B + sv @ fused.A + fused.b)[hit]
         ref, got = model(rays_o, rays_d), fused(rays_o, rays_d)
+    assert 0.1 < hit.float().mean() < 0.9  # rays that meet the content box and rays that miss it
     assert ref_h.abs().max() > 0.5
     assert (h - ref_h).abs().max() <= 1e-4 * ref_h.abs().max()
-    assert ref.std() > 1e-3 and (got - ref).abs().max() <= 1e-4  # float32 rounding of 2^9 x arguments
+    assert ref[hit].std() > 1e-3 and (got - ref).abs().max() <= 1e-4  # float32 rounding of 2^9 x arguments
+    assert torch.equal(got[~hit], model.background.expand(int((~hit).sum()), 3))
     model.head_in[0].bias.data += 0.1  # the fused copy holds its own weights
     with torch.inference_mode():
         assert torch.equal(fused(rays_o, rays_d), got)
@@ -195,7 +199,10 @@ def test_fused_graph_keeps_the_sine_arguments_fp32(tiny_scene: Path, tmp_path: P
     ops = [n.op_type for n in proto.graph.node]
     assert ops.count("Sin") == 1 and "Cos" not in ops and "Concat" in ops
     kept = {n.name: n.op_type for n in proto.graph.node if n.name in set(encoding_nodes(proto))}
-    assert sorted(kept.values()) == ["Add", "Concat", "MatMul", "MatMul", "Sin"]  # od@M (+b), sin, od@A
+    assert sum(op in ("MatMul", "Gemm") for op in kept.values()) == 2  # sv @ M, sv @ A; not the MLP
+    assert list(kept.values()).count("Sin") == 1 and "Less" in kept.values()  # with the box hit test
+    final = [n for n in proto.graph.node if n.output[0] == proto.graph.output[0].name][0]
+    assert final.op_type == "Where" and final.name not in kept  # the background select is MLP side
     assert len(encoding_nodes(proto)) < len(ops) - 5
 
 

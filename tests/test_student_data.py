@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from core.shards import read_meta
-from student.data import InMemoryRays, shard_loader, shuffled_ray_batches, view_to_rays
+from student.data import ContentRays, InMemoryRays, shard_loader, shuffled_ray_batches, view_to_rays
 
 
 def _views(n_views: int, rays_per_view: int) -> list[torch.Tensor]:
@@ -63,3 +63,35 @@ def test_in_memory_batches_cover_all_rays_in_one_epoch() -> None:
     ds = InMemoryRays(packed, batch_size=100, seed=0)
     seen = torch.cat([b["rays_o"][:, 0] for b in ds])
     assert len(ds) == 10 and sorted(seen.tolist()) == list(range(1000))
+
+
+def test_content_rays_keep_exactly_the_rays_that_meet_the_box() -> None:
+    gen = torch.Generator().manual_seed(3)
+    packed = torch.zeros(1000, 9)
+    packed[:, 0:3] = torch.tensor([0.0, 0.0, -4.0]) + 0.1 * torch.randn(1000, 3, generator=gen)
+    packed[:, 3:6] = torch.nn.functional.normalize(torch.tensor([0.0, 0.0, 1.0]) + 0.4 * torch.randn(
+        1000, 3, generator=gen), dim=-1)
+    packed[:, 6] = torch.arange(1000.0)
+    kept = ContentRays([-1.0, -1.0, -1.0, 1.0, 1.0, 1.0], near=0.5, far=10.0)(packed)
+    # reference: march each ray finely and see whether any point falls in the box
+    t = torch.linspace(0.5, 10.0, 4000)
+    pts = packed[:, None, 0:3] + t[None, :, None] * packed[:, None, 3:6]
+    surely_in = (pts.abs() <= 0.99).all(-1).any(-1)  # a margin for grazing rays
+    maybe_in = (pts.abs() <= 1.01).all(-1).any(-1)
+    kept_ids = set(kept[:, 6].long().tolist())
+    assert 100 < int(surely_in.sum()) < 900 and int((maybe_in & ~surely_in).sum()) < 20
+    assert set(torch.nonzero(surely_in)[:, 0].tolist()) <= kept_ids <= set(torch.nonzero(maybe_in)[:, 0].tolist())
+    short = ContentRays([-1.0, -1.0, -1.0, 1.0, 1.0, 1.0], near=0.5, far=2.5)  # ends before the box
+    assert short(packed).shape[0] == 0
+
+
+def test_shard_stream_keeps_only_rays_of_the_content_box(tiny_pseudo_run: Path) -> None:
+    meta = read_meta(tiny_pseudo_run / "pseudo")
+    lo, hi = torch.tensor(meta.aabb[:3]), torch.tensor(meta.aabb[3:])
+    center, half = (lo + hi) / 2, (hi - lo) / 2
+    meta.content_aabb = torch.cat([center - 0.3 * half, center + 0.3 * half]).tolist()
+    keep = ContentRays(meta.content_aabb, meta.near, meta.far)
+    for content_only in (True, False):
+        batch = next(iter(shard_loader(meta, 64, 0, 0, seed=0, content_only=content_only)))
+        packed = torch.cat([batch["rays_o"], batch["rays_d"], batch["rgb"]], dim=-1)
+        assert (keep(packed).shape[0] == packed.shape[0]) == content_only

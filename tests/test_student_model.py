@@ -11,7 +11,7 @@ import torch
 
 from core.errors import CheckpointError
 from student.checkpoint import load_student, save_student
-from student.encoding import RayEncoder, positional_encoding, ray_points
+from student.encoding import RayEncoder, positional_encoding, ray_points, ray_segment, segment_points
 from student.model import R2LStudent, StudentModelConfig, count_linear_flops, flops_per_ray
 
 AABB = torch.tensor([-2.0, -2.0, -2.0, 2.0, 2.0, 2.0])
@@ -44,15 +44,61 @@ def test_positional_encoding_values() -> None:
 
 
 def test_encoder_normalises_by_the_box_and_has_the_paper_size() -> None:
-    enc = RayEncoder(AABB + 1.0, near=1.0, far=3.0, n_points=16, n_freqs=10)
+    enc = RayEncoder(AABB + 1.0, near=1.0, far=3.0, n_points=16, n_freqs=10, ray_range="near_far")
     assert enc.out_dim == 16 * 3 * 21 == 1008
     rays_o = torch.tensor([[1.0, 1.0, -1.0]])  # the box is [-1, 3]^3, centre (1, 1, 1), half-size 2
     rays_d = torch.tensor([[0.0, 0.0, 1.0]])
-    out = enc(rays_o, rays_d)
-    assert out.shape == (1, 1008)
+    out, hit = enc(rays_o, rays_d)
+    assert out.shape == (1, 1008) and hit.tolist() == [True]
     z = out[0, :48].reshape(16, 3)[:, 2]  # the raw (normalised) coordinates come first
     t = 1.0 + 2.0 * (torch.arange(16) + 0.5) / 16
     assert torch.allclose(z, (-1.0 + t - 1.0) / 2.0, atol=1e-6)
+
+
+def test_ray_segment_clips_to_the_box_by_hand() -> None:
+    box = torch.tensor([-1.0, -1.0, -1.0, 1.0, 1.0, 1.0])
+    rays_o = torch.tensor([[0.0, 0.0, -5.0], [0.5, 0.0, -5.0], [5.0, 5.0, -5.0], [0.0, 0.0, -1.5]])
+    rays_d = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+    start, span, hit = ray_segment(rays_o, rays_d, box, near=1.0, far=10.0, clip_to_box=True)
+    assert hit.tolist() == [True, True, False, True]
+    # enters the box at t = 4 (z = -1), leaves at t = 6 (z = 1)
+    assert torch.allclose(start[0], torch.tensor([0.0, 0.0, -1.0]))
+    assert torch.allclose(span[0], torch.tensor([0.0, 0.0, 2.0]))
+    assert torch.allclose(start[1], torch.tensor([0.5, 0.0, -1.0]))
+    # starts inside the box: near (t = 1, z = -0.5) clips the entry
+    assert torch.allclose(start[3], torch.tensor([0.0, 0.0, -0.5]))
+    assert torch.allclose(span[3], torch.tensor([0.0, 0.0, 1.5]))
+    assert span[2].abs().max() == 0 and start[2].abs().max() < 20  # a miss: bounded, zero length
+    start, span, _ = ray_segment(rays_o, rays_d, box, near=1.0, far=10.0, clip_to_box=False)
+    assert torch.allclose(start, rays_o + rays_d) and torch.allclose(span, 9.0 * rays_d)
+    pts = segment_points(start, span, 3)
+    assert torch.allclose(pts[:, 1], rays_o + 5.5 * rays_d)  # the middle bin's centre
+
+
+def test_box_encoder_puts_every_point_inside_the_box() -> None:
+    box = torch.tensor([-0.5, -1.0, -0.2, 1.5, 0.5, 0.8])
+    enc = RayEncoder(box, near=0.5, far=20.0, n_points=8, n_freqs=0)
+    gen = torch.Generator().manual_seed(0)
+    rays_o = torch.nn.functional.normalize(torch.randn(512, 3, generator=gen), dim=-1) * 6
+    size = box[3:] - box[:3]
+    target = box[:3] + size * (torch.rand(512, 3, generator=gen) * 1.4 - 0.2)  # some outside the box
+    rays_d = torch.nn.functional.normalize(target - rays_o, dim=-1)
+    for jitter in (False, True):
+        x, hit = enc(rays_o, rays_d, jitter=jitter)  # n_freqs = 0: the normalised points themselves
+        assert 0.2 < hit.float().mean() < 0.95
+        assert x[hit].abs().max() <= 1.0 + 1e-5
+
+
+def test_rays_that_miss_the_box_show_the_background_and_get_no_gradient() -> None:
+    box = torch.tensor([-1.0, -1.0, -1.0, 1.0, 1.0, 1.0])
+    model = R2LStudent(StudentModelConfig(n_points=4, n_freqs=2, width=16, depth=4), box, 1.0, 10.0,
+                       background=(0.2, 0.4, 0.6))
+    rays_o = torch.tensor([[0.0, 0.0, -5.0], [5.0, 5.0, -5.0]])
+    rays_d = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+    rgb = model(rays_o, rays_d)
+    assert torch.allclose(rgb[1], torch.tensor([0.2, 0.4, 0.6])) and not torch.allclose(rgb[0], rgb[1])
+    rgb[1].sum().backward()
+    assert all(p.grad is None or p.grad.abs().max() == 0 for p in model.parameters())
 
 
 @pytest.mark.parametrize("depth, width", [(4, 16), (16, 128), (88, 256)])
@@ -74,7 +120,8 @@ def test_paper_model_size() -> None:
 
 def test_forward_shapes_jitter_only_in_training() -> None:
     model = R2LStudent(StudentModelConfig(n_points=4, n_freqs=2, width=16, depth=4), AABB, 1.0, 5.0)
-    rays_o, rays_d = torch.randn(7, 3), torch.nn.functional.normalize(torch.randn(7, 3), dim=-1)
+    rays_o = torch.randn(7, 3) * 0.3  # inside the box: every ray meets it
+    rays_d = torch.nn.functional.normalize(torch.randn(7, 3), dim=-1)
     model.eval()
     a, b = model(rays_o, rays_d), model(rays_o, rays_d)
     assert a.shape == (7, 3) and torch.equal(a, b) and ((a > 0) & (a < 1)).all()
@@ -84,7 +131,8 @@ def test_forward_shapes_jitter_only_in_training() -> None:
 
 def test_checkpoint_round_trip(tmp_path: Path) -> None:
     model = R2LStudent(StudentModelConfig(n_points=4, n_freqs=2, width=16, depth=6), AABB, 1.0, 5.0).eval()
-    meta = {"aabb": AABB.tolist(), "near": 1.0, "far": 5.0, "image_size": [8, 8], "background": [1, 1, 1]}
+    meta = {"aabb": AABB.tolist(), "content_aabb": AABB.tolist(), "near": 1.0, "far": 5.0,
+            "image_size": [8, 8], "background": [1, 1, 1]}
     save_student(tmp_path / "s.ckpt", model, meta)
     loaded, scene = load_student(tmp_path / "s.ckpt")
     rays_o, rays_d = torch.randn(5, 3), torch.nn.functional.normalize(torch.randn(5, 3), dim=-1)
@@ -92,6 +140,10 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     (tmp_path / "bad.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="bad.ckpt"):
         load_student(tmp_path / "bad.ckpt")
+    del meta["content_aabb"]  # a student of the previous layout
+    save_student(tmp_path / "old.ckpt", model, meta)
+    with pytest.raises(CheckpointError, match="old.ckpt.*older version"):
+        load_student(tmp_path / "old.ckpt")
 
 
 def test_student_never_imports_teacher() -> None:
