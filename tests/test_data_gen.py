@@ -167,8 +167,8 @@ def test_meta_json_is_plain_json_with_the_documented_keys(tiny_scene: Path, run_
     run(make_cfg(tiny_scene, run_dir, "rgb_format=npy16"))
     d = json.loads((run_dir / "pseudo" / "meta.json").read_text())
     assert list(d) == ["format", "format_version", "camera_convention", "image_size", "near", "far", "aabb",
-                       "content_aabb", "background", "n_views", "views_per_shard", "rgb_format", "fields", "shards",
-                       "sampler", "teacher", "scene"]
+                       "content_aabb", "background", "n_views", "views_per_shard", "rgb_format", "fields",
+                       "shards", "sampler", "teacher", "scene"]
     assert d["rgb_format"] == "npy16" and d["sampler"]["name"] == "hemisphere" and d["sampler"]["seed"] == 0
     assert set(d["shards"][0]) == {"name", "first_view", "n_views", "sha256"}
 
