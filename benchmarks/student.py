@@ -85,7 +85,8 @@ def proxy_shards(folder: Path) -> Path:
 
 def bare_loop(model_cfg: StudentModelConfig, meta: PseudoMeta, bf16: bool, steps: int, batch: int) -> float:
     """Rays/s of a plain loop over in-memory batches (same model, loss and optimizer as the stage)."""
-    model = R2LStudent(model_cfg, torch.tensor(meta.content_box), meta.near, meta.far, meta.background).train()
+    box = torch.tensor(meta.content_box)
+    model = R2LStudent(model_cfg, box, meta.near, meta.far, meta.background).train()
     it = iter(shard_loader(meta, batch, 65536, 0, seed=1))
     batches = [next(it) for _ in range(8)]
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)
