@@ -3,8 +3,9 @@
     python -m benchmarks.student [--seconds 60] [--steps 30]
 
 1. Training rays/s, fp32 and bf16 autocast, of (a) a bare loop (model, MSE, fused Adam) over batches
-   already in memory and (b) the real stage (``StudentLitModule`` + ``ShardDataModule``: webdataset
-   workers decoding shards, rays, shuffle buffer); the ratio is the pipeline + Lightning overhead.
+   already in memory and (b) the real stage (``StudentLitModule`` + ``ShardDataModule``: the shards'
+   rays read once into memory, the default when they fit in ``train.ray_cache_gb``, or streamed by
+   webdataset workers through the shuffle buffer); the ratio is the pipeline + Lightning overhead.
    Both for the CPU profile's network and R2L's (88 layers, W=256, 4096-ray batches).
 2. Test PSNR against wall-clock for the CPU profile's distill stage: fp32 vs bf16, and bf16 with
    hard-ray mining.
@@ -110,13 +111,10 @@ def stage_run(cfg: StudentConfig, out: Path) -> StepClock:
     model = R2LStudent(cfg.model, torch.tensor(meta.content_box), meta.near, meta.far,  # type: ignore[union-attr]
                        background)
     val = validation_batches(scene, background, cfg.eval.val_views, cfg.eval.chunk)
-    from student.data import ShardDataModule
-
-    stage = cfg.train.distill
-    dm = ShardDataModule(meta, stage.batch_size, cfg.train.shuffle_buffer, cfg.train.num_workers,  # type: ignore[arg-type]
-                         cfg.seed, val)
-    clock = StepClock()
     import student.train as st
+
+    dm = st._stage_datamodule(cfg, "distill", model, meta, scene, background, val, out)
+    clock = StepClock()
 
     build = st.build_trainer
 
@@ -144,19 +142,23 @@ def throughput(pseudo: Path, tmp: Path, steps: int) -> list[list[Any]]:
     meta = read_meta(pseudo)
     cpu_model = config(pseudo, tmp).model
     rows: list[list[Any]] = []
-    for label, mcfg in (("cpu profile", cpu_model), ("paper (88x256)", PAPER)):
-        arch = [f"model.depth={mcfg.depth}", f"model.width={mcfg.width}", f"model.n_points={mcfg.n_points}"]
-        for precision in ("fp32", "bf16"):
-            n = steps if mcfg is cpu_model else max(5, steps // 3)  # the paper network is 16x slower
-            bare = bare_loop(mcfg, meta, precision == "bf16", n, 4096)
-            cfg = config(pseudo, tmp / f"{label[:5]}_{precision}", *arch, f"train.precision={precision}",
-                         f"train.distill.max_steps={n + 5}", "train.distill.max_seconds=null",
-                         "train.distill.batch_size=4096",
-                         "train.distill.val_every_steps=100000")
-            lit = stage_run(cfg, tmp / f"t_{label[:5]}_{precision}").rays_per_second(4096)
-            rows.append([label, f"{flops_per_ray(mcfg) / 1e6:.2f}", precision, round(bare), round(lit),
-                         f"{100 * (bare / lit - 1):+.1f}%"])
-            print(rows[-1], flush=True)
+    variants = [(label, mcfg, precision, data) for label, mcfg in (("cpu profile", cpu_model),
+                                                                   ("paper (88x256)", PAPER))
+                for precision in ("fp32", "bf16") for data in ("in memory", "streamed")
+                if data == "in memory" or (mcfg is cpu_model and precision == "bf16")]
+    for i, (label, mcfg, precision, data) in enumerate(variants):
+        arch = [f"model.depth={mcfg.depth}", f"model.width={mcfg.width}", f"model.n_points={mcfg.n_points}",
+                f"model.n_freqs={mcfg.n_freqs}"]
+        n = steps if mcfg is cpu_model else max(5, steps // 3)  # the paper network is 12x slower
+        bare = bare_loop(mcfg, meta, precision == "bf16", n, 4096)
+        cfg = config(pseudo, tmp / f"v{i}", *arch, f"train.precision={precision}",
+                     f"train.distill.max_steps={n + 5}", "train.distill.max_seconds=null",
+                     "train.distill.batch_size=4096", "train.distill.val_every_steps=100000",
+                     f"train.ray_cache_gb={2.0 if data == 'in memory' else 0}")
+        lit = stage_run(cfg, tmp / f"t{i}").rays_per_second(4096)
+        rows.append([label, f"{flops_per_ray(mcfg) / 1e6:.2f}", precision, data, round(bare), round(lit),
+                     f"{100 * (bare / lit - 1):+.1f}%"])
+        print(rows[-1], flush=True)
     return rows
 
 
@@ -190,7 +192,7 @@ def main() -> None:
             pseudo, source = proxy_shards(tmp / "pseudo"), "shards of the demo scene's 100 training photos"
         rows = throughput(pseudo, tmp, args.steps)
         qrows, _ = quality(pseudo, tmp, args.seconds)
-    table = markdown_table(["model", "MFLOP/ray", "precision", "bare loop rays/s",
+    table = markdown_table(["model", "MFLOP/ray", "precision", "stage data", "bare loop rays/s",
                             "Lightning + shards rays/s", "overhead"], rows)
     paper_bf16 = next(r for r in rows if r[0].startswith("paper") and r[2] == "bf16")
     qtable = markdown_table(["variant"] + [f"val PSNR #{i + 1}" for i in range(6)], qrows)
@@ -199,7 +201,7 @@ def main() -> None:
         f"Data: {source}; batches of 4096 rays; {args.steps} timed steps after a warm-up "
         f"(fewer for the paper network). Load average at the end: {load:.1f} on 2 cores"
         f"{' (a busy machine: the timings are not meaningful)' if load > 2.5 else ''}.\n\n{table}\n\n"
-        f"Paper architecture with bf16: {paper_bf16[3]} rays/s bare, {paper_bf16[4]} rays/s in the stage "
+        f"Paper architecture with bf16: {paper_bf16[4]} rays/s bare, {paper_bf16[5]} rays/s in the stage "
         f"(target >= 16000; R2L's own code: about 5200 in fp32 on this machine).\n\n"
         f"Validation PSNR (dB, 8 test views) against wall-clock, CPU profile distill stage, "
         f"{args.seconds:.0f} s each:\n\n{qtable}\n"

@@ -21,14 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import webdataset as wds
 
 from benchmarks.results import markdown_table, write_section
 from core.datasets import SceneConfig, load_scene
 from core.metrics import psnr
 from core.rays import generate_rays
-from core.shards import PseudoMeta, decode_sample, read_meta
-from student.data import ContentRays, ignore_unclosed_file_warnings, view_to_rays
+from core.shards import PseudoMeta, read_meta
+from student.data import ContentRays, load_shard_rays
 from student.evaluate import render_rays
 from student.model import R2LStudent, StudentModelConfig, flops_per_ray
 
@@ -55,17 +54,8 @@ VARIANTS = [
     Variant("content box, 8x256, 3 oct", "box", 3),
     Variant("content box, 6x256, 4 oct", "box", 4, 256, 6),
     Variant("content box, 12x256, 4 oct", "box", 4, 256, 12),
+    Variant("content box, 8x256, 4 oct, lr 2e-3", "box", 4, 256, 8, 4096, 2e-3),
 ]
-
-
-def load_rays(meta: PseudoMeta) -> torch.Tensor:
-    """All pseudo-rays ``[N, 9]`` of the shards."""
-    ignore_unclosed_file_warnings()
-    views = []
-    for sample in wds.WebDataset([str(p) for p in meta.shard_paths()], shardshuffle=False, empty_check=False):
-        rgb, c2w, K = (torch.from_numpy(np.ascontiguousarray(a)) for a in decode_sample(sample))
-        views.append(view_to_rays(rgb, c2w, K))
-    return torch.cat(views)
 
 
 def train_variant(v: Variant, meta: PseudoMeta, rays: torch.Tensor, seconds: float,
@@ -103,7 +93,7 @@ def main() -> None:
     parser.add_argument("--only", default=None, help="comma-separated variant indices (0-based)")
     args = parser.parse_args()
     meta = read_meta(args.pseudo)
-    rays = load_rays(meta)
+    rays = load_shard_rays(meta, content_only=False)
     scene = load_scene(SceneConfig(), splits=("test",)).split("test")
     gt = scene.rgb(meta.background)
     H, W = scene.hw

@@ -164,6 +164,41 @@ def rays_from_camera(
     return np.ascontiguousarray(rays_o, dtype=np.float32), np.ascontiguousarray(rays_d, dtype=np.float32)
 
 
+def rays_meet_box(
+    rays_o: np.ndarray,  # [N, 3]
+    rays_d: np.ndarray,  # [N, 3]
+    box: Sequence[float],  # [6]
+    near: float,
+    far: float,
+    margin: float = 1e-4,
+) -> np.ndarray:
+    """Which rays may meet ``box`` within ``[near, far]``: the graph's own hit test, slightly widened.
+
+    Same slab method as ``core.rays.ray_aabb_intersect`` (which the exported graph runs), but a ray counts
+    as meeting the box while its exit distance is within ``margin * (1 + |t|)`` of its entry, so a
+    grazing ray that float rounding might tip either way is left to the graph. Every ray this rejects,
+    the graph would give the background, so skipping them changes no output.
+
+    Args:
+        rays_o: ``[N, 3]`` origins.
+        rays_d: ``[N, 3]`` unit directions.
+        box: ``[6]`` box (min xyz, max xyz).
+        near: start of the ray range.
+        far: end of the ray range.
+        margin: relative widening of the test.
+
+    Returns:
+        ``[N]`` bool.
+    """
+    lo, hi = np.asarray(box[:3], np.float32), np.asarray(box[3:], np.float32)
+    d = np.where(np.abs(rays_d) < 1e-12, np.float32(1e-12), rays_d)
+    inv_d = np.float32(1.0) / d
+    t0, t1 = (lo - rays_o) * inv_d, (hi - rays_o) * inv_d
+    t_in = np.maximum(np.minimum(t0, t1).max(axis=-1), near)
+    t_out = np.minimum(np.maximum(t0, t1).min(axis=-1), far)
+    return t_in < t_out + margin * (1.0 + np.abs(t_out))
+
+
 def check_pose(c2w: Any, source: str = "pose") -> np.ndarray:
     """A ``[4, 4]`` float32 pose from a ``[4, 4]`` or ``[3, 4]`` array; ``ModelError`` otherwise."""
     arr = np.asarray(c2w, dtype=np.float32)
@@ -199,6 +234,8 @@ class LightField:
             (:func:`default_providers`).
         threads: intra-op threads (``None``: ONNX Runtime's default, one per physical core).
         options: extra session config entries (``SessionOptions.add_session_config_entry``).
+        skip_misses: evaluate only the rays that may meet the content box (:func:`rays_meet_box`); the
+            others show the background, as the graph would give them (same output, less work).
 
     Raises:
         ModelError: missing or unreadable file, or metadata missing / of an unknown version.
@@ -206,9 +243,10 @@ class LightField:
     """
 
     def __init__(self, path: str | Path, providers: Sequence[str] | None = None, threads: int | None = None,
-                 options: dict[str, str] | None = None):
+                 options: dict[str, str] | None = None, skip_misses: bool = True):
         ort = _import_onnxruntime()
         self.path = Path(path)
+        self.skip_misses = skip_misses
         if not self.path.is_file():
             raise ModelError(f"{self.path}: model file not found")
         so = ort.SessionOptions()
@@ -254,6 +292,18 @@ class LightField:
         if rays_o.ndim != 2 or rays_o.shape[1] != 3 or rays_o.shape != rays_d.shape:
             raise ModelError(f"rays_o and rays_d must both be [N, 3], got {list(rays_o.shape)} and "
                              f"{list(rays_d.shape)}")
+        box = self.meta.content_aabb
+        if self.skip_misses and box is not None:
+            hit = rays_meet_box(rays_o, rays_d, box, self.meta.near, self.meta.far)
+            out = np.empty_like(rays_o)
+            out[:] = np.asarray(self.meta.background, dtype=np.float32)
+            if hit.any():
+                out[hit] = self._run(rays_o[hit], rays_d[hit], batch_size)
+            return out
+        return self._run(rays_o, rays_d, batch_size)
+
+    def _run(self, rays_o: np.ndarray, rays_d: np.ndarray, batch_size: int) -> np.ndarray:
+        """The graph on every ray, in batches (padding the last one for a static-shape model)."""
         step = self.meta.batch or max(int(batch_size), 1)
         out = np.empty_like(rays_o)
         for start in range(0, rays_o.shape[0], step):

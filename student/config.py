@@ -63,6 +63,9 @@ class TrainConfig:
         accelerator: ``"cpu"``, ``"gpu"`` or ``"auto"``.
         num_workers: DataLoader workers decoding shards (per process; capped by the shards it reads).
         shuffle_buffer: rays held in the cross-view shuffle buffer (per worker).
+        ray_cache_gb: the distill stage reads the shards once and holds their rays in memory when all
+            of them take at most this many GiB (float32, 36 bytes a ray, in each process); else it
+            streams them. ``0``: always stream.
         hard_mining: see :class:`HardMiningConfig`.
         ckpt_every_steps: Lightning checkpoint interval (for resume after a kill).
         resume: resume an interrupted stage from its ``last.ckpt``.
@@ -80,6 +83,7 @@ class TrainConfig:
     accelerator: str = "cpu"
     num_workers: int = 2
     shuffle_buffer: int = 65536
+    ray_cache_gb: float = 2.0
     hard_mining: HardMiningConfig = field(default_factory=HardMiningConfig)
     ckpt_every_steps: int = 200
     resume: bool = True

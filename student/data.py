@@ -168,6 +168,29 @@ def shard_loader(meta: PseudoMeta, batch_size: int, buffer_size: int, num_worker
                       worker_init_fn=lambda _: ignore_unclosed_file_warnings())
 
 
+def load_shard_rays(meta: PseudoMeta, content_only: bool = True) -> Tensor:
+    """Every ray of the shards of ``meta`` (those meeting its content box), read once, packed ``[N, 9]``.
+
+    The shards are read with ``webdataset`` in their order, decoded and turned into rays exactly as the
+    streaming loader does (:func:`shard_loader`), so the two hold the same rays.
+    """
+    keep = ContentRays(meta.content_box, meta.near, meta.far) if content_only else None
+    ignore_unclosed_file_warnings()
+    views = []
+    for sample in wds.WebDataset([str(p) for p in meta.shard_paths()], shardshuffle=False, empty_check=False):
+        rgb, c2w, K = (torch.from_numpy(np.ascontiguousarray(a)) for a in decode_sample(sample))
+        rays = view_to_rays(rgb, c2w, K)
+        views.append(rays if keep is None else keep(rays))
+    if not views:
+        raise UserError(f"{meta.folder}: the shards hold no samples")
+    return torch.cat(views)
+
+
+def ray_bytes(meta: PseudoMeta) -> int:
+    """Bytes of all the rays of ``meta`` packed as float32 ``[N, 9]`` (an upper bound of the cache)."""
+    return meta.n_rays * 9 * 4
+
+
 class InMemoryRays(IterableDataset):
     """Random batches (without replacement within a pass) from rays held in memory.
 
@@ -210,17 +233,26 @@ def photo_rays(scene: Scene, background: list[float], split: str = "train", keep
 
 
 class ShardDataModule(L.LightningDataModule):
-    """The ``distill`` stage's data: endless shuffled ray batches from the pseudo-data shards."""
+    """The ``distill`` stage's data: endless shuffled ray batches from the pseudo-data shards.
+
+    With ``cache``, the shards are read once into memory (:func:`load_shard_rays`) and batches are
+    uniform draws over all of their rays (no per-pass decoding: on a 2-core machine the decoding workers
+    compete with training for the cores); else they are streamed (:func:`shard_loader`).
+    """
 
     def __init__(self, meta: PseudoMeta, batch_size: int, buffer_size: int, num_workers: int, seed: int,
-                 val_batches: list[RayBatch]):
+                 val_batches: list[RayBatch], cache: bool = False):
         super().__init__()
         self.meta, self.batch_size, self.buffer_size = meta, batch_size, buffer_size
-        self.num_workers, self.seed, self.val_batches = num_workers, seed, val_batches
+        self.num_workers, self.seed, self.val_batches, self.cache = num_workers, seed, val_batches, cache
         # with_epoch gives each worker the same length; Lightning's generic caution does not apply
         warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
 
     def train_dataloader(self) -> DataLoader:
+        if self.cache:
+            rays = load_shard_rays(self.meta)
+            log.info("distill: %d pseudo-rays held in memory (%.0f MB)", rays.shape[0], rays.nbytes / 1e6)
+            return DataLoader(InMemoryRays(rays, self.batch_size, self.seed), batch_size=None)
         return shard_loader(self.meta, self.batch_size, self.buffer_size, self.num_workers, self.seed,
                             world_size=_world_size())
 

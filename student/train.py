@@ -37,6 +37,7 @@ from student.data import (
     RayBatch,
     ShardDataModule,
     photo_rays,
+    ray_bytes,
     split_rays,
     view_to_rays,
 )
@@ -131,8 +132,9 @@ def _stage_datamodule(cfg: StudentConfig, name: str, model: R2LStudent, meta: Ps
     seed = cfg.seed + 7919 * _resume_step(out / "ckpt" / name / "last.ckpt")  # fresh stream on resume
     if name == "distill":
         assert meta is not None
+        cache = ray_bytes(meta) <= cfg.train.ray_cache_gb * 2**30
         return ShardDataModule(meta, stage.batch_size, cfg.train.shuffle_buffer, cfg.train.num_workers, seed,
-                               val)
+                               val, cache=cache)
     enc = model.encoder
     keep = ContentRays(enc.box.tolist(), enc.near, enc.far)
     return PhotoDataModule(photo_rays(scene, background, "train", keep), stage.batch_size, seed, val)

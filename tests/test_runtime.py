@@ -11,13 +11,14 @@ import pytest
 import torch
 
 from core.cameras import look_at
-from core.rays import generate_rays
+from core.rays import generate_rays, ray_aabb_intersect
 from export.runtime import (
     LightField,
     ModelError,
     check_pose,
     default_providers,
     rays_from_camera,
+    rays_meet_box,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,3 +115,44 @@ def test_providers_auto_and_override(exported_student: tuple[Path, dict]) -> Non
     field = LightField(exported_student[0] / "export" / "student.onnx", providers=["CPUExecutionProvider"],
                        threads=1)
     assert field.providers == ["CPUExecutionProvider"]
+
+
+def _rays_around_box(box: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rays from a sphere around ``box`` aimed at random points near it, some grazing its faces."""
+    rng = np.random.default_rng(seed)
+    center, half = (box[:3] + box[3:]) / 2, (box[3:] - box[:3]) / 2
+    d = rng.normal(size=(n, 3))
+    o = center + 4 * np.abs(half).max() * d / np.linalg.norm(d, axis=1, keepdims=True)
+    target = center + half * rng.uniform(-1.6, 1.6, size=(n, 3))
+    face = rng.integers(0, 3, n)  # a quarter of the targets exactly on a face plane: grazing rays
+    graze = rng.random(n) < 0.25
+    target[graze, face[graze]] = (center + half)[face[graze]]
+    rays_d = target - o
+    rays_d /= np.linalg.norm(rays_d, axis=1, keepdims=True)
+    return o.astype(np.float32), rays_d.astype(np.float32)
+
+
+def test_box_test_is_a_superset_of_the_graphs(exported_student: tuple[Path, dict]) -> None:
+    meta = LightField(exported_student[0] / "export" / "student.onnx").meta
+    box = np.asarray(meta.content_aabb, dtype=np.float32)
+    o, d = _rays_around_box(box, 20000, seed=1)
+    ours = rays_meet_box(o, d, box, meta.near, meta.far)
+    ref = ray_aabb_intersect(torch.from_numpy(o), torch.from_numpy(d), torch.from_numpy(box),
+                             meta.near, meta.far)[2].numpy()
+    assert 0.2 < ref.mean() < 0.8
+    assert not (ref & ~ours).any()  # never rejects a ray the graph would evaluate
+    assert (ours & ~ref).mean() < 0.01  # and widens the test only at the edges
+
+
+@pytest.mark.parametrize("name", ["student.onnx", "student_int8.onnx", "student_static.onnx"])
+def test_skipping_misses_changes_no_output(exported_student: tuple[Path, dict], name: str) -> None:
+    path = exported_student[0] / "export" / name
+    fast, full = LightField(path), LightField(path, skip_misses=False)
+    o, d = _rays_around_box(np.asarray(fast.meta.content_aabb, dtype=np.float32), 3000, seed=2)
+    a, b = fast(o, d, batch_size=128), full(o, d, batch_size=128)
+    bg = np.asarray(fast.meta.background, dtype=np.float32)
+    shown_bg = (b == bg).all(-1)
+    assert 0.2 < shown_bg.mean() < 0.8 and b[~shown_bg].std() > 1e-3
+    tol = 1e-6 if "int8" not in name else 1e-2  # int8: dynamic activation ranges depend on the batch
+    assert np.abs(a - b).max() <= tol
+    assert np.array_equal(a[shown_bg], b[shown_bg])

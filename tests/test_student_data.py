@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from core.shards import read_meta
-from student.data import ContentRays, InMemoryRays, shard_loader, shuffled_ray_batches, view_to_rays
+from student.data import (
+    ContentRays,
+    InMemoryRays,
+    load_shard_rays,
+    ray_bytes,
+    shard_loader,
+    shuffled_ray_batches,
+    view_to_rays,
+)
 
 
 def _views(n_views: int, rays_per_view: int) -> list[torch.Tensor]:
@@ -56,6 +65,26 @@ def test_shard_stream_with_more_workers_than_shards(tiny_pseudo_run: Path) -> No
         assert len(batches) == per_epoch
         assert {tuple(b["rays_o"].shape) for b in batches} == {(128, 3)}
         assert (torch.cat([b["rgb"] for b in batches]) < 1).any()
+
+
+def _sorted_rows(packed: torch.Tensor) -> np.ndarray:
+    arr = packed.numpy()
+    return arr[np.lexsort(arr.T[::-1])]
+
+
+def test_cached_shard_rays_are_the_streamed_rays(tiny_pseudo_run: Path) -> None:
+    """The in-memory distill data holds exactly the rays one streamed pass yields (content box only)."""
+    meta = read_meta(tiny_pseudo_run / "pseudo")
+    cached = load_shard_rays(meta)
+    assert 0 < cached.shape[0] <= meta.n_rays
+    assert ray_bytes(meta) == meta.n_rays * 36 >= cached.nbytes
+    loader = shard_loader(meta, batch_size=100, buffer_size=300, num_workers=0, seed=0)
+    streamed: list[torch.Tensor] = []
+    while sum(b.shape[0] for b in streamed) < cached.shape[0]:
+        streamed += [torch.cat([b["rays_o"], b["rays_d"], b["rgb"]], -1) for b in loader]
+    first_pass = torch.cat(streamed)[: cached.shape[0]]
+    assert np.array_equal(_sorted_rows(first_pass), _sorted_rows(cached))
+    assert not torch.equal(first_pass, cached)  # the stream is shuffled, the cache in shard order
 
 
 def test_in_memory_batches_cover_all_rays_in_one_epoch() -> None:

@@ -41,10 +41,11 @@ def _curve(run_dir: Path, stage: str, key: str = "train/loss") -> list[float]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("cache_gb", ["2.0", "0"], ids=["rays-in-memory", "streamed"])
 def test_distill_then_finetune_writes_outputs(tiny_scene: Path, tiny_pseudo_run: Path,
-                                              tmp_path: Path) -> None:
+                                              tmp_path: Path, cache_gb: str) -> None:
     run_dir = _copy_run(tiny_pseudo_run, tmp_path / "run")
-    metrics = run(tiny_cfg(tiny_scene, run_dir))
+    metrics = run(tiny_cfg(tiny_scene, run_dir, f"train.ray_cache_gb={cache_gb}"))
     out = run_dir / "student"
     assert set(metrics["stages"]) == {"distill", "finetune"}
     loss = _curve(run_dir, "distill")
