@@ -36,6 +36,7 @@ from student.data import shard_loader
 from student.model import R2LStudent, StudentModelConfig, flops_per_ray
 from student.train import load_inputs, run_stage, validation_batches
 
+QUALITY_MARKS = (0.25, 0.5, 0.75, 1.0)
 PAPER = StudentModelConfig(n_points=16, n_freqs=10, width=256, depth=88)
 
 
@@ -171,12 +172,14 @@ def quality(pseudo: Path, tmp: Path, seconds: float) -> tuple[list[list[Any]], d
                      "train.distill.val_every_steps=150")
         curves[name] = stage_run(cfg, tmp / f"q_{name.replace(' ', '_')}").curve
         print(name, curves[name], flush=True)
-    checkpoints = sorted({int(t) for c in curves.values() for t, _ in c})
     rows: list[list[Any]] = []
     for name, curve in curves.items():
-        cells = [f"{c[1]:.2f} @ {c[0]:.0f}s" for c in curve[:6]]
-        rows.append([name] + cells + ["-"] * (6 - len(cells)))
-    return rows, {"checkpoints": checkpoints}
+        cells = []
+        for mark in QUALITY_MARKS:  # the latest validation at or before each share of the budget
+            seen = [(t, p) for t, p in curve if t <= mark * seconds + 1.0]
+            cells.append(f"{seen[-1][1]:.2f} ({seen[-1][0]:.0f} s)" if seen else "-")
+        rows.append([name, *cells])
+    return rows, {"curves": curves}
 
 
 def main() -> None:
@@ -195,7 +198,8 @@ def main() -> None:
     table = markdown_table(["model", "MFLOP/ray", "precision", "stage data", "bare loop rays/s",
                             "Lightning + shards rays/s", "overhead"], rows)
     paper_bf16 = next(r for r in rows if r[0].startswith("paper") and r[2] == "bf16")
-    qtable = markdown_table(["variant"] + [f"val PSNR #{i + 1}" for i in range(6)], qrows)
+    marks = [f"val PSNR at {m:.0%} of the budget" for m in QUALITY_MARKS]
+    qtable = markdown_table(["variant", *marks], qrows)
     load = os.getloadavg()[0]
     body = (
         f"Data: {source}; batches of 4096 rays; {args.steps} timed steps after a warm-up "

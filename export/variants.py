@@ -96,7 +96,8 @@ def encoding_nodes(proto: onnx.ModelProto) -> list[str]:
     """Names of the nodes that must stay fp32: the ray encoding.
 
     That is every ancestor of a Sin/Cos node (the sine arguments reach ``2^(F-1)`` times the
-    coordinates: fp16 or int8 there would scramble the high frequencies), every ancestor of a Where
+    coordinates: fp16 or int8 there would scramble the high frequencies), every node between a Sin/Cos
+    and the first matrix product it feeds (the fused graph's double-angle steps), every ancestor of a Where
     condition (the content-box hit test), and every matrix product fed by those ray-linear values
     rather than by sines (the folded raw-coordinate term of :class:`export.fused.FusedEncodingStudent`).
     """
@@ -116,6 +117,20 @@ def encoding_nodes(proto: onnx.ModelProto) -> list[str]:
     ray_linear = {i.name for i in proto.graph.input}
     ray_linear |= {o for n in nodes if n.name in keep and n.op_type not in ("Sin", "Cos") for o in n.output}
     keep |= {n.name for n in nodes if n.op_type in MATMUL_OPS and n.input[0] in ray_linear}
+    # and what the sines feed before the first matrix product (the fused graph's double-angle steps:
+    # they double the error per octave, so they too must stay fp32)
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in nodes:
+        for i in node.input:
+            consumers.setdefault(i, []).append(node)
+    front = [n for n in nodes if n.op_type in ("Sin", "Cos")]
+    while front:
+        node = front.pop()
+        for out in node.output:
+            for nxt in consumers.get(out, []):
+                if nxt.op_type not in MATMUL_OPS and nxt.op_type != "Where" and nxt.name not in keep:
+                    keep.add(nxt.name)
+                    front.append(nxt)
     return [n.name for n in nodes if n.name in keep]
 
 

@@ -168,6 +168,10 @@ def shard_loader(meta: PseudoMeta, batch_size: int, buffer_size: int, num_worker
                       worker_init_fn=lambda _: ignore_unclosed_file_warnings())
 
 
+def _every_shard(urls: Iterable[str]) -> Iterable[str]:
+    return urls
+
+
 def load_shard_rays(meta: PseudoMeta, content_only: bool = True) -> Tensor:
     """Every ray of the shards of ``meta`` (those meeting its content box), read once, packed ``[N, 9]``.
 
@@ -177,7 +181,9 @@ def load_shard_rays(meta: PseudoMeta, content_only: bool = True) -> Tensor:
     keep = ContentRays(meta.content_box, meta.near, meta.far) if content_only else None
     ignore_unclosed_file_warnings()
     views = []
-    for sample in wds.WebDataset([str(p) for p in meta.shard_paths()], shardshuffle=False, empty_check=False):
+    urls = [str(p) for p in meta.shard_paths()]
+    # every DDP rank holds all the rays (each draws its own batches): no node splitting here
+    for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False, nodesplitter=_every_shard):
         rgb, c2w, K = (torch.from_numpy(np.ascontiguousarray(a)) for a in decode_sample(sample))
         rays = view_to_rays(rgb, c2w, K)
         views.append(rays if keep is None else keep(rays))

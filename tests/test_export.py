@@ -181,7 +181,7 @@ def test_fused_encoding_matches_the_student(tiny_scene: Path, tmp_path: Path) ->
         enc, hit = model.encoder(rays_o, rays_d)
         ref_h = model.head_in(enc)[hit]
         sv = torch.cat(model.encoder.segment(rays_o, rays_d)[:2], -1)
-        h = torch.relu(torch.sin(sv @ fused.M + fused.b_y) @ fused.B + sv @ fused.A + fused.b)[hit]
+        h = torch.relu(fused.sines(sv) @ fused.B + sv @ fused.A + fused.b)[hit]
         ref, got = model(rays_o, rays_d), fused(rays_o, rays_d)
     assert 0.1 < hit.float().mean() < 0.9  # rays that meet the content box and rays that miss it
     assert ref_h.abs().max() > 0.5
@@ -201,6 +201,8 @@ def test_fused_graph_keeps_the_sine_arguments_fp32(tiny_scene: Path, tmp_path: P
     kept = {n.name: n.op_type for n in proto.graph.node if n.name in set(encoding_nodes(proto))}
     assert sum(op in ("MatMul", "Gemm") for op in kept.values()) == 2  # sv @ M, sv @ A; not the MLP
     assert list(kept.values()).count("Sin") == 1 and "Less" in kept.values()  # with the box hit test
+    # the double-angle steps from sin/cos of x to those of 2^9 x (10 octaves) stay fp32 too
+    assert list(kept.values()).count("Mul") >= 3 * 9 and list(kept.values()).count("Sub") >= 9
     final = [n for n in proto.graph.node if n.output[0] == proto.graph.output[0].name][0]
     assert final.op_type == "Where" and final.name not in kept  # the background select is MLP side
     assert len(encoding_nodes(proto)) < len(ops) - 5

@@ -17,8 +17,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("cache_gb", ["2.0", "0"], ids=["rays-in-memory", "streamed"])
 def test_ddp_two_processes_runs_and_loss_falls(tiny_scene: Path, tiny_pseudo_run: Path,
-                                               tmp_path: Path) -> None:
+                                               tmp_path: Path, cache_gb: str) -> None:
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_pseudo_run / "pseudo", run_dir / "pseudo")
     cmd = [
@@ -27,7 +28,7 @@ def test_ddp_two_processes_runs_and_loss_falls(tiny_scene: Path, tiny_pseudo_run
         "model.depth=4", "model.width=32", "model.n_points=8", "model.n_freqs=4",
         "train.distill.max_steps=50", "train.distill.batch_size=256", "train.distill.warmup_steps=5",
         "train.distill.lr=5e-3", "train.distill.val_every_steps=25", "train.finetune.enabled=false",
-        "eval.chunk=128",
+        "eval.chunk=128", f"train.ray_cache_gb={cache_gb}",
     ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
