@@ -155,7 +155,8 @@ def throughput(pseudo: Path, tmp: Path, steps: int) -> list[list[Any]]:
         cfg = config(pseudo, tmp / f"v{i}", *arch, f"train.precision={precision}",
                      f"train.distill.max_steps={n + 5}", "train.distill.max_seconds=null",
                      "train.distill.batch_size=4096", "train.distill.val_every_steps=100000",
-                     f"train.ray_cache_gb={2.0 if data == 'in memory' else 0}")
+                     f"train.ray_cache_gb={2.0 if data == 'in memory' else 0}",
+                     "train.hard_mining.enabled=false")  # the bare loop does the same work
         lit = stage_run(cfg, tmp / f"t{i}").rays_per_second(4096)
         rows.append([label, f"{flops_per_ray(mcfg) / 1e6:.2f}", precision, data, round(bare), round(lit),
                      f"{100 * (bare / lit - 1):+.1f}%"])
@@ -164,7 +165,8 @@ def throughput(pseudo: Path, tmp: Path, steps: int) -> list[list[Any]]:
 
 
 def quality(pseudo: Path, tmp: Path, seconds: float) -> tuple[list[list[Any]], dict[str, Any]]:
-    variants = {"fp32": ["train.precision=fp32"], "bf16": ["train.precision=bf16"],
+    off = "train.hard_mining.enabled=false"
+    variants = {"fp32": ["train.precision=fp32", off], "bf16": ["train.precision=bf16", off],
                 "bf16 + hard-ray mining": ["train.precision=bf16", "train.hard_mining.enabled=true"]}
     curves = {}
     for name, overrides in variants.items():

@@ -45,7 +45,7 @@ class HardMiningConfig:
         pool_size: rays kept in the pool (the newest hardest rays replace the oldest).
     """
 
-    enabled: bool = False
+    enabled: bool = True
     fraction: float = 0.1
     pool_size: int = 65536
 
