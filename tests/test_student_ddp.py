@@ -29,6 +29,8 @@ def test_ddp_two_processes_runs_and_loss_falls(tiny_scene: Path, tiny_pseudo_run
         "train.distill.max_steps=50", "train.distill.batch_size=256", "train.distill.warmup_steps=5",
         "train.distill.lr=5e-3", "train.distill.val_every_steps=25", "train.finetune.enabled=false",
         "eval.chunk=128", f"train.ray_cache_gb={cache_gb}",
+        # the logged loss would include the replayed hardest rays: compare plain batch losses
+        "train.hard_mining.enabled=false",
     ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
