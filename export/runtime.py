@@ -295,8 +295,7 @@ class LightField:
         box = self.meta.content_aabb
         if self.skip_misses and box is not None:
             hit = rays_meet_box(rays_o, rays_d, box, self.meta.near, self.meta.far)
-            out = np.empty_like(rays_o)
-            out[:] = np.asarray(self.meta.background, dtype=np.float32)
+            out = np.full(rays_o.shape, self.meta.background, dtype=np.float32)
             if hit.any():
                 out[hit] = self._run(rays_o[hit], rays_d[hit], batch_size)
             return out
