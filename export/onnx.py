@@ -23,7 +23,7 @@ from core.config import to_dataclass
 from core.datasets import Scene, SceneConfig, load_scene
 from core.errors import UserError, exit_on_user_error
 from core.io import sha256_file, write_json
-from core.rays import generate_rays
+from core.rays import generate_rays, ray_aabb_intersect
 from core.seeding import seed_everything
 from export.fused import FusedEncodingStudent
 from export.parity import evaluate_variant, mean_view_psnr, random_scene_rays, split_rays, torch_rgb
@@ -118,13 +118,22 @@ def _check_inputs(cfg: ExportConfig, scene_meta: dict[str, Any], scene: Scene, c
                         f"{scene.root} has test images of {test_hw} (set scene.path / scene.downscale)")
 
 
-def _calibration_rays(scene: Scene, cfg: Int8Config, gen: torch.Generator
+def calibration_rays(scene: Scene, cfg: Int8Config, model: R2LStudent, gen: torch.Generator
                       ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Batches of random pixels' rays from the training views (the distribution the model serves)."""
+    """Batches of random pixels' rays from the training views (the distribution the model serves).
+
+    Only rays that meet the student's content box: the others never reach the network's output (the
+    graph gives them the background, the runtime skips them), but their encodings lie outside
+    ``[-1, 1]`` and would stretch the calibrated activation ranges (measured: -0.5 dB for static int8).
+    """
     train = scene.split("train")
     H, W = train.hw
     rays = [generate_rays(train.c2w[i], train.K[i], H, W) for i in range(train.n_views)]
     rays_o, rays_d = torch.cat([r[0] for r in rays]), torch.cat([r[1] for r in rays])
+    enc = model.encoder
+    hit = ray_aabb_intersect(rays_o, rays_d, enc.box, enc.near, enc.far)[2]
+    if bool(hit.any()):
+        rays_o, rays_d = rays_o[hit], rays_d[hit]
     idx = torch.randperm(rays_o.shape[0], generator=gen)[: cfg.calib_rays]
     return [(rays_o[i].numpy(), rays_d[i].numpy()) for i in idx.chunk(max(cfg.calib_batches, 1))]
 
@@ -133,7 +142,8 @@ def _write_variants(cfg: ExportConfig, model: R2LStudent, meta: ModelMeta, scene
                     gen: torch.Generator) -> dict[tuple[str, bool], Path]:
     """Trace, convert, attach metadata, check and write every requested file."""
     H, W = meta.image_size
-    calib = _calibration_rays(scene, cfg.int8, gen) if "int8" in cfg.variants + cfg.static_variants else None
+    int8 = "int8" in cfg.variants + cfg.static_variants
+    calib = calibration_rays(scene, cfg.int8, model, gen) if int8 else None
     paths: dict[tuple[str, bool], Path] = {}
     for static, precisions in ((False, cfg.variants), (True, cfg.static_variants)):
         n = H * W if static else 1024

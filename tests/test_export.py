@@ -14,8 +14,9 @@ import torch
 
 from core.datasets import SceneConfig, load_scene
 from core.errors import CheckpointError, UserError
+from core.rays import generate_rays, ray_aabb_intersect
 from export.fused import FusedEncodingStudent
-from export.onnx import ExportConfig, Int8Config, run
+from export.onnx import ExportConfig, Int8Config, calibration_rays, run
 from export.parity import random_scene_rays, torch_rgb
 from export.runtime import FORMAT_VERSION, LightField, ModelError
 from export.variants import encoding_nodes, to_fp16, trace_student
@@ -219,3 +220,19 @@ def test_export_psnr_is_the_mean_of_per_view_psnrs() -> None:
     expected = float(np.mean([psnr(torch.from_numpy(p), torch.from_numpy(t)) for p, t in zip(pred, gt)]))
     assert abs(mean_view_psnr(pred, gt) - expected) < 1e-4
     assert abs(mean_view_psnr(pred, gt) - psnr_np(pred, gt)) > 0.1  # views of unequal error: they differ
+
+
+def test_calibration_rays_all_meet_the_content_box(tiny_scene: Path, tmp_path: Path) -> None:
+    model, _ = load_student(make_tiny_student_ckpt(tmp_path / "s.ckpt", tiny_scene))
+    scene = load_scene(SceneConfig(path=str(tiny_scene)), splits=("train",))
+    enc = model.encoder
+    train = scene.split("train")
+    all_o, all_d = generate_rays(train.c2w[0], train.K[0], *train.hw)
+    assert not bool(ray_aabb_intersect(all_o, all_d, enc.box, enc.near, enc.far)[2].all()), \
+        "every pixel meets the box: the test would prove nothing"
+    batches = calibration_rays(scene, Int8Config(calib_rays=500, calib_batches=3), model,
+                               torch.Generator().manual_seed(0))
+    assert len(batches) == 3 and sum(len(o) for o, _ in batches) == 500
+    for o, d in batches:
+        hit = ray_aabb_intersect(torch.from_numpy(o), torch.from_numpy(d), enc.box, enc.near, enc.far)[2]
+        assert bool(hit.all())
