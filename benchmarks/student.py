@@ -33,7 +33,7 @@ from core.io import write_json
 from core.shards import PseudoMeta, ShardInfo, read_meta, shard_name
 from student.config import StudentConfig
 from student.data import shard_loader
-from student.model import R2LStudent, StudentModelConfig, flops_per_ray
+from student.model import R2LStudent, StudentModelConfig, flops_per_ray, layer_shapes
 from student.train import load_inputs, run_stage, validation_batches
 
 QUALITY_MARKS = (0.25, 0.5, 0.75, 1.0)
@@ -114,11 +114,9 @@ def gemm_ceiling(model_cfg: StudentModelConfig, batch: int, bf16: bool, repeats:
     best of ``repeats``. No activation functions, residual adds, bias terms or optimizer.
     """
     dtype = torch.bfloat16 if bf16 else torch.float32
-    in_dim = model_cfg.n_points * 3 * (1 + 2 * model_cfg.n_freqs)
-    dims = [in_dim] + [model_cfg.width] * (model_cfg.depth - 1) + [3]
     gen = torch.Generator().manual_seed(0)
     layers = [(torch.randn(batch, i, generator=gen).to(dtype), torch.randn(o, i, generator=gen).to(dtype),
-               torch.randn(batch, o, generator=gen).to(dtype)) for i, o in zip(dims[:-1], dims[1:])]
+               torch.randn(batch, o, generator=gen).to(dtype)) for i, o in layer_shapes(model_cfg)]
     best = float("inf")
     for _ in range(repeats + 1):
         start = time.perf_counter()

@@ -23,7 +23,7 @@ from core.config import to_dataclass
 from core.datasets import Scene, SceneConfig, load_scene
 from core.errors import UserError, exit_on_user_error
 from core.io import sha256_file, write_json
-from core.rays import generate_rays, ray_aabb_intersect
+from core.rays import generate_rays
 from core.seeding import seed_everything
 from export.fused import FusedEncodingStudent
 from export.parity import evaluate_variant, mean_view_psnr, random_scene_rays, split_rays, torch_rgb
@@ -130,8 +130,7 @@ def calibration_rays(scene: Scene, cfg: Int8Config, model: R2LStudent, gen: torc
     H, W = train.hw
     rays = [generate_rays(train.c2w[i], train.K[i], H, W) for i in range(train.n_views)]
     rays_o, rays_d = torch.cat([r[0] for r in rays]), torch.cat([r[1] for r in rays])
-    enc = model.encoder
-    hit = ray_aabb_intersect(rays_o, rays_d, enc.box, enc.near, enc.far)[2]
+    hit = model.encoder.segment(rays_o, rays_d)[2]  # the graph's own hit test
     if bool(hit.any()):
         rays_o, rays_d = rays_o[hit], rays_d[hit]
     idx = torch.randperm(rays_o.shape[0], generator=gen)[: cfg.calib_rays]

@@ -105,7 +105,12 @@ def count_linear_flops(model: nn.Module) -> int:
     return sum(2 * m.in_features * m.out_features for m in model.modules() if isinstance(m, nn.Linear))
 
 
+def layer_shapes(cfg: StudentModelConfig) -> list[tuple[int, int]]:
+    """Closed-form ``(in_features, out_features)`` of every Linear layer, input to output."""
+    in_dim = cfg.n_points * 3 * (1 + 2 * cfg.n_freqs)
+    return [(in_dim, cfg.width)] + [(cfg.width, cfg.width)] * (cfg.depth - 2) + [(cfg.width, 3)]
+
+
 def flops_per_ray(cfg: StudentModelConfig) -> int:
     """Closed-form FLOPs per ray of the MLP (2 per multiply-add; encoding and biases not counted)."""
-    in_dim = cfg.n_points * 3 * (1 + 2 * cfg.n_freqs)
-    return 2 * (in_dim * cfg.width + (cfg.depth - 2) * cfg.width * cfg.width + cfg.width * 3)
+    return sum(2 * i * o for i, o in layer_shapes(cfg))
