@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
 
 from core.cameras import (
@@ -251,7 +251,9 @@ def _read_image(path: Path) -> Tensor:
             else:
                 channels = len(img.getbands())
                 raise SceneError(f"{path}: unsupported channel count {channels} ({mode}); need RGB or RGBA")
-    except (UnidentifiedImageError, OSError) as exc:
+    except SceneError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Pillow raises OSError, SyntaxError, ValueError, ... on junk
         raise SceneError(f"{path}: cannot decode image ({exc})") from None
     if arr.shape[-1] == 3:
         arr = np.concatenate([arr, np.ones_like(arr[..., :1])], axis=-1)

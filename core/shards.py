@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from core.cameras import CAMERA_CONVENTION
 from core.errors import UserError
@@ -258,7 +258,7 @@ def _npy(sample: dict[str, Any], name: str, shape: tuple[int, ...] | None) -> np
     raw = _get(sample, name)
     try:
         arr = raw if isinstance(raw, np.ndarray) else np.load(io.BytesIO(raw), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a junk .npy header raises ValueError, EOFError, TokenError, ...
         raise ShardFormatError(f"{_where(sample)}: cannot decode {name} ({exc})") from None
     if shape is not None and arr.shape != shape:
         raise ShardFormatError(f"{_where(sample)}: {name} has shape {arr.shape}, expected {shape}")
@@ -273,7 +273,9 @@ def decode_rgb(sample: dict[str, Any]) -> np.ndarray:
                 if img.mode != "RGB":
                     raise ShardFormatError(f"{_where(sample)}: rgb.png has mode {img.mode}, expected RGB")
                 return np.asarray(img, dtype=np.float32) / 255.0
-        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        except ShardFormatError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - Pillow raises many types on junk bytes
             raise ShardFormatError(f"{_where(sample)}: cannot decode rgb.png ({exc})") from None
     rgb = _npy(sample, "rgb.npy", None)
     if rgb.ndim != 3 or rgb.shape[-1] != 3:

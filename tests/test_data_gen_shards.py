@@ -158,3 +158,35 @@ def _npy(arr: np.ndarray) -> bytes:
     from data_gen.shards import npy_bytes
 
     return npy_bytes(arr)
+
+
+def test_decode_sample_turns_fuzzed_fields_into_shard_errors() -> None:
+    """Random, cut and byte-flipped rgb.png / .npy fields: numpy and Pillow raise many exception types
+    on junk (ValueError, EOFError, tokenize.TokenError, ...); each must become a ShardFormatError."""
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(7)
+    buf = io.BytesIO()
+    Image.fromarray((rng.random((6, 5, 3)) * 255).astype(np.uint8)).save(buf, format="PNG")
+    good = {"rgb.png": buf.getvalue(), "c2w.npy": _npy(rng.normal(size=(4, 4))),
+            "K.npy": _npy(rng.normal(size=(3, 3)))}
+    decode_sample({"__key__": "0", **good})  # the undamaged sample decodes
+    survived = 0
+    for trial in range(1500):
+        field = ("rgb.png", "c2w.npy", "K.npy")[trial % 3]
+        data = bytearray(good[field])
+        if trial % 4 == 0:
+            data = bytearray(rng.bytes(int(rng.integers(1, 300))))
+        elif trial % 4 == 1:
+            data = data[: int(rng.integers(1, len(data)))]
+        else:
+            for i in rng.integers(0, len(data), size=int(rng.integers(1, 8))):
+                data[i] = int(rng.integers(0, 256))
+        try:
+            decode_sample({"__key__": f"{trial:08d}", "__url__": "s.tar", **good, field: bytes(data)})
+            survived += 1  # a flip inside pixel or array data leaves a valid sample
+        except ShardFormatError as err:
+            assert f"s.tar sample {trial:08d}" in str(err), str(err)
+    assert survived < 1500 // 2
