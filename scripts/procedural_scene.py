@@ -15,7 +15,11 @@ import math
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
+
+from core.cameras import focal_from_fov, intrinsics_matrix, look_at, opengl_to_opencv
+from core.rays import generate_rays
 
 FOV_X = 0.6911112070083618  # NeRF synthetic's camera_angle_x
 RADIUS = 4.031  # NeRF synthetic's camera distance
@@ -23,26 +27,18 @@ BOX = (np.array([0.1, -0.9, -0.6]), np.array([1.1, 0.1, 0.3]))
 SPHERE_CENTRE, SPHERE_RADIUS = np.array([-0.5, 0.4, 0.0]), 0.55
 
 
-def camera_pose(azimuth: float, elevation: float) -> np.ndarray:
-    """``[4, 4]`` OpenGL camera-to-world pose (Blender convention) looking at the origin, +Z up."""
-    eye = RADIUS * np.array([math.cos(azimuth) * math.cos(elevation), math.sin(azimuth) * math.cos(elevation),
-                             math.sin(elevation)])
-    forward = -eye / np.linalg.norm(eye)
-    right = np.cross(forward, [0.0, 0.0, 1.0])
-    right /= np.linalg.norm(right)
-    c2w = np.eye(4)
-    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = right, np.cross(right, forward), -forward, eye
-    return c2w
+def camera_pose(azimuth: float, elevation: float) -> torch.Tensor:
+    """``[4, 4]`` OpenCV camera-to-world pose looking at the origin, +Z up."""
+    eye = RADIUS * torch.tensor([math.cos(azimuth) * math.cos(elevation),
+                                 math.sin(azimuth) * math.cos(elevation), math.sin(elevation)])
+    return look_at(eye[None], torch.zeros(3), torch.tensor([0.0, 0.0, 1.0]))[0]
 
 
-def render(c2w: np.ndarray, size: int) -> np.ndarray:
-    """``[size, size, 4]`` uint8 RGBA image, one ray through each pixel centre."""
-    focal = 0.5 * size / math.tan(0.5 * FOV_X)
-    row, col = np.meshgrid(np.arange(size) + 0.5, np.arange(size) + 0.5, indexing="ij")
-    d_cam = np.stack([(col - size / 2) / focal, -(row - size / 2) / focal, -np.ones_like(col)], -1)
-    d = d_cam @ c2w[:3, :3].T
-    d /= np.linalg.norm(d, axis=-1, keepdims=True)
-    o = np.broadcast_to(c2w[:3, 3], d.shape)
+def render(c2w: torch.Tensor, size: int) -> np.ndarray:
+    """``[size, size, 4]`` uint8 RGBA image of the OpenCV pose ``c2w``, one ray through each pixel centre."""
+    focal = focal_from_fov(FOV_X, size)
+    rays_o, rays_d = generate_rays(c2w, intrinsics_matrix(focal, focal, size / 2, size / 2), size, size)
+    o, d = rays_o.double().numpy().reshape(size, size, 3), rays_d.double().numpy().reshape(size, size, 3)
     with np.errstate(divide="ignore", invalid="ignore"):
         t0, t1 = (BOX[0] - o) / d, (BOX[1] - o) / d
     t_box = np.minimum(t0, t1).max(-1)
@@ -71,7 +67,8 @@ def write_scene(root: Path, size: int = 100, n_views: dict[str, int] | None = No
         for i in range(n):
             c2w = camera_pose(rng.uniform(0, 2 * math.pi), rng.uniform(0.1, 1.3))
             Image.fromarray(render(c2w, size), "RGBA").save(root / split / f"r_{i}.png")
-            frames.append({"file_path": f"./{split}/r_{i}", "transform_matrix": c2w.tolist()})
+            c2w_gl = opengl_to_opencv(c2w)  # the flip is its own inverse: Blender files hold OpenGL poses
+            frames.append({"file_path": f"./{split}/r_{i}", "transform_matrix": c2w_gl.tolist()})
         meta = {"camera_angle_x": FOV_X, "frames": frames}
         (root / f"transforms_{split}.json").write_text(json.dumps(meta))
     return root

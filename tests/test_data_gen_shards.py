@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import tarfile
 from pathlib import Path
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import webdataset as wds
+from PIL import Image
 
 from core.io import sha256_file, write_json
 from core.shards import (
@@ -163,10 +165,6 @@ def _npy(arr: np.ndarray) -> bytes:
 def test_decode_sample_turns_fuzzed_fields_into_shard_errors() -> None:
     """Random, cut and byte-flipped rgb.png / .npy fields: numpy and Pillow raise many exception types
     on junk (ValueError, EOFError, tokenize.TokenError, ...); each must become a ShardFormatError."""
-    import io
-
-    from PIL import Image
-
     rng = np.random.default_rng(7)
     buf = io.BytesIO()
     Image.fromarray((rng.random((6, 5, 3)) * 255).astype(np.uint8)).save(buf, format="PNG")
