@@ -27,7 +27,7 @@ from core.config import compose, to_dataclass
 from core.datasets import SceneSplit, load_scene
 from core.seeding import seed_everything
 from teacher.evaluate import evaluate
-from teacher.hashgrid import AUTO_ORDER, resolve_backend
+from cuda.backend import AUTO_ORDER, resolve_backend
 from teacher.train import TeacherConfig, new_teacher, train_teacher
 
 log = logging.getLogger("benchmarks.teacher")

@@ -7,6 +7,7 @@ call) and ``export.json`` (parity, test PSNR per variant, sizes in bytes).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,7 +98,7 @@ def build_meta(model: R2LStudent, scene_meta: dict[str, Any], scene: Scene, opse
         camera_convention=str(scene_meta.get("camera_convention", "opencv")),
         background=[float(v) for v in scene_meta.get("background", scene.background)],
         opset=opset,
-        student=dict(vars(model.cfg)),
+        student=dataclasses.asdict(model.cfg),
         flops_per_ray=flops_per_ray(model.cfg),
         rig=camera_rig(scene.split("train").c2w),
     )
@@ -149,7 +150,7 @@ def _write_variants(cfg: ExportConfig, model: R2LStudent, meta: ModelMeta, scene
         example = random_scene_rays(scene.split("train").c2w, torch.tensor(meta.aabb), n, gen)
         traced: dict[bool, onnx.ModelProto] = {}  # fused encoding or not -> fp32 graph
         for precision in precisions:
-            fused = precision in cfg.fused_encoding
+            fused = precision in cfg.fused_encoding and model.cfg.encoding == "pe"  # folds sin/cos only
             if fused not in traced:
                 module = FusedEncodingStudent(model).eval() if fused else model
                 traced[fused] = trace_student(module, example, static=static, opset=cfg.opset)
@@ -162,7 +163,7 @@ def _write_variants(cfg: ExportConfig, model: R2LStudent, meta: ModelMeta, scene
             else:
                 proto = _copy(fp32)
             file_meta = ModelMeta(**{**vars(meta), "precision": precision, "batch": n if static else 0,
-                                     "encoding": "fused" if fused else "exact"})
+                                     "encoding": "fused" if fused else model.cfg.encoding})
             path = save_checked(set_metadata(proto, file_meta), out_dir / variant_filename(precision, static))
             paths[(precision, static)] = path
             log.info("wrote %s (%d bytes)", path, path.stat().st_size)

@@ -66,12 +66,14 @@ class ModelMeta:
         precision: ``fp32``, ``fp16`` or ``int8``.
         batch: fixed number of rays per call for a static-shape model, ``0`` for a dynamic batch.
         opset: ONNX opset of the graph.
-        student: network shape (``n_points``, ``n_freqs``, ``width``, ``depth``, ``ray_range``).
+        student: network shape (``encoding``, ``n_points``, ``n_freqs``, ``width``, ``depth``,
+            ``ray_range``, ``grid``).
         flops_per_ray: multiply-add FLOPs (x2) of the MLP per ray.
         rig: the training camera rig for default orbits: ``center`` [3], ``up`` [3], ``radius``,
             ``elevation`` (radians above the plane normal to ``up``).
-        encoding: ``exact`` (the student's own encoding ops) or ``fused`` (folded into matrix products,
-            see ``export/fused.py``; equal up to float32 rounding).
+        encoding: how the graph encodes rays: ``pe`` (R2L's positional encoding, the student's own
+            ops), ``fused`` (the same, folded into matrix products, see ``export/fused.py``; equal up to
+            float32 rounding) or ``hash`` (hash-grid features looked up with Gather in the graph).
         format_version: version of this metadata layout.
     """
 
@@ -90,7 +92,7 @@ class ModelMeta:
     student: dict[str, Any] = field(default_factory=dict)
     flops_per_ray: int = 0
     rig: dict[str, Any] = field(default_factory=dict)
-    encoding: str = "exact"
+    encoding: str = "pe"
     format_version: int = FORMAT_VERSION
 
     def to_props(self) -> dict[str, str]:

@@ -100,6 +100,9 @@ def encoding_nodes(proto: onnx.ModelProto) -> list[str]:
     and the first matrix product it feeds (the fused graph's double-angle steps), every ancestor of a Where
     condition (the content-box hit test), and every matrix product fed by those ray-linear values
     rather than by sines (the folded raw-coordinate term of :class:`export.fused.FusedEncodingStudent`).
+    In a graph with a table lookup (the ``hash`` encoding's Gather) the whole encoding is kept: every
+    ancestor of the first matrix products' inputs (grid positions in fp16 would be off by 1/16 of a
+    cell at 128 cells per axis, and int8 would alias them).
     """
     nodes = list(proto.graph.node)
     for i, node in enumerate(nodes):
@@ -114,6 +117,13 @@ def encoding_nodes(proto: onnx.ModelProto) -> list[str]:
         if node.name not in keep:
             keep.add(node.name)
             stack += [producer[i] for i in node.input if i in producer]
+    if any(n.op_type == "Gather" for n in nodes):
+        stack = [producer[n.input[0]] for n in nodes if n.op_type in MATMUL_OPS and n.input[0] in producer]
+        while stack:
+            node = stack.pop()
+            if node.name not in keep and node.op_type not in MATMUL_OPS:
+                keep.add(node.name)
+                stack += [producer[i] for i in node.input if i in producer]
     ray_linear = {i.name for i in proto.graph.input}
     ray_linear |= {o for n in nodes if n.name in keep and n.op_type not in ("Sin", "Cos") for o in n.output}
     keep |= {n.name for n in nodes if n.op_type in MATMUL_OPS and n.input[0] in ray_linear}
@@ -166,10 +176,36 @@ def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
             node.output[:] = [f"{out.name}_fp16" if o == out.name else o for o in node.output]
         mlp.append(onnx.helper.make_node("Cast", [f"{out.name}_fp16"], [out.name], to=onnx.TensorProto.FLOAT,
                                          name=f"cast_{out.name}_fp32"))
+    enc = _fp16_tables(graph, enc)
     nodes = enc + casts + mlp
     del graph.node[:]
     graph.node.extend(nodes)
     return proto
+
+
+TABLE_MIN_ELEMENTS = 65536
+
+
+def _fp16_tables(graph: onnx.GraphProto, enc: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
+    """Store the float tables that encoding Gathers read (a learned encoding's features) as fp16.
+
+    Each such Gather then reads fp16 rows and a Cast back to fp32 follows it, so the file shrinks by
+    half of the table while the lookup arithmetic stays fp32. Small constants are left alone.
+    """
+    inits = {i.name: i for i in graph.initializer}
+    out: list[onnx.NodeProto] = []
+    for node in enc:
+        init = inits.get(node.input[0]) if node.op_type == "Gather" else None
+        if init is None or init.data_type != onnx.TensorProto.FLOAT or np.prod(init.dims) < TABLE_MIN_ELEMENTS:
+            out.append(node)
+            continue
+        init.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(init).astype(np.float16),
+                                                   init.name))
+        rows = node.output[0]
+        node.output[0] = f"{rows}_fp16"
+        out += [node, onnx.helper.make_node("Cast", [f"{rows}_fp16"], [rows], to=onnx.TensorProto.FLOAT,
+                                            name=f"cast_{rows}_fp32")]
+    return out
 
 
 class _RayReader:

@@ -44,7 +44,7 @@ def load_student(
     if "content_aabb" not in payload.get("config", {}).get("scene", {}):
         raise CheckpointError(f"{path}: a student from an older version (no content box); train it again")
     try:
-        cfg = StudentModelConfig(**payload["config"]["model"])
+        cfg = StudentModelConfig.from_dict(payload["config"]["model"])
         scene = payload["config"]["scene"]
         model = R2LStudent(cfg, torch.tensor(scene["content_aabb"]), scene["near"], scene["far"],
                            scene["background"])

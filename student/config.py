@@ -16,7 +16,9 @@ class StageConfig:
         enabled: run this stage.
         max_steps: optimizer steps (``-1``: no step limit).
         max_seconds: wall-clock limit of the stage (``null``: none); whichever limit comes first wins.
-        lr: peak learning rate (Adam).
+        lr: peak learning rate (Adam) of the network.
+        encoding_lr: peak learning rate of a learned encoding's table (``null``: ``lr``); it follows
+            the same warm-up and decay.
         lr_final: learning rate at the end of the schedule (cosine decay from ``lr``).
         warmup_steps: linear warm-up from ``lr / 100``.
         decay_steps: length of the decay; ``null`` uses ``max_steps`` (or 10k without a step limit).
@@ -28,6 +30,7 @@ class StageConfig:
     max_steps: int = 2000
     max_seconds: float | None = None
     lr: float = 1e-3
+    encoding_lr: float | None = None
     lr_final: float = 1e-5
     warmup_steps: int = 100
     decay_steps: int | None = None

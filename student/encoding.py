@@ -1,22 +1,64 @@
-"""Ray encoding of R2L: K points along each ray, normalised by the content box, positionally encoded.
+"""Ray encodings: K points along each ray, normalised by the content box, then encoded.
+
+Two encodings share the sampling (:class:`RayEncoder`):
+
+* ``pe`` - R2L's: the points' coordinates, positionally encoded (``K x 3 x (1 + 2 n_freqs)`` inputs);
+* ``hash`` - learned: trainable multiresolution hash-grid features (Instant-NGP's layout, our kernels
+  through :class:`cuda.backend.HashGrid`) looked up at the K points and concatenated
+  (``K x levels x features`` inputs), optionally with a low-order PE of the points.
 
 Each ray is cut to a segment ``start + u * span`` (``u`` in ``[0, 1]``): either R2L's global
 ``[near, far]`` range, or (``ray_range="box"``) the part of ``[near, far]`` inside the content box (the
 box around what the teacher found occupied), so all K points fall where the scene has content. Rays
 that miss the content box show the background (the teacher renders nothing there either).
 
-Only ONNX-friendly ops (arithmetic, min/max, where, sin/cos, concat, reshape), so the encoding lives
-inside the exported graph.
+Only ONNX-friendly ops (arithmetic, min/max, where, sin/cos, concat, reshape; the hash lookup as
+int64 arithmetic, BitwiseXor and Gather when exported), so the encoding lives inside the exported graph.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from core.rays import ray_aabb_intersect
+from cuda.backend import HashGrid
+from cuda.hashgrid_graph import hash_encode_graph
+from cuda.hashgrid_ref import HashGridSpec
 
 RAY_RANGES = ("box", "near_far")
+ENCODINGS = ("pe", "hash")
+
+
+@dataclass
+class GridConfig:
+    """The learned (``hash``) encoding's feature store: a multiresolution hash grid over the content box.
+
+    Attributes:
+        n_levels: resolution levels.
+        n_features: features per level and point.
+        log2_hashmap_size: entries per level at most (``2^T``); coarse levels that fit are dense.
+        base_resolution: coarsest level's cells per axis.
+        max_resolution: finest level's cells per axis.
+        point_freqs: octaves of a positional encoding of the points concatenated to the features
+            (``-1``: none; ``0``: the normalised coordinates themselves).
+        backend: hash-grid backend for training (``auto``: our CPU kernel here; see ``cuda.backend``).
+    """
+
+    n_levels: int = 4
+    n_features: int = 2
+    log2_hashmap_size: int = 17
+    base_resolution: int = 16
+    max_resolution: int = 128
+    point_freqs: int = -1
+    backend: str = "auto"
+
+    def spec(self) -> HashGridSpec:
+        return HashGridSpec(n_levels=self.n_levels, n_features=self.n_features,
+                            log2_hashmap_size=self.log2_hashmap_size, base_resolution=self.base_resolution,
+                            max_resolution=self.max_resolution)
 
 
 def ray_segment(
@@ -112,6 +154,7 @@ class RayEncoder(nn.Module):
         ray_range: ``"box"`` (sample the part of ``[near, far]`` inside ``box``) or ``"near_far"`` (R2L).
     """
 
+    name = "pe"
     box: Tensor  # [6] content box (buffer)
     center: Tensor  # [3] box centre (buffer)
     half_extent: Tensor  # [3] box half-size (buffer)
@@ -144,3 +187,54 @@ class RayEncoder(nn.Module):
         start, span, hit = self.segment(rays_o, rays_d)
         pts = segment_points(start, span, self.n_points, jitter)  # [N, K, 3]
         return positional_encoding(pts.flatten(1), self.n_freqs), hit
+
+
+def point_features_dim(n_points: int, point_freqs: int) -> int:
+    """Width of the optional PE of the points (``point_freqs < 0``: none)."""
+    return 0 if point_freqs < 0 else n_points * 3 * (1 + 2 * point_freqs)
+
+
+class HashRayEncoder(RayEncoder):
+    """Rays -> hash-grid features of their K points (concatenated) and a hit mask.
+
+    The content box maps to the grid's unit cube. Training runs the lookup on ``grid.backend`` (our
+    kernels); while the model is being exported (``torch.export``, which the ONNX exporter uses) it runs
+    :func:`cuda.hashgrid_graph.hash_encode_graph`, the same function in ops ONNX has.
+
+    Args:
+        box: ``[6]`` content box.
+        near: start of the ray range.
+        far: end of the ray range.
+        n_points: ``K`` points per ray.
+        grid: the feature store.
+        ray_range: ``"box"`` or ``"near_far"``.
+    """
+
+    name = "hash"
+
+    def __init__(self, box: Tensor, near: float, far: float, n_points: int, grid: GridConfig,
+                 ray_range: str = "box"):
+        super().__init__(box, near, far, n_points, max(grid.point_freqs, 0), ray_range)
+        self.grid_cfg = grid
+        self.grid = HashGrid(grid.spec(), backend=grid.backend)
+
+    @property
+    def out_dim(self) -> int:
+        spec = self.grid.spec
+        return self.n_points * spec.n_output_dims + point_features_dim(self.n_points, self.grid_cfg.point_freqs)
+
+    def lookup(self, x: Tensor) -> Tensor:
+        """Points ``[M, 3]`` in ``[0, 1]^3`` -> features ``[M, L * F]`` (the graph twin while exporting)."""
+        if torch.compiler.is_exporting() or torch.jit.is_tracing():
+            return hash_encode_graph(x, self.grid.params, self.grid.spec)
+        return self.grid(x.contiguous())
+
+    def forward(self, rays_o: Tensor, rays_d: Tensor, jitter: bool = False) -> tuple[Tensor, Tensor]:
+        """``rays_o, rays_d [N, 3]`` -> features ``[N, out_dim]`` (point-major) and ``hit [N]``."""
+        start, span, hit = self.segment(rays_o, rays_d)
+        pts = segment_points(start, span, self.n_points, jitter)  # [N, K, 3] in [-1, 1]
+        unit = ((pts.reshape(-1, 3) + 1.0) * 0.5).clamp(0.0, 1.0)  # [N K, 3]
+        feats = self.lookup(unit).reshape(pts.shape[0], -1)  # [N, K L F]
+        if self.grid_cfg.point_freqs >= 0:
+            feats = torch.cat([feats, positional_encoding(pts.flatten(1), self.grid_cfg.point_freqs)], -1)
+        return feats, hit

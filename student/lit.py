@@ -106,8 +106,16 @@ class StudentLitModule(L.LightningModule):
 
     def configure_optimizers(self):  # type: ignore[no-untyped-def]
         stage = self.stage
-        # fused Adam: one kernel for all parameters (3x faster than foreach on this CPU for 6M params)
-        opt = torch.optim.Adam(self.model.parameters(), lr=stage.lr, fused=True)
+        # fused Adam: one kernel for all parameters (3x faster than foreach on this CPU for 6M params).
+        # A learned encoding's table gets Instant-NGP's Adam (betas 0.9/0.99, eps 1e-15) and its own rate.
+        table = list(self.model.encoder.parameters())
+        table_ids = {id(p) for p in table}
+        mlp = [p for p in self.model.parameters() if id(p) not in table_ids]
+        groups: list[dict] = [{"params": mlp}]
+        if table:
+            groups.append({"params": table, "lr": stage.encoding_lr or stage.lr, "betas": (0.9, 0.99),
+                           "eps": 1e-15})
+        opt = torch.optim.Adam(groups, lr=stage.lr, fused=True)
         decay = stage.decay_steps or (stage.max_steps if stage.max_steps > 0 else 10_000)
         ratio = stage.lr_final / stage.lr
         sched = torch.optim.lr_scheduler.LambdaLR(

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
-from student.encoding import RAY_RANGES, RayEncoder
+from core.errors import UserError
+from student.encoding import ENCODINGS, RAY_RANGES, GridConfig, HashRayEncoder, RayEncoder, point_features_dim
 
 
 @dataclass
@@ -17,32 +18,53 @@ class StudentModelConfig:
     """Shape of the student.
 
     Attributes:
+        encoding: ``"pe"`` (R2L's positional encoding of the points) or ``"hash"`` (learned hash-grid
+            features at the points; see :class:`student.encoding.HashRayEncoder`).
         n_points: ``K`` points sampled per ray.
-        n_freqs: positional-encoding octaves.
+        n_freqs: positional-encoding octaves (``pe`` only).
         width: hidden width ``W``.
         depth: number of Linear layers in all: input layer + 2 per residual block + output layer
             (R2L's 88 = 1 + 2 x 43 + 1). Must be even and at least 4.
         ray_range: where the K points go: ``"box"`` (the part of each ray inside the content box) or
             ``"near_far"`` (R2L: the same ``[near, far]`` for every ray).
+        grid: the ``hash`` encoding's grid (ignored by ``pe``).
     """
 
+    encoding: str = "pe"
     n_points: int = 16
     n_freqs: int = 10
     width: int = 256
     depth: int = 88
     ray_range: str = "box"
+    grid: GridConfig = field(default_factory=GridConfig)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> StudentModelConfig:
+        """The config saved by ``dataclasses.asdict`` (a checkpoint from before encodings is ``pe``)."""
+        d = dict(d)
+        grid = GridConfig(**d.pop("grid", {}))
+        return cls(**d, grid=grid)
 
     @property
     def n_blocks(self) -> int:
         return (self.depth - 2) // 2
 
     def validate(self) -> None:
+        if self.encoding not in ENCODINGS:
+            raise UserError(f"model.encoding must be one of {list(ENCODINGS)}, got {self.encoding!r}")
+        if self.encoding == "hash":
+            try:
+                self.grid.spec()
+            except ValueError as exc:
+                raise UserError(f"model.grid: {exc}") from None
+            if self.grid.point_freqs < -1:
+                raise UserError(f"model.grid.point_freqs must be >= -1, got {self.grid.point_freqs}")
         if self.depth < 4 or self.depth % 2:
-            raise ValueError(f"student depth must be even and >= 4, got {self.depth}")
+            raise UserError(f"student depth must be even and >= 4, got {self.depth}")
         if min(self.n_points, self.width) < 1 or self.n_freqs < 0:
-            raise ValueError(f"invalid student shape: {self}")
+            raise UserError(f"invalid student shape: {self}")
         if self.ray_range not in RAY_RANGES:
-            raise ValueError(f"student ray_range must be one of {RAY_RANGES}, got {self.ray_range!r}")
+            raise UserError(f"student ray_range must be one of {RAY_RANGES}, got {self.ray_range!r}")
 
 
 class ResidualBlock(nn.Module):
@@ -79,7 +101,11 @@ class R2LStudent(nn.Module):
         super().__init__()
         cfg.validate()
         self.cfg = cfg
-        self.encoder = RayEncoder(box, near, far, cfg.n_points, cfg.n_freqs, cfg.ray_range)
+        self.encoder: RayEncoder
+        if cfg.encoding == "hash":
+            self.encoder = HashRayEncoder(box, near, far, cfg.n_points, cfg.grid, cfg.ray_range)
+        else:
+            self.encoder = RayEncoder(box, near, far, cfg.n_points, cfg.n_freqs, cfg.ray_range)
         self.register_buffer("background", torch.tensor([float(v) for v in background]))
         self.head_in = nn.Sequential(nn.Linear(self.encoder.out_dim, cfg.width), nn.ReLU())
         self.blocks = nn.Sequential(*[ResidualBlock(cfg.width, cfg.n_blocks) for _ in range(cfg.n_blocks)])
@@ -105,9 +131,27 @@ def count_linear_flops(model: nn.Module) -> int:
     return sum(2 * m.in_features * m.out_features for m in model.modules() if isinstance(m, nn.Linear))
 
 
+def encoding_dim(cfg: StudentModelConfig) -> int:
+    """Closed-form width of the encoding (the first layer's input)."""
+    if cfg.encoding == "hash":
+        g = cfg.grid
+        return cfg.n_points * g.n_levels * g.n_features + point_features_dim(cfg.n_points, g.point_freqs)
+    return cfg.n_points * 3 * (1 + 2 * cfg.n_freqs)
+
+
+def lookups_per_ray(cfg: StudentModelConfig) -> int:
+    """Table rows read per ray (8 trilinear corners per point and level; 0 for ``pe``)."""
+    return 8 * cfg.n_points * cfg.grid.n_levels if cfg.encoding == "hash" else 0
+
+
+def table_params(cfg: StudentModelConfig) -> int:
+    """Parameters of the encoding's feature table (0 for ``pe``)."""
+    return cfg.grid.spec().n_params if cfg.encoding == "hash" else 0
+
+
 def layer_shapes(cfg: StudentModelConfig) -> list[tuple[int, int]]:
     """Closed-form ``(in_features, out_features)`` of every Linear layer, input to output."""
-    in_dim = cfg.n_points * 3 * (1 + 2 * cfg.n_freqs)
+    in_dim = encoding_dim(cfg)
     return [(in_dim, cfg.width)] + [(cfg.width, cfg.width)] * (cfg.depth - 2) + [(cfg.width, 3)]
 
 

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from cuda.hashgrid_ref import HashGridSpec
-from teacher.hashgrid import HashGrid
+from cuda.backend import HashGrid
 
 SH_DIM = 16  # degree 4: 1 + 3 + 5 + 7 coefficients
 

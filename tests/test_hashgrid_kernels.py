@@ -12,7 +12,7 @@ import torch
 from cuda import build
 from cuda.hashgrid import hash_encode
 from cuda.hashgrid_ref import HashGridSpec, hash_encode_ref
-from teacher.hashgrid import AUTO_ORDER, HashGrid
+from cuda.backend import AUTO_ORDER, HashGrid
 from tests.conftest import requires_cuda, requires_cxx, requires_nvcc
 
 pytestmark = requires_cxx

@@ -98,7 +98,7 @@ def test_checker_catches_violations(tmp_path: Path) -> None:
         "data_gen/bad.py": "import importlib\nm = importlib.import_module('student.model')\n",
         "export/runtime.py": "import numpy\nimport torch.nn\n",
         "export/runtime2.py": "from student.model import R2LStudent\n",
-        "cuda/bad.py": "from teacher.hashgrid import HashGrid\n",
+        "cuda/bad.py": "from teacher.model import load_teacher\n",
     }
     for rel, code in cases.items():
         path = tmp_path / rel

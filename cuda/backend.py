@@ -1,4 +1,4 @@
-"""``HashGrid``: the multiresolution hash encoding behind one backend seam.
+"""``HashGrid``: the multiresolution hash encoding behind one backend seam (teacher and student use it).
 
 Backends (all hold the same flat float32 ``params`` in the tiny-cuda-nn layout, so a checkpoint
 trained with one loads into any other):
@@ -6,7 +6,9 @@ trained with one loads into any other):
 * ``tcnn``  - tiny-cuda-nn's fused CUDA encoding (needs ``tinycudann`` and a GPU);
 * ``cuda``  - our CUDA kernel (:func:`cuda.hashgrid.hash_encode` on a GPU; needs torch with CUDA and nvcc);
 * ``cpu``   - our C++/OpenMP kernel (:func:`cuda.hashgrid.hash_encode` on the CPU; needs a C++ compiler);
-* ``torch`` - :func:`cuda.hashgrid_ref.hash_encode_ref`, pure PyTorch, runs everywhere.
+* ``torch`` - :func:`cuda.hashgrid_ref.hash_encode_ref`, pure PyTorch, runs everywhere;
+* ``graph`` - :func:`cuda.hashgrid_graph.hash_encode_graph`, pure PyTorch in ops ONNX has (what an
+  exported student's graph computes); never picked by ``auto``.
 
 Our kernels are compiled on first use (when a ``HashGrid`` asking for them is built, never at import)
 and cached; if they cannot be built, ``auto`` falls back to the next backend with one warning.
@@ -25,6 +27,7 @@ from torch import Tensor, nn
 
 from cuda.build import try_load_hashgrid_extension
 from cuda.hashgrid import hash_encode, kernel_supports
+from cuda.hashgrid_graph import hash_encode_graph
 from cuda.hashgrid_ref import HashGridSpec, hash_encode_ref
 
 log = logging.getLogger(__name__)
@@ -88,6 +91,7 @@ def _kernel_factory(device_type: str) -> Factory:
 
 
 register_backend("torch", _torch_factory)
+_FACTORIES["graph"] = lambda spec, device: (lambda x, params: hash_encode_graph(x, params, spec))
 register_backend("cpu", _kernel_factory("cpu"), before="torch")
 register_backend("cuda", _kernel_factory("cuda"), before="cpu")
 register_backend("tcnn", _tcnn_factory, before="cuda")
@@ -121,7 +125,7 @@ class HashGrid(nn.Module):
         device = torch.device(device)
         self.params = nn.Parameter(torch.empty(spec.n_params, device=device).uniform_(-1e-4, 1e-4))
         self.backend, self._encode = resolve_backend(backend, spec, device)
-        log.info("hash grid backend: %s (%d levels, %.1fM params)", self.backend, spec.n_levels,
+        log.info("hash grid backend: %s (%d levels, %.2fM params)", self.backend, spec.n_levels,
                  spec.n_params / 1e6)
 
     @property
