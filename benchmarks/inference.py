@@ -11,11 +11,19 @@ The student is ``<run-dir>/student/student.ckpt``; without one, a freshly initia
 files are exported into a temporary folder with the same functions as ``python -m export.onnx``.
 
     python -m benchmarks.inference [--run-dir runs/mic_100] [--teacher PATH] [--repeats 7] [--psnr-views 8]
+        [--size 400] [--json PATH]
+
+``--size N`` times an N x N frame of test view 0's pose (intrinsics scaled, same field of view) instead of
+the scene's own size; PSNR columns stay on the scene's test views. Every run also writes a JSON file
+(``--json``, default ``benchmarks/inference_<size>.json``) with the teacher's and every variant's ms per
+frame and PSNR, so ratios can be read by scripts. For a ``hash`` student there is nothing to fold:
+its "fused" rows run the same graph as ONNX fp32.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import logging
 import tempfile
@@ -31,6 +39,7 @@ import torch
 from benchmarks.results import markdown_table, write_section
 from core.config import compose, to_dataclass
 from core.datasets import load_scene
+from core.io import write_json
 from export.fused import FusedEncodingStudent
 from export.onnx import Int8Config, calibration_rays
 from export.parity import mean_view_psnr, random_scene_rays, split_rays, torch_rgb
@@ -120,11 +129,13 @@ def export_all(model: R2LStudent, scene: Any, out: Path) -> dict[str, Path]:
     gen = torch.Generator().manual_seed(0)
     example = random_scene_rays(train.c2w, scene.aabb, 1024, gen)
     fp32 = trace_student(model, example, static=False, opset=18)
-    fused = trace_student(FusedEncodingStudent(model).eval(), example, static=False, opset=18)
+    fused = (trace_student(FusedEncodingStudent(model).eval(), example, static=False, opset=18)
+             if model.cfg.encoding == "pe" else _copy(fp32))
     calib = calibration_rays(scene, Int8Config(), model, gen)  # as export.onnx: rays that meet the box
     meta = ModelMeta(scene_name=scene.name, near=model.encoder.near, far=model.encoder.far,
                      aabb=scene.aabb.tolist(), content_aabb=model.encoder.box.tolist(),
-                     image_size=list(train.hw), K=train.K[0].tolist(), flops_per_ray=flops_per_ray(model.cfg))
+                     image_size=list(train.hw), K=train.K[0].tolist(), flops_per_ray=flops_per_ray(model.cfg),
+                     student=dataclasses.asdict(model.cfg), encoding=model.cfg.encoding)
     protos = {"fp32": fp32, "fp32_fused": fused, "fp16": to_fp16(_copy(fused)),
               "int8_dynamic": to_int8(_copy(fused), "dynamic"),
               "int8_qdq": to_int8(_copy(fused), "qdq", calib),
@@ -177,6 +188,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="rays per inference call")
     parser.add_argument("--shape", type=int, nargs=2, metavar=("WIDTH", "DEPTH"), default=None,
                         help="time a fresh student of this width and depth (e.g. the paper's 256 88)")
+    parser.add_argument("--size", type=int, default=None, help="time an N x N frame (default: the scene's)")
+    parser.add_argument("--json", default=None, help="default: benchmarks/inference_<size>.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     run_dir = Path(args.run_dir)
@@ -186,6 +199,15 @@ def main() -> None:
     views = split_rays(test, args.psnr_views)
     gt = test.rgb(scene.background)[: len(views)].reshape(len(views), -1, 3).numpy()
     frame = views[0]
+    if args.size:
+        from core.rays import generate_rays
+
+        H, W = test.hw
+        K = test.K[0].clone()
+        K[0] *= args.size / W
+        K[1] *= args.size / H
+        rays_o, rays_d = generate_rays(test.c2w[0], K, args.size, args.size)
+        frame = (rays_o.reshape(-1, 3), rays_d.reshape(-1, 3))
     teacher, teacher_note = load_teacher_or_note(Path(args.teacher or run_dir / "teacher" / "teacher.ckpt"))
     bg = torch.tensor(scene.background, dtype=torch.float32)
     batch = args.batch
@@ -290,10 +312,20 @@ def _report(args: argparse.Namespace, ms: dict[str, float], psnr: dict[str, floa
     print("\n".join(targets))
     n_side = int(round(n_rays ** 0.5))
     body = (f"One {n_side}x{n_side} frame (test view 0 of the demo scene), best of {args.repeats} "
-            f"interleaved runs; student {vars(model.cfg)}, "
+            f"interleaved runs; student {dataclasses.asdict(model.cfg)}, "
             f"{flops_per_ray(model.cfg) / 1e6:.2f} MFLOP per ray. "
             f"{'; '.join(notes)}.\n\n{table}\n\n" + "\n".join(f"- {t}" for t in targets) + "\n\n" + NOTES)
-    write_section("inference", body)
+    size = args.size or n_side
+    write_section("inference" if not args.size else f"inference_{size}px", body)
+    record = {"size": [n_side, n_side], "rays": n_rays, "rays_meeting_box": n_hit,
+              "student": dataclasses.asdict(model.cfg), "trained": trained,
+              "teacher": {"ms": ms.get("teacher"), "psnr": psnr.get("teacher")},
+              "variants": {k: {"ms": ms[k], "ms_one_call": ms.get(f"{k} [1 call]"), "psnr": psnr[k],
+                               "x_teacher": ms["teacher"] / ms[k] if "teacher" in ms else None}
+                           for k in psnr if k != "teacher"}}
+    out = Path(args.json or Path(__file__).resolve().parent / f"inference_{size}.json")
+    write_json(out, record)
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -26,8 +26,8 @@ from benchmarks.results import markdown_table, write_section
 from core.config import compose, to_dataclass
 from core.datasets import SceneSplit, load_scene
 from core.seeding import seed_everything
-from teacher.evaluate import evaluate
 from cuda.backend import AUTO_ORDER, resolve_backend
+from teacher.evaluate import evaluate
 from teacher.train import TeacherConfig, new_teacher, train_teacher
 
 log = logging.getLogger("benchmarks.teacher")

@@ -183,24 +183,29 @@ def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
     return proto
 
 
-TABLE_MIN_ELEMENTS = 65536
+TABLE_MIN_ELEMENTS = 4096
 
 
 def _fp16_tables(graph: onnx.GraphProto, enc: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
     """Store the float tables that encoding Gathers read (a learned encoding's features) as fp16.
 
-    Each such Gather then reads fp16 rows and a Cast back to fp32 follows it, so the file shrinks by
-    half of the table while the lookup arithmetic stays fp32. Small constants are left alone.
+    Each such Gather (reading the table directly or through a Reshape) then reads fp16 rows and a Cast
+    back to fp32 follows it, so the file shrinks by half of the table while the lookup arithmetic stays
+    fp32. Small constants are left alone; a table read by several Gathers is converted once.
     """
     inits = {i.name: i for i in graph.initializer}
+    reshaped = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Reshape"}  # a view of the table
     out: list[onnx.NodeProto] = []
     for node in enc:
-        init = inits.get(node.input[0]) if node.op_type == "Gather" else None
-        if init is None or init.data_type != onnx.TensorProto.FLOAT or np.prod(init.dims) < TABLE_MIN_ELEMENTS:
+        src = node.input[0] if node.op_type == "Gather" else ""
+        init = inits.get(src, inits.get(reshaped.get(src, "")))
+        if init is None or init.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16) \
+                or np.prod(init.dims) < TABLE_MIN_ELEMENTS:
             out.append(node)
             continue
-        init.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(init).astype(np.float16),
-                                                   init.name))
+        if init.data_type == onnx.TensorProto.FLOAT:
+            init.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(init).astype(np.float16),
+                                                       init.name))
         rows = node.output[0]
         node.output[0] = f"{rows}_fp16"
         out += [node, onnx.helper.make_node("Cast", [f"{rows}_fp16"], [rows], to=onnx.TensorProto.FLOAT,

@@ -221,7 +221,8 @@ class HashRayEncoder(RayEncoder):
     @property
     def out_dim(self) -> int:
         spec = self.grid.spec
-        return self.n_points * spec.n_output_dims + point_features_dim(self.n_points, self.grid_cfg.point_freqs)
+        extra = point_features_dim(self.n_points, self.grid_cfg.point_freqs)
+        return self.n_points * spec.n_output_dims + extra
 
     def lookup(self, x: Tensor) -> Tensor:
         """Points ``[M, 3]`` in ``[0, 1]^3`` -> features ``[M, L * F]`` (the graph twin while exporting)."""

@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 
 from core.config import to_dataclass
 from core.datasets import Scene, load_scene
-from core.errors import UserError, exit_on_user_error
+from core.errors import CheckpointError, UserError, exit_on_user_error
 from core.io import write_json
 from core.seeding import seed_everything
 from core.shards import PseudoMeta, read_meta
@@ -43,7 +43,7 @@ from student.data import (
 )
 from student.evaluate import evaluate_split, save_side_by_side, teacher_test_predictions
 from student.lit import StudentLitModule
-from student.model import R2LStudent, flops_per_ray
+from student.model import R2LStudent, StudentModelConfig, flops_per_ray, lookups_per_ray, table_params
 from student.report import read_json, write_report
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,34 @@ def build_trainer(cfg: StudentConfig, stage: StageConfig, name: str, out: Path) 
     )
 
 
+def check_same_model(path: Path, saved: StudentModelConfig, wanted: StudentModelConfig) -> None:
+    """Refuse, in one line, to resume from a checkpoint of another network shape or encoding.
+
+    Raises:
+        CheckpointError: the first differing ``model.*`` key, both values, and how to start fresh.
+    """
+    a, b = dataclasses.asdict(saved), dataclasses.asdict(wanted)
+    a["grid"].pop("backend", None)  # where the lookup runs is not part of the shape
+    b["grid"].pop("backend", None)
+    if a["encoding"] == b["encoding"] == "pe":
+        a.pop("grid"), b.pop("grid")
+    for key in a:
+        if a[key] != b.get(key):
+            raise CheckpointError(f"{path}: saved by a student with model.{key}={a[key]}, but the config "
+                                  f"asks for model.{key}={b.get(key)}; delete {path.parent} to start fresh")
+
+
+def _check_resume_shapes(last: Path, model: R2LStudent) -> None:
+    """A Lightning ``last.ckpt`` whose weights do not fit ``model``: one line instead of a RuntimeError."""
+    state = torch.load(last, map_location="cpu", weights_only=True, mmap=True).get("state_dict", {})
+    want = {f"model.{k}": tuple(v.shape) for k, v in model.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in state.items()}
+    if have != want:
+        diff = sorted(set(have.items()) ^ set(want.items()))[0][0]
+        raise CheckpointError(f"{last}: saved by a student of another shape or encoding ({diff} differs); "
+                              f"delete {last.parent.parent.parent} to start fresh")
+
+
 def run_stage(cfg: StudentConfig, name: str, model: R2LStudent, datamodule: L.LightningDataModule,
               out: Path) -> tuple[L.Trainer, dict[str, Any]]:
     """Fit one stage (resuming from its ``last.ckpt`` if present); returns the trainer and its stats."""
@@ -111,6 +139,7 @@ def run_stage(cfg: StudentConfig, name: str, model: R2LStudent, datamodule: L.Li
     last = out / "ckpt" / name / "last.ckpt"
     ckpt_path = str(last) if cfg.train.resume and last.is_file() else None
     if ckpt_path:
+        _check_resume_shapes(last, model)
         log.info("%s: resuming from %s", name, ckpt_path)
     start = time.perf_counter()
     trainer.fit(lit, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
@@ -204,7 +233,9 @@ def run(cfg: StudentConfig) -> dict[str, Any]:
         if not stage.enabled:
             continue
         if done.is_file() and cfg.train.resume:  # finished before a kill: reuse its weights and metrics
-            model.load_state_dict(load_student(done)[0].state_dict())
+            saved = load_student(done)[0]
+            check_same_model(done, saved.cfg, cfg.model)
+            model.load_state_dict(saved.state_dict())
             stages[name] = read_json(out / "metrics.json").get("stages", {}).get(name, {})
             continue
         dm = _stage_datamodule(cfg, name, model, meta, scene, background, val, out)
@@ -232,6 +263,8 @@ def _write_metrics(out: Path, cfg: StudentConfig, model: R2LStudent, stages: dic
         "stages": stages,
         "teacher_test_psnr": teacher_metrics.get("test", {}).get("psnr"),
         "flops_per_ray": flops_per_ray(cfg.model),
+        "lookups_per_ray": lookups_per_ray(cfg.model),
+        "table_params": table_params(cfg.model),
         "n_params": sum(p.numel() for p in model.parameters()),
         "model": dataclasses.asdict(cfg.model),
         "precision": cfg.train.precision,

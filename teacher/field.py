@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from cuda.hashgrid_ref import HashGridSpec
 from cuda.backend import HashGrid
+from cuda.hashgrid_ref import HashGridSpec
 
 SH_DIM = 16  # degree 4: 1 + 3 + 5 + 7 coefficients
 

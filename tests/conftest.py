@@ -105,10 +105,11 @@ def tiny_pseudo_run(tiny_scene: Path, tmp_path_factory: pytest.TempPathFactory) 
     return run_dir
 
 
-def make_tiny_student_ckpt(path: Path, scene_root: Path, n_freqs: int = 10) -> Path:
+def make_tiny_student_ckpt(path: Path, scene_root: Path, n_freqs: int = 10, encoding: str = "pe") -> Path:
     """Save a small randomly initialised student for ``scene_root`` with its scene meta (export tests)."""
     from core.datasets import SceneConfig, load_scene
     from student.checkpoint import save_student
+    from student.encoding import GridConfig
     from student.model import R2LStudent, StudentModelConfig
 
     scene = load_scene(SceneConfig(path=str(scene_root)), splits=("train",))
@@ -116,8 +117,12 @@ def make_tiny_student_ckpt(path: Path, scene_root: Path, n_freqs: int = 10) -> P
     # a content box smaller than the scene box, so that exports see rays that hit it and rays that miss it
     center, half = (scene.aabb[:3] + scene.aabb[3:]) / 2, (scene.aabb[3:] - scene.aabb[:3]) / 2
     box = torch.cat([center - 0.5 * half, center + 0.5 * half])
-    model = R2LStudent(StudentModelConfig(n_points=4, n_freqs=n_freqs, width=32, depth=6), box,
-                       scene.near, scene.far)
+    grid = GridConfig(n_levels=3, n_features=2, log2_hashmap_size=14, base_resolution=8, max_resolution=64)
+    model = R2LStudent(StudentModelConfig(encoding=encoding, n_points=4, n_freqs=n_freqs, width=32, depth=6,
+                                          grid=grid), box, scene.near, scene.far)
+    if encoding == "hash":  # features of the size a trained table has, so the output depends on them
+        with torch.no_grad():
+            model.encoder.grid.params.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(3))
     meta = {"aabb": scene.aabb.tolist(), "content_aabb": box.tolist(), "near": scene.near, "far": scene.far,
             "image_size": list(train.hw),
             "K": train.K[0].tolist(), "camera_convention": "opencv", "scene_name": scene.name,

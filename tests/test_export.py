@@ -116,7 +116,9 @@ def test_metadata_round_trip(exported_student: tuple[Path, dict]) -> None:
         assert meta.near == pytest.approx(scene_meta["near"]) and meta.far == pytest.approx(scene_meta["far"])
         assert np.allclose(meta.aabb, scene_meta["aabb"]) and np.allclose(meta.K, scene_meta["K"])
         assert meta.image_size == list(scene_meta["image_size"]) and meta.camera_convention == "opencv"
-        assert meta.student == {"n_points": 4, "n_freqs": 10, "width": 32, "depth": 6, "ray_range": "box"}
+        shape = {k: v for k, v in meta.student.items() if k != "grid"}
+        assert shape == {"encoding": "pe", "n_points": 4, "n_freqs": 10, "width": 32, "depth": 6,
+                         "ray_range": "box"}
         assert np.allclose(meta.content_aabb, scene_meta["content_aabb"])  # type: ignore[arg-type]
         assert meta.opset == 18 and meta.flops_per_ray > 0
         assert meta.rig["radius"] == pytest.approx(4.0, rel=1e-3)
@@ -236,3 +238,48 @@ def test_calibration_rays_all_meet_the_content_box(tiny_scene: Path, tmp_path: P
     for o, d in batches:
         hit = ray_aabb_intersect(torch.from_numpy(o), torch.from_numpy(d), enc.box, enc.near, enc.far)[2]
         assert bool(hit.all())
+
+
+# ---- the learned (hash) encoding ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def exported_hash_student(tmp_path_factory: pytest.TempPathFactory, tiny_scene: Path) -> tuple[Path, dict]:
+    run_dir = tmp_path_factory.mktemp("export_hash")
+    make_tiny_student_ckpt(run_dir / "student" / "student.ckpt", tiny_scene, encoding="hash")
+    report = run(ExportConfig(scene=SceneConfig(path=str(tiny_scene)), run_dir=str(run_dir),
+                              static_variants=["fp32"]))
+    return run_dir, report
+
+
+def test_hash_student_exports_with_standard_ops_and_parity(exported_hash_student: tuple[Path, dict],
+                                                           tiny_scene: Path) -> None:
+    run_dir, report = exported_hash_student
+    out = run_dir / "export"
+    assert set(report["variants"]) == {"student", "student_fp16", "student_int8", "student_static"}
+    proto = onnx.load(str(out / "student.onnx"))
+    ops = {n.op_type for n in proto.graph.node}
+    assert {"Gather", "BitwiseXor", "Floor"} <= ops  # the lookup is inside the graph
+    assert all(n.domain in ("", "ai.onnx") for n in proto.graph.node)  # no custom operator
+    assert [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] == [18]
+    model, _ = load_student(run_dir / "student" / "student.ckpt")
+    rays_o, rays_d = _rays(tiny_scene, 2000)
+    hit = model.encoder.segment(rays_o, rays_d)[2]
+    assert 0 < int(hit.sum()) < 2000  # hits and misses
+    ref = torch_rgb(model, rays_o, rays_d).numpy()
+    assert ref[hit.numpy()].std() > 1e-3
+    for stem in ("student", "student_static"):
+        field = LightField(out / f"{stem}.onnx", skip_misses=False)
+        assert np.abs(field(rays_o.numpy(), rays_d.numpy()) - ref).max() <= 1e-4, stem
+    assert report["parity"]["ok"] and report["parity"]["fp32_max_abs_err"] <= 1e-4
+    meta = LightField(out / "student.onnx").meta
+    assert meta.encoding == "hash" and meta.student["encoding"] == "hash"
+    assert meta.student["grid"]["n_levels"] == 3
+
+
+def test_hash_fp16_stores_the_table_in_half(exported_hash_student: tuple[Path, dict]) -> None:
+    run_dir, report = exported_hash_student
+    sizes = {k: v["bytes"] for k, v in report["variants"].items()}
+    table_bytes = load_student(run_dir / "student" / "student.ckpt")[0].encoder.grid.params.numel() * 4
+    assert sizes["student"] - sizes["student_fp16"] > 0.45 * table_bytes
+    assert abs(report["variants"]["student_fp16"]["psnr_change_db"]) < 0.1
+    assert abs(report["variants"]["student_int8"]["psnr_change_db"]) < 1.0

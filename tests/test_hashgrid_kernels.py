@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from cuda import build
+from cuda.backend import AUTO_ORDER, HashGrid
 from cuda.hashgrid import hash_encode
 from cuda.hashgrid_ref import HashGridSpec, hash_encode_ref
-from cuda.backend import AUTO_ORDER, HashGrid
 from tests.conftest import requires_cuda, requires_cxx, requires_nvcc
 
 pytestmark = requires_cxx

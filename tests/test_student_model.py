@@ -167,3 +167,96 @@ def test_learning_rate_schedule() -> None:
     assert warmup_cosine(110, 10, 110, 0.01) == pytest.approx(0.01)
     # a time-limited stage: half of the budget spent at step 20 means half-way through the decay
     assert warmup_cosine(20, 10, 10_000, 0.01, time_fraction=0.5) == pytest.approx(0.505)
+
+
+# ---- the learned (hash) encoding ------------------------------------------------------------------
+
+def _hash_cfg(backend: str = "auto", point_freqs: int = -1) -> StudentModelConfig:
+    from student.encoding import GridConfig
+
+    grid = GridConfig(n_levels=3, n_features=2, log2_hashmap_size=12, base_resolution=4, max_resolution=32,
+                      point_freqs=point_freqs, backend=backend)
+    return StudentModelConfig(encoding="hash", n_points=6, width=16, depth=4, grid=grid)
+
+
+def _edge_rays(n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rays from outside the box towards random targets: inside, on faces and corners, and misses."""
+    rays_o = torch.nn.functional.normalize(torch.randn(n, 3, generator=gen), dim=-1) * 4.0
+    lo, hi = AABB[:3], AABB[3:]
+    target = lo + (hi - lo) * (torch.rand(n, 3, generator=gen) * 1.6 - 0.3)  # some beyond the box: misses
+    corner = torch.rand(n // 8, 3, generator=gen) < 0.5
+    target[: n // 8] = torch.where(corner, lo, hi)  # the box's corners
+    rays_d = torch.nn.functional.normalize(target - rays_o, dim=-1)
+    return rays_o, rays_d
+
+
+@pytest.mark.parametrize("point_freqs", [-1, 2])
+def test_hash_encoding_matches_a_plain_reference(point_freqs: int) -> None:
+    from cuda.hashgrid_ref import hash_encode_ref
+
+    torch.manual_seed(0)
+    model = R2LStudent(_hash_cfg("torch", point_freqs), AABB, 1.0, 10.0)
+    enc = model.encoder
+    with torch.no_grad():
+        enc.grid.params.normal_()
+    rays_o, rays_d = _edge_rays(500, torch.Generator().manual_seed(0))
+    feats, hit = enc(rays_o, rays_d)
+    assert 0 < int(hit.sum()) < 500  # hits and misses
+    start, span, hit_ref = ray_segment(rays_o, rays_d, AABB, 1.0, 10.0, clip_to_box=True)
+    half = (AABB[3:] - AABB[:3]) / 2
+    centre = (AABB[3:] + AABB[:3]) / 2
+    pts = segment_points((start - centre) / half, span / half, 6)  # [N, K, 3] in [-1, 1]
+    unit = ((pts + 1) / 2).clamp(0, 1).reshape(-1, 3)
+    ref = hash_encode_ref(unit, enc.grid.params, enc.grid.spec).reshape(500, -1)
+    if point_freqs >= 0:
+        ref = torch.cat([ref, positional_encoding(pts.flatten(1), point_freqs)], -1)
+    assert torch.equal(hit, hit_ref)
+    assert feats.shape == (500, enc.out_dim)
+    assert (feats - ref).abs().max() / ref.abs().max() < 1e-5
+
+
+def test_hash_student_kernel_gradients_match_the_reference_backend() -> None:
+    """Training runs on our kernel: outputs and gradients (table and MLP) as with the PyTorch reference."""
+    gen = torch.Generator().manual_seed(2)
+    torch.manual_seed(1)
+    ref_model = R2LStudent(_hash_cfg("torch"), AABB, 1.0, 10.0)
+    with torch.no_grad():
+        ref_model.encoder.grid.params.normal_(0.0, 0.5, generator=gen)
+    kernel_model = R2LStudent(_hash_cfg("cpu"), AABB, 1.0, 10.0)
+    kernel_model.load_state_dict(ref_model.state_dict())
+    assert kernel_model.encoder.grid.backend == "cpu"
+    rays_o, rays_d = _edge_rays(800, gen)
+    target = torch.rand(800, 3, generator=gen)
+    outs = []
+    for m in (ref_model, kernel_model):
+        m.eval()
+        out = m(rays_o, rays_d)
+        ((out - target) ** 2).mean().backward()
+        outs.append(out.detach())
+    assert (outs[1] - outs[0]).abs().max() < 1e-5
+    for (name, p_ref), p_k in zip(ref_model.named_parameters(), kernel_model.parameters()):
+        assert p_ref.grad is not None and p_k.grad is not None
+        scale = p_ref.grad.abs().max()
+        assert scale > 0, name
+        assert (p_k.grad - p_ref.grad).abs().max() / scale < 1e-4, name
+
+
+@pytest.mark.parametrize("point_freqs", [-1, 0, 3])
+def test_hash_flop_and_size_accounting_matches_the_layers(point_freqs: int) -> None:
+    from student.model import encoding_dim, layer_shapes, lookups_per_ray, table_params
+
+    cfg = _hash_cfg(point_freqs=point_freqs)
+    model = R2LStudent(cfg, AABB, 1.0, 5.0)
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == layer_shapes(cfg)
+    assert encoding_dim(cfg) == model.encoder.out_dim
+    assert flops_per_ray(cfg) == count_linear_flops(model)
+    assert table_params(cfg) == model.encoder.grid.params.numel()
+    assert lookups_per_ray(cfg) == 8 * cfg.n_points * cfg.grid.n_levels
+
+
+def test_unknown_encoding_is_one_clear_error() -> None:
+    from core.errors import UserError
+
+    with pytest.raises(UserError, match="model.encoding must be one of"):
+        R2LStudent(StudentModelConfig(encoding="triplane"), AABB, 1.0, 5.0)

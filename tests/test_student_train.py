@@ -141,3 +141,56 @@ def test_side_by_side_uses_the_teachers_test_renders(tmp_path: Path) -> None:
     assert path.name == "test_001.png" and image.shape == (H, 3 * W, 3)
     assert np.array_equal(image[:, W:2 * W], panel) and (image[:, 2 * W:] == 255).all()
     assert len(save_side_by_side(tmp_path / "none", gt, pred, {})) == 3  # gt | student for spaced views
+
+
+HASH = ["model.encoding=hash", "model.grid.n_levels=2", "model.grid.log2_hashmap_size=12",
+        "model.grid.max_resolution=32", "train.distill.encoding_lr=1e-2"]
+
+
+@pytest.mark.slow
+def test_hash_student_trains_exports_and_runs(tiny_scene: Path, tiny_pseudo_run: Path,
+                                              tmp_path: Path) -> None:
+    """The seam end to end for the learned encoding: both stages, export, the numpy runtime."""
+    import numpy as np
+    import torch
+
+    from core.datasets import SceneConfig
+    from export.onnx import ExportConfig
+    from export.onnx import run as export_run
+    from export.runtime import LightField
+
+    run_dir = _copy_run(tiny_pseudo_run, tmp_path / "run")
+    metrics = run(tiny_cfg(tiny_scene, run_dir, *HASH))
+    loss = _curve(run_dir, "distill")
+    assert loss[-1] < 0.7 * loss[0], loss
+    assert metrics["model"]["encoding"] == "hash" and metrics["lookups_per_ray"] == 8 * 8 * 2
+    model, _ = load_student(run_dir / "student" / "student.ckpt")
+    assert model.encoder.name == "hash"
+    report = export_run(ExportConfig(scene=SceneConfig(path=str(tiny_scene)), run_dir=str(run_dir),
+                                     variants=["fp32", "int8"], static_variants=[]))
+    assert report["parity"]["ok"]
+    field = LightField(run_dir / "export" / "student.onnx")
+    c2w = np.eye(4)
+    c2w[:3, 3] = [0.0, 0.0, -4.0]  # looking at the scene along +Z
+    img = field.render(c2w)
+    with torch.no_grad():
+        from core.rays import generate_rays
+
+        o, d = generate_rays(torch.tensor(c2w, dtype=torch.float32), torch.tensor(field.meta.K),
+                             *field.meta.image_size)
+        ref = model(o, d).reshape(img.shape).numpy()
+    assert np.abs(img - ref).max() < 1e-4
+
+
+@pytest.mark.slow
+def test_resume_with_another_encoding_is_a_one_line_error(tiny_scene: Path, tiny_pseudo_run: Path,
+                                                          tmp_path: Path) -> None:
+    from core.errors import CheckpointError
+
+    run_dir = _copy_run(tiny_pseudo_run, tmp_path / "run")
+    run(tiny_cfg(tiny_scene, run_dir, "train.finetune.enabled=false"))
+    with pytest.raises(CheckpointError, match=r"stage_distill.ckpt: saved by a student with model.encoding="):
+        run(tiny_cfg(tiny_scene, run_dir, "train.finetune.enabled=false", *HASH))
+    (run_dir / "student" / "stage_distill.ckpt").unlink()  # now only Lightning's last.ckpt is left
+    with pytest.raises(CheckpointError, match=r"last.ckpt: saved by a student of another shape or encoding"):
+        run(tiny_cfg(tiny_scene, run_dir, "train.finetune.enabled=false", *HASH))
