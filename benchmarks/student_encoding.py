@@ -47,7 +47,10 @@ def _hash(k: int, levels: int, width: int, depth: int, log2t: int = 17, nmax: in
 
 
 VARIANTS = [
-    Variant("pe K16 8x256 (previous default)", ["model.encoding=pe"]),
+    Variant("pe K16 8x256 (previous default)", [
+        "model.encoding=pe", "model.n_points=16", "model.n_freqs=4", "model.width=256", "model.depth=8",
+        "train.distill.lr=4e-3", "train.distill.lr_final=4e-5", "train.finetune.lr=1e-3",
+        "train.finetune.lr_final=1e-5"]),
     Variant("hash K32 L4 F2 4x128 T2^17 Nmax128", _hash(32, 4, 128, 4)),
     Variant("hash K16 L4 F2 4x128 T2^17 Nmax128", _hash(16, 4, 128, 4)),
     Variant("hash K32 L4 F2 4x64 T2^17 Nmax128", _hash(32, 4, 64, 4)),

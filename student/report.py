@@ -123,8 +123,15 @@ def _summary(run_dir: Path) -> list[str]:
     model = student.get("model", {})
     lines = []
     if model:
+        grid = model.get("grid", {})
+        encoding = (f"hash-grid features ({grid.get('n_levels')} levels x {grid.get('n_features')}, "
+                    f"2^{grid.get('log2_hashmap_size')} entries, up to {grid.get('max_resolution')} cells; "
+                    f"{student.get('table_params', 0) / 1e6:.2f} M table parameters, "
+                    f"{student.get('lookups_per_ray', 0)} table reads per ray)"
+                    if model.get("encoding") == "hash"
+                    else f"positional encoding ({model.get('n_freqs')} octaves)")
         lines.append(f"Student: {model.get('depth')} layers, width {model.get('width')}, "
-                     f"{model.get('n_points')} points/ray, "
+                     f"{model.get('n_points')} points/ray encoded by {encoding}, "
                      f"{student.get('n_params', 0) / 1e6:.2f} M parameters, "
                      f"{student.get('flops_per_ray', 0) / 1e6:.2f} MFLOPs per ray, "
                      f"trained in {student.get('precision')}.")
