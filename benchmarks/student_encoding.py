@@ -121,7 +121,7 @@ def run_variant(run: Path, v: Variant, args: argparse.Namespace, scene_path: str
         "kflop": metrics["flops_per_ray"] / 1e3, "lookups": metrics.get("lookups_per_ray", 0),
         "onnx_bytes": export["variants"]["student"]["bytes"], "ms": {str(k): v for k, v in ms.items()},
         "distill_steps": stages.get("distill", {}).get("steps"), "train_s": round(train_s),
-        "parity": export["parity"]["fp32_max_abs_err"],
+        "parity": export["parity"]["fp32_max_abs_err"], "budget_s": [args.distill, args.finetune],
     }
 
 
@@ -137,7 +137,6 @@ def main() -> None:
     runs = [Path(r) for r in args.runs.split(",")]
     scenes = (args.scenes.split(",") if args.scenes else [""] * len(runs))
     chosen = [VARIANTS[int(i)] for i in args.only.split(",")] if args.only else VARIANTS
-    rows = []
     results_path = Path(args.work) / "results.jsonl"
     Path(args.work).mkdir(parents=True, exist_ok=True)
     for run, scene in zip(runs, scenes):
@@ -146,16 +145,20 @@ def main() -> None:
             with open(results_path, "a") as f:
                 f.write(json.dumps(res) + "\n")
             print(json.dumps(res), flush=True)
-            rows.append(res)
+    # the table holds every row of the scratch folder's results.jsonl: runs of earlier invocations too
+    # (one scene or variant at a time), each with its own budgets
+    rows = [json.loads(line) for line in results_path.read_text().splitlines() if line.strip()]
     table = [[r["scene"], r["variant"], r["teacher_psnr"] and round(r["teacher_psnr"], 2),
               r["distill_psnr"] and round(r["distill_psnr"], 2), round(r["finetune_psnr"], 2),
               round(r["finetune_psnr"] - (r["teacher_psnr"] or 0), 2), round(r["kflop"]), r["lookups"],
-              r["onnx_bytes"], *[round(v, 1) for v in r["ms"].values()], r["distill_steps"]] for r in rows]
+              r["onnx_bytes"], *[round(v, 1) for v in r["ms"].values()], r["distill_steps"],
+              "+".join(f"{b:g}" for b in r.get("budget_s", [100, 30]))] for r in rows]
     sizes = list(rows[0]["ms"]) if rows else []
     headers = ["scene", "variant", "teacher dB", "distill dB", "finetune dB", "vs teacher", "kFLOP/ray",
-               "table reads/ray", "ONNX bytes", *[f"ONNX fp32 ms @{s}px" for s in sizes], "distill steps"]
-    body = (f"Every variant: {args.distill:g} s distill + {args.finetune:g} s finetune (bf16, the stage's "
-            "defaults otherwise), in its own process, one after another in one run; test PSNR over the "
+               "table reads/ray", "ONNX bytes", *[f"ONNX fp32 ms @{s}px" for s in sizes], "distill steps",
+               "budget s"]
+    body = ("Every variant: the budget's seconds of distill + finetune (bf16, the stage's defaults "
+            "otherwise), in its own process, one after another; test PSNR over the "
             "teacher's test views; ONNX fp32 frame times by `export.runtime.LightField` (misses skipped), "
             "best of up to 5 (fewer for slow frames), test view 0's pose.\n\n"
             + markdown_table(headers, table))

@@ -216,6 +216,7 @@ def run(cfg: StudentConfig) -> dict[str, Any]:
     Returns:
         The metrics written to ``<run_dir>/student/metrics.json`` (empty on non-zero DDP ranks).
     """
+    cfg.model.validate()  # a bad model.* value: one line before anything is read or built
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.seed)

@@ -104,3 +104,20 @@ def test_good_tiny_run_writes_only_into_run_dir(tmp_path: Path, tiny_scene: Path
     metrics = json.loads((run_dir / "teacher" / "metrics.json").read_text())
     assert metrics["steps"] >= 1 and metrics["test"]["n_views"] == 2
     assert (run_dir / "teacher" / "teacher.ckpt").is_file()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.encoding=triplane", "model.encoding must be one of"),
+    ("model.grid.log2_hashmap_size=40", "model.grid: invalid hash grid shape"),
+])
+def test_student_bad_encoding_is_one_line(tmp_path: Path, tiny_pseudo_run: Path, tiny_scene: Path,
+                                          override: str, message: str) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "-m", "student.train", f"scene.path={tiny_scene}", f"run_dir={tmp_path / 'run'}",
+         f"pseudo_dir={tiny_pseudo_run / 'pseudo'}", override, "train.progress_bar=false"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
