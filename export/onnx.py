@@ -44,6 +44,7 @@ from student.checkpoint import load_student
 from student.model import R2LStudent, flops_per_ray
 
 log = logging.getLogger(__name__)
+DEVICE_LIMIT_BYTES = 8_000_000  # the fp32 file's budget on devices (MobileR2L ships ~8.6 MB in fp16)
 
 
 @dataclass
@@ -207,6 +208,12 @@ def run(cfg: ExportConfig) -> dict[str, Any]:
         "checkpoint_sha256": sha256_file(ckpt), "scene": meta.scene_name, "image_size": meta.image_size,
         "student": meta.student, "flops_per_ray": meta.flops_per_ray, "int8_mode": cfg.int8.mode,
     })
+    fp32_bytes = report["variants"][Path(variant_filename("fp32", False)).stem]["bytes"]
+    report["size"] = {"fp32_bytes": fp32_bytes, "device_limit_bytes": DEVICE_LIMIT_BYTES,
+                      "fits_device_limit": fp32_bytes <= DEVICE_LIMIT_BYTES}
+    if fp32_bytes > DEVICE_LIMIT_BYTES:
+        log.warning("%s is %d bytes, over the %d-byte budget for devices", variant_filename("fp32", False),
+                    fp32_bytes, DEVICE_LIMIT_BYTES)
     write_json(out_dir / "export.json", report)
     if not report["parity"]["ok"]:
         raise RuntimeError(f"ONNX fp32 disagrees with PyTorch: max abs error "

@@ -271,6 +271,8 @@ def test_hash_student_exports_with_standard_ops_and_parity(exported_hash_student
         field = LightField(out / f"{stem}.onnx", skip_misses=False)
         assert np.abs(field(rays_o.numpy(), rays_d.numpy()) - ref).max() <= 1e-4, stem
     assert report["parity"]["ok"] and report["parity"]["fp32_max_abs_err"] <= 1e-4
+    assert report["size"]["fits_device_limit"] and report["size"]["fp32_bytes"] == report["variants"][
+        "student"]["bytes"]
     meta = LightField(out / "student.onnx").meta
     assert meta.encoding == "hash" and meta.student["encoding"] == "hash"
     assert meta.student["grid"]["n_levels"] == 3

@@ -189,7 +189,8 @@ def test_resume_with_another_encoding_is_a_one_line_error(tiny_scene: Path, tiny
 
     run_dir = _copy_run(tiny_pseudo_run, tmp_path / "run")
     run(tiny_cfg(tiny_scene, run_dir, "train.finetune.enabled=false", "model.encoding=pe"))
-    with pytest.raises(CheckpointError, match=r"stage_distill.ckpt: saved by a student with model.encoding=p"):
+    saved_pe = r"stage_distill.ckpt: saved by a student with model.encoding=pe"
+    with pytest.raises(CheckpointError, match=saved_pe):
         run(tiny_cfg(tiny_scene, run_dir, "train.finetune.enabled=false", *HASH))
     (run_dir / "student" / "stage_distill.ckpt").unlink()  # now only Lightning's last.ckpt is left
     with pytest.raises(CheckpointError, match=r"last.ckpt: saved by a student of another shape or encoding"):
