@@ -60,6 +60,7 @@ NOTES = (
     "provider has no bf16 GEMM (the bf16 row), so AMX-bf16 is reachable from PyTorch only; fp16 graphs run "
     "through casts to fp32 on x86 (no speed-up: that variant is for GPUs and mobile/web runtimes)."
 )
+ONE_CALL_MAX_RAYS = 16384  # larger frames are timed in batches only
 SKIP = "misses skipped"  # LightField(skip_misses=True): rays that miss the content box are not evaluated
 SKIP_VARIANTS = ("fp32_fused", "int8_dynamic", "int8_qdq_pt")
 ORT_VARIANTS = {"fp32": "ONNX fp32", "fp32_fused": "ONNX fp32 fused", "fp16": "ONNX fp16 fused",
@@ -226,8 +227,9 @@ def main() -> None:
             runners[label] = functools.partial(_onnx_rgb, field, batch=batch)
         n_rays = frame[0].shape[0]
         timed: dict[str, Callable[[], Any]] = {k: functools.partial(fn, frame) for k, fn in runners.items()}
-        timed.update({f"{name} [1 call]": functools.partial(_onnx_rgb, f, frame, batch=n_rays)
-                      for name, f in fields.items()})
+        if n_rays <= ONE_CALL_MAX_RAYS:  # a 400 px frame in one call: GBs of lookup temporaries
+            timed.update({f"{name} [1 call]": functools.partial(_onnx_rgb, f, frame, batch=n_rays)
+                          for name, f in fields.items()})
         ms = time_interleaved(timed, args.repeats)
         psnr = {name: mean_view_psnr(np.stack([fn(v) for v in views]), gt) for name, fn in runners.items()}
     peaks = matmul_peaks(args.repeats)
