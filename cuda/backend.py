@@ -39,10 +39,11 @@ AUTO_ORDER = ["tcnn", "torch"]
 _FACTORIES: dict[str, Factory] = {}
 
 
-def register_backend(name: str, factory: Factory, before: str | None = None) -> None:
-    """Add a backend; ``before`` places it ahead of another in the ``auto`` order."""
+def register_backend(name: str, factory: Factory, before: str | None = None, auto: bool = True) -> None:
+    """Add a backend; ``before`` places it ahead of another in the ``auto`` order (``auto=False``: only
+    by name)."""
     _FACTORIES[name] = factory
-    if name not in AUTO_ORDER:
+    if auto and name not in AUTO_ORDER:
         AUTO_ORDER.insert(AUTO_ORDER.index(before) if before in AUTO_ORDER else len(AUTO_ORDER), name)
 
 
@@ -91,7 +92,8 @@ def _kernel_factory(device_type: str) -> Factory:
 
 
 register_backend("torch", _torch_factory)
-_FACTORIES["graph"] = lambda spec, device: (lambda x, params: hash_encode_graph(x, params, spec))
+register_backend("graph", lambda spec, device: (lambda x, params: hash_encode_graph(x, params, spec)),
+                 auto=False)
 register_backend("cpu", _kernel_factory("cpu"), before="torch")
 register_backend("cuda", _kernel_factory("cuda"), before="cpu")
 register_backend("tcnn", _tcnn_factory, before="cuda")

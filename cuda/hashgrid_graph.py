@@ -2,10 +2,10 @@
 
 Same layout and result as :func:`cuda.hashgrid_ref.hash_encode_ref`, but built from ops every ONNX
 runtime has (``Floor``, ``Cast``, int64 ``Mul``/``Add``/``BitwiseXor``/``BitwiseAnd``/``Mod``,
-``Gather``, broadcasting ``Mul``/``ReduceSum``), vectorised over the 8 corners: per level the corner
-hashes are two broadcast XORs of per-axis terms and the trilinear weights an outer product of per-axis
-weights. Differentiable in ``params`` (the lookup is a gather), so it also trains, slowly: training
-uses the compiled kernels behind :class:`cuda.backend.HashGrid`.
+``Gather``, ``ReduceProd``/``ReduceSum``), vectorised over the 8 corners (a constant ``[8, 3]`` of
+corner offsets broadcast against each point's cell) and over the levels of one kind. Differentiable
+in ``params`` (the lookup is a gather), so it also trains, slowly: training uses the compiled kernels
+behind :class:`cuda.backend.HashGrid`.
 """
 
 from __future__ import annotations

@@ -105,12 +105,12 @@ def build_meta(model: R2LStudent, scene_meta: dict[str, Any], scene: Scene, opse
     )
 
 
-def _check_inputs(cfg: ExportConfig, scene_meta: dict[str, Any], scene: Scene, ckpt: Path) -> None:
+def _check_inputs(cfg: ExportConfig, scene_meta: dict[str, Any], scene: Scene, ckpt: Path,
+                  encoding: str) -> None:
     unknown = set(cfg.variants + cfg.static_variants + cfg.fused_encoding) - set(PRECISIONS)
     if unknown or "fp32" not in cfg.variants:
         raise UserError(f"export variants must include fp32 and be among {list(PRECISIONS)}, "
                         f"got {cfg.variants} / {cfg.static_variants}")
-    encoding = str(scene_meta.get("_encoding", "pe"))
     if encoding == "hash" and cfg.opset < 18:
         raise UserError(f"{ckpt}: the hash encoding needs opset >= 18 (BitwiseXor), got opset={cfg.opset}")
     if cfg.int8.mode not in INT8_MODES:
@@ -199,7 +199,7 @@ def run(cfg: ExportConfig) -> dict[str, Any]:
     out_dir = Path(cfg.out_dir or Path(cfg.run_dir) / "export")
     model, scene_meta = load_student(ckpt)
     scene = load_scene(cfg.scene, splits=("train", "test"))
-    _check_inputs(cfg, {**scene_meta, "_encoding": model.cfg.encoding}, scene, ckpt)
+    _check_inputs(cfg, scene_meta, scene, ckpt, model.cfg.encoding)
     meta = build_meta(model, scene_meta, scene, cfg.opset)
     paths = _write_variants(cfg, model, meta, scene, out_dir, gen)
     report = _parity_report(cfg, model, meta, scene, paths, gen)

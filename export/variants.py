@@ -110,20 +110,21 @@ def encoding_nodes(proto: onnx.ModelProto) -> list[str]:
             node.name = f"node_{i}"
     producer = {out: node for node in nodes for out in node.output}
     keep: set[str] = set()
-    stack = [n for n in nodes if n.op_type in ("Sin", "Cos")]
-    stack += [producer[n.input[0]] for n in nodes if n.op_type == "Where" and n.input[0] in producer]
-    while stack:
-        node = stack.pop()
-        if node.name not in keep:
-            keep.add(node.name)
-            stack += [producer[i] for i in node.input if i in producer]
-    if any(n.op_type == "Gather" for n in nodes):
-        stack = [producer[n.input[0]] for n in nodes if n.op_type in MATMUL_OPS and n.input[0] in producer]
+
+    def keep_ancestors(stack: list[onnx.NodeProto], stop: tuple[str, ...] = ()) -> None:
+        """Add ``stack`` and everything upstream of it to ``keep``, not crossing ``stop`` op types."""
         while stack:
             node = stack.pop()
-            if node.name not in keep and node.op_type not in MATMUL_OPS:
+            if node.name not in keep and node.op_type not in stop:
                 keep.add(node.name)
                 stack += [producer[i] for i in node.input if i in producer]
+
+    stack = [n for n in nodes if n.op_type in ("Sin", "Cos")]
+    stack += [producer[n.input[0]] for n in nodes if n.op_type == "Where" and n.input[0] in producer]
+    keep_ancestors(stack)
+    if any(n.op_type == "Gather" for n in nodes):
+        firsts = [producer[n.input[0]] for n in nodes if n.op_type in MATMUL_OPS and n.input[0] in producer]
+        keep_ancestors(firsts, stop=MATMUL_OPS)
     ray_linear = {i.name for i in proto.graph.input}
     ray_linear |= {o for n in nodes if n.name in keep and n.op_type not in ("Sin", "Cos") for o in n.output}
     keep |= {n.name for n in nodes if n.op_type in MATMUL_OPS and n.input[0] in ray_linear}

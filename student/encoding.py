@@ -182,10 +182,15 @@ class RayEncoder(nn.Module):
         start, span, hit = ray_segment(rays_o, rays_d, self.box, self.near, self.far, self.ray_range == "box")
         return (start - self.center) / self.half_extent, span / self.half_extent, hit
 
+    def points(self, rays_o: Tensor, rays_d: Tensor, jitter: bool = False) -> tuple[Tensor, Tensor]:
+        """``rays_o, rays_d [N, 3]`` -> the K normalised points ``[N, K, 3]`` (in ``[-1, 1]`` for rays
+        that meet the box) and ``hit [N]``."""
+        start, span, hit = self.segment(rays_o, rays_d)
+        return segment_points(start, span, self.n_points, jitter), hit
+
     def forward(self, rays_o: Tensor, rays_d: Tensor, jitter: bool = False) -> tuple[Tensor, Tensor]:
         """``rays_o, rays_d [N, 3]`` -> encoding ``[N, K * 3 * (1 + 2 n_freqs)]`` and ``hit [N]``."""
-        start, span, hit = self.segment(rays_o, rays_d)
-        pts = segment_points(start, span, self.n_points, jitter)  # [N, K, 3]
+        pts, hit = self.points(rays_o, rays_d, jitter)
         return positional_encoding(pts.flatten(1), self.n_freqs), hit
 
 
@@ -232,8 +237,7 @@ class HashRayEncoder(RayEncoder):
 
     def forward(self, rays_o: Tensor, rays_d: Tensor, jitter: bool = False) -> tuple[Tensor, Tensor]:
         """``rays_o, rays_d [N, 3]`` -> features ``[N, out_dim]`` (point-major) and ``hit [N]``."""
-        start, span, hit = self.segment(rays_o, rays_d)
-        pts = segment_points(start, span, self.n_points, jitter)  # [N, K, 3] in [-1, 1]
+        pts, hit = self.points(rays_o, rays_d, jitter)  # [N, K, 3]
         unit = ((pts.reshape(-1, 3) + 1.0) * 0.5).clamp(0.0, 1.0)  # [N K, 3]
         feats = self.lookup(unit).reshape(pts.shape[0], -1)  # [N, K L F]
         if self.grid_cfg.point_freqs >= 0:

@@ -285,3 +285,10 @@ def test_hash_fp16_stores_the_table_in_half(exported_hash_student: tuple[Path, d
     assert sizes["student"] - sizes["student_fp16"] > 0.45 * table_bytes
     assert abs(report["variants"]["student_fp16"]["psnr_change_db"]) < 0.1
     assert abs(report["variants"]["student_int8"]["psnr_change_db"]) < 1.0
+
+
+def test_hash_student_below_opset_18_is_a_one_line_error(tmp_path: Path, tiny_scene: Path) -> None:
+    ckpt = make_tiny_student_ckpt(tmp_path / "student" / "student.ckpt", tiny_scene, encoding="hash")
+    with pytest.raises(UserError, match=r"student.ckpt: the hash encoding needs opset >= 18 \(BitwiseXor\)"):
+        run(ExportConfig(scene=SceneConfig(path=str(tiny_scene)), run_dir=str(tmp_path), opset=17))
+    assert not (tmp_path / "export").exists() or not list((tmp_path / "export").iterdir()), ckpt
