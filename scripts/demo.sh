@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole pipeline on the embedded demo scene (NeRF synthetic "mic", 100 px), CPU profile:
-# teacher -> pseudo-data -> student (distill + finetune) -> ONNX export -> video, then the metrics table.
+# teacher -> pseudo-data -> student (distill + finetune) -> ONNX export -> video -> web viewer, then the
+# metrics table.
 # Extra arguments are passed to every stage as Hydra overrides (e.g. run_dir=runs/demo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,4 +13,5 @@ python -m data_gen.render "$@"
 python -m student.train "$@"
 python -m export.onnx "$@"
 python -m export.render "$@"
+python -m export.viewer "$@"
 python -m student.report "$@"

@@ -1,0 +1,230 @@
+"""``python -m export.viewer``: write the static web viewer of an exported student, optionally serve it.
+
+``<run_dir>/viewer/`` gets ``index.html``, the page's JS (``export/web/``), the chosen ONNX variants,
+``models.json`` (each variant's file, size and metadata, which the page builds its rays from) and the
+onnxruntime-web runtime files, copied from the npm package that ``scripts/setup.sh`` installs into
+``export/web/node_modules`` (pinned by ``export/web/package-lock.json``). The folder is complete: any
+static host that sends the two cross-origin isolation headers (``export/webserver.py``) serves it, and
+the page fetches nothing else. ``serve=true`` serves it on 127.0.0.1 and prints the URL.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+import onnx
+from omegaconf import DictConfig
+
+from core.config import to_dataclass
+from core.datasets import SceneConfig
+from core.errors import UserError, exit_on_user_error
+from core.io import write_bytes, write_json
+from export.runtime import ModelError, ModelMeta
+
+log = logging.getLogger(__name__)
+
+WEB_DIR = Path(__file__).resolve().parent / "web"
+PAGE_FILES = ("index.html", "viewer.js", "camera.js")
+ORT_PACKAGE_DIST = WEB_DIR / "node_modules" / "onnxruntime-web" / "dist"
+WASM_RUNTIME = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
+WEBGPU_RUNTIME = ("ort.webgpu.min.js", "ort-wasm-simd-threaded.asyncify.mjs",
+                  "ort-wasm-simd-threaded.asyncify.wasm")
+# what the page needs to build rays and composite (ModelMeta fields)
+META_KEYS = ("scene_name", "near", "far", "aabb", "content_aabb", "image_size", "K", "background", "batch",
+             "rig", "encoding", "precision")
+SCREENSHOT = "screenshot.png"
+
+
+@dataclass
+class ViewerConfig:
+    """``conf/viewer.yaml``."""
+
+    scene: SceneConfig = field(default_factory=SceneConfig)
+    run_dir: str = "runs/mic_100"
+    export_dir: str | None = None
+    out_dir: str | None = None
+    variants: list[str] = field(default_factory=lambda: ["student.onnx", "student_fp16.onnx",
+                                                         "student_int8.onnx"])
+    default: str = "student.onnx"
+    webgpu: bool = True
+    ort_dir: str | None = None
+    screenshot: str = "auto"
+    browser: str | None = None
+    serve: bool = False
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+
+def read_meta(path: Path) -> ModelMeta:
+    """The light-field metadata of an ONNX file (without loading its weights into a session)."""
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError and friends for a corrupt file
+        raise UserError(f"{path}: not a readable ONNX file ({type(exc).__name__})") from None
+    try:
+        return ModelMeta.from_props({p.key: p.value for p in proto.metadata_props}, path)
+    except ModelError as exc:
+        raise UserError(str(exc)) from None
+
+
+def model_entries(export_dir: Path, files: list[str]) -> list[dict[str, Any]]:
+    """``models.json`` rows for the variant files present in ``export_dir`` (in the given order)."""
+    entries = []
+    for name in files:
+        path = export_dir / name
+        if not path.is_file():
+            log.info("viewer: %s not exported, left out", path)
+            continue
+        meta = read_meta(path)
+        if meta.content_aabb is not None and len(meta.content_aabb) != 6:
+            raise UserError(f"{path}: metadata content_aabb must be 6 numbers")
+        if not meta.near < meta.far:
+            raise UserError(f"{path}: metadata near ({meta.near}) must be below far ({meta.far})")
+        entries.append({"file": name, "precision": meta.precision, "bytes": path.stat().st_size,
+                        "meta": {k: getattr(meta, k) for k in META_KEYS}})
+    return entries
+
+
+def runtime_files(ort_dir: Path, webgpu: bool) -> list[Path]:
+    """The onnxruntime-web files the page loads.
+
+    Raises:
+        UserError: the npm package is not installed (names the folder and how to install it).
+    """
+    names = WASM_RUNTIME + (WEBGPU_RUNTIME if webgpu else ())
+    missing = [n for n in names if not (ort_dir / n).is_file()]
+    if missing:
+        hint = ("run scripts/setup.sh, which installs it with npm" if shutil.which("npm") else
+                "npm is not installed: install Node.js and npm, then run scripts/setup.sh")
+        raise UserError(f"{ort_dir}: onnxruntime-web is not installed ({missing[0]} missing): {hint}")
+    return [ort_dir / n for n in names]
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Put the finished folder ``tmp`` at ``out``, replacing an old one (two renames)."""
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_viewer(cfg: ViewerConfig) -> dict[str, Any]:
+    """Write the viewer folder; returns ``out_dir``, ``models``, ``bytes`` (folder size)."""
+    export_dir = Path(cfg.export_dir or Path(cfg.run_dir) / "export")
+    out = Path(cfg.out_dir or Path(cfg.run_dir) / "viewer")
+    if cfg.screenshot not in ("auto", "true", "false"):
+        raise UserError(f"screenshot must be auto, true or false, got {cfg.screenshot!r}")
+    if not export_dir.is_dir():
+        raise UserError(f"{export_dir}: no exported model (run python -m export.onnx first)")
+    entries = model_entries(export_dir, list(cfg.variants))
+    if not entries:
+        raise UserError(f"{export_dir}: none of the variants {list(cfg.variants)} is there")
+    files = [e["file"] for e in entries]
+    if cfg.default not in files:
+        raise UserError(f"default={cfg.default!r} is not among the variants written ({files})")
+    runtime = runtime_files(Path(cfg.ort_dir) if cfg.ort_dir else ORT_PACKAGE_DIST, cfg.webgpu)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.*"):  # left by a killed run
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    tmp.mkdir()
+    try:
+        for name in PAGE_FILES:
+            shutil.copy2(WEB_DIR / name, tmp / name)
+        for path in runtime:
+            shutil.copy2(path, tmp / path.name)
+        for name in files:
+            shutil.copy2(export_dir / name, tmp / name)
+        write_json(tmp / "models.json", {"default": cfg.default, "webgpu": cfg.webgpu, "models": entries})
+        _replace_dir(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    size = sum(p.stat().st_size for p in out.iterdir())
+    return {"out_dir": str(out), "models": files, "bytes": size}
+
+
+def take_screenshot(out: Path, browser: str | None, timeout_s: float = 120.0) -> dict[str, Any]:
+    """Open the viewer in headless Chromium, wait for the first full frame, save ``screenshot.png``."""
+    from export.browser import chromium_page, wait_for_frame
+    from export.webserver import serving
+
+    with serving(out) as url, chromium_page(browser, timeout_s) as page:
+        page.set_viewport_size({"width": 720, "height": 640})
+        page.goto(url + "index.html")
+        state = wait_for_frame(page, 1, timeout_s)
+        if not state["frame"]:
+            raise UserError(f"{out}: the viewer showed an error in Chromium: {state['error']}")
+        write_bytes(out / SCREENSHOT, page.screenshot(type="png"))
+    return state
+
+
+def run(cfg: ViewerConfig) -> dict[str, Any]:
+    """Write the viewer, then its screenshot (``screenshot=auto``: when Chromium and playwright are here)."""
+    res = write_viewer(cfg)
+    out = Path(res["out_dir"])
+    want = cfg.screenshot
+    if want == "auto":
+        from export.browser import find_browser
+
+        try:
+            import playwright  # noqa: F401
+            have = find_browser(cfg.browser) is not None
+        except ImportError:
+            have = False
+        want = "true" if have else "false"
+        if not have:
+            log.info("viewer: no Chromium + playwright here, no screenshot (screenshot=true to require one)")
+    res["screenshot"] = None
+    if want == "true":
+        state = take_screenshot(out, cfg.browser)
+        res["screenshot"] = str(out / SCREENSHOT)
+        res["first_frame"] = state
+    return res
+
+
+def serve(out: Path, host: str, port: int) -> None:
+    """Serve the viewer folder until interrupted."""
+    from export.webserver import make_server
+
+    try:
+        server = make_server(out, host, port)
+    except OSError as exc:
+        raise UserError(f"{host}:{port}: cannot serve the viewer ({exc.strerror}); try port=0") from None
+    print(f"serving {out} on http://{host}:{server.server_address[1]}/index.html (Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+@hydra.main(config_path="../conf", config_name="viewer", version_base="1.3")
+@exit_on_user_error
+def main(dcfg: DictConfig) -> None:
+    """Hydra entry point: ``python -m export.viewer [serve=true] [overrides]``."""
+    cfg = to_dataclass(dcfg, ViewerConfig)
+    start = time.perf_counter()
+    res = run(cfg)
+    out = Path(res["out_dir"])
+    print(f"viewer: {out} ({len(res['models'])} models, {res['bytes'] / 1e6:.1f} MB in all) in "
+          f"{time.perf_counter() - start:.1f} s"
+          + (f"; screenshot {res['screenshot']}" if res["screenshot"] else ""))
+    if cfg.serve:
+        serve(out, cfg.host, cfg.port)
+    else:
+        print(f"open it with: python -m export.viewer run_dir={cfg.run_dir} serve=true "
+              f"(or serve {out} with the headers Cross-Origin-Opener-Policy: same-origin and "
+              "Cross-Origin-Embedder-Policy: require-corp)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+// Camera and ray math of the web viewer: pure functions, no DOM (the tests run this file in Node).
+//
+// Same conventions and arithmetic as core/rays.py and export/runtime.py: OpenCV cameras (+X right,
+// +Y down, looking along +Z), row-major 4x4 camera-to-world poses, 3x3 pinhole intrinsics in pixels,
+// pixel centres at +0.5, rays in row-major pixel order. Every step is rounded to float32 (Math.fround)
+// as numpy does in float32, so the rays match the Python runtime's to about one unit in the last place.
+
+const f = Math.fround;
+
+/**
+ * All rays of an H x W image through pixel centres (export.runtime.rays_from_camera).
+ * @param {number[]} c2w 16 numbers, row-major 4x4 camera-to-world (a 3x4 of 12 numbers also works).
+ * @param {number[]} K 9 numbers, row-major 3x3 intrinsics.
+ * @returns {{o: Float32Array, d: Float32Array}} origins and unit directions, each [H*W*3].
+ */
+export function raysFromCamera(c2w, K, H, W) {
+  const n = H * W;
+  const o = new Float32Array(n * 3);
+  const d = new Float32Array(n * 3);
+  const fx = f(K[0]), cx = f(K[2]), fy = f(K[4]), cy = f(K[5]);
+  const R = [0, 1, 2, 4, 5, 6, 8, 9, 10].map((i) => f(c2w[i]));
+  const t = [f(c2w[3]), f(c2w[7]), f(c2w[11])];
+  for (let v = 0, p = 0; v < H; v++) {
+    const y = f(f(f(v + 0.5) - cy) / fy);
+    for (let u = 0; u < W; u++, p += 3) {
+      const x = f(f(f(u + 0.5) - cx) / fx);
+      const dx = f(f(f(x * R[0]) + f(y * R[1])) + R[2]);
+      const dy = f(f(f(x * R[3]) + f(y * R[4])) + R[5]);
+      const dz = f(f(f(x * R[6]) + f(y * R[7])) + R[8]);
+      const norm = Math.max(f(Math.sqrt(f(f(f(dx * dx) + f(dy * dy)) + f(dz * dz)))), 1e-12);
+      d[p] = dx / norm;
+      d[p + 1] = dy / norm;
+      d[p + 2] = dz / norm;
+      o[p] = t[0];
+      o[p + 1] = t[1];
+      o[p + 2] = t[2];
+    }
+  }
+  return { o, d };
+}
+
+/**
+ * Which rays may meet the box within [near, far] (export.runtime.rays_meet_box: slab test, widened by
+ * margin * (1 + |t|) so that a grazing ray is left to the model, which runs the exact test itself).
+ * @returns {Uint8Array} [N], 1 where the ray may meet the box.
+ */
+export function raysMeetBox(o, d, box, near, far, margin = 1e-4) {
+  const n = o.length / 3;
+  const hit = new Uint8Array(n);
+  const lo = box.slice(0, 3).map(f), hi = box.slice(3, 6).map(f);
+  for (let i = 0; i < n; i++) {
+    let tIn = -Infinity, tOut = Infinity;
+    for (let a = 0; a < 3; a++) {
+      let da = d[3 * i + a];
+      if (Math.abs(da) < 1e-12) da = f(1e-12);
+      const inv = f(1 / da);
+      const t0 = f(f(lo[a] - o[3 * i + a]) * inv), t1 = f(f(hi[a] - o[3 * i + a]) * inv);
+      tIn = Math.max(tIn, Math.min(t0, t1));
+      tOut = Math.min(tOut, Math.max(t0, t1));
+    }
+    tIn = Math.max(tIn, near);
+    tOut = Math.min(tOut, far);
+    hit[i] = tIn < tOut + margin * (1 + Math.abs(tOut)) ? 1 : 0;
+  }
+  return hit;
+}
+
+/** Intrinsics of the training cameras (trainHW = [H, W]) scaled to another size: same field of view. */
+export function scaleIntrinsics(K, trainHW, H, W) {
+  const sx = W / trainHW[1], sy = H / trainHW[0];
+  return [K[0][0] * sx, K[0][1] * sx, K[0][2] * sx, K[1][0] * sy, K[1][1] * sy, K[1][2] * sy,
+    K[2][0], K[2][1], K[2][2]];
+}
+
+const sub = (a, b) => [a[0] - b[0], a[1] - b[1], a[2] - b[2]];
+const add = (a, b) => [a[0] + b[0], a[1] + b[1], a[2] + b[2]];
+const scale = (a, s) => [a[0] * s, a[1] * s, a[2] * s];
+const dot = (a, b) => a[0] * b[0] + a[1] * b[1] + a[2] * b[2];
+const cross = (a, b) => [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]];
+const normalize = (a) => scale(a, 1 / Math.max(Math.hypot(a[0], a[1], a[2]), 1e-12));
+
+/** Camera-to-world pose (16 numbers, row-major) of a camera at eye looking at target (core.cameras.look_at). */
+export function lookAt(eye, target, up) {
+  const forward = normalize(sub(target, eye));
+  const right = normalize(cross(forward, up));
+  const down = cross(forward, right);
+  return [right[0], down[0], forward[0], eye[0],
+    right[1], down[1], forward[1], eye[1],
+    right[2], down[2], forward[2], eye[2],
+    0, 0, 0, 1];
+}
+
+/**
+ * The orbit of the training rig (export.paths.orbit_poses): a camera at azimuth az and elevation el
+ * (radians) at distance radius from target, looking at it, with the rig's up.
+ * @param {{center: number[], up: number[], radius: number, elevation: number}} rig
+ */
+export function orbitBasis(rig) {
+  const up = normalize(rig.up);
+  const helper = Math.abs(up[0]) < 0.9 ? [1, 0, 0] : [0, 1, 0];
+  const e1 = normalize(cross(up, helper));
+  const e2 = cross(up, e1);
+  return { up, e1, e2 };
+}
+
+export function orbitPose(basis, target, az, el, radius) {
+  const { up, e1, e2 } = basis;
+  const dir = add(scale(add(scale(e1, Math.cos(az)), scale(e2, Math.sin(az))), Math.cos(el)), scale(up, Math.sin(el)));
+  return lookAt(add(target, scale(dir, radius)), target, up);
+}
+
+/** The rig of a model, or one made from its content box when the metadata has none. */
+export function rigOf(meta) {
+  if (meta.rig && meta.rig.center) return meta.rig;
+  const box = meta.content_aabb || meta.aabb;
+  const center = [0, 1, 2].map((a) => (box[a] + box[a + 3]) / 2);
+  const diag = Math.hypot(box[3] - box[0], box[4] - box[1], box[5] - box[2]);
+  return { center, up: [0, 0, 1], radius: 1.5 * diag, elevation: 0.5 };
+}
+
+/** Move target in the image plane of pose (pixels dx, dy at distance radius, focal fx). */
+export function panTarget(target, pose, dx, dy, radius, fx) {
+  const right = [pose[0], pose[4], pose[8]], down = [pose[1], pose[5], pose[9]];
+  const k = radius / fx;
+  return add(target, add(scale(right, -dx * k), scale(down, -dy * k)));
+}
+
+/**
+ * The scriptable URL interface: pose= (16 numbers, row-major 4x4 OpenCV camera-to-world), size=WxH,
+ * model=, threads=, frames=N, and ep= (wasm | webgpu), batch= (rays per inference call).
+ * @returns {{pose: number[]|null, size: number[]|null, model: string|null, threads: number|null,
+ *            frames: number, ep: string|null, batch: number|null, error: string|null}}
+ */
+export function parseQuery(search) {
+  const q = new URLSearchParams(search);
+  const out = { pose: null, size: null, model: null, threads: null, frames: 1, ep: null, batch: null, error: null };
+  const bad = (msg) => ({ ...out, error: msg });
+  if (q.has("pose")) {
+    const nums = q.get("pose").split(",").map(Number);
+    if (nums.length !== 16 || nums.some((x) => !Number.isFinite(x))) {
+      return bad(`pose= must be 16 comma-separated finite numbers (row-major 4x4), got ${nums.length}`);
+    }
+    out.pose = nums;
+  }
+  if (q.has("size")) {
+    const m = /^(\d+)x(\d+)$/.exec(q.get("size"));
+    if (!m || +m[1] < 1 || +m[2] < 1 || +m[1] > 4096 || +m[2] > 4096) {
+      return bad(`size= must be WxH in pixels (1..4096), got '${q.get("size")}'`);
+    }
+    out.size = [+m[1], +m[2]];
+  }
+  for (const [key, lo] of [["threads", 1], ["frames", 1], ["batch", 1]]) {
+    if (q.has(key)) {
+      const v = Number(q.get(key));
+      if (!Number.isInteger(v) || v < lo) return bad(`${key}= must be an integer >= ${lo}, got '${q.get(key)}'`);
+      out[key] = v;
+    }
+  }
+  if (q.has("model")) {
+    const m = q.get("model");
+    if (!/^[\w.-]+\.onnx$/.test(m)) return bad(`model= must be an .onnx file name in this folder, got '${m}'`);
+    out.model = m;
+  }
+  if (q.has("ep")) {
+    if (!["wasm", "webgpu"].includes(q.get("ep"))) return bad(`ep= must be wasm or webgpu, got '${q.get("ep")}'`);
+    out.ep = q.get("ep");
+  }
+  return out;
+}
+
+export function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}

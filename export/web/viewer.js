@@ -1,0 +1,267 @@
+// The web viewer: an exported light field on onnxruntime-web, orbit/zoom/pan, progressive quality.
+// Written into a viewer folder by `python -m export.viewer` beside models.json, the ONNX files and the
+// onnxruntime-web runtime files; no network access beyond that folder.
+import {
+  median, orbitBasis, orbitPose, panTarget, parseQuery, raysFromCamera, raysMeetBox, rigOf, scaleIntrinsics,
+} from "./camera.js";
+
+const canvas = document.getElementById("view");
+const ctx = canvas.getContext("2d", { willReadFrequently: true });
+const hud = document.getElementById("hud");
+const errorLine = document.getElementById("error");
+const selector = document.getElementById("variant");
+const DEFAULT_BATCH = 4096; // rays per inference call (dynamic-batch models)
+const COARSE = 0.25; // resolution of the frames drawn while the camera moves
+const IDLE_MS = 120; // no input for this long: draw at full resolution
+
+const state = { session: null, entry: null, ep: "wasm", threads: 1, busy: false, dirty: true, full: false,
+  lastInput: 0, frames: 0, fpsTimes: [] };
+
+function showError(message) {
+  errorLine.textContent = message;
+  errorLine.hidden = false;
+  canvas.dataset.error = message;
+}
+
+function loadScript(file) {
+  return new Promise((resolve, reject) => {
+    const s = document.createElement("script");
+    s.src = file;
+    s.onload = resolve;
+    s.onerror = () => reject(new Error(`onnxruntime-web runtime file ${file} is missing from this folder ` +
+      "(write the viewer again with python -m export.viewer)"));
+    document.head.appendChild(s);
+  });
+}
+
+async function webgpuAvailable() {
+  if (!navigator.gpu) return false;
+  try {
+    return Boolean(await navigator.gpu.requestAdapter());
+  } catch {
+    return false;
+  }
+}
+
+async function openSession(entry) {
+  const providers = state.ep === "webgpu" ? ["webgpu", "wasm"] : ["wasm"];
+  try {
+    return await ort.InferenceSession.create(entry.file, { executionProviders: providers, graphOptimizationLevel: "all" });
+  } catch (exc) {
+    const first = String(exc && exc.message ? exc.message : exc).split("\n")[0].slice(0, 200);
+    throw new Error(`${entry.file}: the model failed to load (${first})`);
+  }
+}
+
+/** Colours of the rays that meet the content box, in batches; the others keep the background. */
+async function shade(o, d, pixels, meta, batch) {
+  const n = o.length / 3;
+  const hit = meta.content_aabb ? raysMeetBox(o, d, meta.content_aabb, meta.near, meta.far) : new Uint8Array(n).fill(1);
+  let count = 0;
+  for (let i = 0; i < n; i++) count += hit[i];
+  const idx = new Int32Array(count);
+  const oh = new Float32Array(count * 3), dh = new Float32Array(count * 3);
+  for (let i = 0, j = 0; i < n; i++) {
+    if (!hit[i]) continue;
+    idx[j] = i;
+    oh.set(o.subarray(3 * i, 3 * i + 3), 3 * j);
+    dh.set(d.subarray(3 * i, 3 * i + 3), 3 * j);
+    j++;
+  }
+  const step = meta.batch || batch;
+  for (let start = 0; start < count; start += step) {
+    const m = Math.min(step, count - start);
+    const rows = meta.batch || m; // a static model takes exactly its batch: pad the tail
+    let ob = oh.subarray(3 * start, 3 * (start + m)), db = dh.subarray(3 * start, 3 * (start + m));
+    if (rows > m) {
+      const op = new Float32Array(rows * 3), dp = new Float32Array(rows * 3);
+      op.set(ob); dp.set(db);
+      for (let r = m; r < rows; r++) { op.set(ob.subarray(3 * (m - 1), 3 * m), 3 * r); dp.set(db.subarray(3 * (m - 1), 3 * m), 3 * r); }
+      ob = op; db = dp;
+    }
+    const out = await state.session.run({
+      rays_o: new ort.Tensor("float32", ob, [rows, 3]),
+      rays_d: new ort.Tensor("float32", db, [rows, 3]),
+    });
+    const rgb = out.rgb.data;
+    for (let r = 0; r < m; r++) {
+      const p = 4 * idx[start + r];
+      for (let c = 0; c < 3; c++) {
+        const v = rgb[3 * r + c];
+        pixels[p + c] = Math.floor((v < 0 ? 0 : v > 1 ? 1 : v) * 255 + 0.5);
+      }
+    }
+  }
+  return count;
+}
+
+/** Render pose at w x h into an ImageData. */
+async function render(pose, w, h, batch) {
+  const meta = state.entry.meta;
+  const K = scaleIntrinsics(meta.K, meta.image_size, h, w);
+  const { o, d } = raysFromCamera(pose, K, h, w);
+  const image = new ImageData(w, h);
+  const px = image.data;
+  const bg = meta.background.map((v) => Math.floor(Math.min(Math.max(v, 0), 1) * 255 + 0.5));
+  for (let p = 0; p < px.length; p += 4) { px[p] = bg[0]; px[p + 1] = bg[1]; px[p + 2] = bg[2]; px[p + 3] = 255; }
+  const rays = await shade(o, d, px, meta, batch);
+  return { image, rays };
+}
+
+function updateHud(ms, rays, w, h) {
+  const now = performance.now();
+  state.fpsTimes = [...state.fpsTimes.filter((t) => now - t < 2000), now];
+  const fps = state.fpsTimes.length > 1 ? (state.fpsTimes.length - 1) / ((now - state.fpsTimes[0]) / 1000) : 1000 / ms;
+  const e = state.entry;
+  hud.textContent = `${ms.toFixed(1)} ms/frame · ${fps.toFixed(1)} FPS · ${w}x${h} (${rays} rays in the box) · ` +
+    `${e.file} (${e.precision}, ${(e.bytes / 1e6).toFixed(2)} MB) · ${state.ep}, ${state.threads} thread(s)`;
+}
+
+async function main() {
+  const q = parseQuery(location.search);
+  if (q.error) { showError(q.error); return; }
+  const manifest = await (await fetch("models.json")).json();
+  const name = q.model || manifest.default;
+  const entry = manifest.models.find((m) => m.file === name);
+  if (!entry) {
+    showError(`model=${name}: not in this viewer (have: ${manifest.models.map((m) => m.file).join(", ")})`);
+    return;
+  }
+  for (const m of manifest.models) {
+    const opt = document.createElement("option");
+    opt.value = m.file;
+    opt.textContent = `${m.precision}${m.meta.batch ? " static" : ""} · ${(m.bytes / 1e6).toFixed(2)} MB`;
+    opt.selected = m.file === entry.file;
+    selector.appendChild(opt);
+  }
+  const wantGpu = q.ep === "webgpu" || (q.ep === null && manifest.webgpu);
+  state.ep = wantGpu && manifest.webgpu && (await webgpuAvailable()) ? "webgpu" : "wasm";
+  if (q.ep === "webgpu" && state.ep !== "webgpu") showError("ep=webgpu: this browser has no WebGPU adapter; running on wasm");
+  await loadScript(state.ep === "webgpu" ? "ort.webgpu.min.js" : "ort.wasm.min.js");
+  ort.env.wasm.wasmPaths = new URL("./", location.href).href;
+  const wanted = q.threads || Math.min(navigator.hardwareConcurrency || 1, 4);
+  state.threads = wanted;
+  if (wanted > 1 && !self.crossOriginIsolated) {
+    state.threads = 1;
+    showError(`no WebAssembly threads: the page is not cross-origin isolated (serve it with the ` +
+      `COOP/COEP headers: python -m export.viewer serve=true); running on 1 thread`);
+  }
+  ort.env.wasm.numThreads = state.threads;
+  state.entry = entry;
+  state.session = await openSession(entry);
+
+  const meta = entry.meta;
+  const [W, H] = q.size || [meta.image_size[1], meta.image_size[0]];
+  canvas.width = W;
+  canvas.height = H;
+  const fit = Math.max(1, Math.floor(Math.min(512 / Math.max(W, H), 4)));
+  canvas.style.width = `${W * fit}px`;
+  canvas.style.height = `${H * fit}px`;
+  const batch = q.batch || DEFAULT_BATCH;
+  const rig = rigOf(meta);
+  const basis = orbitBasis(rig);
+  const view = { target: [...rig.center], az: 0, el: rig.elevation, radius: rig.radius };
+  let pose = q.pose;
+  const currentPose = () => pose || orbitPose(basis, view.target, view.az, view.el, view.radius);
+
+  if (q.pose) { // scripted: the requested pose, frames times; data-ms is the median after the first
+    const times = [];
+    for (let i = 0; i < q.frames; i++) {
+      const t0 = performance.now();
+      const { image, rays } = await render(q.pose, W, H, batch);
+      ctx.putImageData(image, 0, 0);
+      const ms = performance.now() - t0;
+      times.push(ms);
+      updateHud(ms, rays, W, H);
+      if (i === 0) canvas.dataset.loadMs = String(performance.now());
+      canvas.dataset.ms = String(i === q.frames - 1 && times.length > 1 ? median(times.slice(1)) : ms);
+      canvas.dataset.frame = String(++state.frames);
+    }
+    state.full = true;
+    state.dirty = false;
+  }
+
+  const coarse = document.createElement("canvas");
+  const markInput = () => { pose = null; state.dirty = true; state.full = false; state.lastInput = performance.now(); };
+  const pointers = new Map();
+  canvas.addEventListener("pointerdown", (ev) => { canvas.setPointerCapture(ev.pointerId); pointers.set(ev.pointerId, ev); });
+  canvas.addEventListener("pointerup", (ev) => pointers.delete(ev.pointerId));
+  canvas.addEventListener("pointercancel", (ev) => pointers.delete(ev.pointerId));
+  canvas.addEventListener("contextmenu", (ev) => ev.preventDefault());
+  canvas.addEventListener("pointermove", (ev) => {
+    const prev = pointers.get(ev.pointerId);
+    if (!prev) return;
+    const dx = (ev.clientX - prev.clientX) / fit, dy = (ev.clientY - prev.clientY) / fit;
+    if (pointers.size >= 2) { // two fingers: pinch zooms, moving both pans
+      const [a, b] = [...pointers.values()];
+      const other = a.pointerId === ev.pointerId ? b : a;
+      const before = Math.hypot(prev.clientX - other.clientX, prev.clientY - other.clientY);
+      const after = Math.hypot(ev.clientX - other.clientX, ev.clientY - other.clientY);
+      if (before > 0 && after > 0) view.radius *= before / after;
+      view.target = panTarget(view.target, currentPose(), dx / 2, dy / 2, view.radius, scaleIntrinsics(meta.K, meta.image_size, H, W)[0]);
+    } else if (ev.buttons & 6 || ev.shiftKey) { // right/middle button or shift: pan
+      view.target = panTarget(view.target, currentPose(), dx, dy, view.radius, scaleIntrinsics(meta.K, meta.image_size, H, W)[0]);
+    } else { // orbit
+      view.az -= dx * 0.01;
+      view.el = Math.max(-1.5, Math.min(1.5, view.el + dy * 0.01));
+    }
+    pointers.set(ev.pointerId, ev);
+    markInput();
+  });
+  canvas.addEventListener("wheel", (ev) => { ev.preventDefault(); view.radius *= Math.exp(ev.deltaY * 0.001); markInput(); }, { passive: false });
+  selector.addEventListener("change", async () => {
+    const next = manifest.models.find((m) => m.file === selector.value);
+    try {
+      state.busy = true;
+      state.session = await openSession(next);
+      state.entry = next;
+      state.dirty = true;
+      state.full = false;
+    } catch (exc) {
+      showError(exc.message);
+    } finally {
+      state.busy = false;
+    }
+  });
+
+  const loop = async () => {
+    const idle = performance.now() - state.lastInput > IDLE_MS;
+    if (!state.busy && (state.dirty || (idle && !state.full))) {
+      state.busy = true;
+      const full = idle;
+      state.dirty = false;
+      const w = full ? W : Math.max(1, Math.round(W * COARSE)), h = full ? H : Math.max(1, Math.round(H * COARSE));
+      const t0 = performance.now();
+      try {
+        const { image, rays } = await render(currentPose(), w, h, batch);
+        if (full) {
+          ctx.putImageData(image, 0, 0);
+        } else {
+          coarse.width = w;
+          coarse.height = h;
+          coarse.getContext("2d").putImageData(image, 0, 0);
+          ctx.imageSmoothingEnabled = true;
+          ctx.drawImage(coarse, 0, 0, W, H);
+        }
+        const ms = performance.now() - t0;
+        updateHud(ms, rays, w, h);
+        if (full) {
+          state.full = true;
+          if (!canvas.dataset.loadMs) canvas.dataset.loadMs = String(performance.now());
+          canvas.dataset.ms = String(ms);
+          canvas.dataset.frame = String(++state.frames);
+        }
+      } catch (exc) {
+        showError(`rendering failed: ${String(exc && exc.message ? exc.message : exc).split("\n")[0]}`);
+        return;
+      } finally {
+        state.busy = false;
+      }
+    }
+    requestAnimationFrame(loop);
+  };
+  state.lastInput = q.pose ? performance.now() : -Infinity;
+  requestAnimationFrame(loop);
+}
+
+main().catch((exc) => showError(String(exc && exc.message ? exc.message : exc).split("\n")[0]));

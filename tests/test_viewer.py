@@ -1,0 +1,277 @@
+"""The web viewer: folder contents, its JS ray math against core.rays, and the page in real headless Chromium.
+
+The browser tests need Debian's Chromium (``apt-get install chromium``, done by ``.ci/run``) and Python
+playwright: they fail, never skip, when either is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core.errors import UserError
+from core.metrics import psnr
+from core.rays import generate_rays
+from export.browser import canvas_pixels, chromium_page, find_browser, wait_for_frame
+from export.runtime import LightField, rays_meet_box
+from export.viewer import ORT_PACKAGE_DIST, WEB_DIR, ViewerConfig, run, write_viewer
+from export.webserver import serving
+
+NODE = shutil.which("node")
+
+
+def _random_pose(gen: np.random.Generator, center: np.ndarray, radius: float) -> np.ndarray:
+    """A camera on a sphere around ``center`` looking near it (OpenCV c2w)."""
+    from core.cameras import look_at
+
+    offset = gen.normal(size=3)
+    eye = torch.tensor(center + radius * offset / np.linalg.norm(offset), dtype=torch.float32)
+    target = torch.tensor(center + 0.05 * radius * gen.normal(size=3), dtype=torch.float32)
+    return look_at(eye[None], target, torch.tensor([0.0, 0.0, 1.0]))[0].numpy()
+
+
+def _run_js(source: str) -> object:
+    """Run an ES module with camera.js importable; return the JSON it prints."""
+    assert NODE, "node is needed for the viewer's JS tests (it is installed with npm)"
+    out = subprocess.run([NODE, "--input-type=module", "-e", source], cwd=WEB_DIR, capture_output=True,
+                         text=True, timeout=60, check=True)
+    return json.loads(out.stdout)
+
+
+def test_js_rays_match_core_rays_on_random_cameras() -> None:
+    gen = np.random.default_rng(0)
+    cases = []
+    for _ in range(5):
+        H, W = int(gen.integers(3, 17)), int(gen.integers(3, 17))
+        f = float(gen.uniform(5, 40))
+        K = np.array([[f, 0, W / 2 + gen.uniform(-2, 2)],
+                      [0, f * gen.uniform(0.8, 1.2), H / 2 + gen.uniform(-2, 2)],
+                      [0, 0, 1]])
+        c2w = _random_pose(gen, gen.normal(size=3), float(gen.uniform(1, 5)))
+        cases.append({"c2w": c2w.reshape(-1).tolist(), "K": K.reshape(-1).tolist(), "H": H, "W": W})
+    got = _run_js("import {raysFromCamera} from './camera.js';"
+                  f"const cases = {json.dumps(cases)};"
+                  "console.log(JSON.stringify(cases.map(c => {"
+                  " const r = raysFromCamera(c.c2w, c.K, c.H, c.W);"
+                  " return {o: Array.from(r.o), d: Array.from(r.d)} })))")
+    for case, res in zip(cases, got, strict=True):
+        o, d = generate_rays(torch.tensor(case["c2w"]).view(4, 4), torch.tensor(case["K"]).view(3, 3),
+                             case["H"], case["W"])
+        np.testing.assert_allclose(np.array(res["o"]).reshape(-1, 3), o.numpy(), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(np.array(res["d"]).reshape(-1, 3), d.numpy(), rtol=1e-5, atol=1e-6)
+        assert np.abs(np.array(res["d"])).max() > 0.1  # not a degenerate case
+
+
+def test_js_box_test_matches_runtime() -> None:
+    gen = np.random.default_rng(1)
+    o = gen.normal(size=(500, 3)).astype(np.float32) * 3
+    d = (-o + 1.5 * gen.normal(size=(500, 3))).astype(np.float32)  # towards the box, give or take
+    d[:40, 0] = 0.0  # rays parallel to a slab
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    box = [-1.0, -0.5, -0.8, 1.2, 0.7, 0.9]
+    got = _run_js("import {raysMeetBox} from './camera.js';"
+                  f"const o = new Float32Array({o.reshape(-1).tolist()});"
+                  f"const d = new Float32Array({d.reshape(-1).tolist()});"
+                  f"console.log(JSON.stringify(Array.from(raysMeetBox(o, d, {box}, 0.5, 6.0))))")
+    want = rays_meet_box(o, d, box, 0.5, 6.0)
+    assert 50 < want.sum() < 450  # both outcomes occur
+    np.testing.assert_array_equal(np.array(got, dtype=bool), want)
+
+
+def test_js_query_interface_parses_and_rejects() -> None:
+    pose = ",".join(str(float(x)) for x in np.eye(4).reshape(-1))
+    got = _run_js("import {parseQuery} from './camera.js';"
+                  f"console.log(JSON.stringify([parseQuery('?pose={pose}&size=64x48&model=student_int8.onnx&threads=2&frames=5'),"
+                  " parseQuery('?pose=1,2,3'), parseQuery('?size=0x5'), parseQuery('?model=../x.onnx'),"
+                  " parseQuery('?frames=0')]))")
+    ok = got[0]
+    assert ok["error"] is None and ok["size"] == [64, 48] and ok["model"] == "student_int8.onnx"
+    assert ok["threads"] == 2 and ok["frames"] == 5 and ok["pose"] == np.eye(4).reshape(-1).tolist()
+    assert "pose=" in got[1]["error"] and "size=" in got[2]["error"] and "model=" in got[3]["error"]
+    assert "frames=" in got[4]["error"]
+
+
+def test_js_orbit_matches_export_paths() -> None:
+    from export.paths import orbit_poses
+
+    rig = {"center": [0.1, -0.2, 0.3], "up": [0.1, 0.2, 0.97], "radius": 3.5, "elevation": 0.4}
+    got = _run_js("import {orbitBasis, orbitPose} from './camera.js';"
+                  f"const rig = {json.dumps(rig)}; const b = orbitBasis(rig);"
+                  "console.log(JSON.stringify([0, 1, 2, 3].map(i =>"
+                  " orbitPose(b, rig.center, i / 4 * 2 * Math.PI,"
+                  " rig.elevation, rig.radius))))")
+    want = orbit_poses(rig, 4).numpy()
+    np.testing.assert_allclose(np.array(got).reshape(4, 4, 4), want, atol=2e-6)
+
+
+# --- the folder -----------------------------------------------------------------------------------
+
+
+def test_viewer_folder_is_complete(exported_student: tuple[Path, dict], tmp_path: Path) -> None:
+    run_dir, _ = exported_student
+    res = write_viewer(ViewerConfig(run_dir=str(run_dir), out_dir=str(tmp_path / "viewer")))
+    out = Path(res["out_dir"])
+    names = {p.name for p in out.iterdir()}
+    assert {"index.html", "viewer.js", "camera.js", "models.json", "ort.wasm.min.js",
+            "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm", "student.onnx"} <= names
+    manifest = json.loads((out / "models.json").read_text())
+    assert [m["file"] for m in manifest["models"]] == ["student.onnx", "student_fp16.onnx",
+                                                       "student_int8.onnx"]
+    field = LightField(out / "student.onnx")
+    assert manifest["models"][0]["meta"]["K"] == field.meta.K
+    assert manifest["models"][0]["meta"]["content_aabb"] == field.meta.content_aabb
+    html = (out / "index.html").read_text() + (out / "viewer.js").read_text()
+    assert "http://" not in html and "https://" not in html  # nothing fetched from the network
+    # writing again replaces the folder and leaves no temporary folder beside it
+    write_viewer(ViewerConfig(run_dir=str(run_dir), out_dir=str(out), variants=["student.onnx"]))
+    assert not (out / "student_int8.onnx").exists()
+    assert [p.name for p in out.parent.iterdir()] == ["viewer"]
+
+
+def test_viewer_without_runtime_says_so(exported_student: tuple[Path, dict], tmp_path: Path) -> None:
+    run_dir, _ = exported_student
+    with pytest.raises(UserError, match="onnxruntime-web is not installed") as exc:
+        write_viewer(ViewerConfig(run_dir=str(run_dir), out_dir=str(tmp_path / "v"), ort_dir=str(tmp_path)))
+    assert "\n" not in str(exc.value)
+    with pytest.raises(UserError, match="no exported model"):
+        write_viewer(ViewerConfig(run_dir=str(tmp_path / "nothing")))
+
+
+def test_viewer_refuses_a_corrupt_model(exported_student: tuple[Path, dict], tmp_path: Path) -> None:
+    run_dir, _ = exported_student
+    bad = tmp_path / "export"
+    bad.mkdir()
+    (bad / "student.onnx").write_bytes(b"not a model")
+    with pytest.raises(UserError, match="student.onnx: not a readable ONNX file"):
+        write_viewer(ViewerConfig(run_dir=str(run_dir), export_dir=str(bad), out_dir=str(tmp_path / "v")))
+
+
+# --- the page in Chromium -------------------------------------------------------------------------
+
+
+def test_browser_is_installed() -> None:
+    """CI installs Debian's Chromium and playwright: a missing one is a failure, never a skip."""
+    assert find_browser() is not None, "Chromium not found: apt-get install chromium (see .ci/run)"
+    assert ORT_PACKAGE_DIST.is_dir(), "onnxruntime-web not installed: scripts/setup.sh runs npm ci"
+
+
+@pytest.fixture(scope="module")
+def viewer_dirs(exported_student: tuple[Path, dict], tiny_scene: Path,
+                tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Viewers of the tiny pe student and of a tiny hash-grid student (Gather, BitwiseXor in the graph)."""
+    from core.datasets import SceneConfig
+    from export.onnx import ExportConfig
+    from export.onnx import run as export_run
+    from tests.conftest import make_tiny_student_ckpt
+
+    run_dir, _ = exported_student
+    pe_dir = tmp_path_factory.mktemp("v") / "pe"
+    out = {"pe": Path(write_viewer(ViewerConfig(run_dir=str(run_dir), webgpu=False,
+                                                out_dir=str(pe_dir)))["out_dir"])}
+    hash_run = tmp_path_factory.mktemp("hash_run")
+    make_tiny_student_ckpt(hash_run / "student" / "student.ckpt", tiny_scene, encoding="hash")
+    export_run(ExportConfig(scene=SceneConfig(path=str(tiny_scene)), run_dir=str(hash_run),
+                            static_variants=[]))
+    out["hash"] = Path(write_viewer(ViewerConfig(run_dir=str(hash_run), webgpu=False,
+                                                 out_dir=str(hash_run / "viewer")))["out_dir"])
+    return out
+
+
+def _pose_query(c2w: np.ndarray) -> str:
+    return ",".join(f"{x:.9g}" for x in np.asarray(c2w, dtype=np.float64).reshape(-1))
+
+
+def _rig_pose(field: LightField, az: float) -> np.ndarray:
+    from export.paths import orbit_poses
+
+    return orbit_poses(field.meta.rig, 8)[int(az)].numpy()
+
+
+def _page_frame(folder: Path, query: str, isolate: bool = True, frames: int = 1) -> tuple[dict, np.ndarray]:
+    with serving(folder, isolate=isolate) as url, chromium_page() as page:
+        page.goto(f"{url}index.html?{query}")
+        state = wait_for_frame(page, frames)
+        pixels = np.array(canvas_pixels(page), dtype=np.uint8).reshape(state["height"], state["width"], 4) \
+            if state["frame"] else np.zeros((0, 0, 4), np.uint8)
+        state["hud"] = page.inner_text("#hud")
+    return state, pixels
+
+
+@pytest.mark.parametrize("kind", ["pe", "hash"])
+def test_page_frame_equals_python_runtime(viewer_dirs: dict[str, Path], kind: str) -> None:
+    folder = viewer_dirs[kind]
+    field = LightField(folder / "student.onnx")
+    c2w = _rig_pose(field, 3)
+    W, H = 40, 28  # not square, not the training size: orientation and intrinsics scaling both matter
+    state, pixels = _page_frame(folder, f"pose={_pose_query(c2w)}&size={W}x{H}&threads=2")
+    assert state["error"] is None, state["error"]
+    assert (state["width"], state["height"], state["frame"]) == (W, H, 1)
+    want = field.render(c2w, image_size=(H, W))
+    want_u8 = (np.clip(want, 0, 1) * 255 + 0.5).astype(np.uint8)
+    got = pixels[..., :3]
+    assert (pixels[..., 3] == 255).all()
+    assert want_u8.std() > 3  # a frame with content, not a flat background
+    diff = np.abs(got.astype(int) - want_u8.astype(int))
+    assert diff.max() <= 1, f"max byte difference {diff.max()}"
+    value = psnr(torch.tensor(got / 255.0), torch.tensor(want))
+    assert value >= 40.0
+
+
+def test_page_query_interface(viewer_dirs: dict[str, Path]) -> None:
+    folder = viewer_dirs["pe"]
+    field = LightField(folder / "student_int8.onnx")
+    c2w = _rig_pose(field, 1)
+    state, pixels = _page_frame(folder, f"pose={_pose_query(c2w)}&size=23x17&model=student_int8.onnx"
+                                        "&threads=1&frames=3", frames=3)
+    assert state["error"] is None and state["frame"] == 3 and (state["width"], state["height"]) == (23, 17)
+    assert state["ms"] > 0 and math.isfinite(state["load_ms"])
+    assert "student_int8.onnx" in state["hud"] and "int8" in state["hud"]
+    want = (np.clip(field.render(c2w, image_size=(17, 23)), 0, 1) * 255 + 0.5).astype(np.uint8)
+    assert np.abs(pixels[..., :3].astype(int) - want).max() <= 1
+
+
+def test_page_starts_on_the_rig(viewer_dirs: dict[str, Path]) -> None:
+    folder = viewer_dirs["pe"]
+    field = LightField(folder / "student.onnx")
+    state, pixels = _page_frame(folder, "threads=1")
+    H, W = field.image_size
+    assert state["frame"] >= 1 and (state["height"], state["width"]) == (H, W)
+    want = (np.clip(field.render(_rig_pose(field, 0)), 0, 1) * 255 + 0.5).astype(np.uint8)
+    assert np.abs(pixels[..., :3].astype(int) - want).max() <= 2
+
+
+def test_page_errors_are_one_line(viewer_dirs: dict[str, Path], tmp_path: Path) -> None:
+    folder = tmp_path / "viewer"
+    shutil.copytree(viewer_dirs["pe"], folder)
+    state, _ = _page_frame(folder, "model=missing.onnx")
+    assert state["frame"] == 0 and "model=missing.onnx: not in this viewer" in state["error"]
+    state, _ = _page_frame(folder, "size=12")
+    assert state["frame"] == 0 and state["error"].startswith("size= must be WxH")
+    (folder / "student_fp16.onnx").write_bytes(b"garbage")
+    state, _ = _page_frame(folder, "model=student_fp16.onnx")
+    assert state["frame"] == 0 and "student_fp16.onnx: the model failed to load" in state["error"]
+    assert "\n" not in state["error"]
+    (folder / "ort.wasm.min.js").unlink()
+    state, _ = _page_frame(folder, "")
+    assert state["frame"] == 0 and "runtime file ort.wasm.min.js is missing" in state["error"]
+
+
+def test_page_without_isolation_headers_warns_and_runs_on_one_thread(viewer_dirs: dict[str, Path]) -> None:
+    state, _ = _page_frame(viewer_dirs["pe"], "threads=2&size=8x8", isolate=False)
+    assert state["frame"] == 1
+    assert state["error"].startswith("no WebAssembly threads") and "1 thread(s)" in state["hud"]
+
+
+def test_viewer_stage_takes_a_screenshot(exported_student: tuple[Path, dict], tmp_path: Path) -> None:
+    run_dir, _ = exported_student
+    res = run(ViewerConfig(run_dir=str(run_dir), out_dir=str(tmp_path / "viewer"), screenshot="true",
+                           webgpu=False))
+    shot = Path(res["screenshot"])
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and res["first_frame"]["frame"] >= 1
