@@ -246,7 +246,7 @@ def to_int8(proto: onnx.ModelProto, mode: str, calib: list[tuple[np.ndarray, np.
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         exclude = encoding_nodes(proto)  # names unnamed nodes: before saving
         onnx.save(proto, str(src))
-        with _quiet_root_logger():  # the quantizer logs "please run pre-processing" on the root logger
+        with quiet_root_logger():  # the quantizer logs "please run pre-processing" on the root logger
             _quantize(src, dst, mode, calib, per_channel, exclude)
         out = onnx.load(str(dst))
     out.ir_version = min(out.ir_version, MAX_IR_VERSION)
@@ -254,7 +254,7 @@ def to_int8(proto: onnx.ModelProto, mode: str, calib: list[tuple[np.ndarray, np.
 
 
 @contextlib.contextmanager
-def _quiet_root_logger() -> Iterator[None]:
+def quiet_root_logger() -> Iterator[None]:
     root = logging.getLogger()
     level = root.level
     root.setLevel(max(level, logging.ERROR))

@@ -10,6 +10,7 @@ the page fetches nothing else. ``serve=true`` serves it on 127.0.0.1 and prints 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -31,7 +32,7 @@ from export.runtime import ModelError, ModelMeta
 log = logging.getLogger(__name__)
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
-PAGE_FILES = ("index.html", "viewer.js", "camera.js")
+PAGE_FILES = ("index.html", "viewer.js", "camera.js", "encoder.js")
 ORT_PACKAGE_DIST = WEB_DIR / "node_modules" / "onnxruntime-web" / "dist"
 WASM_RUNTIME = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 WEBGPU_RUNTIME = ("ort.webgpu.min.js", "ort-wasm-simd-threaded.asyncify.mjs",
@@ -40,6 +41,8 @@ WEBGPU_RUNTIME = ("ort.webgpu.min.js", "ort-wasm-simd-threaded.asyncify.mjs",
 META_KEYS = ("scene_name", "near", "far", "aabb", "content_aabb", "image_size", "K", "background", "batch",
              "rig", "encoding", "precision")
 SCREENSHOT = "screenshot.png"
+SPLIT_MLP, SPLIT_MLP_INT8, SPLIT_TABLE = "student_mlp.onnx", "student_mlp_int8.onnx", "student_grid.bin"
+SPLIT_TOL = 1e-4  # max abs error of the split MLP graph against PyTorch
 
 
 @dataclass
@@ -52,7 +55,9 @@ class ViewerConfig:
     out_dir: str | None = None
     variants: list[str] = field(default_factory=lambda: ["student.onnx", "student_fp16.onnx",
                                                          "student_int8.onnx"])
-    default: str = "student.onnx"
+    default: str | None = None
+    split: bool = True
+    checkpoint: str | None = None
     webgpu: bool = True
     ort_dir: str | None = None
     screenshot: str = "auto"
@@ -92,6 +97,53 @@ def model_entries(export_dir: Path, files: list[str]) -> list[dict[str, Any]]:
     return entries
 
 
+def split_files(cfg: ViewerConfig, export_dir: Path, base: dict[str, Any], out: Path) -> list[dict[str, Any]]:
+    """Write the split student (``export/split.py``) into ``out``; its ``models.json`` rows.
+
+    The checkpoint must be the one the export was made from (``export.json``'s sha256).
+
+    Raises:
+        UserError: no checkpoint, or one other than the export's.
+    """
+    import numpy as np
+    import torch
+
+    from core.io import sha256_file, write_bytes
+    from export.split import encoder_facts, mlp_int8, mlp_onnx, run_mlp, table_bytes
+    from student.checkpoint import load_student
+
+    ckpt = Path(cfg.checkpoint or Path(cfg.run_dir) / "student" / "student.ckpt")
+    report = export_dir / "export.json"
+    try:
+        want = json.loads(report.read_text()).get("checkpoint_sha256")
+    except (OSError, json.JSONDecodeError):
+        raise UserError(f"{report}: unreadable export report (needed to match the checkpoint)") from None
+    if not ckpt.is_file():
+        raise UserError(f"{ckpt}: student checkpoint not found (the split viewer model needs it; split=false "
+                        "to write only the exported ONNX files)")
+    if sha256_file(ckpt) != want:
+        raise UserError(f"{ckpt}: not the checkpoint {export_dir} was exported from (sha256 differs): run "
+                        "python -m export.onnx again, or split=false")
+    model, _ = load_student(ckpt)
+    mlp = mlp_onnx(model)
+    feats = torch.randn(512, model.encoder.out_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = model.forward_encoded(feats).numpy()
+    err = float(np.abs(run_mlp(mlp, feats.numpy()) - ref).max())
+    if err > SPLIT_TOL:
+        raise RuntimeError(f"split MLP disagrees with PyTorch: max abs error {err:.3g} > {SPLIT_TOL:g}")
+    table = table_bytes(model)
+    write_bytes(out / SPLIT_TABLE, table)
+    facts = encoder_facts(model)
+    rows = []
+    for name, proto, precision in ((SPLIT_MLP, mlp, "fp32"), (SPLIT_MLP_INT8, mlp_int8(mlp), "int8")):
+        write_bytes(out / name, proto.SerializeToString())
+        meta = {**base["meta"], "precision": precision, "batch": 0}
+        rows.append({"file": name, "precision": precision, "kind": "split", "table": SPLIT_TABLE,
+                     "bytes": (out / name).stat().st_size + len(table), "meta": meta, "encoder": facts})
+    return rows
+
+
 def runtime_files(ort_dir: Path, webgpu: bool) -> list[Path]:
     """The onnxruntime-web files the page loads.
 
@@ -127,9 +179,6 @@ def write_viewer(cfg: ViewerConfig) -> dict[str, Any]:
     entries = model_entries(export_dir, list(cfg.variants))
     if not entries:
         raise UserError(f"{export_dir}: none of the variants {list(cfg.variants)} is there")
-    files = [e["file"] for e in entries]
-    if cfg.default not in files:
-        raise UserError(f"default={cfg.default!r} is not among the variants written ({files})")
     runtime = runtime_files(Path(cfg.ort_dir) if cfg.ort_dir else ORT_PACKAGE_DIST, cfg.webgpu)
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in out.parent.glob(f".{out.name}.*"):  # left by a killed run
@@ -141,9 +190,15 @@ def write_viewer(cfg: ViewerConfig) -> dict[str, Any]:
             shutil.copy2(WEB_DIR / name, tmp / name)
         for path in runtime:
             shutil.copy2(path, tmp / path.name)
-        for name in files:
-            shutil.copy2(export_dir / name, tmp / name)
-        write_json(tmp / "models.json", {"default": cfg.default, "webgpu": cfg.webgpu, "models": entries})
+        for entry in entries:
+            shutil.copy2(export_dir / entry["file"], tmp / entry["file"])
+        if cfg.split and entries[0]["meta"]["encoding"] == "hash":
+            entries = split_files(cfg, export_dir, entries[0], tmp) + entries
+        files = [e["file"] for e in entries]
+        default = cfg.default or files[0]
+        if default not in files:
+            raise UserError(f"default={default!r} is not among the models written ({files})")
+        write_json(tmp / "models.json", {"default": default, "webgpu": cfg.webgpu, "models": entries})
         _replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -275,3 +275,90 @@ def test_viewer_stage_takes_a_screenshot(exported_student: tuple[Path, dict], tm
                            webgpu=False))
     shot = Path(res["screenshot"])
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and res["first_frame"]["frame"] >= 1
+
+
+# --- the split student (JS encoding + ONNX MLP) ---------------------------------------------------
+
+
+def _hash_student(point_freqs: int) -> torch.nn.Module:
+    from student.encoding import GridConfig
+    from student.model import R2LStudent, StudentModelConfig
+
+    grid = GridConfig(n_levels=3, n_features=2, log2_hashmap_size=12, base_resolution=6, max_resolution=40,
+                      point_freqs=point_freqs)  # a dense level, then hashed ones
+    model = R2LStudent(StudentModelConfig(encoding="hash", n_points=5, width=16, depth=4, grid=grid),
+                       torch.tensor([-0.6, -0.5, -0.4, 0.5, 0.6, 0.7]), 0.5, 5.0).eval()
+    with torch.no_grad():
+        model.encoder.grid.params.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(2))
+    return model
+
+
+@pytest.mark.parametrize("point_freqs", [-1, 2])
+def test_js_encoder_matches_the_student(point_freqs: int, tmp_path: Path) -> None:
+    from export.split import encoder_facts, table_bytes
+
+    model = _hash_student(point_freqs)
+    assert not model.encoder.grid.spec.is_dense(2) and model.encoder.grid.spec.is_dense(0)
+    gen = torch.Generator().manual_seed(4)
+    o = torch.randn(300, 3, generator=gen) * 2.0
+    o[:30] *= 0.1  # some rays start inside the box
+    d = torch.nn.functional.normalize(-o + 0.6 * torch.randn(300, 3, generator=gen), dim=-1)
+    with torch.no_grad():
+        want, hit = model.encoder(o, d)
+    assert 30 < int(hit.sum()) < 290
+    (tmp_path / "table.bin").write_bytes(table_bytes(model))
+    (tmp_path / "case.json").write_text(json.dumps({"o": o.reshape(-1).tolist(), "d": d.reshape(-1).tolist(),
+                                                    "enc": encoder_facts(model)}))
+    got = _run_js("import {encodeRays} from './encoder.js'; import fs from 'fs';"
+                  f"const c = JSON.parse(fs.readFileSync('{tmp_path / 'case.json'}'));"
+                  f"const b = fs.readFileSync('{tmp_path / 'table.bin'}');"
+                  "const table = new Float32Array(b.buffer, b.byteOffset, b.length / 4);"
+                  "const n = c.o.length / 3; const rows = Int32Array.from({length: n}, (_, i) => i);"
+                  "const r = encodeRays(new Float32Array(c.o), new Float32Array(c.d), rows, c.enc, table);"
+                  "console.log(JSON.stringify({f: Array.from(r.features), hit: Array.from(r.hit)}))")
+    got_hit = np.array(got["hit"], dtype=bool)
+    np.testing.assert_array_equal(got_hit, hit.numpy())
+    feats = np.array(got["f"], dtype=np.float32).reshape(300, -1)
+    assert feats.shape[1] == model.encoder.out_dim
+    np.testing.assert_allclose(feats[got_hit], want.numpy()[got_hit], rtol=1e-4, atol=2e-5)
+
+
+def test_split_mlp_equals_the_student() -> None:
+    from export.split import mlp_int8, mlp_onnx, run_mlp
+
+    model = _hash_student(-1)
+    feats = torch.randn(200, model.encoder.out_dim, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        want = model.forward_encoded(feats).numpy()
+    proto = mlp_onnx(model)
+    np.testing.assert_allclose(run_mlp(proto, feats.numpy()), want, rtol=1e-5, atol=1e-6)
+    err8 = np.abs(run_mlp(mlp_int8(proto), feats.numpy()) - want)
+    assert 0 < err8.max() < 0.05  # quantized, and close
+
+
+def test_page_split_model_equals_python_runtime(viewer_dirs: dict[str, Path]) -> None:
+    folder = viewer_dirs["hash"]
+    manifest = json.loads((folder / "models.json").read_text())
+    assert manifest["default"] == "student_mlp.onnx" and manifest["models"][0]["kind"] == "split"
+    field = LightField(folder / "student.onnx")
+    c2w = _rig_pose(field, 5)
+    W, H = 36, 30
+    state, pixels = _page_frame(folder, f"pose={_pose_query(c2w)}&size={W}x{H}&threads=2")
+    assert state["error"] is None and "JS encoding" in state["hud"]
+    want = field.render(c2w, image_size=(H, W))
+    want_u8 = (np.clip(want, 0, 1) * 255 + 0.5).astype(np.uint8)
+    assert want_u8.std() > 3
+    diff = np.abs(pixels[..., :3].astype(int) - want_u8.astype(int))
+    assert diff.max() <= 1, f"max byte difference {diff.max()}"
+    assert psnr(torch.tensor(pixels[..., :3] / 255.0), torch.tensor(want)) >= 40.0
+
+
+def test_split_refuses_a_checkpoint_other_than_the_exports(viewer_dirs: dict[str, Path],
+                                                           tmp_path: Path) -> None:
+    hash_run = viewer_dirs["hash"].parent
+    other = tmp_path / "other.ckpt"
+    shutil.copy(hash_run / "student" / "student.ckpt", other)
+    with other.open("ab") as fh:
+        fh.write(b"x")
+    with pytest.raises(UserError, match="not the checkpoint"):
+        write_viewer(ViewerConfig(run_dir=str(hash_run), checkpoint=str(other), out_dir=str(tmp_path / "v")))

@@ -1,6 +1,7 @@
 // The web viewer: an exported light field on onnxruntime-web, orbit/zoom/pan, progressive quality.
 // Written into a viewer folder by `python -m export.viewer` beside models.json, the ONNX files and the
 // onnxruntime-web runtime files; no network access beyond that folder.
+import { encodeRays } from "./encoder.js";
 import {
   median, orbitBasis, orbitPose, panTarget, parseQuery, raysFromCamera, raysMeetBox, rigOf, scaleIntrinsics,
 } from "./camera.js";
@@ -45,11 +46,42 @@ async function webgpuAvailable() {
 
 async function openSession(entry) {
   const providers = state.ep === "webgpu" ? ["webgpu", "wasm"] : ["wasm"];
+  if (entry.kind === "split") { // the feature table of the JS encoding
+    const resp = await fetch(entry.table);
+    const bytes = resp.ok ? await resp.arrayBuffer() : new ArrayBuffer(0);
+    const g = entry.encoder.grid;
+    if (bytes.byteLength !== 4 * g.offsets[g.offsets.length - 1] * g.n_features) {
+      throw new Error(`${entry.table}: feature table missing or of the wrong size (${bytes.byteLength} bytes)`);
+    }
+    state.table = new Float32Array(bytes);
+  }
   try {
     return await ort.InferenceSession.create(entry.file, { executionProviders: providers, graphOptimizationLevel: "all" });
   } catch (exc) {
     const first = String(exc && exc.message ? exc.message : exc).split("\n")[0].slice(0, 200);
     throw new Error(`${entry.file}: the model failed to load (${first})`);
+  }
+}
+
+function writePixels(pixels, idx, start, rgb, m, keep) {
+  for (let r = 0; r < m; r++) {
+    if (keep && !keep[start + r]) continue;
+    const p = 4 * idx[start + r];
+    for (let c = 0; c < 3; c++) {
+      const v = rgb[3 * r + c];
+      pixels[p + c] = Math.floor((v < 0 ? 0 : v > 1 ? 1 : v) * 255 + 0.5);
+    }
+  }
+}
+
+/** Split model: features in JS (encoder.js), the MLP in ONNX Runtime; exact misses keep the background. */
+async function shadeSplit(o, d, idx, pixels, batch) {
+  const enc = state.entry.encoder;
+  for (let start = 0; start < idx.length; start += batch) {
+    const rows = idx.subarray(start, Math.min(start + batch, idx.length));
+    const { features, hit } = encodeRays(o, d, rows, enc, state.table);
+    const out = await state.session.run({ features: new ort.Tensor("float32", features, [rows.length, enc.in_dim]) });
+    writePixels(pixels, rows, 0, out.rgb.data, rows.length, hit);
   }
 }
 
@@ -60,6 +92,11 @@ async function shade(o, d, pixels, meta, batch) {
   let count = 0;
   for (let i = 0; i < n; i++) count += hit[i];
   const idx = new Int32Array(count);
+  if (state.entry.kind === "split") {
+    for (let i = 0, j = 0; i < n; i++) if (hit[i]) idx[j++] = i;
+    await shadeSplit(o, d, idx, pixels, batch);
+    return count;
+  }
   const oh = new Float32Array(count * 3), dh = new Float32Array(count * 3);
   for (let i = 0, j = 0; i < n; i++) {
     if (!hit[i]) continue;
@@ -83,14 +120,7 @@ async function shade(o, d, pixels, meta, batch) {
       rays_o: new ort.Tensor("float32", ob, [rows, 3]),
       rays_d: new ort.Tensor("float32", db, [rows, 3]),
     });
-    const rgb = out.rgb.data;
-    for (let r = 0; r < m; r++) {
-      const p = 4 * idx[start + r];
-      for (let c = 0; c < 3; c++) {
-        const v = rgb[3 * r + c];
-        pixels[p + c] = Math.floor((v < 0 ? 0 : v > 1 ? 1 : v) * 255 + 0.5);
-      }
-    }
+    writePixels(pixels, idx, start, out.rgb.data, m, null);
   }
   return count;
 }
@@ -114,7 +144,7 @@ function updateHud(ms, rays, w, h) {
   const fps = state.fpsTimes.length > 1 ? (state.fpsTimes.length - 1) / ((now - state.fpsTimes[0]) / 1000) : 1000 / ms;
   const e = state.entry;
   hud.textContent = `${ms.toFixed(1)} ms/frame · ${fps.toFixed(1)} FPS · ${w}x${h} (${rays} rays in the box) · ` +
-    `${e.file} (${e.precision}, ${(e.bytes / 1e6).toFixed(2)} MB) · ${state.ep}, ${state.threads} thread(s)`;
+    `${e.file} (${e.precision}${e.kind === "split" ? ", JS encoding" : ""}, ${(e.bytes / 1e6).toFixed(2)} MB) · ${state.ep}, ${state.threads} thread(s)`;
 }
 
 async function main() {
@@ -130,7 +160,8 @@ async function main() {
   for (const m of manifest.models) {
     const opt = document.createElement("option");
     opt.value = m.file;
-    opt.textContent = `${m.precision}${m.meta.batch ? " static" : ""} · ${(m.bytes / 1e6).toFixed(2)} MB`;
+    const how = m.kind === "split" ? " · JS encoding" : m.meta.batch ? " · static" : "";
+    opt.textContent = `${m.precision}${how} · ${(m.bytes / 1e6).toFixed(2)} MB`;
     opt.selected = m.file === entry.file;
     selector.appendChild(opt);
   }
