@@ -13,7 +13,6 @@ two parts: the feature table (``student_grid.bin``, float32 little-endian, the l
 from __future__ import annotations
 
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from cuda.hashgrid_ref import PRIMES
-from export.variants import MATMUL_OPS, MAX_IR_VERSION, clean_graph, quiet_root_logger
+from export.variants import MATMUL_OPS, MAX_IR_VERSION, clean_graph, quiet_exporter, quiet_root_logger
 from student.encoding import HashRayEncoder
 from student.model import R2LStudent
 
@@ -72,8 +71,7 @@ def mlp_onnx(model: R2LStudent, opset: int = 18) -> onnx.ModelProto:
     """The student's MLP as ONNX: ``features [N, in_dim]`` (dynamic ``N``) -> ``rgb [N, 3]``."""
     in_dim = model.encoder.out_dim
     example = torch.rand(64, in_dim)
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)  # torch's pytree
+    with tempfile.TemporaryDirectory() as tmp, quiet_exporter():
         path = Path(tmp) / "mlp.onnx"
         torch.onnx.export(_Mlp(model).eval(), (example,), str(path), dynamo=True,
                           dynamic_shapes={"features": {0: torch.export.Dim("N")}}, input_names=[FEATURES],

@@ -52,14 +52,7 @@ def trace_student(model: torch.nn.Module, example: tuple[torch.Tensor, torch.Ten
     if not static:
         n = torch.export.Dim("N")
         dynamic_shapes = {"rays_o": {0: n}, "rays_d": {0: n}}
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        # named, harmless exporter warnings: both inputs share the one dynamic axis; a pytree deprecation
-        warnings.filterwarnings("ignore", message=r".*axis name: N will not be used.*", category=UserWarning)
-        warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
-        # "torchvision not installed" warnings, and the optimizer's pass-by-pass INFO lines
-        for name, level in (("torch.onnx._internal.exporter._registration", logging.ERROR),
-                            ("onnxscript", logging.WARNING), ("onnx_ir", logging.WARNING)):
-            logging.getLogger(name).setLevel(level)
+    with tempfile.TemporaryDirectory() as tmp, quiet_exporter():
         path = Path(tmp) / "student.onnx"
         torch.onnx.export(model, example, str(path), dynamo=True, dynamic_shapes=dynamic_shapes,
                           input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME], opset_version=opset,
@@ -251,6 +244,20 @@ def to_int8(proto: onnx.ModelProto, mode: str, calib: list[tuple[np.ndarray, np.
         out = onnx.load(str(dst))
     out.ir_version = min(out.ir_version, MAX_IR_VERSION)
     return out
+
+
+@contextlib.contextmanager
+def quiet_exporter() -> Iterator[None]:
+    """Silence the ONNX exporter's named, harmless messages while exporting."""
+    with warnings.catch_warnings():
+        # both inputs share the one dynamic axis; a pytree deprecation
+        warnings.filterwarnings("ignore", message=r".*axis name: N will not be used.*", category=UserWarning)
+        warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
+        # "torchvision not installed" warnings, and the optimizer's pass-by-pass INFO lines
+        for name, level in (("torch.onnx._internal.exporter._registration", logging.ERROR),
+                            ("onnxscript", logging.WARNING), ("onnx_ir", logging.WARNING)):
+            logging.getLogger(name).setLevel(level)
+        yield
 
 
 @contextlib.contextmanager

@@ -32,7 +32,7 @@ from export.runtime import ModelError, ModelMeta
 log = logging.getLogger(__name__)
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
-PAGE_FILES = ("index.html", "viewer.js", "camera.js", "encoder.js")
+PAGE_FILES = ("index.html", "viewer.js", "camera.js", "encoder.js", "encode_worker.js")
 ORT_PACKAGE_DIST = WEB_DIR / "node_modules" / "onnxruntime-web" / "dist"
 WASM_RUNTIME = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 WEBGPU_RUNTIME = ("ort.webgpu.min.js", "ort-wasm-simd-threaded.asyncify.mjs",
@@ -60,7 +60,7 @@ class ViewerConfig:
     checkpoint: str | None = None
     webgpu: bool = True
     ort_dir: str | None = None
-    screenshot: str = "auto"
+    screenshot: bool | None = None
     browser: str | None = None
     serve: bool = False
     host: str = "127.0.0.1"
@@ -172,8 +172,6 @@ def write_viewer(cfg: ViewerConfig) -> dict[str, Any]:
     """Write the viewer folder; returns ``out_dir``, ``models``, ``bytes`` (folder size)."""
     export_dir = Path(cfg.export_dir or Path(cfg.run_dir) / "export")
     out = Path(cfg.out_dir or Path(cfg.run_dir) / "viewer")
-    if cfg.screenshot not in ("auto", "true", "false"):
-        raise UserError(f"screenshot must be auto, true or false, got {cfg.screenshot!r}")
     if not export_dir.is_dir():
         raise UserError(f"{export_dir}: no exported model (run python -m export.onnx first)")
     entries = model_entries(export_dir, list(cfg.variants))
@@ -218,15 +216,17 @@ def take_screenshot(out: Path, browser: str | None, timeout_s: float = 120.0) ->
         if not state["frame"]:
             raise UserError(f"{out}: the viewer showed an error in Chromium: {state['error']}")
         write_bytes(out / SCREENSHOT, page.screenshot(type="png"))
+        model = json.loads((out / "models.json").read_text())["default"]
+        write_json(out / "screenshot.json", {"model": model, "ms": state["ms"], "load_ms": state["load_ms"]})
     return state
 
 
 def run(cfg: ViewerConfig) -> dict[str, Any]:
-    """Write the viewer, then its screenshot (``screenshot=auto``: when Chromium and playwright are here)."""
+    """Write the viewer, then its screenshot (``screenshot=null``: when Chromium and playwright are here)."""
     res = write_viewer(cfg)
     out = Path(res["out_dir"])
     want = cfg.screenshot
-    if want == "auto":
+    if want is None:
         from export.browser import find_browser
 
         try:
@@ -234,11 +234,11 @@ def run(cfg: ViewerConfig) -> dict[str, Any]:
             have = find_browser(cfg.browser) is not None
         except ImportError:
             have = False
-        want = "true" if have else "false"
+        want = have
         if not have:
             log.info("viewer: no Chromium + playwright here, no screenshot (screenshot=true to require one)")
     res["screenshot"] = None
-    if want == "true":
+    if want:
         state = take_screenshot(out, cfg.browser)
         res["screenshot"] = str(out / SCREENSHOT)
         res["first_frame"] = state

@@ -144,6 +144,26 @@ def _summary(run_dir: Path) -> list[str]:
     return lines
 
 
+def viewer_lines(run_dir: Path) -> list[str]:
+    """The web viewer's part of the report (markdown lines; empty when no viewer was written)."""
+    viewer = run_dir / "viewer"
+    if not (viewer / "index.html").is_file():
+        return []
+    lines = ["## Web viewer", "",
+             "[viewer/index.html](viewer/index.html), a static folder (the page, the ONNX files, "
+             f"onnxruntime-web). Open it with `python -m export.viewer run_dir={run_dir} serve=true` (or any "
+             "static host that sends `Cross-Origin-Opener-Policy: same-origin` and "
+             "`Cross-Origin-Embedder-Policy: require-corp`).", ""]
+    shot = read_json(viewer / "screenshot.json")
+    if (viewer / "screenshot.png").is_file():
+        lines += ["![viewer](viewer/screenshot.png)", ""]
+    if shot:
+        lines += [f"Headless Chromium on this machine: first full frame of `{shot.get('model')}` after "
+                  f"{shot.get('load_ms', float('nan')):.0f} ms from page load, "
+                  f"{shot.get('ms', float('nan')):.0f} ms to render it.", ""]
+    return lines
+
+
 def write_report(run_dir: Path) -> tuple[Path, Path]:
     """Write ``report.md`` and ``report.html`` into ``run_dir``; returns both paths."""
     run_dir = Path(run_dir)
@@ -161,6 +181,7 @@ def write_report(run_dir: Path) -> tuple[Path, Path]:
         md += ["## Training curves", "", f"![curves]({os.path.relpath(curves, run_dir)})", ""]
     if rel:
         md += ["## Test views", "", caption, ""] + [f"![{Path(r).stem}]({r})" for r in rel] + [""]
+    md += viewer_lines(run_dir)
     md_path = atomic_write(run_dir / "report.md", lambda p: p.write_text("\n".join(md)))
     page = _html(run_dir, curves, rel, caption)
     html_path = atomic_write(run_dir / "report.html", lambda p: p.write_text(page))
@@ -184,6 +205,11 @@ def _html(run_dir: Path, curves: Path | None, renders: list[str], caption: str) 
     if renders:
         parts += ["<h2>Test views</h2>", f"<p>{esc(caption)}</p>"]
         parts += [f"<div><img src='{esc(r)}' width='{3 * 200}' alt='{esc(r)}'></div>" for r in renders]
+    if (run_dir / "viewer" / "index.html").is_file():
+        parts += ["<h2>Web viewer</h2>", "<p><a href='viewer/index.html'>viewer/index.html</a> (serve it "
+                  f"with <code>python -m export.viewer run_dir={esc(str(run_dir))} serve=true</code>)</p>"]
+        if (run_dir / "viewer" / "screenshot.png").is_file():
+            parts += ["<img src='viewer/screenshot.png' width='540' alt='viewer'>"]
     return "\n".join(parts + ["</body></html>\n"])
 
 

@@ -271,7 +271,7 @@ def test_page_without_isolation_headers_warns_and_runs_on_one_thread(viewer_dirs
 
 def test_viewer_stage_takes_a_screenshot(exported_student: tuple[Path, dict], tmp_path: Path) -> None:
     run_dir, _ = exported_student
-    res = run(ViewerConfig(run_dir=str(run_dir), out_dir=str(tmp_path / "viewer"), screenshot="true",
+    res = run(ViewerConfig(run_dir=str(run_dir), out_dir=str(tmp_path / "viewer"), screenshot=True,
                            webgpu=False))
     shot = Path(res["screenshot"])
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and res["first_frame"]["frame"] >= 1

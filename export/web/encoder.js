@@ -3,23 +3,6 @@
 // the content box, normalised by the box, and the trilinear features of every point at every level.
 // One loop per point instead of ONNX Runtime's tensor-at-a-time ops: the viewer's fast path.
 
-/** The exact slab test of core.rays.ray_aabb_intersect for one ray: [tIn, tOut, hit]. */
-function segment(ox, oy, oz, dx, dy, dz, box, near, far) {
-  const o = [ox, oy, oz], d = [dx, dy, dz];
-  let tIn = -Infinity, tOut = Infinity;
-  for (let a = 0; a < 3; a++) {
-    const da = Math.abs(d[a]) < 1e-12 ? 1e-12 : d[a];
-    const inv = 1 / da;
-    const t0 = (box[a] - o[a]) * inv, t1 = (box[a + 3] - o[a]) * inv;
-    tIn = Math.max(tIn, Math.min(t0, t1));
-    tOut = Math.min(tOut, Math.max(t0, t1));
-  }
-  tIn = Math.max(tIn, near);
-  tOut = Math.min(tOut, far);
-  const hit = tIn < tOut;
-  return [tIn, hit ? tOut : tIn, hit];
-}
-
 /**
  * Features of rays (only those with hit[i] set), row-major [count, in_dim].
  * @param {Float32Array} o origins [N*3]   @param {Float32Array} d unit directions [N*3]
@@ -32,55 +15,91 @@ export function encodeRays(o, d, rows, enc, table) {
   const inDim = enc.in_dim, count = rows.length;
   const features = new Float32Array(count * inDim);
   const hit = new Uint8Array(count);
-  const c = enc.center, h = enc.half_extent, clip = enc.ray_range === "box";
+  const cx = enc.center[0], cy = enc.center[1], cz = enc.center[2];
+  const hx = enc.half_extent[0], hy = enc.half_extent[1], hz = enc.half_extent[2];
+  const box = Float64Array.from(enc.box), near = enc.near, far = enc.far, clip = enc.ray_range === "box";
   const T = 2 ** g.log2_hashmap_size, mask = T - 1;
   const p1 = g.primes[1] | 0, p2 = g.primes[2] | 0;
-  const dense = g.resolutions.map((r) => r ** 3 <= T);
-  const pts = new Float64Array(K * 3);
+  // per-level constants in typed arrays (monomorphic, unboxed loads in the loop)
+  const scales = Float64Array.from(g.scales), res = Int32Array.from(g.resolutions);
+  const sizes = Int32Array.from(g.sizes), offsets = Int32Array.from(g.offsets.slice(0, L));
+  const dense = Uint8Array.from(g.resolutions, (r) => (r ** 3 <= T ? 1 : 0));
+  // pass 1: the K points of every ray (normalised to the box, then to the grid's unit cube)
+  const pts = new Float64Array(count * K * 3), unit = new Float64Array(count * K * 3);
   for (let j = 0; j < count; j++) {
     const i = rows[j];
     const ox = o[3 * i], oy = o[3 * i + 1], oz = o[3 * i + 2], dx = d[3 * i], dy = d[3 * i + 1], dz = d[3 * i + 2];
-    let [tIn, tOut, ok] = segment(ox, oy, oz, dx, dy, dz, enc.box, enc.near, enc.far);
+    // the slab test of core.rays.ray_aabb_intersect
+    const ix0 = 1 / (Math.abs(dx) < 1e-12 ? 1e-12 : dx), iy0 = 1 / (Math.abs(dy) < 1e-12 ? 1e-12 : dy);
+    const iz0 = 1 / (Math.abs(dz) < 1e-12 ? 1e-12 : dz);
+    const ax = (box[0] - ox) * ix0, bx = (box[3] - ox) * ix0;
+    const ay = (box[1] - oy) * iy0, by = (box[4] - oy) * iy0;
+    const az = (box[2] - oz) * iz0, bz = (box[5] - oz) * iz0;
+    let tIn = Math.max(Math.min(ax, bx), Math.min(ay, by), Math.min(az, bz), near);
+    let tOut = Math.min(Math.max(ax, bx), Math.max(ay, by), Math.max(az, bz), far);
+    const ok = tIn < tOut;
     hit[j] = ok ? 1 : 0;
-    if (!ok) continue;
-    if (clip) { tIn = Math.min(Math.max(tIn, enc.near), enc.far); tOut = Math.min(Math.max(tOut, enc.near), enc.far); } else { tIn = enc.near; tOut = enc.far; }
-    const sx = (ox + tIn * dx - c[0]) / h[0], sy = (oy + tIn * dy - c[1]) / h[1], sz = (oz + tIn * dz - c[2]) / h[2];
+    if (!ok) tOut = tIn; // a miss: a zero-length segment (its features are computed, the page ignores them)
+    if (!clip) { tIn = near; tOut = far; }
+    const sx = (ox + tIn * dx - cx) / hx, sy = (oy + tIn * dy - cy) / hy, sz = (oz + tIn * dz - cz) / hz;
     const len = tOut - tIn;
-    const vx = len * dx / h[0], vy = len * dy / h[1], vz = len * dz / h[2];
-    const base = j * inDim;
-    for (let k = 0; k < K; k++) {
+    const vx = len * dx / hx, vy = len * dy / hy, vz = len * dz / hz;
+    for (let k = 0, q = j * K * 3; k < K; k++, q += 3) {
       const t = (k + 0.5) / K;
       const px = sx + t * vx, py = sy + t * vy, pz = sz + t * vz;
-      pts[3 * k] = px; pts[3 * k + 1] = py; pts[3 * k + 2] = pz;
-      const ux = Math.min(Math.max((px + 1) * 0.5, 0), 1);
-      const uy = Math.min(Math.max((py + 1) * 0.5, 0), 1);
-      const uz = Math.min(Math.max((pz + 1) * 0.5, 0), 1);
-      for (let l = 0; l < L; l++) {
-        const s = g.scales[l], R = g.resolutions[l], size = g.sizes[l], off = g.offsets[l];
-        const qx = ux * s + 0.5, qy = uy * s + 0.5, qz = uz * s + 0.5;
-        const ix = Math.floor(qx), iy = Math.floor(qy), iz = Math.floor(qz);
-        const fx = qx - ix, fy = qy - iy, fz = qz - iz;
-        const out = base + (k * L + l) * F;
-        for (let corner = 0; corner < 8; corner++) {
-          const cx = corner & 1, cy = (corner >> 1) & 1, cz = corner >> 2;
-          const w = (cx ? fx : 1 - fx) * (cy ? fy : 1 - fy) * (cz ? fz : 1 - fz);
-          let idx;
-          if (dense[l]) {
-            idx = ((ix + cx) + (iy + cy) * R + (iz + cz) * R * R) % size;
-          } else {
-            idx = ((ix + cx) ^ Math.imul(iy + cy, p1) ^ Math.imul(iz + cz, p2)) & mask;
-          }
-          const p = (off + idx) * F;
-          for (let f = 0; f < F; f++) features[out + f] += w * table[p + f];
+      pts[q] = px; pts[q + 1] = py; pts[q + 2] = pz;
+      unit[q] = Math.min(Math.max((px + 1) * 0.5, 0), 1);
+      unit[q + 1] = Math.min(Math.max((py + 1) * 0.5, 0), 1);
+      unit[q + 2] = Math.min(Math.max((pz + 1) * 0.5, 0), 1);
+    }
+  }
+  // pass 2: one level at a time over all points, so that level's part of the table stays in the cache
+  const nPts = count * K;
+  for (let l = 0; l < L; l++) {
+    const s = scales[l], off = offsets[l], isDense = dense[l] === 1, R = res[l], R2 = R * R, size = sizes[l];
+    for (let m = 0; m < nPts; m++) {
+      const qx = unit[3 * m] * s + 0.5, qy = unit[3 * m + 1] * s + 0.5, qz = unit[3 * m + 2] * s + 0.5;
+      const fx0 = Math.floor(qx), fy0 = Math.floor(qy), fz0 = Math.floor(qz);
+      const fx = qx - fx0, fy = qy - fy0, fz = qz - fz0;
+      const ix = fx0 | 0, iy = fy0 | 0, iz = fz0 | 0;
+      // corner c = x + 2 y + 4 z: separable weights and indices (scalars: no memory round trips)
+      const wy0 = 1 - fy, wz0 = 1 - fz, wx0 = 1 - fx;
+      const w00 = wy0 * wz0, w10 = fy * wz0, w01 = wy0 * fz, w11 = fy * fz;
+      let i0, i1, i2, i3, i4, i5, i6, i7;
+      if (isDense) {
+        const b0 = ix + iy * R + iz * R2;
+        i0 = b0; i1 = b0 + 1; i2 = b0 + R; i3 = b0 + R + 1;
+        i4 = b0 + R2; i5 = b0 + R2 + 1; i6 = b0 + R2 + R; i7 = b0 + R2 + R + 1;
+        if (i7 >= size) { // the boundary wrap of the layout
+          i0 %= size; i1 %= size; i2 %= size; i3 %= size; i4 %= size; i5 %= size; i6 %= size; i7 %= size;
         }
+      } else {
+        const y0 = Math.imul(iy, p1), y1 = Math.imul(iy + 1, p1);
+        const z0 = Math.imul(iz, p2), z1 = Math.imul(iz + 1, p2);
+        const x1 = ix + 1, a00 = y0 ^ z0, a10 = y1 ^ z0, a01 = y0 ^ z1, a11 = y1 ^ z1;
+        i0 = (ix ^ a00) & mask; i1 = (x1 ^ a00) & mask; i2 = (ix ^ a10) & mask; i3 = (x1 ^ a10) & mask;
+        i4 = (ix ^ a01) & mask; i5 = (x1 ^ a01) & mask; i6 = (ix ^ a11) & mask; i7 = (x1 ^ a11) & mask;
+      }
+      const j = (m / K) | 0, out = j * inDim + ((m - j * K) * L + l) * F;
+      const c0 = wx0 * w00, c1 = fx * w00, c2 = wx0 * w10, c3 = fx * w10;
+      const c4 = wx0 * w01, c5 = fx * w01, c6 = wx0 * w11, c7 = fx * w11;
+      for (let f = 0; f < F; f++) {
+        features[out + f] = c0 * table[(off + i0) * F + f] + c1 * table[(off + i1) * F + f]
+          + c2 * table[(off + i2) * F + f] + c3 * table[(off + i3) * F + f]
+          + c4 * table[(off + i4) * F + f] + c5 * table[(off + i5) * F + f]
+          + c6 * table[(off + i6) * F + f] + c7 * table[(off + i7) * F + f];
       }
     }
-    if (nf >= 0) { // [x, sin(2^k x), cos(2^k x)] of the K x 3 normalised coordinates, after the features
-      const n3 = K * 3, pe = base + K * L * F;
+  }
+  if (nf >= 0) { // [x, sin(2^k x), cos(2^k x)] of the K x 3 normalised coordinates, after the features
+    const n3 = K * 3;
+    for (let j = 0; j < count; j++) {
+      const pe = j * inDim + K * L * F;
       for (let a = 0; a < n3; a++) {
-        features[pe + a] = pts[a];
+        const x = pts[j * n3 + a];
+        features[pe + a] = x;
         for (let q = 0; q < nf; q++) {
-          const arg = pts[a] * 2 ** q;
+          const arg = x * 2 ** q;
           features[pe + n3 + a * nf + q] = Math.sin(arg);
           features[pe + n3 * (1 + nf) + a * nf + q] = Math.cos(arg);
         }

@@ -15,7 +15,7 @@ const DEFAULT_BATCH = 4096; // rays per inference call (dynamic-batch models)
 const COARSE = 0.25; // resolution of the frames drawn while the camera moves
 const IDLE_MS = 120; // no input for this long: draw at full resolution
 
-const state = { session: null, entry: null, ep: "wasm", threads: 1, busy: false, dirty: true, full: false,
+const state = { encodeMs: 0, modelMs: 0, workers: [], table: null, session: null, entry: null, ep: "wasm", threads: 1, busy: false, dirty: true, full: false,
   lastInput: 0, frames: 0, fpsTimes: [] };
 
 function showError(message) {
@@ -74,14 +74,71 @@ function writePixels(pixels, idx, start, rgb, m, keep) {
   }
 }
 
-/** Split model: features in JS (encoder.js), the MLP in ONNX Runtime; exact misses keep the background. */
-async function shadeSplit(o, d, idx, pixels, batch) {
+/** Encoding workers for a split model (one per thread); none when workers cannot start (then: main thread). */
+async function startWorkers(entry, n) {
+  for (const w of state.workers) w.terminate();
+  state.workers = [];
+  if (n < 2 || typeof Worker === "undefined") return;
+  try {
+    const workers = Array.from({ length: n }, () => new Worker("encode_worker.js", { type: "module" }));
+    await Promise.all(workers.map((w) => new Promise((resolve, reject) => {
+      w.onmessage = (ev) => (ev.data.type === "ready" ? resolve() : reject(new Error("worker did not start")));
+      w.onerror = (ev) => reject(new Error(ev.message || "worker failed"));
+      w.postMessage({ type: "init", enc: entry.encoder, table: state.table.buffer.slice(0) });
+    })));
+    state.workers = workers;
+  } catch {
+    state.workers = [];
+  }
+}
+
+function runWorker(worker, o, d) {
+  return new Promise((resolve) => {
+    worker.onmessage = (ev) => resolve(ev.data);
+    worker.postMessage({ id: 0, o, d }, [o.buffer, d.buffer]);
+  });
+}
+
+/** Features of rays rows (split across the workers, or on this thread): a list of {features, hit, rows}. */
+async function encodeBatch(o, d, rows) {
   const enc = state.entry.encoder;
+  const n = state.workers.length;
+  if (!n) return [{ ...encodeRays(o, d, rows, enc, state.table), rows }];
+  const parts = [];
+  const per = Math.ceil(rows.length / n);
+  for (let w = 0; w < n; w++) {
+    const part = rows.subarray(w * per, Math.min(rows.length, (w + 1) * per));
+    if (!part.length) continue;
+    const op = new Float32Array(part.length * 3), dp = new Float32Array(part.length * 3);
+    for (let r = 0; r < part.length; r++) {
+      const i = 3 * part[r];
+      op[3 * r] = o[i]; op[3 * r + 1] = o[i + 1]; op[3 * r + 2] = o[i + 2];
+      dp[3 * r] = d[i]; dp[3 * r + 1] = d[i + 1]; dp[3 * r + 2] = d[i + 2];
+    }
+    parts.push(runWorker(state.workers[w], op, dp).then((res) => ({ ...res, rows: part })));
+  }
+  return Promise.all(parts);
+}
+
+/**
+ * Split model: features in JS (encoder.js, in workers), the MLP in ONNX Runtime; exact misses keep the
+ * background. The next batch is encoded while the MLP runs on this one.
+ */
+async function shadeSplit(o, d, idx, pixels, batch) {
+  const inDim = state.entry.encoder.in_dim;
+  let next = idx.length ? encodeBatch(o, d, idx.subarray(0, batch)) : null;
   for (let start = 0; start < idx.length; start += batch) {
-    const rows = idx.subarray(start, Math.min(start + batch, idx.length));
-    const { features, hit } = encodeRays(o, d, rows, enc, state.table);
-    const out = await state.session.run({ features: new ort.Tensor("float32", features, [rows.length, enc.in_dim]) });
-    writePixels(pixels, rows, 0, out.rgb.data, rows.length, hit);
+    const tw = performance.now();
+    const parts = await next;
+    const t1 = performance.now();
+    state.encodeMs += t1 - tw; // time spent waiting for features
+    const after = start + batch;
+    next = after < idx.length ? encodeBatch(o, d, idx.subarray(after, Math.min(after + batch, idx.length))) : null;
+    for (const { features, hit, rows } of parts) {
+      const out = await state.session.run({ features: new ort.Tensor("float32", features, [rows.length, inDim]) });
+      writePixels(pixels, rows, 0, out.rgb.data, rows.length, hit);
+    }
+    state.modelMs += performance.now() - t1;
   }
 }
 
@@ -116,10 +173,12 @@ async function shade(o, d, pixels, meta, batch) {
       for (let r = m; r < rows; r++) { op.set(ob.subarray(3 * (m - 1), 3 * m), 3 * r); dp.set(db.subarray(3 * (m - 1), 3 * m), 3 * r); }
       ob = op; db = dp;
     }
+    const t1 = performance.now();
     const out = await state.session.run({
       rays_o: new ort.Tensor("float32", ob, [rows, 3]),
       rays_d: new ort.Tensor("float32", db, [rows, 3]),
     });
+    state.modelMs += performance.now() - t1;
     writePixels(pixels, idx, start, out.rgb.data, m, null);
   }
   return count;
@@ -134,7 +193,11 @@ async function render(pose, w, h, batch) {
   const px = image.data;
   const bg = meta.background.map((v) => Math.floor(Math.min(Math.max(v, 0), 1) * 255 + 0.5));
   for (let p = 0; p < px.length; p += 4) { px[p] = bg[0]; px[p + 1] = bg[1]; px[p + 2] = bg[2]; px[p + 3] = 255; }
+  state.encodeMs = 0;
+  state.modelMs = 0;
   const rays = await shade(o, d, px, meta, batch);
+  canvas.dataset.encodeMs = String(state.encodeMs); // of the last frame: JS encoding (split models) and ONNX Runtime
+  canvas.dataset.modelMs = String(state.modelMs);
   return { image, rays };
 }
 
@@ -180,6 +243,7 @@ async function main() {
   ort.env.wasm.numThreads = state.threads;
   state.entry = entry;
   state.session = await openSession(entry);
+  if (entry.kind === "split") await startWorkers(entry, state.threads);
 
   const meta = entry.meta;
   const [W, H] = q.size || [meta.image_size[1], meta.image_size[0]];
@@ -246,6 +310,7 @@ async function main() {
       state.busy = true;
       state.session = await openSession(next);
       state.entry = next;
+      if (next.kind === "split") await startWorkers(next, state.threads);
       state.dirty = true;
       state.full = false;
     } catch (exc) {
