@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # The test command of the README: set up (idempotent), lint, type-check, compile-check the CUDA
 # sources (when nvcc is on the PATH), then run the test suite. Extra arguments go to pytest.
+# The web viewer's browser tests need Debian's Chromium: installed here with apt-get when missing and
+# running as root (elsewhere they fail and say how to install it; they never skip).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get > /dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq chromium > /dev/null
+fi
 . .venv/bin/activate
 export THP_MEM_ALLOC_ENABLE=1
 ruff check .

@@ -275,6 +275,14 @@ def test_viewer_stage_takes_a_screenshot(exported_student: tuple[Path, dict], tm
                            webgpu=False))
     shot = Path(res["screenshot"])
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and res["first_frame"]["frame"] >= 1
+    # the report links the viewer and shows the screenshot
+    from student.report import viewer_lines
+
+    run_copy = tmp_path / "run"
+    shutil.copytree(shot.parent, run_copy / "viewer")
+    text = "\n".join(viewer_lines(run_copy))
+    assert "](viewer/screenshot.png)" in text and "serve=true" in text and "ms from page load" in text
+    assert viewer_lines(tmp_path / "no_run") == []
 
 
 # --- the split student (JS encoding + ONNX MLP) ---------------------------------------------------
@@ -336,15 +344,16 @@ def test_split_mlp_equals_the_student() -> None:
     assert 0 < err8.max() < 0.05  # quantized, and close
 
 
-def test_page_split_model_equals_python_runtime(viewer_dirs: dict[str, Path]) -> None:
+@pytest.mark.parametrize("threads", [1, 2])  # 1: encoding on the page's thread; 2: in two workers
+def test_page_split_model_equals_python_runtime(viewer_dirs: dict[str, Path], threads: int) -> None:
     folder = viewer_dirs["hash"]
     manifest = json.loads((folder / "models.json").read_text())
     assert manifest["default"] == "student_mlp.onnx" and manifest["models"][0]["kind"] == "split"
     field = LightField(folder / "student.onnx")
     c2w = _rig_pose(field, 5)
     W, H = 36, 30
-    state, pixels = _page_frame(folder, f"pose={_pose_query(c2w)}&size={W}x{H}&threads=2")
-    assert state["error"] is None and "JS encoding" in state["hud"]
+    state, pixels = _page_frame(folder, f"pose={_pose_query(c2w)}&size={W}x{H}&threads={threads}&batch=300")
+    assert state["error"] is None and "JS encoding" in state["hud"] and f"{threads} thread(s)" in state["hud"]
     want = field.render(c2w, image_size=(H, W))
     want_u8 = (np.clip(want, 0, 1) * 255 + 0.5).astype(np.uint8)
     assert want_u8.std() > 3
@@ -362,3 +371,23 @@ def test_split_refuses_a_checkpoint_other_than_the_exports(viewer_dirs: dict[str
         fh.write(b"x")
     with pytest.raises(UserError, match="not the checkpoint"):
         write_viewer(ViewerConfig(run_dir=str(hash_run), checkpoint=str(other), out_dir=str(tmp_path / "v")))
+
+
+def test_page_orbits_and_zooms_with_the_mouse(viewer_dirs: dict[str, Path]) -> None:
+    with serving(viewer_dirs["pe"]) as url, chromium_page() as page:
+        page.goto(f"{url}index.html?size=32x32&threads=1")
+        assert wait_for_frame(page, 1)["frame"] == 1
+        first = np.array(canvas_pixels(page))
+        box = page.locator("#view").bounding_box()
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.mouse.move(x, y)
+        page.mouse.down()
+        page.mouse.move(x + 60, y + 10, steps=5)
+        page.mouse.up()
+        state = wait_for_frame(page, 2)
+        orbited = np.array(canvas_pixels(page))
+        assert state["frame"] >= 2 and np.abs(orbited - first).max() > 20  # a new view, at full resolution
+        page.mouse.wheel(0, 400)  # zoom out
+        state = wait_for_frame(page, state["frame"] + 1)
+        zoomed = np.array(canvas_pixels(page))
+        assert np.abs(zoomed - orbited).max() > 20
