@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     print(metrics_table(run_dir))
     print(f"report: {md}")
     if (run_dir / "viewer" / "index.html").is_file():
-        print(f"web viewer: python -m export.viewer run_dir={run_dir} serve=true, then open the URL it prints")
+        print(f"web viewer: python -m export.viewer run_dir={run_dir} serve=true (then open the URL)")
 
 
 if __name__ == "__main__":
