@@ -23,7 +23,7 @@ ALLOWED: dict[str, set[str]] = {
     "teacher": {"core", "cuda"},
     "data_gen": {"core", "teacher"},
     "student": {"core", "cuda"},  # the hash-grid seam (cuda.backend) serves teacher and student
-    "export": {"core", "student"},
+    "export": {"core", "cuda", "student"},  # cuda: the hash-grid layout the split viewer model ships
 }
 # single modules with stricter rules: file -> (our packages allowed, third-party tops forbidden)
 STRICT: dict[str, tuple[set[str], set[str]]] = {
