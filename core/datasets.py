@@ -25,8 +25,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor
 
 from core.cameras import (
@@ -37,6 +35,7 @@ from core.cameras import (
     rigidity_error,
 )
 from core.errors import SceneError
+from core.views import SceneSplit, downscale_image, read_image
 
 DEMO_SCENE = Path(__file__).resolve().parent / "data" / "mic_100"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG", ".exr")
@@ -68,37 +67,6 @@ class SceneConfig:
     near: float | None = None
     far: float | None = None
     max_views: int | None = None
-
-
-@dataclass
-class SceneSplit:
-    """The views of one split.
-
-    Attributes:
-        images: ``[C, H, W, 4]`` straight-alpha RGBA float32 in ``[0, 1]``.
-        c2w: ``[C, 4, 4]`` poses (OpenCV convention).
-        K: ``[C, 3, 3]`` intrinsics in pixels.
-        files: image file of each view.
-    """
-
-    images: Tensor
-    c2w: Tensor
-    K: Tensor
-    files: list[str]
-
-    @property
-    def n_views(self) -> int:
-        return int(self.images.shape[0])
-
-    @property
-    def hw(self) -> tuple[int, int]:
-        return int(self.images.shape[1]), int(self.images.shape[2])
-
-    def rgb(self, background: Tensor | list[float]) -> Tensor:
-        """``[C, H, W, 3]`` colors composited onto ``background`` (``[3]``)."""
-        bg = torch.as_tensor(background, dtype=torch.float32)
-        alpha = self.images[..., 3:]
-        return self.images[..., :3] * alpha + bg * (1.0 - alpha)
 
 
 @dataclass
@@ -237,29 +205,6 @@ def _resolve_image(json_path: Path, file_path: str) -> Path:
     raise SceneError(f"{json_path}: image '{file_path}' not found (looked for {base}[.png|.jpg|...])")
 
 
-def _read_image(path: Path) -> Tensor:
-    """``[H, W, 4]`` straight-alpha float32 RGBA."""
-    try:
-        with Image.open(path) as img:
-            mode = img.mode
-            if mode in ("RGBA", "RGB"):
-                arr = np.asarray(img.convert(mode), dtype=np.float32) / 255.0
-            elif mode == "P":  # palette PNG: colors (and transparency) live in the palette
-                arr = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
-            elif mode in ("I;16", "I;16B", "I"):
-                raise SceneError(f"{path}: unsupported image mode {mode} (16-bit single channel)")
-            else:
-                channels = len(img.getbands())
-                raise SceneError(f"{path}: unsupported channel count {channels} ({mode}); need RGB or RGBA")
-    except SceneError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - Pillow raises OSError, SyntaxError, ValueError, ... on junk
-        raise SceneError(f"{path}: cannot decode image ({exc})") from None
-    if arr.shape[-1] == 3:
-        arr = np.concatenate([arr, np.ones_like(arr[..., :1])], axis=-1)
-    return torch.from_numpy(arr)
-
-
 def _focal(json_path: Path, angle: float, size: float) -> float:
     if not 0.0 < angle < math.pi:
         raise SceneError(f"{json_path}: field of view {angle} is not in (0, pi) radians")
@@ -312,15 +257,6 @@ def _frame_pose(json_path: Path, frame: dict, index: int) -> Tensor:
     return opengl_to_opencv(c2w.float())
 
 
-def _downscale(img: Tensor, factor: int) -> Tensor:
-    """Area-average ``[H, W, 4]`` straight-alpha RGBA by ``factor`` on premultiplied alpha."""
-    pre = torch.cat([img[..., :3] * img[..., 3:], img[..., 3:]], dim=-1).permute(2, 0, 1)[None]
-    pooled = F.avg_pool2d(pre, factor)[0].permute(1, 2, 0)
-    alpha = pooled[..., 3:]
-    rgb = torch.where(alpha > 0, pooled[..., :3] / alpha.clamp_min(1e-8), torch.zeros_like(pooled[..., :3]))
-    return torch.cat([rgb, alpha], dim=-1)
-
-
 def _load_split(root: Path, json_path: Path, meta: dict, frames: list, downscale: int,
                 max_views: int | None) -> SceneSplit:
     frames = frames[:max_views] if max_views else frames
@@ -330,7 +266,7 @@ def _load_split(root: Path, json_path: Path, meta: dict, frames: list, downscale
         if not isinstance(frame, dict) or "file_path" not in frame:
             raise SceneError(f"{json_path}: frame {i} has no 'file_path'")
         img_path = _resolve_image(json_path, str(frame["file_path"]))
-        img = _read_image(img_path)
+        img = read_image(img_path)
         h, w = img.shape[:2]
         if size is None:
             size = (h, w)
@@ -341,7 +277,7 @@ def _load_split(root: Path, json_path: Path, meta: dict, frames: list, downscale
         if downscale > 1:
             if h % downscale or w % downscale:
                 raise SceneError(f"{img_path}: size {w}x{h} is not divisible by downscale {downscale}")
-            img = _downscale(img, downscale)
+            img = downscale_image(img, downscale)
             K = K.clone()
             K[:2] /= downscale
         images.append(img)
