@@ -11,8 +11,9 @@ with pixel ``(u, v)`` covering ``[u, u+1) x [v, v+1)``, so the centre of the top
 scenes, +Z up).
 
 Blender / NeRF-synthetic / nerfstudio / instant-ngp files store OpenGL-style poses (+Y up, looking
-along -Z). They are converted once, at load time, by :func:`opengl_to_opencv`. No other module flips
-axes.
+along -Z). They are converted once, at load time, by :func:`opengl_to_opencv`; LLFF's
+``poses_bounds.npy`` (rotation columns down, right, backwards) by :func:`core.llff.llff_to_opencv`. No
+other module flips axes.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import torch
 from torch import Tensor
 
 CAMERA_CONVENTION = "opencv"
+# largest rigidity_error a pose read from a scene file may have (files store rounded matrices)
+RIGIDITY_TOLERANCE = 1e-2
 
 _GL_TO_CV = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0]))
 
