@@ -90,6 +90,26 @@ def llff_to_opencv(poses: np.ndarray) -> Tensor:
     return torch.from_numpy(c2w).float()
 
 
+def opencv_to_llff(c2w: Tensor, hwf: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`llff_to_opencv`, for writing ``poses_bounds.npy``.
+
+    Args:
+        c2w: ``[N, 4, 4]`` OpenCV camera-to-world poses.
+        hwf: ``[3]`` or ``[N, 3]`` full-resolution height, width and focal length (pixels).
+
+    Returns:
+        ``[N, 3, 5]`` float64 LLFF rows ``[down | right | backwards | centre | hwf]``.
+    """
+    c2w_np = c2w.detach().double().cpu().numpy()
+    poses = np.zeros((c2w_np.shape[0], 3, 5))
+    poses[:, :, 0] = c2w_np[:, :3, 1]  # down
+    poses[:, :, 1] = c2w_np[:, :3, 0]  # right
+    poses[:, :, 2] = -c2w_np[:, :3, 2]  # backwards = -forward
+    poses[:, :, 3] = c2w_np[:, :3, 3]
+    poses[:, :, 4] = np.broadcast_to(np.asarray(hwf, dtype=np.float64), (c2w_np.shape[0], 3))
+    return poses
+
+
 def load_llff(root: Path, splits: tuple[str, ...], downscale: int | None, max_views: int | None,
               holdout_every: int = 8) -> LLFFData:
     """Load an LLFF scene folder.

@@ -13,7 +13,7 @@ from PIL import Image
 
 from core.cameras import rigidity_error
 from core.errors import SceneError
-from core.llff import LLFF_POSES, choose_image_folder, is_llff, llff_to_opencv, load_llff
+from core.llff import LLFF_POSES, choose_image_folder, is_llff, llff_to_opencv, load_llff, opencv_to_llff
 from core.rays import generate_rays_from_pixels
 
 FULL_HW = (96, 128)  # full resolution of the tiny scenes: images_8 is 12 x 16
@@ -107,6 +107,8 @@ def test_llff_to_opencv_random_rotations_stay_rigid() -> None:
     assert torch.allclose(c2w[:, :3, 2], -R[:, :, 2].float())  # forward = -LLFF column 2
     with pytest.raises(ValueError, match="3, 5"):
         llff_to_opencv(np.zeros((2, 4, 4)))
+    back = opencv_to_llff(c2w, np.array([10.0, 20.0, 30.0]))
+    assert np.allclose(back[:, :, :3], R.numpy(), atol=1e-6) and np.allclose(back[:, :, 4], [10, 20, 30])
 
 
 # ----------------------------------------------------------------------------------- loading
