@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q "torch==2.13.0" -e ".[cpu,dev]"
+.venv/bin/python -m pip install -q "torch==2.13.0" -e ".[cpu,dev,colmap]"
 if command -v npm > /dev/null; then
   # npm ci only when the lockfile changed since the last install
   if ! cmp -s export/web/package-lock.json export/web/node_modules/.package-lock.stamp 2> /dev/null; then
