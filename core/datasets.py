@@ -10,14 +10,23 @@ Layouts understood:
 * nerfstudio / instant-ngp: one ``transforms.json``; intrinsics as ``camera_angle_x`` (optionally
   ``camera_angle_y``) or ``fl_x fl_y cx cy w h``, globally or per frame. Splits come from
   ``train_filenames``/``test_filenames``/``val_filenames`` if present, else every 8th frame is held
-  out for test and val.
+  out for test and val. A frame may name a ``mask_path`` (single channel, 0 = background: the alpha
+  channel) and ``bounds`` (``[near, far]`` depths of its content, as LLFF's).
+* LLFF: ``poses_bounds.npy`` with ``images[_<f>]/`` and optional ``masks[_<f>]/`` (:mod:`core.llff`).
 
 ``file_path`` is relative to the JSON file, with or without extension.
+
+Scene kinds (``scene.kind``, ``auto`` by default): an **object** capture (cameras around an object,
+possibly with masks: a box around the object, near/far from the rig) or a **forward**-facing one (all
+cameras look the same way at a scene that fills the frame, no masks: rays in NDC, :mod:`core.ndc`).
+``auto`` picks ``forward`` when no view has an alpha mask and every viewing axis lies within
+``FORWARD_MAX_ANGLE_DEG`` of the mean one.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,19 +38,25 @@ from torch import Tensor
 
 from core.cameras import (
     CAMERA_CONVENTION,
+    RIGIDITY_TOLERANCE,
     focal_from_fov,
     intrinsics_matrix,
     opengl_to_opencv,
     rigidity_error,
 )
 from core.errors import SceneError
-from core.views import SceneSplit, downscale_image, read_image
+from core.llff import is_llff, load_llff
+from core.ndc import NDCSpace, average_pose, ndc_box
+from core.views import SceneSplit, downscale_image, read_image, read_mask
+
+log = logging.getLogger(__name__)
 
 DEMO_SCENE = Path(__file__).resolve().parent / "data" / "mic_100"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG", ".exr")
 SPLITS = ("train", "val", "test")
-HOLDOUT_EVERY = 8
-RIGIDITY_TOLERANCE = 1e-2
+SCENE_KINDS = ("auto", "object", "forward")
+FORWARD_MAX_ANGLE_DEG = 40.0  # LLFF captures stay within ~20 deg; object rigs span 90 deg and more
+NDC_NEAR_FRACTION = 0.75  # NeRF's bd_factor: the NDC near plane sits at 3/4 of the nearest content
 
 
 @dataclass
@@ -51,7 +66,11 @@ class SceneConfig:
     Attributes:
         path: scene folder; ``None`` means the embedded demo scene.
         name: short name for run folders; ``None`` takes the folder name.
-        downscale: integer factor by which images are reduced (area average on premultiplied alpha).
+        downscale: integer factor by which images are reduced (area average on premultiplied alpha);
+            ``None``: 1 for ``transforms.json`` scenes, for LLFF the factor folder that fits a CPU
+            (:func:`core.llff.load_llff`).
+        kind: ``auto``, ``object`` or ``forward`` (see the module docstring).
+        holdout_every: every n-th view is a test (and val) view when the scene names no split.
         background: RGB in ``[0, 1]`` that evaluation composites RGBA images onto.
         aabb: scene box ``[xmin, ymin, zmin, xmax, ymax, zmax]``; ``None`` derives it from the cameras.
         near: ray start distance; ``None`` derives it from the cameras and the box.
@@ -61,7 +80,9 @@ class SceneConfig:
 
     path: str | None = None
     name: str | None = None
-    downscale: int = 1
+    downscale: int | None = None
+    kind: str = "auto"
+    holdout_every: int = 8
     background: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
     aabb: list[float] | None = None
     near: float | None = None
@@ -71,7 +92,12 @@ class SceneConfig:
 
 @dataclass
 class Scene:
-    """A loaded scene: its splits, its box and its ray range (all in the scene's world frame)."""
+    """A loaded scene: its splits, its box and its ray range.
+
+    Poses are in the scene's world frame. For an ``object`` scene the box and ray range are too; for
+    a ``forward`` scene (``ndc`` set) they are in its NDC frame, where models take rays
+    (:func:`core.ndc.to_ndc`).
+    """
 
     name: str
     root: Path
@@ -81,6 +107,8 @@ class Scene:
     far: float
     background: list[float]
     convention: str = CAMERA_CONVENTION
+    kind: str = "object"
+    ndc: NDCSpace | None = None
 
     def split(self, name: str) -> SceneSplit:
         if name not in self.splits:
@@ -98,27 +126,63 @@ def load_scene(cfg: SceneConfig | None = None, splits: tuple[str, ...] = SPLITS)
     root = Path(cfg.path).expanduser() if cfg.path else DEMO_SCENE
     if not root.is_dir():
         raise SceneError(f"{root}: scene folder not found")
-    if cfg.downscale < 1:
+    if cfg.downscale is not None and cfg.downscale < 1:
         raise SceneError(f"{root}: downscale must be a positive integer, got {cfg.downscale}")
+    if cfg.holdout_every < 2:
+        raise SceneError(f"{root}: scene.holdout_every must be >= 2, got {cfg.holdout_every}")
+    if cfg.kind not in SCENE_KINDS:
+        raise SceneError(f"{root}: scene.kind must be one of {list(SCENE_KINDS)}, got {cfg.kind!r}")
     background = list(cfg.background)
     if len(background) != 3 or not all(0.0 <= float(c) <= 1.0 for c in background):
         raise SceneError(f"{root}: scene.background must be 3 numbers in [0, 1], got {background}")
-    frames_by_split = _read_frames(root, splits)
-    loaded = {
-        name: _load_split(root, json_path, meta, frames, cfg.downscale, cfg.max_views)
-        for name, (json_path, meta, frames) in frames_by_split.items()
-    }
-    train = loaded.get("train") or next(iter(loaded.values()))
-    aabb, near, far = _scene_bounds(train.c2w, cfg)
+    need = tuple(dict.fromkeys(("train", *splits)))  # the rig (box, kind) always comes from train
+    bounds: Tensor | None
+    if is_llff(root):
+        data = load_llff(root, need, cfg.downscale, cfg.max_views, cfg.holdout_every)
+        loaded, rig_c2w, bounds = data.splits, data.c2w, data.bounds
+    else:
+        frames_by_split = _read_frames(root, need, cfg.holdout_every)
+        loaded = {
+            name: _load_split(root, json_path, meta, frames, cfg.downscale or 1, cfg.max_views)
+            for name, (json_path, meta, frames) in frames_by_split.items()
+        }
+        bounds = _frame_bounds(frames_by_split)
+        rig_c2w = loaded["train"].c2w
+    train = loaded["train"]
+    kind = scene_kind(train, cfg.kind)
+    log.info("scene %s: %s capture (scene.kind=%s)", root.name, kind, cfg.kind)
+    ndc = None
+    if kind == "forward":
+        ndc, aabb, near, far = _forward_bounds(rig_c2w, bounds, train, cfg)
+    else:
+        aabb, near, far = _scene_bounds(train.c2w, cfg, train.K, train.hw)
     return Scene(
         name=cfg.name or root.name,
         root=root,
-        splits=loaded,
+        splits={k: v for k, v in loaded.items() if k in splits},
         aabb=aabb,
         near=near,
         far=far,
         background=background,
+        kind=kind,
+        ndc=ndc,
     )
+
+
+def scene_kind(train: SceneSplit, requested: str = "auto") -> str:
+    """``object`` or ``forward`` for a training split (``requested`` wins unless ``auto``).
+
+    Masks (alpha below 1 anywhere) mean an object capture; otherwise the spread of the viewing axes
+    decides: all within ``FORWARD_MAX_ANGLE_DEG`` of their mean is a forward-facing capture.
+    """
+    if requested != "auto":
+        return requested
+    if bool((train.images[..., 3] < 1.0).any()):
+        return "object"
+    axes = torch.nn.functional.normalize(train.c2w[:, :3, 2].double(), dim=-1)
+    mean = torch.nn.functional.normalize(axes.mean(0), dim=0)
+    spread = math.degrees(math.acos(float((axes @ mean).clamp(-1, 1).min())))
+    return "forward" if spread < FORWARD_MAX_ANGLE_DEG else "object"
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -135,7 +199,8 @@ def _read_json(path: Path) -> dict[str, Any]:
     return meta
 
 
-def _read_frames(root: Path, splits: tuple[str, ...]) -> dict[str, tuple[Path, dict, list]]:
+def _read_frames(root: Path, splits: tuple[str, ...], holdout_every: int
+                 ) -> dict[str, tuple[Path, dict, list]]:
     """Map each split to ``(json file, its top-level dict, its frames)``."""
     out: dict[str, tuple[Path, dict, list]] = {}
     if any((root / f"transforms_{s}.json").exists() for s in SPLITS):
@@ -153,7 +218,7 @@ def _read_frames(root: Path, splits: tuple[str, ...]) -> dict[str, tuple[Path, d
             raise SceneError(f"{root}: no transforms.json or transforms_<split>.json found")
         meta = _read_json(path)
         for s in splits:
-            selected = _select_split(path, meta, s)
+            selected = _select_split(path, meta, s, holdout_every)
             if selected is not None:
                 out[s] = (path, meta, selected)
     for s, (path, _, frames) in out.items():
@@ -166,11 +231,13 @@ def _stem(file_path: Any) -> str:
     return str(Path(str(file_path)).with_suffix(""))
 
 
-def _select_split(path: Path, meta: dict[str, Any], split: str) -> list[dict[str, Any]] | None:
+def _select_split(path: Path, meta: dict[str, Any], split: str, holdout_every: int
+                  ) -> list[dict[str, Any]] | None:
     """Frames of ``split`` in a single ``transforms.json`` (``None``: the file defines no such split).
 
     With ``<split>_filenames`` lists (nerfstudio), a split without a list is an error (``val`` is
-    optional), and a listed name that matches no frame too; otherwise every 8th frame is held out.
+    optional), and a listed name that matches no frame too; otherwise every ``holdout_every``-th frame
+    is held out.
     """
     frames = meta["frames"]
     listed = meta.get(f"{split}_filenames")
@@ -190,8 +257,8 @@ def _select_split(path: Path, meta: dict[str, Any], split: str) -> list[dict[str
                              f"e.g. {sorted(missing)[0]!r}")
         return chosen
     if split == "train":
-        return [f for i, f in enumerate(frames) if i % HOLDOUT_EVERY != 0]
-    return [f for i, f in enumerate(frames) if i % HOLDOUT_EVERY == 0]
+        return [f for i, f in enumerate(frames) if i % holdout_every != 0]
+    return [f for i, f in enumerate(frames) if i % holdout_every == 0]
 
 
 def _resolve_image(json_path: Path, file_path: str) -> Path:
@@ -203,6 +270,33 @@ def _resolve_image(json_path: Path, file_path: str) -> Path:
         if candidate.is_file():
             return candidate
     raise SceneError(f"{json_path}: image '{file_path}' not found (looked for {base}[.png|.jpg|...])")
+
+
+def _read_mask(path: Path, hw: tuple[int, int]) -> Tensor:
+    """``[H, W]`` alpha in ``[0, 1]`` from a mask image (first channel; 0 = background)."""
+    mask = read_mask(path)
+    if tuple(mask.shape) != hw:
+        raise SceneError(f"{path}: mask is {mask.shape[1]}x{mask.shape[0]}, its image {hw[1]}x{hw[0]}")
+    return mask
+
+
+def _frame_bounds(frames_by_split: dict[str, tuple[Path, dict, list]]) -> Tensor | None:
+    """``[M, 2]`` per-frame ``bounds`` ([near, far]) of a transforms.json scene, None if any lacks them."""
+    rows = []
+    for path, _, frames in frames_by_split.values():
+        for frame in frames:
+            b = frame.get("bounds") if isinstance(frame, dict) else None
+            if b is None:
+                return None
+            try:
+                near, far = (float(v) for v in b)
+            except (TypeError, ValueError):
+                raise SceneError(f"{path}: frame {frame.get('file_path')} 'bounds' is not [near, far]"
+                                 ) from None
+            if not 0 < near < far < math.inf:
+                raise SceneError(f"{path}: frame {frame.get('file_path')} bounds {b} need 0 < near < far")
+            rows.append([near, far])
+    return torch.tensor(rows, dtype=torch.float32)
 
 
 def _focal(json_path: Path, angle: float, size: float) -> float:
@@ -268,6 +362,8 @@ def _load_split(root: Path, json_path: Path, meta: dict, frames: list, downscale
         img_path = _resolve_image(json_path, str(frame["file_path"]))
         img = read_image(img_path)
         h, w = img.shape[:2]
+        if frame.get("mask_path") is not None:
+            img[..., 3] = _read_mask(_resolve_image(json_path, str(frame["mask_path"])), (h, w))
         if size is None:
             size = (h, w)
         elif (h, w) != size:
@@ -304,12 +400,15 @@ def scene_center(c2w: Tensor) -> Tensor:
     return torch.linalg.solve(A, b).float()
 
 
-def _scene_bounds(c2w: Tensor, cfg: SceneConfig) -> tuple[Tensor, float, float]:
-    """Scene box and near/far: configured values win; otherwise derived from the camera rig.
+def _scene_bounds(c2w: Tensor, cfg: SceneConfig, K: Tensor, hw: tuple[int, int]
+                  ) -> tuple[Tensor, float, float]:
+    """Object scene box and near/far: configured values win; otherwise derived from the camera rig.
 
     The derived box is centred on the point the cameras look at, with half-size 0.375 x the median
     camera distance (the framing of an object capture such as the NeRF synthetic scenes:
-    box [-1.5, 1.5]^3 for cameras 4.03 away), and near/far bound that box's circumscribed sphere.
+    box [-1.5, 1.5]^3 for cameras 4.03 away), or less when the lenses are long: at most 1.1 x the
+    half-width of the median view's frustum at that distance (an object seen whole by every camera
+    fits in it). near/far bound that box's circumscribed sphere.
     """
     centers = c2w[:, :3, 3]
     if cfg.aabb is not None:
@@ -321,7 +420,9 @@ def _scene_bounds(c2w: Tensor, cfg: SceneConfig) -> tuple[Tensor, float, float]:
     else:
         center = scene_center(c2w)
         radius = float((centers - center).norm(dim=-1).median())
-        half = 0.375 * radius
+        H, W = hw
+        tan_half_fov = float(torch.maximum(W / 2 / K[:, 0, 0], H / 2 / K[:, 1, 1]).median())
+        half = min(0.375 * radius, 1.1 * radius * tan_half_fov)
         aabb = torch.cat([center - half, center + half])
     box_center = (aabb[:3] + aabb[3:]) / 2
     box_radius = float((aabb[3:] - aabb[:3]).norm() / 2)
@@ -331,3 +432,30 @@ def _scene_bounds(c2w: Tensor, cfg: SceneConfig) -> tuple[Tensor, float, float]:
     if not 0 <= near < far:
         raise SceneError(f"scene near/far must satisfy 0 <= near < far, got {near}, {far}")
     return aabb, float(near), float(far)
+
+
+def _forward_bounds(rig_c2w: Tensor, bounds: Tensor | None, train: SceneSplit, cfg: SceneConfig
+                    ) -> tuple[NDCSpace, Tensor, float, float]:
+    """NDC frame, NDC box and ray range of a forward-facing scene.
+
+    The reference camera is the rig's average pose with the first training view's lens; its near plane
+    sits at ``NDC_NEAR_FRACTION`` of the nearest content (the smallest per-view near bound, else
+    ``scene.near``). The box holds every training ray (:func:`core.ndc.ndc_box`) unless ``scene.aabb``
+    (NDC) is set; rays run from the near plane (``near = 0``) to the far side of the box.
+    """
+    nearest = cfg.near
+    if nearest is None and bounds is not None:
+        nearest = float(bounds[:, 0].min())
+    if nearest is None or not nearest > 0:
+        raise SceneError(f"forward-facing scene without depth bounds: set scene.near (world units, > 0), "
+                         f"got {nearest}")
+    H, W = train.hw
+    K = train.K[0]
+    scale = [float(2 * K[0, 0] / W), float(2 * K[1, 1] / H)]
+    space = NDCSpace(c2w=average_pose(rig_c2w).tolist(), scale=scale, near=NDC_NEAR_FRACTION * nearest)
+    if cfg.aabb is not None:
+        aabb, _, _ = _scene_bounds(train.c2w, cfg, train.K, train.hw)
+    else:
+        aabb = ndc_box(space, train.c2w, train.K, train.hw)
+    far = float((aabb[3:] - aabb[:3]).norm())  # longer than any ray's path through the box
+    return space, aabb, 0.0, far

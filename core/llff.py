@@ -33,7 +33,7 @@ from torch import Tensor
 
 from core.cameras import RIGIDITY_TOLERANCE, rigidity_error
 from core.errors import SceneError
-from core.views import SceneSplit, downscale_image, read_image
+from core.views import SceneSplit, downscale_image, read_image, read_mask
 
 LLFF_POSES = "poses_bounds.npy"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # compared lower-case
@@ -309,25 +309,11 @@ def _mask_files(root: Path, image_folder: Path, images: list[Path],
     return masks
 
 
-def _read_mask(path: Path) -> Tensor:
-    """``[H, W]`` float32 alpha in ``[0, 1]`` from the first channel of an 8-bit mask image."""
-    try:
-        with Image.open(path) as img:
-            if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                raise SceneError(f"{path}: unsupported mask mode {img.mode} (need 8-bit gray or RGB)")
-            arr = np.asarray(img.convert("RGB"), dtype=np.float32)[..., 0] / 255.0
-    except SceneError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - Pillow raises OSError, SyntaxError, ValueError, ... on junk
-        raise SceneError(f"{path}: cannot decode mask ({exc})") from None
-    return torch.from_numpy(arr)
-
-
 def _load_view(image: Path, mask: Path | None, factor: int) -> Tensor:
     """``[H, W, 4]`` straight-alpha RGBA of one view, alpha from its mask, reduced ``factor`` times."""
     rgba = read_image(image)
     if mask is not None:
-        rgba[..., 3] = _read_mask(mask)
+        rgba[..., 3] = read_mask(mask)
     return downscale_image(rgba, factor) if factor > 1 else rgba
 
 

@@ -85,6 +85,8 @@ class PseudoMeta:
         sampler: ``{"name", "seed", ...params}`` of the pose sampler.
         teacher: ``{"checkpoint_sha256", "test_psnr"}``.
         scene: ``{"name", "path"}``.
+        ndc: the NDC frame (:class:`core.ndc.NDCSpace` as a dict) of a forward-facing scene, whose
+            ``aabb``, ``content_aabb``, ``near`` and ``far`` are then in NDC; ``None``: world frame.
         folder: the folder the meta was read from (not stored in the file).
     """
 
@@ -102,6 +104,7 @@ class PseudoMeta:
     sampler: dict[str, Any] = field(default_factory=dict)
     teacher: dict[str, Any] = field(default_factory=dict)
     scene: dict[str, Any] = field(default_factory=dict)
+    ndc: dict[str, Any] | None = None
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
     camera_convention: str = CAMERA_CONVENTION
@@ -136,7 +139,7 @@ class PseudoMeta:
         d.pop("folder")
         order = ["format", "format_version", "camera_convention", "image_size", "near", "far", "aabb",
                  "content_aabb", "background", "n_views", "views_per_shard", "rgb_format", "fields", "shards",
-                 "sampler", "teacher", "scene"]
+                 "sampler", "teacher", "scene", "ndc"]
         return {k: d[k] for k in order}
 
     @classmethod

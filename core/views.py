@@ -75,3 +75,17 @@ def downscale_image(img: Tensor, factor: int) -> Tensor:
     alpha = pooled[..., 3:]
     rgb = torch.where(alpha > 0, pooled[..., :3] / alpha.clamp_min(1e-8), torch.zeros_like(pooled[..., :3]))
     return torch.cat([rgb, alpha], dim=-1)
+
+
+def read_mask(path: Path) -> Tensor:
+    """``[H, W]`` float32 alpha in ``[0, 1]`` from the first channel of an 8-bit mask image."""
+    try:
+        with Image.open(path) as img:
+            if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                raise SceneError(f"{path}: unsupported mask mode {img.mode} (need 8-bit gray or RGB)")
+            arr = np.asarray(img.convert("RGB"), dtype=np.float32)[..., 0] / 255.0
+    except SceneError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Pillow raises OSError, SyntaxError, ValueError, ... on junk
+        raise SceneError(f"{path}: cannot decode mask ({exc})") from None
+    return torch.from_numpy(arr)

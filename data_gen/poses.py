@@ -9,7 +9,12 @@ Samplers:
   cover (relative to the scene centre and the rig's up direction), at their median distance, looking
   at the scene centre;
 * ``jitter``: a random training camera rotated about the scene centre by at most ``jitter_deg`` and
-  moved along its line to the centre by a factor in ``[1 - jitter_radius, 1 + jitter_radius]``.
+  moved along its line to the centre by a factor in ``[1 - jitter_radius, 1 + jitter_radius]``;
+* ``forward`` (R2L's sampler for forward-facing scenes): camera centres uniform in the training
+  centres' bounding box grown ``box_scale`` times about its centre, viewing axes uniform in the same
+  grown box of the training viewing axes (then normalised), image "down" from the rig's mean.
+
+``auto`` (the stage's default) is ``forward`` for a forward-facing scene, ``hemisphere`` otherwise.
 
 Both may zoom: each view's focal length is scaled by a factor uniform in ``focal_scale`` (R2L shows the
 student closer views with 1-2x zoom); the principal point is kept.
@@ -27,7 +32,7 @@ from torch import Tensor
 from core.cameras import look_at
 from core.datasets import scene_center
 
-SAMPLERS = ("hemisphere", "jitter")
+SAMPLERS = ("hemisphere", "jitter", "forward")
 MAX_ELEVATION_DEG = 89.0  # keeps look_at away from the pole, where "up" is undefined
 
 
@@ -40,12 +45,14 @@ class SamplerConfig:
         jitter_deg: largest rotation about the scene centre of the ``jitter`` sampler (degrees).
         jitter_radius: relative change of the camera distance of the ``jitter`` sampler.
         radius: camera distance of ``hemisphere``; ``None`` takes the training cameras' median.
+        box_scale: growth of the ``forward`` sampler's boxes about their centres (R2L: 1.1).
     """
 
     focal_scale: list[float] = field(default_factory=lambda: [1.0, 1.0])
     jitter_deg: float = 10.0
     jitter_radius: float = 0.1
     radius: float | None = None
+    box_scale: float = 1.1
 
 
 @dataclass
@@ -59,6 +66,7 @@ class Rig:
         up: ``[3]`` unit up direction of the rig.
         radius: median camera distance to ``center``.
         elevation: ``(lo, hi)`` elevation range of the training cameras, radians.
+        down: ``[3]`` unit mean image-down axis of the cameras.
     """
 
     c2w: np.ndarray
@@ -67,6 +75,7 @@ class Rig:
     up: np.ndarray
     radius: float
     elevation: tuple[float, float]
+    down: np.ndarray
 
 
 def build_rig(c2w: Tensor, K: Tensor) -> Rig:
@@ -84,8 +93,9 @@ def build_rig(c2w: Tensor, K: Tensor) -> Rig:
     elev = np.arcsin(np.clip(offsets @ up / dist, -1.0, 1.0))
     cap = math.radians(MAX_ELEVATION_DEG)
     lo, hi = float(np.clip(elev.min(), -cap, cap)), float(np.clip(elev.max(), -cap, cap))
+    down = poses[:, :3, 1].mean(0)
     return Rig(c2w=poses, K=K.double().numpy(), center=center, up=up, radius=float(np.median(dist)),
-               elevation=(lo, hi))
+               elevation=(lo, hi), down=down / np.linalg.norm(down))
 
 
 def _rig_up(poses: np.ndarray) -> np.ndarray:
@@ -150,6 +160,29 @@ def _jitter(rng: np.random.Generator, rig: Rig, cfg: SamplerConfig) -> np.ndarra
     return c2w
 
 
+def grown_box(points: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(lo, hi)`` of the bounding box of ``points [C, 3]`` grown ``scale`` times about its centre."""
+    lo, hi = points.min(0), points.max(0)
+    mid, half = (lo + hi) / 2, (hi - lo) / 2 * scale
+    return mid - half, mid + half
+
+
+def _forward(rng: np.random.Generator, rig: Rig, cfg: SamplerConfig) -> np.ndarray:
+    c_lo, c_hi = grown_box(rig.c2w[:, :3, 3], cfg.box_scale)
+    a_lo, a_hi = grown_box(rig.c2w[:, :3, 2], cfg.box_scale)
+    forward = rng.uniform(a_lo, a_hi)
+    forward /= np.linalg.norm(forward)
+    right = np.cross(rig.down, forward)  # OpenCV frame: right = down x forward
+    right /= np.linalg.norm(right)
+    c2w = np.eye(4)
+    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2] = right, np.cross(forward, right), forward
+    c2w[:3, 3] = rng.uniform(c_lo, c_hi)
+    return c2w
+
+
+_SAMPLE = {"hemisphere": _hemisphere, "jitter": _jitter, "forward": _forward}
+
+
 def sample_view(name: str, seed: int, index: int, rig: Rig, cfg: SamplerConfig) -> tuple[Tensor, Tensor]:
     """The camera of view ``index``.
 
@@ -159,7 +192,7 @@ def sample_view(name: str, seed: int, index: int, rig: Rig, cfg: SamplerConfig) 
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; expected one of {SAMPLERS}")
     rng = view_rng(seed, index)
-    c2w = _hemisphere(rng, rig, cfg) if name == "hemisphere" else _jitter(rng, rig, cfg)
+    c2w = _SAMPLE[name](rng, rig, cfg)
     lo, hi = cfg.focal_scale
     zoom = rng.uniform(lo, hi) if hi > lo else lo
     K = rig.K.copy()
@@ -177,12 +210,14 @@ def sample_views(name: str, seed: int, indices: range | list[int], rig: Rig,
 
 def validate_sampler(name: str, cfg: SamplerConfig) -> None:
     """Raise ``ValueError`` with a one-line message for unusable sampler settings."""
-    if name not in SAMPLERS:
-        raise ValueError(f"sampler={name!r} is not one of {SAMPLERS}")
+    if name not in (*SAMPLERS, "auto"):
+        raise ValueError(f"sampler={name!r} is not one of {('auto', *SAMPLERS)}")
     if len(cfg.focal_scale) != 2 or not 0 < cfg.focal_scale[0] <= cfg.focal_scale[1]:
         raise ValueError(f"sampler_params.focal_scale must be [lo, hi] with 0 < lo <= hi, "
                          f"got {cfg.focal_scale}")
     if cfg.jitter_deg < 0 or not 0 <= cfg.jitter_radius < 1:
         raise ValueError("sampler_params.jitter_deg must be >= 0 and jitter_radius in [0, 1)")
+    if cfg.box_scale < 1:
+        raise ValueError(f"sampler_params.box_scale must be >= 1, got {cfg.box_scale}")
     if cfg.radius is not None and cfg.radius <= 0:
         raise ValueError(f"sampler_params.radius must be positive, got {cfg.radius}")

@@ -45,7 +45,8 @@ class DataGenConfig:
         out_dir: output folder; ``None`` = ``<run_dir>/pseudo``.
         n_views: number of pseudo-views.
         views_per_shard: views per tar file.
-        sampler: ``hemisphere`` or ``jitter``.
+        sampler: ``auto`` (``forward`` for a forward-facing scene, else ``hemisphere``),
+            ``hemisphere``, ``jitter`` or ``forward`` (:mod:`data_gen.poses`).
         seed: sampler seed (view ``i`` of seed ``s`` is always the same camera).
         sampler_params: sampler settings (zoom range, jitter size, radius).
         image_scale: output size relative to the scene's images.
@@ -67,7 +68,7 @@ class DataGenConfig:
     out_dir: str | None = None
     n_views: int = 1000
     views_per_shard: int = 100
-    sampler: str = "hemisphere"
+    sampler: str = "auto"
     seed: int = 0
     sampler_params: SamplerConfig = field(default_factory=SamplerConfig)
     image_scale: float = 1.0
@@ -148,9 +149,14 @@ def plan(cfg: DataGenConfig, scene: Scene, teacher: Any, ckpt: Path) -> tuple[Ps
               "radius": cfg.sampler_params.radius if cfg.sampler_params.radius is not None else rig.radius,
               "elevation_deg": [float(torch.tensor(e).rad2deg()) for e in rig.elevation],
               "focal_scale": list(cfg.sampler_params.focal_scale), "K": K.tolist()}
-    if cfg.sampler == "jitter":
-        sp = cfg.sampler_params
+    sampler = cfg.sampler
+    if sampler == "auto":
+        sampler = "forward" if scene.kind == "forward" else "hemisphere"
+    sp = cfg.sampler_params
+    if sampler == "jitter":
         params.update(jitter_deg=sp.jitter_deg, jitter_radius=sp.jitter_radius, n_train_views=train.n_views)
+    if sampler == "forward":
+        params.update(box_scale=sp.box_scale, n_train_views=train.n_views)
     meta = PseudoMeta(
         image_size=[out_h, out_w], near=float(teacher.near), far=float(teacher.far),
         aabb=[float(v) for v in teacher.aabb.detach().cpu().tolist()],
@@ -158,8 +164,9 @@ def plan(cfg: DataGenConfig, scene: Scene, teacher: Any, ckpt: Path) -> tuple[Ps
         background=[float(v) for v in scene.background], n_views=cfg.n_views,
         views_per_shard=cfg.views_per_shard, rgb_format=cfg.rgb_format,
         fields=["rgb", "c2w", "K"] + [f for f in OPTIONAL_FIELDS if getattr(cfg, f)],
-        sampler={"name": cfg.sampler, **params}, teacher=teacher_info(ckpt),
-        scene={"name": scene.name, "path": str(scene.root.resolve())},
+        sampler={"name": sampler, **params}, teacher=teacher_info(ckpt),
+        scene={"name": scene.name, "path": str(scene.root.resolve()), "kind": scene.kind},
+        ndc=teacher.ndc.to_dict() if teacher.ndc is not None else None,
     )
     return meta, rig
 

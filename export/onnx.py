@@ -27,7 +27,7 @@ from core.io import sha256_file, write_json
 from core.rays import generate_rays
 from core.seeding import seed_everything
 from export.fused import FusedEncodingStudent
-from export.parity import evaluate_variant, mean_view_psnr, random_scene_rays, split_rays, torch_rgb
+from export.parity import evaluate_variant, mean_view_psnr, scene_rays, split_rays, torch_rgb
 from export.paths import camera_rig
 from export.runtime import FORMAT, FORMAT_VERSION, ModelMeta
 from export.variants import (
@@ -102,6 +102,8 @@ def build_meta(model: R2LStudent, scene_meta: dict[str, Any], scene: Scene, opse
         student=dataclasses.asdict(model.cfg),
         flops_per_ray=flops_per_ray(model.cfg),
         rig=camera_rig(scene.split("train").c2w),
+        ray_space="ndc" if model.encoder.ndc is not None else "world",
+        ndc=model.encoder.ndc.to_dict() if model.encoder.ndc is not None else None,
     )
 
 
@@ -151,7 +153,7 @@ def _write_variants(cfg: ExportConfig, model: R2LStudent, meta: ModelMeta, scene
     paths: dict[tuple[str, bool], Path] = {}
     for static, precisions in ((False, cfg.variants), (True, cfg.static_variants)):
         n = H * W if static else 1024
-        example = random_scene_rays(scene.split("train").c2w, torch.tensor(meta.aabb), n, gen)
+        example = scene_rays(scene, torch.tensor(meta.aabb), n, gen)
         traced: dict[bool, onnx.ModelProto] = {}  # fused encoding or not -> fp32 graph
         for precision in precisions:
             fused = precision in cfg.fused_encoding and model.cfg.encoding == "pe"  # folds sin/cos only
@@ -228,7 +230,7 @@ def _parity_report(cfg: ExportConfig, model: R2LStudent, meta: ModelMeta, scene:
     test = scene.split("test")
     views = split_rays(test, cfg.parity.max_test_views)
     gt = test.rgb(meta.background)[: len(views)].reshape(len(views), -1, 3).numpy()
-    rays = random_scene_rays(scene.split("train").c2w, torch.tensor(meta.aabb), cfg.parity.n_rays, gen)
+    rays = scene_rays(scene, torch.tensor(meta.aabb), cfg.parity.n_rays, gen)
     torch_random = torch_rgb(model, *rays).numpy()
     torch_views = np.stack([torch_rgb(model, o, d).numpy() for o, d in tqdm(views, desc="PyTorch views")])
     torch_psnr = mean_view_psnr(torch_views, gt)

@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from core.datasets import SceneSplit
+from core.datasets import Scene, SceneSplit
 from core.io import sha256_file
-from core.rays import generate_rays
+from core.rays import generate_rays, generate_rays_from_pixels
 from export.runtime import LightField
 
 
@@ -39,6 +39,35 @@ def random_scene_rays(
     target = aabb[:3] + (aabb[3:] - aabb[:3]) * torch.rand(n, 3, generator=generator)
     rays_d = torch.nn.functional.normalize(target - rays_o, dim=-1)
     return rays_o.contiguous(), rays_d.contiguous()
+
+
+def random_pixel_rays(
+    c2w: Tensor,  # [C, 4, 4]
+    K: Tensor,  # [C, 3, 3]
+    hw: tuple[int, int],
+    n: int,
+    generator: torch.Generator,
+) -> tuple[Tensor, Tensor]:
+    """Rays through uniform random points of random training images (a forward-facing scene's rays).
+
+    Returns:
+        ``rays_o [n, 3]``, ``rays_d [n, 3]`` (unit) float32.
+    """
+    cam = torch.randint(0, c2w.shape[0], (n,), generator=generator)
+    H, W = hw
+    u = torch.rand(n, generator=generator) * W
+    v = torch.rand(n, generator=generator) * H
+    rays_o, rays_d = generate_rays_from_pixels(c2w[cam].float(), K[cam].float(), u, v)
+    return rays_o.contiguous(), rays_d.contiguous()
+
+
+def scene_rays(scene: Scene, aabb: Tensor, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Random rays of a scene's training rig: toward the box for an object, through the images for a
+    forward-facing scene (whose box is in NDC)."""
+    train = scene.split("train")
+    if scene.ndc is not None:
+        return random_pixel_rays(train.c2w, train.K, train.hw, n, generator)
+    return random_scene_rays(train.c2w, aabb, n, generator)
 
 
 @torch.inference_mode()

@@ -56,7 +56,8 @@ class ModelMeta:
         scene_name: name of the scene the student was trained on.
         near: start of the ray range sampled by the student.
         far: end of the ray range.
-        aabb: ``[6]`` scene box (min xyz, max xyz) in the world frame of the scene's camera files.
+        aabb: ``[6]`` scene box (min xyz, max xyz) in the world frame of the scene's camera files, or in
+            the NDC frame ``ndc`` of a forward-facing scene.
         content_aabb: ``[6]`` the student's content box (inside ``aabb``): rays that miss it show
             ``background`` (the graph does this itself; informational).
         image_size: ``[H, W]`` of the training cameras.
@@ -74,6 +75,10 @@ class ModelMeta:
         encoding: how the graph encodes rays: ``pe`` (R2L's positional encoding, the student's own
             ops), ``fused`` (the same, folded into matrix products, see ``export/fused.py``; equal up to
             float32 rounding) or ``hash`` (hash-grid features looked up with Gather in the graph).
+        ray_space: ``world`` (an object scene: box, near, far in the world frame; rays that miss the
+            content box show ``background``) or ``ndc`` (a forward-facing scene: the graph turns world
+            rays into NDC rays itself, every ray is evaluated, there is no miss background).
+        ndc: the NDC frame (``c2w`` 4x4, ``scale`` [sx, sy], ``near``) when ``ray_space`` is ``ndc``.
         format_version: version of this metadata layout.
     """
 
@@ -93,6 +98,8 @@ class ModelMeta:
     flops_per_ray: int = 0
     rig: dict[str, Any] = field(default_factory=dict)
     encoding: str = "pe"
+    ray_space: str = "world"
+    ndc: dict[str, Any] | None = None
     format_version: int = FORMAT_VERSION
 
     def to_props(self) -> dict[str, str]:
@@ -133,6 +140,9 @@ class ModelMeta:
             raise ModelError(f"{source}: metadata K must be 3x3, image_size [H, W], aabb 6 numbers")
         if meta.camera_convention != "opencv":
             raise ModelError(f"{source}: camera convention {meta.camera_convention!r} is not 'opencv'")
+        if meta.ray_space not in ("world", "ndc") or (meta.ray_space == "ndc") != (meta.ndc is not None):
+            raise ModelError(f"{source}: metadata ray_space {meta.ray_space!r} must be 'world', or 'ndc' "
+                             "with an ndc frame")
         return meta
 
 
@@ -237,7 +247,8 @@ class LightField:
         threads: intra-op threads (``None``: ONNX Runtime's default, one per physical core).
         options: extra session config entries (``SessionOptions.add_session_config_entry``).
         skip_misses: evaluate only the rays that may meet the content box (:func:`rays_meet_box`); the
-            others show the background, as the graph would give them (same output, less work).
+            others show the background, as the graph would give them (same output, less work). A
+            forward-facing (``ndc``) model has no misses: every ray is evaluated.
 
     Raises:
         ModelError: missing or unreadable file, or metadata missing / of an unknown version.
@@ -295,7 +306,7 @@ class LightField:
             raise ModelError(f"rays_o and rays_d must both be [N, 3], got {list(rays_o.shape)} and "
                              f"{list(rays_d.shape)}")
         box = self.meta.content_aabb
-        if self.skip_misses and box is not None:
+        if self.skip_misses and box is not None and self.meta.ray_space == "world":
             hit = rays_meet_box(rays_o, rays_d, box, self.meta.near, self.meta.far)
             out = np.full(rays_o.shape, self.meta.background, dtype=np.float32)
             if hit.any():

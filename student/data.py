@@ -160,7 +160,7 @@ def shard_loader(meta: PseudoMeta, batch_size: int, buffer_size: int, num_worker
         wds.WebDataset(urls, shardshuffle=len(urls), nodesplitter=wds.split_by_node,
                        workersplitter=wds.split_by_worker, empty_check=False, seed=seed)
         .compose(_RaysFromViews(batch_size, buffer_size, seed,
-                                ContentRays(meta.content_box, meta.near, meta.far) if content_only else None))
+                                _content_filter(meta, content_only)))
         .map(split_rays)
         .with_epoch(per_stream)
     )
@@ -172,13 +172,20 @@ def _every_shard(urls: Iterable[str]) -> Iterable[str]:
     return urls
 
 
+def _content_filter(meta: PseudoMeta, content_only: bool) -> ContentRays | None:
+    """The filter of rays that meet the content box (None: keep all; a forward-facing scene has no misses)."""
+    if not content_only or meta.ndc is not None:
+        return None
+    return ContentRays(meta.content_box, meta.near, meta.far)
+
+
 def load_shard_rays(meta: PseudoMeta, content_only: bool = True) -> Tensor:
     """Every ray of the shards of ``meta`` (those meeting its content box), read once, packed ``[N, 9]``.
 
     The shards are read with ``webdataset`` in their order, decoded and turned into rays exactly as the
     streaming loader does (:func:`shard_loader`), so the two hold the same rays.
     """
-    keep = ContentRays(meta.content_box, meta.near, meta.far) if content_only else None
+    keep = _content_filter(meta, content_only)
     ignore_unclosed_file_warnings()
     views = []
     urls = [str(p) for p in meta.shard_paths()]

@@ -12,6 +12,10 @@ Each ray is cut to a segment ``start + u * span`` (``u`` in ``[0, 1]``): either 
 box around what the teacher found occupied), so all K points fall where the scene has content. Rays
 that miss the content box show the background (the teacher renders nothing there either).
 
+A forward-facing scene has no empty surround and no background: its encoder holds the scene's NDC
+frame, turns world rays into NDC rays first (:func:`core.ndc.ndc_rays`, inside the exported graph too),
+samples them in the NDC box (evenly in disparity, as R2L does on LLFF) and reports every ray as a hit.
+
 Only ONNX-friendly ops (arithmetic, min/max, where, sin/cos, concat, reshape; the hash lookup as
 int64 arithmetic, BitwiseXor and Gather when exported), so the encoding lives inside the exported graph.
 """
@@ -23,6 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from core.ndc import NDCSpace, ndc_rays
 from core.rays import ray_aabb_intersect
 from cuda.backend import HashGrid
 from cuda.hashgrid_graph import hash_encode_graph
@@ -152,15 +157,18 @@ class RayEncoder(nn.Module):
         n_points: ``K`` points per ray.
         n_freqs: positional-encoding octaves.
         ray_range: ``"box"`` (sample the part of ``[near, far]`` inside ``box``) or ``"near_far"`` (R2L).
+        ndc: NDC frame of a forward-facing scene (then ``box``, ``near`` and ``far`` are in NDC).
     """
 
     name = "pe"
     box: Tensor  # [6] content box (buffer)
     center: Tensor  # [3] box centre (buffer)
     half_extent: Tensor  # [3] box half-size (buffer)
+    ndc_c2w: Tensor  # [4, 4] NDC reference pose (buffer; identity without NDC)
+    ndc_scale: Tensor  # [2] NDC scale (buffer)
 
     def __init__(self, box: Tensor, near: float, far: float, n_points: int = 16, n_freqs: int = 10,
-                 ray_range: str = "box"):
+                 ray_range: str = "box", ndc: NDCSpace | None = None):
         super().__init__()
         if ray_range not in RAY_RANGES:
             raise ValueError(f"ray_range must be one of {RAY_RANGES}, got {ray_range!r}")
@@ -172,14 +180,23 @@ class RayEncoder(nn.Module):
         self.register_buffer("half_extent", (box[3:] - box[:3]) / 2)
         self.near, self.far = float(near), float(far)
         self.n_points, self.n_freqs, self.ray_range = n_points, n_freqs, ray_range
+        self.ndc = ndc
+        self.register_buffer("ndc_c2w", torch.tensor(ndc.c2w) if ndc is not None else torch.eye(4))
+        self.register_buffer("ndc_scale", torch.tensor(ndc.scale) if ndc is not None else torch.ones(2))
 
     @property
     def out_dim(self) -> int:
         return self.n_points * 3 * (1 + 2 * self.n_freqs)
 
     def segment(self, rays_o: Tensor, rays_d: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``rays_o, rays_d [N, 3]`` -> normalised segment ``start [N, 3]``, ``span [N, 3]``, ``hit [N]``."""
+        """World ``rays_o, rays_d [N, 3]`` -> normalised segment ``start [N, 3]``, ``span [N, 3]``,
+        ``hit [N]`` (all True in NDC: a forward-facing scene has no misses)."""
+        if self.ndc is not None:
+            rays_o, rays_d = ndc_rays(rays_o, rays_d, self.ndc_c2w, self.ndc_scale, self.ndc.near)
+            rays_d = torch.nn.functional.normalize(rays_d, dim=-1)
         start, span, hit = ray_segment(rays_o, rays_d, self.box, self.near, self.far, self.ray_range == "box")
+        if self.ndc is not None:
+            hit = torch.ones_like(hit)
         return (start - self.center) / self.half_extent, span / self.half_extent, hit
 
     def points(self, rays_o: Tensor, rays_d: Tensor, jitter: bool = False) -> tuple[Tensor, Tensor]:
@@ -213,13 +230,14 @@ class HashRayEncoder(RayEncoder):
         n_points: ``K`` points per ray.
         grid: the feature store.
         ray_range: ``"box"`` or ``"near_far"``.
+        ndc: NDC frame of a forward-facing scene.
     """
 
     name = "hash"
 
     def __init__(self, box: Tensor, near: float, far: float, n_points: int, grid: GridConfig,
-                 ray_range: str = "box"):
-        super().__init__(box, near, far, n_points, max(grid.point_freqs, 0), ray_range)
+                 ray_range: str = "box", ndc: NDCSpace | None = None):
+        super().__init__(box, near, far, n_points, max(grid.point_freqs, 0), ray_range, ndc)
         self.grid_cfg = grid
         self.grid = HashGrid(grid.spec(), backend=grid.backend)
 

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from core.errors import UserError
+from core.ndc import NDCSpace
 from student.encoding import ENCODINGS, RAY_RANGES, GridConfig, HashRayEncoder, RayEncoder, point_features_dim
 
 
@@ -92,20 +93,21 @@ class R2LStudent(nn.Module):
         near: start of the ray range.
         far: end of the ray range.
         background: ``[3]`` color of rays that miss the content box.
+        ndc: NDC frame of a forward-facing scene (``box``, ``near``, ``far`` in NDC; no ray misses).
     """
 
     background: Tensor  # [3] (buffer)
 
     def __init__(self, cfg: StudentModelConfig, box: Tensor, near: float, far: float,
-                 background: Sequence[float] = (1.0, 1.0, 1.0)):
+                 background: Sequence[float] = (1.0, 1.0, 1.0), ndc: NDCSpace | None = None):
         super().__init__()
         cfg.validate()
         self.cfg = cfg
         self.encoder: RayEncoder
         if cfg.encoding == "hash":
-            self.encoder = HashRayEncoder(box, near, far, cfg.n_points, cfg.grid, cfg.ray_range)
+            self.encoder = HashRayEncoder(box, near, far, cfg.n_points, cfg.grid, cfg.ray_range, ndc)
         else:
-            self.encoder = RayEncoder(box, near, far, cfg.n_points, cfg.n_freqs, cfg.ray_range)
+            self.encoder = RayEncoder(box, near, far, cfg.n_points, cfg.n_freqs, cfg.ray_range, ndc)
         self.register_buffer("background", torch.tensor([float(v) for v in background]))
         self.head_in = nn.Sequential(nn.Linear(self.encoder.out_dim, cfg.width), nn.ReLU())
         self.blocks = nn.Sequential(*[ResidualBlock(cfg.width, cfg.n_blocks) for _ in range(cfg.n_blocks)])

@@ -27,6 +27,7 @@ from core.config import to_dataclass
 from core.datasets import Scene, load_scene
 from core.errors import CheckpointError, UserError, exit_on_user_error
 from core.io import write_json
+from core.ndc import NDCSpace
 from core.seeding import seed_everything
 from core.shards import PseudoMeta, read_meta
 from student.checkpoint import load_student, save_student
@@ -54,10 +55,15 @@ PRECISIONS = {"bf16": "bf16-mixed", "fp32": "32-true"}
 
 def build_student(cfg: StudentConfig, meta: PseudoMeta | None, scene: Scene, background: list[float]
                   ) -> R2LStudent:
-    """The student network, its content box and ray range taken from the pseudo-data (else the scene)."""
+    """The student network, its content box and ray range taken from the pseudo-data (else the scene).
+
+    A forward-facing scene's student samples the whole NDC box: it has no empty surround to skip.
+    """
     if meta is not None:
-        return R2LStudent(cfg.model, torch.tensor(meta.content_box), meta.near, meta.far, background)
-    return R2LStudent(cfg.model, scene.aabb, scene.near, scene.far, background)
+        ndc = NDCSpace.from_dict(meta.ndc) if meta.ndc is not None else None
+        box = meta.aabb if ndc is not None else meta.content_box
+        return R2LStudent(cfg.model, torch.tensor(box), meta.near, meta.far, background, ndc)
+    return R2LStudent(cfg.model, scene.aabb, scene.near, scene.far, background, scene.ndc)
 
 
 def validation_batches(scene: Scene, background: list[float], n_views: int, chunk: int) -> list[RayBatch]:
@@ -165,7 +171,7 @@ def _stage_datamodule(cfg: StudentConfig, name: str, model: R2LStudent, meta: Ps
         return ShardDataModule(meta, stage.batch_size, cfg.train.shuffle_buffer, cfg.train.num_workers, seed,
                                val, cache=cache)
     enc = model.encoder
-    keep = ContentRays(enc.box.tolist(), enc.near, enc.far)
+    keep = ContentRays(enc.box.tolist(), enc.near, enc.far) if enc.ndc is None else None  # NDC: no misses
     return PhotoDataModule(photo_rays(scene, background, "train", keep), stage.batch_size, seed, val)
 
 
@@ -184,6 +190,8 @@ def scene_meta(scene: Scene, model: R2LStudent, background: list[float], meta: P
         "camera_convention": scene.convention,
         "scene_name": scene.name,
         "background": list(background),
+        "ndc": model.encoder.ndc.to_dict() if model.encoder.ndc is not None else None,
+        "scene_kind": scene.kind,
     }
 
 

@@ -17,7 +17,8 @@ from torch import Tensor, nn
 
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.config import to_dataclass, to_plain
-from core.errors import CheckpointError, UserError
+from core.errors import CheckpointError
+from core.ndc import NDCSpace, to_ndc
 from core.rays import ray_aabb_intersect
 from teacher.field import FieldConfig, TeacherField
 from teacher.occupancy import OccupancyConfig, OccupancyGrid, carve_from_masks
@@ -42,18 +43,22 @@ class Teacher(nn.Module):
 
     Args:
         cfg: model settings.
-        aabb: ``[6]`` scene box.
+        aabb: ``[6]`` scene box (NDC box for a forward-facing scene).
         near: ray start distance.
         far: ray end distance.
+        ndc: the NDC frame of a forward-facing scene: :meth:`render_rays` takes world rays and marches
+            them in NDC (``None``: the box, near and far are in the world frame).
     """
 
     aabb: Tensor
 
-    def __init__(self, cfg: TeacherModelConfig, aabb: Tensor, near: float, far: float):
+    def __init__(self, cfg: TeacherModelConfig, aabb: Tensor, near: float, far: float,
+                 ndc: NDCSpace | None = None):
         super().__init__()
         self.cfg = cfg
         self.near = float(near)
         self.far = float(far)
+        self.ndc = ndc
         self.register_buffer("aabb", torch.as_tensor(aabb, dtype=torch.float32).clone())
         self.field = TeacherField(cfg.field, self.aabb)
         self.occupancy = OccupancyGrid(cfg.occupancy, self.aabb)
@@ -95,15 +100,17 @@ class Teacher(nn.Module):
         """Render rays onto a background, ``chunk`` rays at a time.
 
         Args:
-            rays_o: ``[N, 3]`` origins.
-            rays_d: ``[N, 3]`` unit directions.
+            rays_o: ``[N, 3]`` world origins.
+            rays_d: ``[N, 3]`` unit world directions.
             background: ``[3]`` color, or ``[N, 3]`` one per ray.
             chunk: rays per chunk (default ``cfg.render.chunk``).
 
         Returns:
-            ``rgb [N, 3]``, ``depth [N]`` (expected distance of the hit, 0 where nothing is hit),
-            ``opacity [N]`` and ``n_samples`` (scalar: samples evaluated).
+            ``rgb [N, 3]``, ``depth [N]`` (expected distance of the hit, 0 where nothing is hit; NDC
+            length in a forward-facing scene), ``opacity [N]`` and ``n_samples`` (scalar).
         """
+        if self.ndc is not None:
+            rays_o, rays_d = to_ndc(rays_o, rays_d, self.ndc)
         # samples outside occupied cells are dropped anyway: march only the box around them
         box = self.content_aabb()
         return render_in_chunks(lambda o, d, bg: self._render_chunk(o, d, bg, box), rays_o, rays_d,
@@ -124,16 +131,16 @@ class Teacher(nn.Module):
 
 
 def build_teacher(cfg: TeacherModelConfig, aabb: Tensor, near: float, far: float,
-                  device: torch.device | str = "cpu") -> Teacher:
-    """Construct a teacher for a scene box and ray range."""
+                  device: torch.device | str = "cpu", ndc: NDCSpace | None = None) -> Teacher:
+    """Construct a teacher for a scene box and ray range (in the NDC frame ``ndc`` if given)."""
     with torch.device(device):
-        return Teacher(cfg, aabb.to(device), near, far)
+        return Teacher(cfg, aabb.to(device), near, far, ndc)
 
 
 def save_teacher(path: str | Path, teacher: Teacher, **extra: Any) -> Path:
     """Write ``teacher.ckpt`` (kind ``teacher``): weights, occupancy grid, config and scene bounds."""
     config = {"model": to_plain(teacher.cfg), "aabb": teacher.aabb.tolist(), "near": teacher.near,
-              "far": teacher.far}
+              "far": teacher.far, "ndc": teacher.ndc.to_dict() if teacher.ndc is not None else None}
     state = {k: v.detach().cpu() for k, v in teacher.state_dict().items()}
     return save_checkpoint(path, CHECKPOINT_KIND, state, config, **extra)
 
@@ -158,9 +165,10 @@ def load_teacher(path: str | Path, device: torch.device | str = "cpu", backend: 
     try:
         model_cfg = to_dataclass(config["model"], TeacherModelConfig)
         model_cfg.field.backend = backend
+        ndc = NDCSpace.from_dict(config["ndc"]) if config.get("ndc") is not None else None
         teacher = build_teacher(model_cfg, torch.tensor(config["aabb"], dtype=torch.float32),
-                                float(config["near"]), float(config["far"]), device)
-    except (KeyError, TypeError, UserError) as exc:
+                                float(config["near"]), float(config["far"]), device, ndc)
+    except (KeyError, TypeError, ValueError) as exc:  # UserError is a ValueError
         raise CheckpointError(f"{path}: teacher config is missing or invalid ({exc})") from None
     try:
         teacher.load_state_dict(payload["state_dict"])

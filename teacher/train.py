@@ -151,10 +151,13 @@ def train_teacher(cfg: TeacherConfig, teacher: Teacher, scene_split: Any, out: P
 
 
 def new_teacher(cfg: TeacherConfig, scene: Scene, device: torch.device | str = "cpu") -> Teacher:
-    """An untrained teacher for ``scene`` (occupancy carved by the training masks if configured)."""
-    teacher = build_teacher(cfg.model, scene.aabb, scene.near, scene.far, device)
-    if cfg.model.occupancy.carve:
-        train = scene.split("train")
+    """An untrained teacher for ``scene`` (occupancy carved by the training masks if configured and the
+    views have masks)."""
+    teacher = build_teacher(cfg.model, scene.aabb, scene.near, scene.far, device, scene.ndc)
+    train = scene.split("train")
+    if cfg.model.occupancy.carve and not bool((train.images[..., 3] < 1.0).any()):
+        log.info("no alpha masks in the training views: occupancy carving off")
+    elif cfg.model.occupancy.carve:
         kept = teacher.carve_occupancy(train.c2w, train.K, train.images[..., 3])
         log.info("occupancy grid carved by the training masks: %.1f%% of cells kept", 100 * kept)
     return teacher
