@@ -168,14 +168,15 @@ def test_meta_json_is_plain_json_with_the_documented_keys(tiny_scene: Path, run_
     d = json.loads((run_dir / "pseudo" / "meta.json").read_text())
     assert list(d) == ["format", "format_version", "camera_convention", "image_size", "near", "far", "aabb",
                        "content_aabb", "background", "n_views", "views_per_shard", "rgb_format", "fields",
-                       "shards", "sampler", "teacher", "scene"]
+                       "shards", "sampler", "teacher", "scene", "ndc"]
     assert d["rgb_format"] == "npy16" and d["sampler"]["name"] == "hemisphere" and d["sampler"]["seed"] == 0
+    assert d["ndc"] is None and d["scene"]["kind"] == "object"  # auto: the tiny scene has masks
     assert set(d["shards"][0]) == {"name", "first_view", "n_views", "sha256"}
 
 
 @pytest.mark.parametrize(("profile", "n_views", "size"), [("cpu", 1000, 100), ("paper", 10000, 400)])
 def test_profiles(profile: str, n_views: int, size: int) -> None:
     cfg = to_dataclass(compose("data_gen", [f"profile={profile}"]), DataGenConfig)
-    assert cfg.n_views == n_views and cfg.run_dir == "runs/mic_100" and cfg.sampler == "hemisphere"
+    assert cfg.n_views == n_views and cfg.run_dir == "runs/mic_100" and cfg.sampler == "auto"
     demo_hw = load_scene(cfg.scene, splits=("train",)).split("train").hw
     assert [round(s * cfg.image_scale) for s in demo_hw] == [size, size]
