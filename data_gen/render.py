@@ -11,6 +11,7 @@ an existing folder. Under ``torchrun`` (``WORLD_SIZE > 1``) the ranks split the 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +51,9 @@ class DataGenConfig:
         seed: sampler seed (view ``i`` of seed ``s`` is always the same camera).
         sampler_params: sampler settings (zoom range, jitter size, radius).
         image_scale: output size relative to the scene's images.
-        image_size: ``[H, W]`` output size; overrides ``image_scale`` when set.
+        image_size: ``[H, W]`` output size; overrides ``image_scale`` and ``max_rays`` when set.
+        max_rays: cap on the rays of the whole job (``n_views x H x W``): views of a scene whose images
+            are larger are rendered smaller (same field of view, same number of views); ``None``: no cap.
         rgb_format: ``png`` (8-bit) or ``npy16`` (float16 arrays).
         depth: also store ``depth.npy``.
         alpha: also store ``alpha.npy`` (the teacher's opacity).
@@ -73,6 +76,7 @@ class DataGenConfig:
     sampler_params: SamplerConfig = field(default_factory=SamplerConfig)
     image_scale: float = 1.0
     image_size: list[int] | None = None
+    max_rays: int | None = None
     rgb_format: str = "png"
     depth: bool = False
     alpha: bool = False
@@ -96,6 +100,8 @@ def validate(cfg: DataGenConfig) -> None:
         raise UserError(f"rgb_format={cfg.rgb_format!r} is not one of {RGB_FORMATS}")
     if cfg.image_scale <= 0:
         raise UserError(f"image_scale must be positive, got {cfg.image_scale}")
+    if cfg.max_rays is not None and cfg.max_rays < cfg.n_views:
+        raise UserError(f"max_rays must be at least n_views ({cfg.n_views}), got {cfg.max_rays}")
     if cfg.image_size is not None and (len(cfg.image_size) != 2 or min(cfg.image_size) < 1):
         raise UserError(f"image_size must be [H, W] with positive entries, got {cfg.image_size}")
 
@@ -140,7 +146,12 @@ def plan(cfg: DataGenConfig, scene: Scene, teacher: Any, ckpt: Path) -> tuple[Ps
     if cfg.image_size is not None:
         out_h, out_w = int(cfg.image_size[0]), int(cfg.image_size[1])
     else:
-        out_h, out_w = max(1, round(H * cfg.image_scale)), max(1, round(W * cfg.image_scale))
+        scale = cfg.image_scale
+        if cfg.max_rays is not None and cfg.n_views * H * W * scale**2 > cfg.max_rays:
+            scale = math.sqrt(cfg.max_rays / (cfg.n_views * H * W))
+            log.info("pseudo-views rendered at %.3g x the scene's %dx%d (max_rays=%d)", scale, W, H,
+                     cfg.max_rays)
+        out_h, out_w = max(1, round(H * scale)), max(1, round(W * scale))
     K = train.K[0].clone()
     K[0] = scale_intrinsics(K, out_w / W)[0]
     K[1] = scale_intrinsics(K, out_h / H)[1]

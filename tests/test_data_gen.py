@@ -180,3 +180,18 @@ def test_profiles(profile: str, n_views: int, size: int) -> None:
     assert cfg.n_views == n_views and cfg.run_dir == "runs/mic_100" and cfg.sampler == "auto"
     demo_hw = load_scene(cfg.scene, splits=("train",)).split("train").hw
     assert [round(s * cfg.image_scale) for s in demo_hw] == [size, size]
+
+
+def test_max_rays_renders_views_smaller_with_the_same_field_of_view(tiny_scene: Path, run_dir: Path) -> None:
+    run(make_cfg(tiny_scene, run_dir, "image_scale=1.0", "out_dir=" + str(run_dir / "a")))
+    full = json.loads((run_dir / "a" / "meta.json").read_text())
+    H, W = full["image_size"]
+    run(make_cfg(tiny_scene, run_dir, "image_scale=1.0", f"max_rays={7 * H * W // 4}",
+                 "out_dir=" + str(run_dir / "b")))
+    small = json.loads((run_dir / "b" / "meta.json").read_text())
+    assert small["image_size"] == [H // 2, W // 2] and small["n_views"] == full["n_views"] == 7
+    # intrinsics scale with the image: the same field of view
+    K_full, K_small = np.array(full["sampler"]["K"]), np.array(small["sampler"]["K"])
+    assert np.allclose(K_small[:2], K_full[:2] / 2, rtol=1e-6)
+    with pytest.raises(UserError, match="max_rays"):
+        run(make_cfg(tiny_scene, run_dir, "max_rays=3"))
