@@ -136,8 +136,13 @@ def _summary(run_dir: Path) -> list[str]:
                      f"{student.get('flops_per_ray', 0) / 1e6:.2f} MFLOPs per ray, "
                      f"trained in {student.get('precision')}.")
     if meta:
+        kind = meta.get("scene", {}).get("kind", "object")
+        space = ("forward-facing: rays in NDC, no background" if meta.get("ndc")
+                 else "object: a box around it, misses show the background")
+        lines.append(f"Scene kind: {kind} ({space}).")
         lines.append(f"Pseudo-data: {meta.get('n_views')} teacher views of "
-                     f"{meta.get('image_size')} in {len(meta.get('shards', []))} shards.")
+                     f"{meta.get('image_size')} in {len(meta.get('shards', []))} shards "
+                     f"({meta.get('sampler', {}).get('name')} sampler).")
     t, s = student.get("teacher_test_psnr"), student.get("test", {}).get("psnr")
     if isinstance(t, (int, float)) and isinstance(s, (int, float)):
         lines.append(f"Student - teacher test PSNR: {s - t:+.2f} dB.")
