@@ -13,7 +13,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from tests.scenes import make_procedural_scene
 
@@ -121,3 +123,51 @@ def test_student_bad_encoding_is_one_line(tmp_path: Path, tiny_pseudo_run: Path,
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+
+
+def _llff_wrong_shape(root: Path) -> tuple[str, list[str]]:
+    np.save(root / "poses_bounds.npy", np.load(root / "poses_bounds.npy")[:, :15])
+    return "poses_bounds.npy", []
+
+
+def _llff_non_finite(root: Path) -> tuple[str, list[str]]:
+    poses = np.load(root / "poses_bounds.npy")
+    poses[3, 4] = np.nan
+    np.save(root / "poses_bounds.npy", poses)
+    return "poses_bounds.npy", []
+
+
+def _llff_image_missing(root: Path) -> tuple[str, list[str]]:
+    sorted((root / "images_8").iterdir())[-1].unlink()
+    return "images_8", []
+
+
+def _llff_factor_folder_missing(root: Path) -> tuple[str, list[str]]:
+    return "images_4", ["scene.downscale=4"]
+
+
+def _llff_mask_missing(root: Path) -> tuple[str, list[str]]:
+    masks = root / "masks_8"
+    masks.mkdir()
+    for image in sorted((root / "images_8").iterdir())[1:]:
+        Image.new("L", Image.open(image).size, 255).save(masks / image.name)
+    return "masks_8", []
+
+
+@pytest.mark.parametrize("mutate", [_llff_wrong_shape, _llff_non_finite, _llff_image_missing,
+                                    _llff_factor_folder_missing, _llff_mask_missing],
+                         ids=["wrong-shape", "non-finite", "image-missing", "factor-folder", "mask-missing"])
+def test_bad_llff_scene_exits_1_with_one_line(tmp_path: Path, mutate: Callable[[Path], tuple[str, list[str]]]
+                                              ) -> None:
+    from scripts.procedural_scene import main
+
+    scene = tmp_path / "scene"
+    main([str(scene), "--kind", "forward", "--size", "32"])
+    named, extra = mutate(scene)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    proc = _run_teacher(cwd, [f"scene.path={scene}", f"run_dir={tmp_path / 'run'}", *TINY, *extra])
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0], proc.stderr[-3000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
