@@ -139,7 +139,7 @@ def load_scene(cfg: SceneConfig | None = None, splits: tuple[str, ...] = SPLITS)
     bounds: Tensor | None
     if is_llff(root):
         data = load_llff(root, need, cfg.downscale, cfg.max_views, cfg.holdout_every)
-        loaded, rig_c2w, bounds = data.splits, data.c2w, data.bounds
+        loaded, bounds = data.splits, data.bounds
     else:
         frames_by_split = _read_frames(root, need, cfg.holdout_every)
         loaded = {
@@ -147,13 +147,12 @@ def load_scene(cfg: SceneConfig | None = None, splits: tuple[str, ...] = SPLITS)
             for name, (json_path, meta, frames) in frames_by_split.items()
         }
         bounds = _frame_bounds(frames_by_split)
-        rig_c2w = loaded["train"].c2w
     train = loaded["train"]
     kind = scene_kind(train, cfg.kind)
     log.info("scene %s: %s capture (scene.kind=%s)", root.name, kind, cfg.kind)
     ndc = None
     if kind == "forward":
-        ndc, aabb, near, far = _forward_bounds(rig_c2w, bounds, train, cfg)
+        ndc, aabb, near, far = _forward_bounds(bounds, train, cfg)
     else:
         aabb, near, far = _scene_bounds(train.c2w, cfg, train.K, train.hw)
     return Scene(
@@ -434,11 +433,11 @@ def _scene_bounds(c2w: Tensor, cfg: SceneConfig, K: Tensor, hw: tuple[int, int]
     return aabb, float(near), float(far)
 
 
-def _forward_bounds(rig_c2w: Tensor, bounds: Tensor | None, train: SceneSplit, cfg: SceneConfig
+def _forward_bounds(bounds: Tensor | None, train: SceneSplit, cfg: SceneConfig
                     ) -> tuple[NDCSpace, Tensor, float, float]:
     """NDC frame, NDC box and ray range of a forward-facing scene.
 
-    The reference camera is the rig's average pose with the first training view's lens; its near plane
+    The reference camera is the training views' average pose with the first one's lens; its near plane
     sits at ``NDC_NEAR_FRACTION`` of the nearest content (the smallest per-view near bound, else
     ``scene.near``). The box holds every training ray (:func:`core.ndc.ndc_box`) unless ``scene.aabb``
     (NDC) is set; rays run from the near plane (``near = 0``) to the far side of the box.
@@ -452,7 +451,7 @@ def _forward_bounds(rig_c2w: Tensor, bounds: Tensor | None, train: SceneSplit, c
     H, W = train.hw
     K = train.K[0]
     scale = [float(2 * K[0, 0] / W), float(2 * K[1, 1] / H)]
-    space = NDCSpace(c2w=average_pose(rig_c2w).tolist(), scale=scale, near=NDC_NEAR_FRACTION * nearest)
+    space = NDCSpace(c2w=average_pose(train.c2w).tolist(), scale=scale, near=NDC_NEAR_FRACTION * nearest)
     if cfg.aabb is not None:
         aabb, _, _ = _scene_bounds(train.c2w, cfg, train.K, train.hw)
     else:
