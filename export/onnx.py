@@ -101,7 +101,7 @@ def build_meta(model: R2LStudent, scene_meta: dict[str, Any], scene: Scene, opse
         opset=opset,
         student=dataclasses.asdict(model.cfg),
         flops_per_ray=flops_per_ray(model.cfg),
-        rig=camera_rig(scene.split("train").c2w),
+        rig=camera_rig(scene.split("train").c2w, model.encoder.ndc),
         ray_space="ndc" if model.encoder.ndc is not None else "world",
         ndc=model.encoder.ndc.to_dict() if model.encoder.ndc is not None else None,
     )

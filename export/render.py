@@ -1,7 +1,9 @@
 """``python -m export.render``: render a camera path with the ONNX runtime to PNG frames and a video.
 
-The path is an orbit around the training camera rig (read from the model's metadata, or from the
-scene's training cameras with ``orbit.from_scene=true``), or the poses of a JSON file (``poses=...``:
+The default path follows the training camera rig (read from the model's metadata, or from the scene's
+training cameras with ``orbit.from_scene=true``): an orbit around an object scene, a circle around the
+average camera of a forward-facing one, looking at its focus point (:func:`export.paths.default_path`);
+or the poses of a JSON file (``poses=...``:
 nerfstudio camera-path JSON, ``{"c2w": [...]}`` or a list of 4x4 OpenCV poses). Inference runs in
 :mod:`export.runtime` (numpy + ONNX Runtime); torch is only used here to build the camera path.
 """
@@ -25,7 +27,7 @@ from core.config import to_dataclass
 from core.datasets import SceneConfig, load_scene
 from core.errors import UserError, exit_on_user_error
 from core.io import atomic_write
-from export.paths import camera_rig, orbit_poses, read_camera_path
+from export.paths import camera_rig, default_path, read_camera_path
 from export.runtime import DEFAULT_BATCH, LightField, MissingRuntimeError, ModelError
 
 log = logging.getLogger(__name__)
@@ -35,7 +37,8 @@ VIDEO_FORMATS = ("mp4", "gif", "none")
 
 @dataclass
 class OrbitConfig:
-    """Default path: ``n_frames`` poses around the rig; elevation (degrees) and radius adjustable."""
+    """Default path: ``n_frames`` poses around the rig; elevation (degrees, object rigs) and radius
+    (the orbit's, or the forward circle's) adjustable."""
 
     n_frames: int = 48
     from_scene: bool = False
@@ -83,10 +86,11 @@ def camera_path(cfg: RenderConfig, field: LightField) -> tuple[np.ndarray, np.nd
         K_arr = K.numpy() if K is not None else np.broadcast_to(K_model, (poses.shape[0], 3, 3))
         return poses.numpy(), K_arr, (H, W)
     if cfg.orbit.from_scene:
-        rig = camera_rig(load_scene(cfg.scene, splits=("train",)).split("train").c2w)
+        scene = load_scene(cfg.scene, splits=("train",))
+        rig = camera_rig(scene.split("train").c2w, scene.ndc)
     else:
         rig = field.meta.rig
-    c2w = orbit_poses(rig, cfg.orbit.n_frames, cfg.orbit.elevation_deg, cfg.orbit.radius_scale).numpy()
+    c2w = default_path(rig, cfg.orbit.n_frames, cfg.orbit.elevation_deg, cfg.orbit.radius_scale).numpy()
     return c2w, np.broadcast_to(K_model, (c2w.shape[0], 3, 3)), (H, W)
 
 

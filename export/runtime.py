@@ -70,8 +70,11 @@ class ModelMeta:
         student: network shape (``encoding``, ``n_points``, ``n_freqs``, ``width``, ``depth``,
             ``ray_range``, ``grid``).
         flops_per_ray: multiply-add FLOPs (x2) of the MLP per ray.
-        rig: the training camera rig for default orbits: ``center`` [3], ``up`` [3], ``radius``,
-            ``elevation`` (radians above the plane normal to ``up``).
+        rig: the training camera rig for default paths (``export.paths.camera_rig``): ``kind``
+            ``object`` (also when absent) with ``center`` [3], ``up`` [3], ``radius``, ``elevation``
+            (radians above the plane normal to ``up``), for an orbit; or ``forward`` with ``c2w`` [4][4]
+            (the average pose), ``focus_depth``, ``center`` [3] (the focus point), ``up`` [3] and
+            ``path_radius``, for a circle around the average camera looking at the focus point.
         encoding: how the graph encodes rays: ``pe`` (R2L's positional encoding, the student's own
             ops), ``fused`` (the same, folded into matrix products, see ``export/fused.py``; equal up to
             float32 rounding) or ``hash`` (hash-grid features looked up with Gather in the graph).

@@ -6,8 +6,10 @@ loop over the points; onnxruntime-web is slower still. The viewer therefore also
 two parts: the feature table (``student_grid.bin``, float32 little-endian, the layout of
 :class:`cuda.hashgrid_ref.HashGridSpec`) with the encoder's facts (``encoder_facts``), which
 ``export/web/encoder.js`` turns into features in one loop per point, and the MLP alone
-(``features [N, in_dim] -> rgb [N, 3]``) as ONNX. The page's frames are checked against
-:meth:`export.runtime.LightField.render` of the whole graph in the browser tests.
+(``features [N, in_dim] -> rgb [N, 3]``) as ONNX. A forward-facing student's facts carry its NDC frame
+(``ndc``): the page turns world rays into NDC rays before the lookup, as the graph does. The page's
+frames are checked against :meth:`export.runtime.LightField.render` of the whole graph in the browser
+tests.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ def encoder_facts(model: R2LStudent) -> dict[str, Any]:
                  "resolutions": list(spec.resolutions), "sizes": list(spec.sizes),
                  "offsets": list(spec.offsets), "primes": list(PRIMES)},
         "background": model.background.tolist(),
+        "ndc": enc.ndc.to_dict() if enc.ndc is not None else None,  # forward-facing: rays into NDC first
     }
 
 

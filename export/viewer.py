@@ -39,7 +39,7 @@ WEBGPU_RUNTIME = ("ort.webgpu.min.js", "ort-wasm-simd-threaded.asyncify.mjs",
                   "ort-wasm-simd-threaded.asyncify.wasm")
 # what the page needs to build rays and composite (ModelMeta fields)
 META_KEYS = ("scene_name", "near", "far", "aabb", "content_aabb", "image_size", "K", "background", "batch",
-             "rig", "encoding", "precision")
+             "rig", "encoding", "precision", "ray_space", "ndc")
 SCREENSHOT = "screenshot.png"
 SPLIT_MLP, SPLIT_MLP_INT8, SPLIT_TABLE = "student_mlp.onnx", "student_mlp_int8.onnx", "student_grid.bin"
 SPLIT_TOL = 1e-4  # max abs error of the split MLP graph against PyTorch

@@ -35,6 +35,16 @@ def tiny_scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_procedural_scene(tmp_path_factory.mktemp("tiny_scene"))
 
 
+@pytest.fixture(scope="session")
+def tiny_forward_scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 32x24 forward-facing scene in LLFF layout (``scripts/procedural_scene.py --kind forward``)."""
+    from scripts.procedural_scene import main
+
+    root = tmp_path_factory.mktemp("tiny_forward_scene")
+    main([str(root), "--kind", "forward", "--size", "32"])
+    return root
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
@@ -106,7 +116,11 @@ def tiny_pseudo_run(tiny_scene: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 
 def make_tiny_student_ckpt(path: Path, scene_root: Path, n_freqs: int = 10, encoding: str = "pe") -> Path:
-    """Save a small randomly initialised student for ``scene_root`` with its scene meta (export tests)."""
+    """Save a small randomly initialised student for ``scene_root`` with its scene meta (export tests).
+
+    A forward-facing scene's student takes its NDC frame and the whole NDC box (as training does); an
+    object scene's gets a content box smaller than the scene box.
+    """
     from core.datasets import SceneConfig, load_scene
     from student.checkpoint import save_student
     from student.encoding import GridConfig
@@ -116,17 +130,17 @@ def make_tiny_student_ckpt(path: Path, scene_root: Path, n_freqs: int = 10, enco
     train = scene.split("train")
     # a content box smaller than the scene box, so that exports see rays that hit it and rays that miss it
     center, half = (scene.aabb[:3] + scene.aabb[3:]) / 2, (scene.aabb[3:] - scene.aabb[:3]) / 2
-    box = torch.cat([center - 0.5 * half, center + 0.5 * half])
+    box = torch.cat([center - 0.5 * half, center + 0.5 * half]) if scene.ndc is None else scene.aabb
     grid = GridConfig(n_levels=3, n_features=2, log2_hashmap_size=14, base_resolution=8, max_resolution=64)
     model = R2LStudent(StudentModelConfig(encoding=encoding, n_points=4, n_freqs=n_freqs, width=32, depth=6,
-                                          grid=grid), box, scene.near, scene.far)
+                                          grid=grid), box, scene.near, scene.far, ndc=scene.ndc)
     if encoding == "hash":  # features of the size a trained table has, so the output depends on them
         with torch.no_grad():
             model.encoder.grid.params.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(3))
     meta = {"aabb": scene.aabb.tolist(), "content_aabb": box.tolist(), "near": scene.near, "far": scene.far,
             "image_size": list(train.hw),
             "K": train.K[0].tolist(), "camera_convention": "opencv", "scene_name": scene.name,
-            "background": [1.0, 1.0, 1.0]}
+            "background": [1.0, 1.0, 1.0], "ndc": scene.ndc.to_dict() if scene.ndc is not None else None}
     return save_student(path, model, meta)
 
 
@@ -141,3 +155,16 @@ def exported_student(tmp_path_factory: pytest.TempPathFactory, tiny_scene: Path)
     report = run(ExportConfig(scene=SceneConfig(path=str(tiny_scene)), run_dir=str(run_dir),
                               static_variants=["fp32", "int8"]))
     return run_dir, report
+
+
+@pytest.fixture(scope="session")
+def exported_forward(tmp_path_factory: pytest.TempPathFactory, tiny_forward_scene: Path) -> Path:
+    """A run dir with a tiny hash-grid student of ``tiny_forward_scene`` (rays in NDC) exported in fp32."""
+    from core.datasets import SceneConfig
+    from export.onnx import ExportConfig, run
+
+    run_dir = tmp_path_factory.mktemp("forward_run")
+    make_tiny_student_ckpt(run_dir / "student" / "student.ckpt", tiny_forward_scene, encoding="hash")
+    run(ExportConfig(scene=SceneConfig(path=str(tiny_forward_scene)), run_dir=str(run_dir), variants=["fp32"],
+                     static_variants=[]))
+    return run_dir

@@ -121,7 +121,17 @@ def test_metadata_round_trip(exported_student: tuple[Path, dict]) -> None:
                          "ray_range": "box"}
         assert np.allclose(meta.content_aabb, scene_meta["content_aabb"])  # type: ignore[arg-type]
         assert meta.opset == 18 and meta.flops_per_ray > 0
-        assert meta.rig["radius"] == pytest.approx(4.0, rel=1e-3)
+        assert meta.rig["radius"] == pytest.approx(4.0, rel=1e-3) and meta.rig["kind"] == "object"
+        assert meta.ray_space == "world" and meta.ndc is None
+
+
+def test_forward_metadata_has_the_ndc_frame_and_a_forward_rig(exported_forward: Path) -> None:
+    _, scene_meta = load_student(exported_forward / "student" / "student.ckpt")
+    meta = LightField(exported_forward / "export" / "student.onnx").meta
+    assert meta.ray_space == "ndc" and meta.ndc == scene_meta["ndc"]
+    rig = meta.rig
+    assert rig["kind"] == "forward" and np.asarray(rig["c2w"]).shape == (4, 4)
+    assert rig["focus_depth"] > meta.ndc["near"] and 0 < rig["path_radius"] < rig["focus_depth"]
 
 
 def _with_props(src: Path, dst: Path, **changes: str | None) -> Path:

@@ -15,8 +15,9 @@ import torch
 
 from core.cameras import opengl_to_opencv
 from core.errors import UserError
-from export.paths import camera_rig, orbit_poses, read_camera_path
-from export.render import OrbitConfig, RenderConfig, run
+from core.ndc import NDCSpace, average_pose
+from export.paths import camera_rig, default_path, focus_depth, forward_poses, orbit_poses, read_camera_path
+from export.render import OrbitConfig, RenderConfig, camera_path, run
 from export.runtime import LightField
 from tests.scenes import CAMERA_RADIUS, ring_poses
 
@@ -36,6 +37,67 @@ def test_rig_of_a_ring_and_its_orbit() -> None:
                           atol=1e-4)
     assert float((poses[:, :3, 1] @ torch.tensor([0.0, 0.0, 1.0])).max()) < 0  # image +Y (down) is world down
     assert len({tuple(np.round(e.tolist(), 4)) for e in eye}) == 6
+
+
+def test_default_path_of_an_object_rig_is_the_orbit() -> None:
+    rig = camera_rig(ring_poses(8, elevation_deg=30.0))
+    assert rig["kind"] == "object"
+    assert torch.equal(default_path(rig, 5, 10.0, 1.5), orbit_poses(rig, 5, 10.0, 1.5))
+    old = {k: v for k, v in rig.items() if k != "kind"}  # the rig of exports made before rig kinds
+    assert torch.equal(default_path(old, 5), orbit_poses(rig, 5))
+    with pytest.raises(UserError, match="rig kind"):
+        default_path({**rig, "kind": "spiral"}, 5)
+
+
+def test_forward_rig_and_its_circle() -> None:
+    from scripts.procedural_scene import forward_poses as rig_poses
+    from scripts.procedural_scene import world_from_rig
+
+    c2w = (world_from_rig(3) @ rig_poses(3)).float()  # a jittered grid of cameras, randomly placed and turned
+    avg = average_pose(c2w)
+    rig = camera_rig(c2w, NDCSpace(c2w=avg.tolist(), scale=[1.0, 1.0], near=1.5))
+    assert rig["kind"] == "forward" and torch.allclose(torch.tensor(rig["c2w"]), avg, atol=1e-6)
+    assert rig["focus_depth"] == pytest.approx(focus_depth(1.5)) == pytest.approx(0.9 * 2.0 / 0.25)
+    focus = avg[:3, 3] + rig["focus_depth"] * avg[:3, 2]
+    assert torch.allclose(torch.tensor(rig["center"]).float(), focus, atol=1e-5)
+    # the path radius: within the spread of the training centres in the average image plane
+    spread = ((c2w[:, :3, 3] - c2w[:, :3, 3].mean(0)) @ avg[:3, :2]).norm(dim=-1)
+    assert float(spread.median()) < rig["path_radius"] < float(spread.max())
+    poses = default_path(rig, 12)
+    assert torch.allclose(poses, forward_poses(rig, 12))
+    offset = poses[:, :3, 3] - avg[:3, 3]
+    # a circle of that radius around the average centre, in its image plane
+    assert torch.allclose(offset.norm(dim=-1), torch.full((12,), rig["path_radius"]), rtol=1e-4)
+    assert float((offset @ avg[:3, 2]).abs().max()) < 1e-5
+    # looking forward, at the focus point, image down kept
+    angle = torch.rad2deg(torch.acos((poses[:, :3, 2] @ avg[:3, 2]).clamp(max=1)))
+    assert float(angle.max()) < 5.0
+    tilt = math.degrees(math.atan(rig["path_radius"] / rig["focus_depth"]))
+    assert float(angle.max()) == pytest.approx(tilt, abs=1e-2)
+    to_focus = torch.nn.functional.normalize(focus - poses[:, :3, 3], dim=-1)
+    assert torch.allclose(poses[:, :3, 2], to_focus, atol=1e-5)
+    assert float((poses[:, :3, 1] @ avg[:3, 1]).min()) > 0.99
+    assert len({tuple(np.round(e.tolist(), 4)) for e in poses[:, :3, 3]}) == 12
+    wider = default_path(rig, 12, radius_scale=2.0)
+    assert torch.allclose((wider[:, :3, 3] - avg[:3, 3]).norm(dim=-1), 2 * offset.norm(dim=-1), rtol=1e-4)
+
+
+def test_render_forward_default_path(exported_forward: Path, tiny_forward_scene: Path,
+                                     tmp_path: Path) -> None:
+    from core.datasets import SceneConfig
+
+    res = run(RenderConfig(run_dir=str(exported_forward), out_dir=str(tmp_path), video="none",
+                           orbit=OrbitConfig(n_frames=3)))
+    field = LightField(exported_forward / "export" / "student.onnx")
+    assert field.meta.rig["kind"] == "forward" and res["n_frames"] == 3
+    first = forward_poses(field.meta.rig, 3)[0].numpy()
+    expected = (np.clip(field.render(first), 0, 1) * 255 + 0.5).astype(np.uint8)
+    assert np.array_equal(imageio.imread(tmp_path / "frames" / "00000.png"), expected)
+    # the same path from the scene's training cameras
+    cfg = RenderConfig(scene=SceneConfig(path=str(tiny_forward_scene)), run_dir=str(exported_forward),
+                       orbit=OrbitConfig(n_frames=3, from_scene=True))
+    want = forward_poses(field.meta.rig, 3).numpy()
+    np.testing.assert_allclose(camera_path(cfg, field)[0], want, atol=1e-5)
 
 
 def test_render_two_orbit_frames(exported_student: tuple[Path, dict], tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import math
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ import torch
 
 from core.errors import UserError
 from core.metrics import psnr
+from core.ndc import NDCSpace
 from core.rays import generate_rays
 from export.browser import canvas_pixels, chromium_page, find_browser, wait_for_frame
 from export.runtime import LightField, rays_meet_box
@@ -111,6 +113,87 @@ def test_js_orbit_matches_export_paths() -> None:
     np.testing.assert_allclose(np.array(got).reshape(4, 4, 4), want, atol=2e-6)
 
 
+def _forward_rays(gen: np.random.Generator, ref: np.ndarray, n: int, fov: float = 1.0
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """``[n, 3]`` world rays of cameras near the reference pose ``ref`` looking its way (a forward rig's)."""
+    R, t = ref[:3, :3], ref[:3, 3]
+    o = t + (gen.uniform(-0.3, 0.3, (n, 3)) * [1.0, 1.0, 0.2]) @ R.T
+    d = np.concatenate([gen.uniform(-fov, fov, (n, 2)), np.ones((n, 1))], 1) @ R.T
+    return o, d / np.linalg.norm(d, axis=1, keepdims=True)
+
+
+def test_js_ndc_rays_match_core_ndc_on_random_cameras() -> None:
+    from core.ndc import ndc_rays
+
+    gen = np.random.default_rng(2)
+    cases = []
+    for _ in range(4):
+        ref = _random_pose(gen, gen.normal(size=3), float(gen.uniform(1, 4))).astype(np.float64)
+        o, d = _forward_rays(gen, ref, 40)
+        # rays the conversion bends: nearly parallel to the reference image plane (either side), looking back
+        odd = np.array([[1.0, 0.3, 5e-5], [0.2, -1.0, -5e-5], [0.1, 0.2, -1.0]]) @ ref[:3, :3].T
+        odd /= np.linalg.norm(odd, axis=1, keepdims=True)
+        o, d = np.concatenate([o, o[:3]]), np.concatenate([d, odd])
+        ndc = {"c2w": ref.tolist(), "scale": gen.uniform(0.8, 3.0, 2).tolist(),
+               "near": float(gen.uniform(0.2, 2))}
+        cases.append({"o": o.reshape(-1).tolist(), "d": d.reshape(-1).tolist(), "ndc": ndc})
+    got = _run_js("import {ndcRays} from './camera.js';"
+                  f"const cases = {json.dumps(cases)};"
+                  "console.log(JSON.stringify(cases.map(c => {"
+                  " const r = ndcRays(c.o, c.d, c.ndc); return {o: Array.from(r.o), d: Array.from(r.d)} })))")
+    for case, res in zip(cases, got, strict=True):
+        ndc = case["ndc"]
+        want_o, want_d = ndc_rays(torch.tensor(case["o"], dtype=torch.float64).view(-1, 3),
+                                  torch.tensor(case["d"], dtype=torch.float64).view(-1, 3),
+                                  torch.tensor(ndc["c2w"], dtype=torch.float64),
+                                  torch.tensor(ndc["scale"], dtype=torch.float64), ndc["near"])
+        np.testing.assert_allclose(np.array(res["o"]).reshape(-1, 3), want_o.numpy(), rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(np.array(res["d"]).reshape(-1, 3), want_d.numpy(), rtol=1e-9, atol=1e-9)
+        assert np.allclose(want_o[:40, 2].numpy(), -1.0)  # forward rays start on the near plane (z' = -1)
+        assert np.abs(want_d.numpy()).max() > 1e3  # the bent sideways rays are in the case
+
+
+def _forward_rig() -> dict:
+    from core.ndc import average_pose
+    from export.paths import camera_rig
+    from scripts.procedural_scene import forward_poses, world_from_rig
+
+    c2w = (world_from_rig(3) @ forward_poses(3)).float()
+    return camera_rig(c2w, NDCSpace(c2w=average_pose(c2w).tolist(), scale=[1.0, 1.0], near=1.5))
+
+
+def _check_near_the_rig(c2w: np.ndarray, rig: dict) -> None:
+    """A pose the viewer allows on a forward rig: near the average pose, looking its way."""
+    avg = np.array(rig["c2w"])
+    reach = 1.5 * rig["path_radius"]  # camera.js FORWARD_REACH
+    angle = math.acos(min(float(c2w[:3, 2] @ avg[:3, 2]), 1.0))
+    assert angle <= 1.5 * math.atan(reach / rig["focus_depth"]) < math.radians(10)
+    offset = c2w[:3, 3] - avg[:3, 3]
+    assert np.linalg.norm(offset) < 4 * reach and offset @ avg[:3, 2] > -2 * reach  # not behind the rig
+    assert c2w[:3, 1] @ avg[:3, 1] > 0.98  # image down stays down
+
+
+def test_js_forward_view_starts_on_the_average_pose_and_stays_near_it() -> None:
+    from export.paths import camera_rig
+    from tests.scenes import ring_poses
+
+    rig = _forward_rig()
+    obj = camera_rig(ring_poses(8))
+    got = _run_js("import {clampView, orbitPose, rigView} from './camera.js';"
+                  f"const rigs = {json.dumps([rig, obj])};"
+                  "console.log(JSON.stringify(rigs.map(rig => { const r = rigView(rig);"
+                  " const pose = v => orbitPose(r.basis, v.target, v.az, v.el, v.radius);"
+                  " const wild = {target: rig.center.map(x => x + 10), az: 3, el: -2, radius: 100};"
+                  " const near = clampView(wild, r.limits, rig.center);"
+                  " return {view: r.view, start: pose(r.view), far: pose(near), wild: near} })))")
+    np.testing.assert_allclose(np.array(got[0]["start"]).reshape(4, 4), np.array(rig["c2w"]), atol=1e-6)
+    _check_near_the_rig(np.array(got[0]["far"]).reshape(4, 4), rig)
+    # an object rig: the orbit of before (azimuth 0 at the rig's elevation), unlimited but for the poles
+    start = {"target": obj["center"], "az": 0, "el": obj["elevation"], "radius": obj["radius"]}
+    assert got[1]["view"] == start
+    assert got[1]["wild"]["az"] == 3 and got[1]["wild"]["el"] == -1.5 and got[1]["wild"]["radius"] == 100
+
+
 # --- the folder -----------------------------------------------------------------------------------
 
 
@@ -194,6 +277,16 @@ def _rig_pose(field: LightField, az: float) -> np.ndarray:
     return orbit_poses(field.meta.rig, 8)[int(az)].numpy()
 
 
+def _assert_same_frame(pixels: np.ndarray, want: np.ndarray) -> None:
+    """The page's ``[H, W, 4]`` bytes show the runtime's ``[H, W, 3]`` frame: at most one byte off and
+    PSNR >= 40 dB, on a frame with content (not a flat background)."""
+    want_u8 = (np.clip(want, 0, 1) * 255 + 0.5).astype(np.uint8)
+    assert want_u8.std() > 3
+    diff = np.abs(pixels[..., :3].astype(int) - want_u8.astype(int))
+    assert diff.max() <= 1, f"max byte difference {diff.max()}"
+    assert psnr(torch.tensor(pixels[..., :3] / 255.0), torch.tensor(want)) >= 40.0
+
+
 def _page_frame(folder: Path, query: str, isolate: bool = True, frames: int = 1) -> tuple[dict, np.ndarray]:
     with serving(folder, isolate=isolate) as url, chromium_page() as page:
         page.goto(f"{url}index.html?{query}")
@@ -213,15 +306,8 @@ def test_page_frame_equals_python_runtime(viewer_dirs: dict[str, Path], kind: st
     state, pixels = _page_frame(folder, f"pose={_pose_query(c2w)}&size={W}x{H}&threads=2")
     assert state["error"] is None, state["error"]
     assert (state["width"], state["height"], state["frame"]) == (W, H, 1)
-    want = field.render(c2w, image_size=(H, W))
-    want_u8 = (np.clip(want, 0, 1) * 255 + 0.5).astype(np.uint8)
-    got = pixels[..., :3]
     assert (pixels[..., 3] == 255).all()
-    assert want_u8.std() > 3  # a frame with content, not a flat background
-    diff = np.abs(got.astype(int) - want_u8.astype(int))
-    assert diff.max() <= 1, f"max byte difference {diff.max()}"
-    value = psnr(torch.tensor(got / 255.0), torch.tensor(want))
-    assert value >= 40.0
+    _assert_same_frame(pixels, field.render(c2w, image_size=(H, W)))
 
 
 def test_page_query_interface(viewer_dirs: dict[str, Path]) -> None:
@@ -288,32 +374,27 @@ def test_viewer_stage_takes_a_screenshot(exported_student: tuple[Path, dict], tm
 # --- the split student (JS encoding + ONNX MLP) ---------------------------------------------------
 
 
-def _hash_student(point_freqs: int) -> torch.nn.Module:
+def _hash_student(point_freqs: int, ndc: NDCSpace | None = None) -> torch.nn.Module:
+    """A tiny hash-grid student with a random table: of an object scene, or in ``ndc`` (NDC box)."""
     from student.encoding import GridConfig
     from student.model import R2LStudent, StudentModelConfig
 
     grid = GridConfig(n_levels=3, n_features=2, log2_hashmap_size=12, base_resolution=6, max_resolution=40,
                       point_freqs=point_freqs)  # a dense level, then hashed ones
+    box, near, far = ([-0.6, -0.5, -0.4, 0.5, 0.6, 0.7], 0.5, 5.0) if ndc is None else \
+        ([-1.1, -0.9, -1.0, 1.0, 1.2, 1.0], 0.0, 3.5)
     model = R2LStudent(StudentModelConfig(encoding="hash", n_points=5, width=16, depth=4, grid=grid),
-                       torch.tensor([-0.6, -0.5, -0.4, 0.5, 0.6, 0.7]), 0.5, 5.0).eval()
+                       torch.tensor(box), near, far, ndc=ndc).eval()
     with torch.no_grad():
         model.encoder.grid.params.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(2))
     return model
 
 
-@pytest.mark.parametrize("point_freqs", [-1, 2])
-def test_js_encoder_matches_the_student(point_freqs: int, tmp_path: Path) -> None:
+def _js_encode(model: torch.nn.Module, o: torch.Tensor, d: torch.Tensor, tmp_path: Path
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """``features [N, in_dim]`` and ``hit [N]`` of ``encoder.js`` for world rays ``o, d [N, 3]``."""
     from export.split import encoder_facts, table_bytes
 
-    model = _hash_student(point_freqs)
-    assert not model.encoder.grid.spec.is_dense(2) and model.encoder.grid.spec.is_dense(0)
-    gen = torch.Generator().manual_seed(4)
-    o = torch.randn(300, 3, generator=gen) * 2.0
-    o[:30] *= 0.1  # some rays start inside the box
-    d = torch.nn.functional.normalize(-o + 0.6 * torch.randn(300, 3, generator=gen), dim=-1)
-    with torch.no_grad():
-        want, hit = model.encoder(o, d)
-    assert 30 < int(hit.sum()) < 290
     (tmp_path / "table.bin").write_bytes(table_bytes(model))
     (tmp_path / "case.json").write_text(json.dumps({"o": o.reshape(-1).tolist(), "d": d.reshape(-1).tolist(),
                                                     "enc": encoder_facts(model)}))
@@ -324,11 +405,41 @@ def test_js_encoder_matches_the_student(point_freqs: int, tmp_path: Path) -> Non
                   "const n = c.o.length / 3; const rows = Int32Array.from({length: n}, (_, i) => i);"
                   "const r = encodeRays(new Float32Array(c.o), new Float32Array(c.d), rows, c.enc, table);"
                   "console.log(JSON.stringify({f: Array.from(r.features), hit: Array.from(r.hit)}))")
-    got_hit = np.array(got["hit"], dtype=bool)
+    return np.array(got["f"], dtype=np.float32).reshape(o.shape[0], -1), np.array(got["hit"], dtype=bool)
+
+
+@pytest.mark.parametrize("point_freqs", [-1, 2])
+def test_js_encoder_matches_the_student(point_freqs: int, tmp_path: Path) -> None:
+    model = _hash_student(point_freqs)
+    assert not model.encoder.grid.spec.is_dense(2) and model.encoder.grid.spec.is_dense(0)
+    gen = torch.Generator().manual_seed(4)
+    o = torch.randn(300, 3, generator=gen) * 2.0
+    o[:30] *= 0.1  # some rays start inside the box
+    d = torch.nn.functional.normalize(-o + 0.6 * torch.randn(300, 3, generator=gen), dim=-1)
+    with torch.no_grad():
+        want, hit = model.encoder(o, d)
+    assert 30 < int(hit.sum()) < 290
+    feats, got_hit = _js_encode(model, o, d, tmp_path)
     np.testing.assert_array_equal(got_hit, hit.numpy())
-    feats = np.array(got["f"], dtype=np.float32).reshape(300, -1)
     assert feats.shape[1] == model.encoder.out_dim
     np.testing.assert_allclose(feats[got_hit], want.numpy()[got_hit], rtol=1e-4, atol=2e-5)
+
+
+def test_js_encoder_matches_a_forward_facing_student(tmp_path: Path) -> None:
+    """In NDC the page converts rays as the graph does, and every ray is a hit (even off the NDC box)."""
+    gen = np.random.default_rng(6)
+    ref = _random_pose(gen, gen.normal(size=3), 2.0).astype(np.float64)
+    model = _hash_student(2, NDCSpace(c2w=ref.tolist(), scale=[1.3, 1.7], near=0.8))
+    o, d = (torch.tensor(a, dtype=torch.float32) for a in _forward_rays(gen, ref, 300, fov=0.9))
+    with torch.no_grad():
+        want, hit = model.encoder(o, d)
+        start = model.encoder.segment(o, d)[0]
+    assert bool(hit.all())
+    assert 10 < int((start.abs() > 1.001).any(-1).sum()) < 290  # some rays leave the box sideways
+    feats, got_hit = _js_encode(model, o, d, tmp_path)
+    assert got_hit.all() and feats.shape == tuple(want.shape)
+    # the student runs the NDC conversion in float32, the page in float64: points differ by ~1e-6
+    np.testing.assert_allclose(feats, want.numpy(), rtol=1e-4, atol=2e-4)
 
 
 def test_split_mlp_equals_the_student() -> None:
@@ -354,12 +465,7 @@ def test_page_split_model_equals_python_runtime(viewer_dirs: dict[str, Path], th
     W, H = 36, 30
     state, pixels = _page_frame(folder, f"pose={_pose_query(c2w)}&size={W}x{H}&threads={threads}&batch=300")
     assert state["error"] is None and "JS encoding" in state["hud"] and f"{threads} thread(s)" in state["hud"]
-    want = field.render(c2w, image_size=(H, W))
-    want_u8 = (np.clip(want, 0, 1) * 255 + 0.5).astype(np.uint8)
-    assert want_u8.std() > 3
-    diff = np.abs(pixels[..., :3].astype(int) - want_u8.astype(int))
-    assert diff.max() <= 1, f"max byte difference {diff.max()}"
-    assert psnr(torch.tensor(pixels[..., :3] / 255.0), torch.tensor(want)) >= 40.0
+    _assert_same_frame(pixels, field.render(c2w, image_size=(H, W)))
 
 
 def test_split_refuses_a_checkpoint_other_than_the_exports(viewer_dirs: dict[str, Path],
@@ -371,6 +477,72 @@ def test_split_refuses_a_checkpoint_other_than_the_exports(viewer_dirs: dict[str
         fh.write(b"x")
     with pytest.raises(UserError, match="not the checkpoint"):
         write_viewer(ViewerConfig(run_dir=str(hash_run), checkpoint=str(other), out_dir=str(tmp_path / "v")))
+
+
+# --- a forward-facing model (rays in NDC) ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def forward_viewer(exported_forward: Path) -> Path:
+    """The viewer of a tiny forward-facing hash-grid student: split model (the default) and whole graph."""
+    return Path(write_viewer(ViewerConfig(run_dir=str(exported_forward), webgpu=False,
+                                          out_dir=str(exported_forward / "viewer")))["out_dir"])
+
+
+@pytest.mark.parametrize("model", ["student_mlp.onnx", "student.onnx"])  # split (JS encoding), whole graph
+def test_page_forward_frame_equals_python_runtime(forward_viewer: Path, model: str) -> None:
+    from export.paths import default_path
+
+    manifest = json.loads((forward_viewer / "models.json").read_text())
+    entry = next(m for m in manifest["models"] if m["file"] == model)
+    assert entry["meta"]["ray_space"] == "ndc" and entry["meta"]["rig"]["kind"] == "forward"
+    assert manifest["models"][0]["encoder"]["ndc"] == entry["meta"]["ndc"]
+    field = LightField(forward_viewer / "student.onnx")
+    c2w = default_path(field.meta.rig, 4)[1].numpy()  # on the render path, not a training pose
+    W, H = 36, 20
+    query = f"pose={_pose_query(c2w)}&size={W}x{H}&threads=2&model={model}"
+    state, pixels = _page_frame(forward_viewer, query)
+    assert state["error"] is None, state["error"]
+    assert (state["width"], state["height"], state["frame"]) == (W, H, 1)
+    assert f"({W * H} rays evaluated)" in state["hud"]  # no ray skipped as a miss
+    _assert_same_frame(pixels, field.render(c2w, image_size=(H, W)))
+
+
+def _page_pose(page: Any) -> np.ndarray:
+    """The pose of the page's last full frame (its canvas's ``data-pose``), ``[4, 4]``."""
+    pose = page.evaluate("() => document.getElementById('view').dataset.pose")
+    return np.array(pose.split(","), dtype=np.float64).reshape(4, 4)
+
+
+def test_page_forward_starts_on_the_average_pose_and_stays_near_it(forward_viewer: Path) -> None:
+    field = LightField(forward_viewer / "student.onnx")
+    rig = field.meta.rig
+    with serving(forward_viewer) as url, chromium_page() as page:
+        page.goto(f"{url}index.html?threads=1")
+        state = wait_for_frame(page, 1)
+        assert state["error"] is None and state["frame"] == 1
+        start = _page_pose(page)
+        np.testing.assert_allclose(start, np.array(rig["c2w"]), atol=1e-5)
+        H, W = field.image_size
+        pixels = np.array(canvas_pixels(page), dtype=np.uint8).reshape(H, W, 4)
+        _assert_same_frame(pixels, field.render(start))
+        box = page.locator("#view").bounding_box()
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        frame = 1
+        for dx, dy, shift in ((400, 300, False), (-300, 250, True)):  # a wide orbit, then a wide pan
+            page.mouse.move(x, y)
+            if shift:
+                page.keyboard.down("Shift")
+            page.mouse.down()
+            page.mouse.move(x + dx, y + dy, steps=5)
+            page.mouse.up()
+            if shift:
+                page.keyboard.up("Shift")
+            page.mouse.wheel(0, 3000)  # and far out
+            frame = wait_for_frame(page, frame + 1)["frame"]
+            moved = _page_pose(page)
+            assert np.abs(moved - start).max() > 1e-3
+            _check_near_the_rig(moved, rig)
 
 
 def test_page_orbits_and_zooms_with_the_mouse(viewer_dirs: dict[str, Path]) -> None:

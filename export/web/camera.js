@@ -65,6 +65,58 @@ export function raysMeetBox(o, d, box, near, far, margin = 1e-4) {
   return hit;
 }
 
+/**
+ * The NDC frame of a forward-facing model (meta.ndc: c2w 4x4, scale [sx, sy], near) as plain numbers
+ * for ndcRay: the reference pose's rotation R (row-major), its centre t, the scale and the near plane.
+ */
+export function ndcFrame(ndc) {
+  const c = ndc.c2w;
+  return { R: Float64Array.from([c[0][0], c[0][1], c[0][2], c[1][0], c[1][1], c[1][2], c[2][0], c[2][1], c[2][2]]),
+    t: Float64Array.from([c[0][3], c[1][3], c[2][3]]), sx: ndc.scale[0], sy: ndc.scale[1], near: ndc.near };
+}
+
+const MIN_DEPTH_DIR = 1e-4; // core.ndc.MIN_DEPTH_DIR
+
+/**
+ * One world ray -> its NDC ray in the frame fr (core.ndc.ndc_rays, float64): out[0..2] the origin,
+ * out[3..5] the direction, not normalised (origin + direction is the point at infinity).
+ */
+export function ndcRay(fr, ox, oy, oz, dx, dy, dz, out) {
+  const R = fr.R, near = fr.near;
+  const px = ox - fr.t[0], py = oy - fr.t[1], pz = oz - fr.t[2];
+  // world -> reference camera: R^T (x - t)
+  let cx = px * R[0] + py * R[3] + pz * R[6], cy = px * R[1] + py * R[4] + pz * R[7];
+  let cz = px * R[2] + py * R[5] + pz * R[8];
+  const ex = dx * R[0] + dy * R[3] + dz * R[6], ey = dx * R[1] + dy * R[4] + dz * R[7];
+  const ez0 = dx * R[2] + dy * R[5] + dz * R[8];
+  const ez = Math.abs(ez0) < MIN_DEPTH_DIR ? MIN_DEPTH_DIR : ez0; // sideways rays bent as the graph does
+  const k = (near - cz) / ez; // onto the near plane
+  cx += k * ex; cy += k * ey; cz += k * ez0;
+  out[0] = fr.sx * cx / cz;
+  out[1] = fr.sy * cy / cz;
+  out[2] = 1 - 2 * near / cz;
+  out[3] = fr.sx * (ex / ez - cx / cz);
+  out[4] = fr.sy * (ey / ez - cy / cz);
+  out[5] = 2 * near / cz;
+}
+
+/**
+ * World rays -> NDC rays (ndcRay on each; core.ndc.ndc_rays).
+ * @param {ArrayLike<number>} o origins [N*3]  @param {ArrayLike<number>} d directions [N*3]
+ * @param {{c2w: number[][], scale: number[], near: number}} ndc the model's meta.ndc
+ * @returns {{o: Float64Array, d: Float64Array}} NDC origins and (not normalised) directions, [N*3] each
+ */
+export function ndcRays(o, d, ndc) {
+  const fr = ndcFrame(ndc), n = o.length / 3, out = new Float64Array(6);
+  const on = new Float64Array(3 * n), dn = new Float64Array(3 * n);
+  for (let i = 0; i < n; i++) {
+    ndcRay(fr, o[3 * i], o[3 * i + 1], o[3 * i + 2], d[3 * i], d[3 * i + 1], d[3 * i + 2], out);
+    on.set(out.subarray(0, 3), 3 * i);
+    dn.set(out.subarray(3, 6), 3 * i);
+  }
+  return { o: on, d: dn };
+}
+
 /** Intrinsics of the training cameras (trainHW = [H, W]) scaled to another size: same field of view. */
 export function scaleIntrinsics(K, trainHW, H, W) {
   const sx = W / trainHW[1], sy = H / trainHW[0];
@@ -107,6 +159,48 @@ export function orbitPose(basis, target, az, el, radius) {
   const { up, e1, e2 } = basis;
   const dir = add(scale(add(scale(e1, Math.cos(az)), scale(e2, Math.sin(az))), Math.cos(el)), scale(up, Math.sin(el)));
   return lookAt(add(target, scale(dir, radius)), target, up);
+}
+
+/**
+ * The orbit basis of a forward-facing rig (export.paths.forward_rig): azimuth and elevation 0 at
+ * distance focus_depth from the focus point put the camera on the rig's average pose, and small
+ * angles swing it about the focus point.
+ */
+export function forwardBasis(rig) {
+  const c = rig.c2w;
+  const right = [c[0][0], c[1][0], c[2][0]], down = [c[0][1], c[1][1], c[2][1]], fwd = [c[0][2], c[1][2], c[2][2]];
+  return { up: scale(down, -1), e1: scale(fwd, -1), e2: right };
+}
+
+const FORWARD_REACH = 1.5; // how far (in path radii) the viewer lets a forward rig's camera stray
+
+/**
+ * Where the page starts and how far the user may move it: the orbit basis, the start view
+ * {target, az, el, radius}, its limits {az, el, radius: [lo, hi], pan: largest target offset} and the
+ * orbit speed (radians per dragged pixel).
+ * An object rig starts on its orbit at azimuth 0 and may go anywhere but over the poles; a forward rig
+ * starts on its average pose and stays within FORWARD_REACH path radii of it (angles seen from the
+ * focus point), so the user cannot swing behind the scene, where nothing was seen.
+ */
+export function rigView(rig) {
+  if (rig.kind !== "forward") {
+    return { basis: orbitBasis(rig), view: { target: [...rig.center], az: 0, el: rig.elevation, radius: rig.radius },
+      limits: { az: [-Infinity, Infinity], el: [-1.5, 1.5], radius: [0, Infinity], pan: Infinity }, speed: 0.01 };
+  }
+  const focus = rig.focus_depth, reach = FORWARD_REACH * Math.max(rig.path_radius, 0.01 * focus);
+  const angle = Math.atan2(reach, focus);
+  return { basis: forwardBasis(rig), view: { target: [...rig.center], az: 0, el: 0, radius: focus },
+    limits: { az: [-angle, angle], el: [-angle, angle], radius: [Math.max(focus - reach, 0.5 * focus), focus + reach],
+      pan: reach }, speed: angle / 100 };
+}
+
+const clamp = (x, [lo, hi]) => Math.min(Math.max(x, lo), hi);
+
+/** The view moved back within limits (rigView) around center: angles, distance and target offset. */
+export function clampView(view, limits, center) {
+  const offset = sub(view.target, center), dist = Math.hypot(offset[0], offset[1], offset[2]);
+  const target = dist > limits.pan ? add(center, scale(offset, limits.pan / dist)) : view.target;
+  return { target, az: clamp(view.az, limits.az), el: clamp(view.el, limits.el), radius: clamp(view.radius, limits.radius) };
 }
 
 /** The rig of a model, or one made from its content box when the metadata has none. */

@@ -2,6 +2,9 @@
 // own sampling and cuda/hashgrid_ref.py's lookup): K points per ray in the part of [near, far] inside
 // the content box, normalised by the box, and the trilinear features of every point at every level.
 // One loop per point instead of ONNX Runtime's tensor-at-a-time ops: the viewer's fast path.
+// A forward-facing student (enc.ndc set) first turns each world ray into its NDC ray (camera.js
+// ndcRay, core.ndc.ndc_rays) with a unit direction, as its graph does; every such ray is a hit.
+import { ndcFrame, ndcRay } from "./camera.js";
 
 /**
  * Features of rays (only those with hit[i] set), row-major [count, in_dim].
@@ -9,6 +12,7 @@
  * @param {Int32Array} rows indices of the rays to encode
  * @param {object} enc encoder facts (export/split.py encoder_facts)  @param {Float32Array} table features
  * @returns {{features: Float32Array, hit: Uint8Array}} hit: 0 where the exact test says the ray misses
+ *   (always 1 for a forward-facing student)
  */
 export function encodeRays(o, d, rows, enc, table) {
   const K = enc.n_points, g = enc.grid, L = g.n_levels, F = g.n_features, nf = enc.point_freqs;
@@ -26,9 +30,15 @@ export function encodeRays(o, d, rows, enc, table) {
   const dense = Uint8Array.from(g.resolutions, (r) => (r ** 3 <= T ? 1 : 0));
   // pass 1: the K points of every ray (normalised to the box, then to the grid's unit cube)
   const pts = new Float64Array(count * K * 3), unit = new Float64Array(count * K * 3);
+  const ndc = enc.ndc ? ndcFrame(enc.ndc) : null, r = new Float64Array(6);
   for (let j = 0; j < count; j++) {
     const i = rows[j];
-    const ox = o[3 * i], oy = o[3 * i + 1], oz = o[3 * i + 2], dx = d[3 * i], dy = d[3 * i + 1], dz = d[3 * i + 2];
+    let ox = o[3 * i], oy = o[3 * i + 1], oz = o[3 * i + 2], dx = d[3 * i], dy = d[3 * i + 1], dz = d[3 * i + 2];
+    if (ndc) {
+      ndcRay(ndc, ox, oy, oz, dx, dy, dz, r);
+      const norm = Math.max(Math.hypot(r[3], r[4], r[5]), 1e-12);
+      ox = r[0]; oy = r[1]; oz = r[2]; dx = r[3] / norm; dy = r[4] / norm; dz = r[5] / norm;
+    }
     // the slab test of core.rays.ray_aabb_intersect
     const ix0 = 1 / (Math.abs(dx) < 1e-12 ? 1e-12 : dx), iy0 = 1 / (Math.abs(dy) < 1e-12 ? 1e-12 : dy);
     const iz0 = 1 / (Math.abs(dz) < 1e-12 ? 1e-12 : dz);
@@ -38,8 +48,10 @@ export function encodeRays(o, d, rows, enc, table) {
     let tIn = Math.max(Math.min(ax, bx), Math.min(ay, by), Math.min(az, bz), near);
     let tOut = Math.min(Math.max(ax, bx), Math.max(ay, by), Math.max(az, bz), far);
     const ok = tIn < tOut;
-    hit[j] = ok ? 1 : 0;
-    if (!ok) tOut = tIn; // a miss: a zero-length segment (its features are computed, the page ignores them)
+    hit[j] = ok || ndc ? 1 : 0;
+    // a miss: a zero-length segment inside [near, far], as core.rays / student.encoding give it (the page
+    // ignores its features, except in NDC, where no ray is a miss)
+    if (!ok) { tIn = Math.min(tIn, far); tOut = tIn; }
     if (!clip) { tIn = near; tOut = far; }
     const sx = (ox + tIn * dx - cx) / hx, sy = (oy + tIn * dy - cy) / hy, sz = (oz + tIn * dz - cz) / hz;
     const len = tOut - tIn;

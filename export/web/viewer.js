@@ -3,7 +3,7 @@
 // onnxruntime-web runtime files; no network access beyond that folder.
 import { encodeRays } from "./encoder.js";
 import {
-  median, orbitBasis, orbitPose, panTarget, parseQuery, raysFromCamera, raysMeetBox, rigOf, scaleIntrinsics,
+  clampView, median, orbitPose, panTarget, parseQuery, raysFromCamera, raysMeetBox, rigOf, rigView, scaleIntrinsics,
 } from "./camera.js";
 
 const canvas = document.getElementById("view");
@@ -142,10 +142,14 @@ async function shadeSplit(o, d, idx, pixels, batch) {
   }
 }
 
-/** Colours of the rays that meet the content box, in batches; the others keep the background. */
+/**
+ * Colours of the rays that meet the content box, in batches; the others keep the background. A
+ * forward-facing (ndc) model has no misses: every ray goes to the model.
+ */
 async function shade(o, d, pixels, meta, batch) {
   const n = o.length / 3;
-  const hit = meta.content_aabb ? raysMeetBox(o, d, meta.content_aabb, meta.near, meta.far) : new Uint8Array(n).fill(1);
+  const skip = meta.content_aabb && meta.ray_space !== "ndc";
+  const hit = skip ? raysMeetBox(o, d, meta.content_aabb, meta.near, meta.far) : new Uint8Array(n).fill(1);
   let count = 0;
   for (let i = 0; i < n; i++) count += hit[i];
   const idx = new Int32Array(count);
@@ -206,7 +210,7 @@ function updateHud(ms, rays, w, h) {
   state.fpsTimes = [...state.fpsTimes.filter((t) => now - t < 2000), now];
   const fps = state.fpsTimes.length > 1 ? (state.fpsTimes.length - 1) / ((now - state.fpsTimes[0]) / 1000) : 1000 / ms;
   const e = state.entry;
-  hud.textContent = `${ms.toFixed(1)} ms/frame · ${fps.toFixed(1)} FPS · ${w}x${h} (${rays} rays in the box) · ` +
+  hud.textContent = `${ms.toFixed(1)} ms/frame · ${fps.toFixed(1)} FPS · ${w}x${h} (${rays} rays ${e.meta.ray_space === "ndc" ? "evaluated" : "in the box"}) · ` +
     `${e.file} (${e.precision}${e.kind === "split" ? ", JS encoding" : ""}, ${(e.bytes / 1e6).toFixed(2)} MB) · ${state.ep}, ${state.threads} thread(s)`;
 }
 
@@ -254,8 +258,8 @@ async function main() {
   canvas.style.height = `${H * fit}px`;
   const batch = q.batch || DEFAULT_BATCH;
   const rig = rigOf(meta);
-  const basis = orbitBasis(rig);
-  const view = { target: [...rig.center], az: 0, el: rig.elevation, radius: rig.radius };
+  const { basis, limits, speed, view: start } = rigView(rig); // a forward rig: its average pose, and near it
+  let view = start;
   let pose = q.pose;
   const currentPose = () => pose || orbitPose(basis, view.target, view.az, view.el, view.radius);
 
@@ -277,7 +281,10 @@ async function main() {
   }
 
   const coarse = document.createElement("canvas");
-  const markInput = () => { pose = null; state.dirty = true; state.full = false; state.lastInput = performance.now(); };
+  const markInput = () => {
+    view = clampView(view, limits, rig.center);
+    pose = null; state.dirty = true; state.full = false; state.lastInput = performance.now();
+  };
   const pointers = new Map();
   canvas.addEventListener("pointerdown", (ev) => { canvas.setPointerCapture(ev.pointerId); pointers.set(ev.pointerId, ev); });
   canvas.addEventListener("pointerup", (ev) => pointers.delete(ev.pointerId));
@@ -297,8 +304,8 @@ async function main() {
     } else if (ev.buttons & 6 || ev.shiftKey) { // right/middle button or shift: pan
       view.target = panTarget(view.target, currentPose(), dx, dy, view.radius, scaleIntrinsics(meta.K, meta.image_size, H, W)[0]);
     } else { // orbit
-      view.az -= dx * 0.01;
-      view.el = Math.max(-1.5, Math.min(1.5, view.el + dy * 0.01));
+      view.az -= dx * speed;
+      view.el += dy * speed; // clamped by markInput
     }
     pointers.set(ev.pointerId, ev);
     markInput();
@@ -329,7 +336,8 @@ async function main() {
       const w = full ? W : Math.max(1, Math.round(W * COARSE)), h = full ? H : Math.max(1, Math.round(H * COARSE));
       const t0 = performance.now();
       try {
-        const { image, rays } = await render(currentPose(), w, h, batch);
+        const drawn = currentPose();
+        const { image, rays } = await render(drawn, w, h, batch);
         if (full) {
           ctx.putImageData(image, 0, 0);
         } else {
@@ -343,6 +351,7 @@ async function main() {
         updateHud(ms, rays, w, h);
         if (full) {
           state.full = true;
+          canvas.dataset.pose = drawn.join(","); // of the last full frame (row-major 4x4, for scripts)
           if (!canvas.dataset.loadMs) canvas.dataset.loadMs = String(performance.now());
           canvas.dataset.ms = String(ms);
           canvas.dataset.frame = String(++state.frames);
