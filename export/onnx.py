@@ -59,11 +59,13 @@ class Int8Config:
 
 @dataclass
 class ParityConfig:
-    """Checks at export: random rays in the scene, the test split (``max_test_views``: None = all)."""
+    """Checks at export: random rays in the scene, the test split (``max_test_views``: None = all; at
+    most ``max_test_rays`` rays over the views checked, at least one view; None = no cap)."""
 
     n_rays: int = 4096
     fp32_tol: float = 1e-4
     max_test_views: int | None = None
+    max_test_rays: int | None = None
     batch_size: int = 1024
 
 
@@ -228,7 +230,11 @@ def _parity_report(cfg: ExportConfig, model: R2LStudent, meta: ModelMeta, scene:
                    paths: dict[tuple[str, bool], Path], gen: torch.Generator) -> dict[str, Any]:
     """Evaluate every file against PyTorch and the test split's ground truth."""
     test = scene.split("test")
-    views = split_rays(test, cfg.parity.max_test_views)
+    n_views = cfg.parity.max_test_views
+    if cfg.parity.max_test_rays is not None:
+        by_rays = max(1, cfg.parity.max_test_rays // (test.hw[0] * test.hw[1]))
+        n_views = by_rays if n_views is None else min(n_views, by_rays)
+    views = split_rays(test, n_views)
     gt = test.rgb(meta.background)[: len(views)].reshape(len(views), -1, 3).numpy()
     rays = scene_rays(scene, torch.tensor(meta.aabb), cfg.parity.n_rays, gen)
     torch_random = torch_rgb(model, *rays).numpy()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ class RenderConfig:
     video: str = "mp4"
     fps: int = 24
     image_size: list[int] | None = None
+    max_pixels: int | None = 40000
     save_frames: bool = True
     providers: list[str] | None = None
     threads: int | None = None
@@ -77,6 +79,9 @@ def load_field(cfg: RenderConfig) -> LightField:
 def camera_path(cfg: RenderConfig, field: LightField) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
     """``c2w [C, 4, 4]``, ``K [C, 3, 3]`` and ``(H, W)`` of the frames to render."""
     H, W = (int(cfg.image_size[0]), int(cfg.image_size[1])) if cfg.image_size else field.image_size
+    if not cfg.image_size and cfg.max_pixels and H * W > cfg.max_pixels:  # same aspect, fewer pixels
+        shrink = math.sqrt(cfg.max_pixels / (H * W))
+        H, W = max(1, round(H * shrink)), max(1, round(W * shrink))
     K_model = np.asarray(field.meta.K, dtype=np.float32).copy()
     if (H, W) != field.image_size:  # same field of view at another resolution
         K_model[0] *= W / field.image_size[1]

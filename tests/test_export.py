@@ -302,3 +302,16 @@ def test_hash_student_below_opset_18_is_a_one_line_error(tmp_path: Path, tiny_sc
     with pytest.raises(UserError, match=r"student.ckpt: the hash encoding needs opset >= 18 \(BitwiseXor\)"):
         run(ExportConfig(scene=SceneConfig(path=str(tiny_scene)), run_dir=str(tmp_path), opset=17))
     assert not (tmp_path / "export").exists() or not list((tmp_path / "export").iterdir()), ckpt
+
+
+@pytest.mark.parametrize(("max_rays", "max_views", "checked"),
+                         [(None, None, 2), (1, None, 1), (16 * 16 * 2, 1, 1)])
+def test_parity_test_views_capped_by_rays(tmp_path: Path, tiny_scene: Path, max_rays: int | None,
+                                          max_views: int | None, checked: int) -> None:
+    from export.onnx import ParityConfig
+
+    make_tiny_student_ckpt(tmp_path / "student" / "student.ckpt", tiny_scene)
+    parity = ParityConfig(max_test_rays=max_rays, max_test_views=max_views)
+    report = run(ExportConfig(scene=SceneConfig(path=str(tiny_scene)), run_dir=str(tmp_path),
+                              variants=["fp32"], static_variants=[], parity=parity))
+    assert report["n_test_views"] == checked
