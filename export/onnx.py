@@ -2,7 +2,7 @@
 
 Reads ``<run_dir>/student/student.ckpt``, writes ``<run_dir>/export/``: ``student.onnx`` (fp32, dynamic
 batch), ``student_fp16.onnx``, ``student_int8.onnx``, ``student_static.onnx`` (one full image of rays per
-call) and ``export.json`` (parity, test PSNR per variant, sizes in bytes).
+call, at most ``static_max_batch``) and ``export.json`` (parity, test PSNR per variant, sizes in bytes).
 """
 
 from __future__ import annotations
@@ -80,6 +80,7 @@ class ExportConfig:
     opset: int = 18
     variants: list[str] = field(default_factory=lambda: list(PRECISIONS))
     static_variants: list[str] = field(default_factory=lambda: ["fp32"])
+    static_max_batch: int = 65536
     fused_encoding: list[str] = field(default_factory=lambda: ["fp16", "int8"])
     int8: Int8Config = field(default_factory=Int8Config)
     parity: ParityConfig = field(default_factory=ParityConfig)
@@ -115,6 +116,8 @@ def _check_inputs(cfg: ExportConfig, scene_meta: dict[str, Any], scene: Scene, c
     if unknown or "fp32" not in cfg.variants:
         raise UserError(f"export variants must include fp32 and be among {list(PRECISIONS)}, "
                         f"got {cfg.variants} / {cfg.static_variants}")
+    if cfg.static_max_batch < 1:
+        raise UserError(f"static_max_batch must be positive, got {cfg.static_max_batch}")
     if encoding == "hash" and cfg.opset < 18:
         raise UserError(f"{ckpt}: the hash encoding needs opset >= 18 (BitwiseXor), got opset={cfg.opset}")
     if cfg.int8.mode not in INT8_MODES:
@@ -154,7 +157,7 @@ def _write_variants(cfg: ExportConfig, model: R2LStudent, meta: ModelMeta, scene
     calib = calibration_rays(scene, cfg.int8, model, gen) if int8 else None
     paths: dict[tuple[str, bool], Path] = {}
     for static, precisions in ((False, cfg.variants), (True, cfg.static_variants)):
-        n = H * W if static else 1024
+        n = min(H * W, cfg.static_max_batch) if static else 1024
         example = scene_rays(scene, torch.tensor(meta.aabb), n, gen)
         traced: dict[bool, onnx.ModelProto] = {}  # fused encoding or not -> fp32 graph
         for precision in precisions:
