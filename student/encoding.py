@@ -181,8 +181,11 @@ class RayEncoder(nn.Module):
         self.near, self.far = float(near), float(far)
         self.n_points, self.n_freqs, self.ray_range = n_points, n_freqs, ray_range
         self.ndc = ndc
-        self.register_buffer("ndc_c2w", torch.tensor(ndc.c2w) if ndc is not None else torch.eye(4))
-        self.register_buffer("ndc_scale", torch.tensor(ndc.scale) if ndc is not None else torch.ones(2))
+        # not persistent: rebuilt from the ndc record the checkpoint keeps (older checkpoints load as is)
+        self.register_buffer("ndc_c2w", torch.tensor(ndc.c2w) if ndc is not None else torch.eye(4),
+                             persistent=False)
+        self.register_buffer("ndc_scale", torch.tensor(ndc.scale) if ndc is not None else torch.ones(2),
+                             persistent=False)
 
     @property
     def out_dim(self) -> int:
