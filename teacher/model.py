@@ -86,7 +86,7 @@ class Teacher(nn.Module):
         """
         cfg = self.cfg.occupancy
         allowed = carve_from_masks(self.aabb.cpu(), cfg.resolution, c2w.cpu(), K.cpu(), alphas.cpu(),
-                                   cfg.carve_dilation)
+                                   cfg.carve_dilation, cfg.carve_min_views)
         self.occupancy.restrict(allowed.to(self.aabb.device))
         return float(allowed.float().mean())
 

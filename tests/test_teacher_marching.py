@@ -115,6 +115,13 @@ def test_carving_keeps_the_visual_hull() -> None:
     outside = cell_indices(torch.tensor([[1.4, 1.4, 0.0], [-1.3, 0.0, 1.3]]), AABB * 1.5, 16)
     assert bool(allowed[inside].all()) and not bool(allowed[outside].any())
     assert 0.01 < float(allowed.float().mean()) < 0.3
+    # one wrong mask (empty in view 0) carves the ball away from a strict hull, not from a voted one
+    wrong = torch.stack(alphas)
+    wrong[0] = 0.0
+    strict = carve_from_masks(AABB * 1.5, 16, poses, K.expand(n, 3, 3), wrong, dilation=1, min_views=1)
+    voted = carve_from_masks(AABB * 1.5, 16, poses, K.expand(n, 3, 3), wrong, dilation=1, min_views=2)
+    assert not bool(strict[inside].any()) and bool(voted[inside].all())
+    assert not bool(voted[outside].any())
 
 
 def _field() -> TeacherField:
