@@ -118,6 +118,7 @@ class PartitionedTeacher(nn.Module):
     """
 
     aabb: Tensor
+    ndc = None  # object scenes only: forward-facing (NDC) scenes are refused by partitioned_train
     boxes: Tensor
 
     def __init__(self, cfg: TeacherModelConfig, boxes: Tensor, aabb: Tensor, near: float, far: float,

@@ -276,6 +276,9 @@ def run_partitioned(cfg: Any) -> dict[str, Any]:
         log.info("partitioned teacher already trained and evaluated: %s", out / "metrics.json")
         return done
     scene = load_scene(cfg.scene, splits=("train", "test"))
+    if scene.ndc is not None:
+        raise UserError(f"{scene.root}: a forward-facing scene (NDC rays) cannot be partitioned yet; "
+                        "train it with distributed.partitions=1 or set scene.kind=object")
     rays = training_rays(scene.split("train"))
     point = resume_point(out, k)
     if point is not None:

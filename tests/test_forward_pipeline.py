@@ -78,3 +78,14 @@ def test_forward_scene_through_every_stage(tiny_forward_scene: Path, tmp_path: P
         expected = model(rays_o, rays_d).numpy()
     got = field(rays_o.numpy(), rays_d.numpy())
     assert np.abs(got - expected).max() < 1e-4
+
+
+def test_partitioned_teacher_refuses_a_forward_scene(tiny_forward_scene: Path, tmp_path: Path) -> None:
+    from core.errors import UserError
+    from teacher.train import TeacherConfig
+    from teacher.train import run as teacher_run
+
+    cfg = to_dataclass(compose("teacher", [f"scene.path={tiny_forward_scene}", f"run_dir={tmp_path}",
+                                           "distributed.partitions=2", "train.max_steps=2"]), TeacherConfig)
+    with pytest.raises(UserError, match="forward-facing scene .* cannot be partitioned"):
+        teacher_run(cfg)
