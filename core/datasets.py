@@ -179,7 +179,7 @@ def scene_kind(train: SceneSplit, requested: str = "auto") -> str:
     """
     if requested != "auto":
         return requested
-    if bool((train.images[..., 3] < 1.0).any()):
+    if train.has_masks:
         return "object"
     axes = torch.nn.functional.normalize(train.c2w[:, :3, 2].double(), dim=-1)
     mean = torch.nn.functional.normalize(axes.mean(0), dim=0)

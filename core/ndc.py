@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from core.rays import generate_rays_from_pixels
+
 MIN_DEPTH_DIR = 1e-4  # rays looking sideways or back from the reference camera are bent to this z slope
 
 
@@ -150,13 +152,11 @@ def ndc_box(space: NDCSpace, c2w: Tensor, K: Tensor, hw: tuple[int, int], margin
     H, W = hw
     u = torch.tensor([0.0, W, 0.0, W])
     v = torch.tensor([0.0, 0.0, H, H])
+    ref, scale = torch.tensor(space.c2w), torch.tensor(space.scale)
     ends = []
     for pose, k in zip(c2w, K):
-        x = (u - k[0, 2]) / k[0, 0]
-        y = (v - k[1, 2]) / k[1, 1]
-        d = torch.stack([x, y, torch.ones_like(x)], -1) @ pose[:3, :3].T
-        o = pose[:3, 3].expand_as(d)
-        o_n, d_n = ndc_rays(o, d, torch.tensor(space.c2w), torch.tensor(space.scale), space.near)
+        o, d = generate_rays_from_pixels(pose, k, u, v)  # the image corners' rays
+        o_n, d_n = ndc_rays(o, d, ref, scale, space.near)
         ends += [o_n[:, :2], (o_n + d_n)[:, :2]]
     xy = torch.cat(ends)
     lo, hi = xy.amin(0), xy.amax(0)

@@ -38,6 +38,11 @@ class SceneSplit:
     def hw(self) -> tuple[int, int]:
         return int(self.images.shape[1]), int(self.images.shape[2])
 
+    @property
+    def has_masks(self) -> bool:
+        """Whether any view has alpha below 1 (a mask: the background is not part of the scene)."""
+        return bool((self.images[..., 3] < 1.0).any())
+
     def rgb(self, background: Tensor | list[float]) -> Tensor:
         """``[C, H, W, 3]`` colors composited onto ``background`` (``[3]``)."""
         bg = torch.as_tensor(background, dtype=torch.float32)

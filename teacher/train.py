@@ -155,7 +155,7 @@ def new_teacher(cfg: TeacherConfig, scene: Scene, device: torch.device | str = "
     views have masks)."""
     teacher = build_teacher(cfg.model, scene.aabb, scene.near, scene.far, device, scene.ndc)
     train = scene.split("train")
-    if cfg.model.occupancy.carve and not bool((train.images[..., 3] < 1.0).any()):
+    if cfg.model.occupancy.carve and not train.has_masks:
         log.info("no alpha masks in the training views: occupancy carving off")
     elif cfg.model.occupancy.carve:
         kept = teacher.carve_occupancy(train.c2w, train.K, train.images[..., 3])
