@@ -21,10 +21,7 @@ from tests.scenes import make_procedural_scene
 
 REPO = Path(__file__).resolve().parents[1]
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not (REPO / "teacher" / "train.py").exists(), reason="teacher.train not written yet"),
-]
+pytestmark = pytest.mark.slow
 
 # a deliberately small teacher so that a good run takes seconds
 TINY = [
