@@ -3,12 +3,19 @@
 Reads ``<run_dir>/student/student.ckpt``, writes ``<run_dir>/export/``: ``student.onnx`` (fp32, dynamic
 batch), ``student_fp16.onnx``, ``student_int8.onnx``, ``student_static.onnx`` (one full image of rays per
 call, at most ``static_max_batch``) and ``export.json`` (parity, test PSNR per variant, sizes in bytes).
+
+Every file is written under a hidden staging folder of ``export/`` and checked there; only when the fp32
+graph passes the parity gate are they renamed into place, ``export.json`` last. A failed or killed export
+leaves the previous set as it was.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +52,9 @@ from student.model import R2LStudent, flops_per_ray
 
 log = logging.getLogger(__name__)
 DEVICE_LIMIT_BYTES = 8_000_000  # the fp32 file's budget on devices (MobileR2L ships ~8.6 MB in fp16)
+REPORT_NAME = "export.json"
+FAILED_REPORT_NAME = "export_failed.json"  # the report of an export that failed the parity gate
+STAGING_PREFIX = ".staging-"  # this run's files until they pass the gate
 
 
 @dataclass
@@ -198,7 +208,8 @@ def run(cfg: ExportConfig) -> dict[str, Any]:
 
     Raises:
         UserError: missing/corrupt checkpoint, a scene that does not match it, bad settings.
-        RuntimeError: the fp32 graph disagrees with PyTorch beyond ``parity.fp32_tol``.
+        RuntimeError: the fp32 graph disagrees with PyTorch beyond ``parity.fp32_tol`` (nothing is
+            published; the report goes to ``export_failed.json``).
     """
     seed_everything(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -208,7 +219,8 @@ def run(cfg: ExportConfig) -> dict[str, Any]:
     scene = load_scene(cfg.scene, splits=("train", "test"))
     _check_inputs(cfg, scene_meta, scene, ckpt, model.cfg.encoding)
     meta = build_meta(model, scene_meta, scene, cfg.opset)
-    paths = _write_variants(cfg, model, meta, scene, out_dir, gen)
+    staging = _staging_dir(out_dir)
+    paths = _write_variants(cfg, model, meta, scene, staging, gen)
     report = _parity_report(cfg, model, meta, scene, paths, gen)
     report.update({
         "format": FORMAT, "format_version": FORMAT_VERSION, "opset": cfg.opset, "checkpoint": str(ckpt),
@@ -221,12 +233,42 @@ def run(cfg: ExportConfig) -> dict[str, Any]:
     if fp32_bytes > DEVICE_LIMIT_BYTES:
         log.warning("%s is %d bytes, over the %d-byte budget for devices", variant_filename("fp32", False),
                     fp32_bytes, DEVICE_LIMIT_BYTES)
-    write_json(out_dir / "export.json", report)
     if not report["parity"]["ok"]:
+        shutil.rmtree(staging)
+        write_json(out_dir / FAILED_REPORT_NAME, report)
         raise RuntimeError(f"ONNX fp32 disagrees with PyTorch: max abs error "
-                           f"{report['parity']['fp32_max_abs_err']:.3g} > {cfg.parity.fp32_tol:g} "
-                           f"(see {out_dir / 'export.json'})")
+                           f"{report['parity']['fp32_max_abs_err']:.3g} > {cfg.parity.fp32_tol:g}; nothing "
+                           f"published (see {out_dir / FAILED_REPORT_NAME})")
+    _publish(staging, paths, out_dir, report)
     return report
+
+
+def _staging_dir(out_dir: Path) -> Path:
+    """A fresh hidden folder inside ``out_dir`` for this run's files, after removing those a killed or
+    failed run left (the export run's lock keeps two exports out of one folder)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob(f"{STAGING_PREFIX}*"):
+        shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out_dir))
+
+
+def _publish(staging: Path, paths: dict[tuple[str, bool], Path], out_dir: Path,
+             report: dict[str, Any]) -> None:
+    """Move the checked files from ``staging`` to their names in ``out_dir``, ``export.json`` last.
+
+    The old ``export.json`` goes first, so a kill during these renames leaves a folder without a report
+    (visibly incomplete), never a mix of old and new files beside an old report; variant files the new
+    report does not list are removed.
+    """
+    (out_dir / REPORT_NAME).unlink(missing_ok=True)
+    (out_dir / FAILED_REPORT_NAME).unlink(missing_ok=True)
+    for path in paths.values():
+        os.replace(path, out_dir / path.name)
+    listed = {path.name for path in paths.values()}
+    for name in {variant_filename(p, static) for p in PRECISIONS for static in (False, True)} - listed:
+        (out_dir / name).unlink(missing_ok=True)
+    write_json(out_dir / REPORT_NAME, report)
+    shutil.rmtree(staging)
 
 
 def _parity_report(cfg: ExportConfig, model: R2LStudent, meta: ModelMeta, scene: Scene,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from core.datasets import SceneConfig, load_scene
 from core.errors import CheckpointError, UserError
 from core.rays import generate_rays, ray_aabb_intersect
 from export.fused import FusedEncodingStudent
-from export.onnx import ExportConfig, Int8Config, calibration_rays, run
+from export.onnx import ExportConfig, Int8Config, ParityConfig, calibration_rays, run
 from export.parity import random_scene_rays, torch_rgb
 from export.runtime import FORMAT_VERSION, LightField, ModelError
 from export.variants import encoding_nodes, to_fp16, trace_student
@@ -66,17 +67,70 @@ def test_fp32_parity_with_pytorch(exported_student: tuple[Path, dict], tiny_scen
     assert report["parity"]["static_vs_dynamic_max_abs_err_int8"] <= 1e-2
 
 
-def test_parity_check_detects_a_different_model(exported_student: tuple[Path, dict], tiny_scene: Path,
-                                                tmp_path: Path) -> None:
-    """The comparison used at export fails on a model with other weights (it can fail)."""
-    run_dir, _ = exported_student
-    other, _ = load_student(make_tiny_student_ckpt(tmp_path / "other.ckpt", tiny_scene))
-    with torch.no_grad():  # other weights, whatever the seed the fixtures were made with
-        for param in other.parameters():
-            param.add_(0.1 * torch.randn_like(param))
-    rays_o, rays_d = _rays(tiny_scene)
-    got = LightField(run_dir / "export" / "student.onnx")(rays_o.numpy(), rays_d.numpy())
-    assert np.abs(got - torch_rgb(other, rays_o, rays_d).numpy()).max() > 1e-3
+def _small_export(scene: Path, run_dir: Path, variants: tuple[str, ...] = ("fp32", "fp16")) -> ExportConfig:
+    """A quick export of ``run_dir``'s student: dynamic-batch variants only, a few parity rays."""
+    return ExportConfig(scene=SceneConfig(path=str(scene)), run_dir=str(run_dir), variants=list(variants),
+                        static_variants=[], parity=ParityConfig(n_rays=256, max_test_views=1))
+
+
+def test_parity_gate_rejects_a_different_model_and_publishes_nothing(
+        tiny_scene: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gate of ``export.onnx.run`` fails when the ONNX graph holds other weights than the checkpoint;
+    no file appears under a final name, the failing report goes to ``export_failed.json``."""
+    import export.onnx as export_onnx
+
+    make_tiny_student_ckpt(tmp_path / "student" / "student.ckpt", tiny_scene)
+    trace = export_onnx.trace_student
+
+    def trace_other_weights(module: torch.nn.Module, example: tuple[torch.Tensor, torch.Tensor], static: bool,
+                            opset: int) -> onnx.ModelProto:
+        other = copy.deepcopy(module)
+        with torch.no_grad():
+            for param in other.parameters():
+                param.add_(0.1 * torch.randn_like(param))
+        return trace(other, example, static=static, opset=opset)
+
+    monkeypatch.setattr(export_onnx, "trace_student", trace_other_weights)
+    with pytest.raises(RuntimeError, match="disagrees with PyTorch.*nothing published"):
+        run(_small_export(tiny_scene, tmp_path))
+    out = tmp_path / "export"
+    assert [p.name for p in out.iterdir()] == ["export_failed.json"]
+    failed = json.loads((out / "export_failed.json").read_text())
+    assert not failed["parity"]["ok"] and failed["parity"]["fp32_max_abs_err"] > 1e-3
+
+
+def test_killed_export_leaves_the_old_set_and_a_rerun_replaces_it(
+        tiny_scene: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed between two variants, an export leaves the previous files and ``export.json`` untouched; the
+    next export cleans up after it and removes variants its report no longer lists."""
+    import export.onnx as export_onnx
+
+    ckpt = make_tiny_student_ckpt(tmp_path / "student" / "student.ckpt", tiny_scene)
+    run(_small_export(tiny_scene, tmp_path))
+    out = tmp_path / "export"
+    old = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert set(old) == {"export.json", "student.onnx", "student_fp16.onnx"}
+    make_tiny_student_ckpt(ckpt, tiny_scene, n_freqs=6)  # a new student: other files
+    save = export_onnx.save_checked
+    saved: list[Path] = []
+
+    def save_then_die(proto: onnx.ModelProto, path: Path) -> Path:
+        if saved:
+            raise KeyboardInterrupt  # stands for a SIGKILL between two files (no clean-up runs either way)
+        saved.append(save(proto, path))
+        return saved[-1]
+
+    monkeypatch.setattr(export_onnx, "save_checked", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run(_small_export(tiny_scene, tmp_path))
+    assert len(saved) == 1
+    assert {p.name: p.read_bytes() for p in out.iterdir() if not p.name.startswith(".")} == old
+    monkeypatch.undo()
+    report = run(_small_export(tiny_scene, tmp_path, variants=("fp32",)))
+    assert sorted(p.name for p in out.iterdir()) == ["export.json", "student.onnx"]
+    assert list(json.loads((out / "export.json").read_text())["variants"]) == list(report["variants"])
+    assert list(report["variants"]) == ["student"]
+    assert (out / "student.onnx").read_bytes() != old["student.onnx"]
 
 
 def test_reduced_precision_variants_are_close(exported_student: tuple[Path, dict]) -> None:
