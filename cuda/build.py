@@ -8,6 +8,14 @@ Later calls, and later processes, reuse the cached build; torch rebuilds when a 
 The CPU build uses ``-O3 -march=native``: the binary is specific to the machine that built it, so the
 extension name carries a tag of this CPU's instruction sets (a cache folder shared between machines
 cannot hand one machine another's binary).
+
+torch's build lock (``<build dir>/lock``, a ``FileBaton`` without a pid) stays behind when a build is
+killed, and torch then waits for it forever. Before building, :func:`wait_for_build_lock` waits for a lock
+at most ``$LFD_BUILD_LOCK_WAIT`` seconds (default :data:`LOCK_WAIT_SECONDS`), and less when no process
+of this machine holds it open (the baton keeps its file descriptor open while its owner builds); a lock
+that stays is reported and the kernel is not used (callers fall back to the reference backend with one
+warning naming the lock). It is never deleted here: another machine or container sharing the cache
+folder may be building, and two builds writing one folder would be worse than a slower backend.
 """
 
 from __future__ import annotations
@@ -32,6 +40,9 @@ HEADERS = ["hashgrid_common.h", "hashgrid_kernels.h"]
 # -ffp-contract=off: x * scale + 0.5 must round twice, like PyTorch, or points on cell faces change cell.
 CXX_FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp"]
 CUDA_FLAGS = ["-O3", "-DHG_WITH_CUDA"]
+
+LOCK_WAIT_SECONDS = 300.0  # a first CPU build takes about a minute; a CUDA one several
+LOCK_WAIT_ENV = "LFD_BUILD_LOCK_WAIT"
 
 _lock = threading.Lock()
 _modules: dict[bool, ModuleType] = {}
@@ -93,9 +104,10 @@ def _build(with_cuda: bool) -> ModuleType:
         raise KernelBuildError("torch has no CUDA, or CUDA_HOME (nvcc) was not found")
     sources = CPU_SOURCES + (CUDA_SOURCES if with_cuda else [])
     name = f"lfd_hashgrid_{kind.lower()}_{_machine_tag()}"
-    root = os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root()
+    build_dir = Path(cpp_extension._get_build_directory(name, verbose=False))  # where torch puts its lock
     log.info("loading the %s hash-grid kernel %s (compiled on first use, about a minute; cached in %s)",
-             kind, name, root)
+             kind, name, build_dir)
+    wait_for_build_lock(build_dir / "lock")
     start = time.perf_counter()
     try:
         module = cpp_extension.load(
@@ -113,6 +125,69 @@ def _build(with_cuda: bool) -> ModuleType:
         raise KernelBuildError(f"building {name} failed: {last[0]}") from err
     log.debug("%s hash-grid kernel ready in %.1f s", kind, time.perf_counter() - start)
     return module
+
+
+def wait_for_build_lock(lock: Path, wait_s: float | None = None) -> None:
+    """Return once torch's build lock ``lock`` is gone (or was never there).
+
+    Args:
+        lock: ``<build dir>/lock``.
+        wait_s: the longest wait; None: ``$LFD_BUILD_LOCK_WAIT`` or :data:`LOCK_WAIT_SECONDS`.
+
+    Raises:
+        KernelBuildError: naming ``lock``, when it is still there after ``wait_s`` seconds, or when twice in
+            a row no process of this machine holds it open (a killed build left it).
+    """
+    if wait_s is None:
+        wait_s = _lock_wait_seconds()
+    start = time.monotonic()
+    orphaned = 0
+    while lock.exists():
+        holders = _lock_holders(lock)
+        orphaned = orphaned + 1 if holders == [] else 0  # twice: not the instant between close and remove
+        waited = time.monotonic() - start
+        if orphaned >= 2 or waited >= wait_s:
+            why = ("no running process holds it (a killed build left it?)" if orphaned >= 2
+                   else f"still held after {waited:.0f} s")
+            raise KernelBuildError(f"build lock {lock}: {why}; delete it if no kernel build is running")
+        time.sleep(max(0.0, min(0.5, wait_s - waited)))
+
+
+def _lock_wait_seconds() -> float:
+    value = os.environ.get(LOCK_WAIT_ENV)
+    if value is None:
+        return LOCK_WAIT_SECONDS
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        raise KernelBuildError(f"${LOCK_WAIT_ENV}={value!r} is not a number of seconds") from None
+
+
+def _lock_holders(lock: Path) -> list[int] | None:
+    """PIDs of this machine's processes with ``lock`` open (those this user may inspect), or None where
+    ``/proc`` cannot tell."""
+    proc = Path("/proc")
+    if not (proc / "self" / "fd").is_dir():
+        return None
+    target = os.path.realpath(lock)
+    holders = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fds = list((entry / "fd").iterdir())
+        except OSError:  # another user's process, or one that just ended
+            continue
+        if any(_readlink(fd) == target for fd in fds):
+            holders.append(int(entry.name))
+    return holders
+
+
+def _readlink(path: Path) -> str | None:
+    try:
+        return os.readlink(path)
+    except OSError:  # closed since it was listed
+        return None
 
 
 def try_load_hashgrid_extension(with_cuda: bool = False) -> ModuleType | None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -181,6 +183,37 @@ def test_no_compiler_falls_back_with_one_warning(monkeypatch: pytest.MonkeyPatch
     assert len(warnings) == 1 and "no C++ compiler" in warnings[0].message
     with pytest.raises(ValueError, match="not available"):
         HashGrid(SMALL, backend="cpu")
+
+
+@pytest.mark.timeout(60)  # torch alone waits on such a lock forever
+@pytest.mark.parametrize("held", [False, True], ids=["left-by-a-killed-build", "held-open-by-a-process"])
+def test_stale_build_lock_falls_back_within_the_bound(held: bool, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """A lock nobody holds is reported at once; one a process holds open, after the configured wait."""
+    for name, value in (("_modules", {}), ("_failures", {}), ("_warned", set())):
+        monkeypatch.setattr(build, name, value)
+    monkeypatch.setattr(build, "compiler_available", lambda: True)  # the lock, not the compiler, decides
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setenv(build.LOCK_WAIT_ENV, "2")
+    lock = tmp_path / f"lfd_hashgrid_cpu_{build._machine_tag()}" / "lock"
+    lock.parent.mkdir()
+    lock.touch()
+    fd = os.open(lock, os.O_RDONLY) if held else None  # as torch's FileBaton keeps it while it builds
+    try:
+        start = time.monotonic()
+        with caplog.at_level(logging.WARNING):
+            grid = HashGrid(SMALL)
+        elapsed = time.monotonic() - start
+    finally:
+        if fd is not None:
+            os.close(fd)
+    assert grid.backend == "torch"
+    warnings = [r.message for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and f"build lock {lock}" in warnings[0], warnings
+    assert ("no running process holds it" in warnings[0]) != held
+    assert 2.0 <= elapsed < 10.0 if held else elapsed < 2.0
+    assert lock.exists()  # never deleted: a build on another machine sharing the cache may own it
 
 
 @requires_cuda
