@@ -44,6 +44,7 @@ from core.cameras import (
     opengl_to_opencv,
     rigidity_error,
 )
+from core.config import ConfigValueError, at_least, positive
 from core.errors import SceneError
 from core.llff import is_llff, load_llff
 from core.ndc import NDCSpace, average_pose, ndc_box
@@ -91,6 +92,19 @@ class SceneConfig:
     near: float | None = None
     far: float | None = None
     max_views: int | None = None
+
+    def validate(self) -> None:
+        """Raise :class:`core.config.ConfigValueError` for a bad box, near/far or view cap (the folder
+        dependent checks are :func:`load_scene`'s)."""
+        at_least(self, 1, "max_views")
+        positive(self, "near", "far")
+        if self.near is not None and self.far is not None and self.near >= self.far:
+            raise ConfigValueError("near", f"must be below far ({self.far})", self.near)
+        box = self.aabb
+        if box is not None and (len(box) != 6 or not all(math.isfinite(v) for v in box)
+                                or not all(box[i] < box[i + 3] for i in range(3))):
+            raise ConfigValueError("aabb", "must be 6 finite numbers [xmin, ymin, zmin, xmax, ymax, zmax] "
+                                   "with min < max", list(box))
 
 
 @dataclass
@@ -331,6 +345,8 @@ def _frame_intrinsics(json_path: Path, meta: dict, frame: dict, w: int, h: int) 
         raise SceneError(f"{json_path}: intrinsics are not numbers") from None
     if not all(math.isfinite(v) and v > 0 for v in (fx, fy, ref_w, ref_h)):
         raise SceneError(f"{json_path}: intrinsics must be finite and positive")
+    if not (math.isfinite(cx) and math.isfinite(cy)):
+        raise SceneError(f"{json_path}: principal point cx={cx}, cy={cy} is not finite")
     sx, sy = w / ref_w, h / ref_h
     return intrinsics_matrix(fx * sx, fy * sy, cx * sx, cy * sy)
 

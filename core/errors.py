@@ -25,6 +25,21 @@ class CheckpointError(UserError):
     """A checkpoint that is missing, corrupt, or of another configuration."""
 
 
+class TrainingDiverged(UserError):
+    """Training produced a non-finite loss; raised before any weights of that step are saved.
+
+    Args:
+        stage: the stage that diverged (``"teacher"``, ``"student distill"``, ...).
+        step: the optimizer step whose loss was not finite.
+        loss: that loss.
+    """
+
+    def __init__(self, stage: str, step: int, loss: float):
+        self.stage, self.step, self.loss = stage, step, loss
+        super().__init__(f"{stage}: training diverged at step {step} (loss {loss}); no checkpoint of it was "
+                         f"saved: lower the learning rate or check the data")
+
+
 def exit_on_user_error(fn: Callable[..., T]) -> Callable[..., T]:
     """Decorate a CLI ``main``: a :class:`UserError` prints ``error: <message>`` and exits with 1.
 

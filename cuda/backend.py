@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from core.config import ConfigValueError, at_least, one_of
 from cuda.build import try_load_hashgrid_extension
 from cuda.hashgrid import hash_encode, kernel_supports
 from cuda.hashgrid_graph import hash_encode_graph
@@ -110,6 +112,29 @@ def resolve_backend(name: str, spec: HashGridSpec, device: torch.device) -> tupl
         if fn is not None:
             return candidate, fn
     raise ValueError(f"hash grid backend {name!r} is not available on {device}")
+
+
+def validate_grid_config(cfg: Any) -> None:
+    """Check a grid config's shape and ``backend`` (the ``validate()`` of teacher and student grids).
+
+    Args:
+        cfg: has ``n_levels``, ``n_features``, ``log2_hashmap_size``, ``base_resolution``,
+            ``max_resolution`` and ``backend``.
+
+    Raises:
+        ConfigValueError: the first bad key.
+    """
+    at_least(cfg, 1, "n_levels", "n_features", "base_resolution")
+    at_least(cfg, cfg.base_resolution, "max_resolution")
+    if not 4 <= cfg.log2_hashmap_size <= 30:
+        raise ConfigValueError("log2_hashmap_size", "invalid hash grid shape: must be in 4..30",
+                               cfg.log2_hashmap_size)
+    one_of(cfg, "backend", backend_names())
+
+
+def backend_names() -> list[str]:
+    """What a ``backend`` setting may name: ``auto`` and every registered backend."""
+    return ["auto", *_FACTORIES]
 
 
 class HashGrid(nn.Module):

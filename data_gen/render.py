@@ -5,7 +5,8 @@ them in batches of rays under ``torch.inference_mode`` and writes ``<run_dir>/ps
 ``meta.json`` (format: :mod:`core.shards`). Rerunning after a kill skips the complete shards (verified
 by hash) and renders the rest; ``shards=START:END`` renders part of the job; ``verify=true`` only checks
 an existing folder. Under ``torchrun`` (``WORLD_SIZE > 1``) the ranks split the shards; rank 0 writes
-``meta.json`` after a barrier. The shards are the same bytes whichever way the job is split.
+``meta.json`` after a barrier. The shards are the same bytes whichever way the job is split. One job at
+a time renders into a folder (``.data_gen.lock``, :mod:`core.runlock`).
 """
 
 from __future__ import annotations
@@ -23,14 +24,17 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from core.cameras import scale_intrinsics
-from core.config import to_dataclass
+from core.config import to_dataclass, torch_device
 from core.datasets import Scene, SceneConfig, load_scene
 from core.errors import UserError, exit_on_user_error
+from core.runlock import locked_run
 from core.shards import META_NAME, OPTIONAL_FIELDS, RGB_FORMATS, PseudoMeta
+from core.skipgrid import cover_grid, pack_grid
 from data_gen import distributed as dist_utils
 from data_gen.job import JobFolder
 from data_gen.poses import Rig, SamplerConfig, build_rig, validate_sampler
 from data_gen.renderer import ShardRenderer, Timer, load_checked_teacher, teacher_info
+from teacher.field import validate_backend
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +62,9 @@ class DataGenConfig:
         depth: also store ``depth.npy``.
         alpha: also store ``alpha.npy`` (the teacher's opacity).
         batch_rays: rays per teacher call (whole views are batched; at least one view per call).
+        occupancy_resolution: cells per axis of the grid over the content box that covers the teacher's
+            occupied cells, written to ``meta.json`` (the student shows the background on rays that
+            cross none of them: :mod:`core.skipgrid`); ``0``: none. Object scenes only.
         shards: ``"START:END"`` renders only those shards (Python slice of the shard list).
         verify: only re-hash and decode an existing folder, report problems by file, render nothing.
         device: ``auto`` (CUDA if present), ``cpu`` or ``cuda[:i]``.
@@ -81,11 +88,18 @@ class DataGenConfig:
     depth: bool = False
     alpha: bool = False
     batch_rays: int = 1 << 16
+    occupancy_resolution: int = 64
     shards: str | None = None
     verify: bool = False
     device: str = "auto"
     backend: str = "auto"
     progress: bool = True
+
+    def validate(self) -> None:
+        """Raise :class:`core.config.ConfigValueError` for an unknown device or backend (the other
+        settings: :func:`validate`)."""
+        torch_device(self, "device")
+        validate_backend(self)
 
 
 def validate(cfg: DataGenConfig) -> None:
@@ -100,6 +114,8 @@ def validate(cfg: DataGenConfig) -> None:
         raise UserError(f"rgb_format={cfg.rgb_format!r} is not one of {RGB_FORMATS}")
     if cfg.image_scale <= 0:
         raise UserError(f"image_scale must be positive, got {cfg.image_scale}")
+    if not 0 <= cfg.occupancy_resolution <= 256:
+        raise UserError(f"occupancy_resolution must be in [0, 256], got {cfg.occupancy_resolution}")
     if cfg.max_rays is not None and cfg.max_rays < cfg.n_views:
         raise UserError(f"max_rays must be at least n_views ({cfg.n_views}), got {cfg.max_rays}")
     if cfg.image_size is not None and (len(cfg.image_size) != 2 or min(cfg.image_size) < 1):
@@ -178,8 +194,24 @@ def plan(cfg: DataGenConfig, scene: Scene, teacher: Any, ckpt: Path) -> tuple[Ps
         sampler={"name": sampler, **params}, teacher=teacher_info(ckpt),
         scene={"name": scene.name, "path": str(scene.root.resolve()), "kind": scene.kind},
         ndc=teacher.ndc.to_dict() if teacher.ndc is not None else None,
+        occupancy=occupancy_cover(teacher, cfg.occupancy_resolution),
     )
     return meta, rig
+
+
+def occupancy_cover(teacher: Any, resolution: int) -> dict[str, Any] | None:
+    """The teacher's occupied cells covered by a ``resolution^3`` grid over its content box, packed for
+    ``meta.json`` (:mod:`core.skipgrid`); ``None`` when switched off or for a forward-facing scene (whose
+    rays all show something: there is no background to skip to)."""
+    if resolution <= 0 or teacher.ndc is not None:
+        return None
+    box = teacher.content_aabb().detach().cpu()
+    grid = torch.zeros(resolution, resolution, resolution, dtype=torch.bool)
+    for binary, aabb in teacher.occupied_cells():
+        grid |= cover_grid(binary.detach().cpu(), aabb.detach().cpu(), box, resolution)
+    log.info("occupancy cover: %d^3 cells over the content box, %.1f%% set", resolution,
+             100 * grid.float().mean().item())
+    return pack_grid(grid)
 
 
 def _verify_only(job: JobFolder) -> dict[str, Any]:
@@ -193,8 +225,12 @@ def _verify_only(job: JobFolder) -> dict[str, Any]:
     return {"verified": len(job.ranges), "problems": []}
 
 
+@locked_run("data_gen", lambda cfg: None if cfg.verify else paths(cfg)[1])
 def run(cfg: DataGenConfig) -> dict[str, Any]:
     """Render (or verify) the pseudo-data job described by ``cfg``.
+
+    Holds ``<out_dir>/.data_gen.lock`` while rendering (:mod:`core.runlock`; rank 0 under ``torchrun``), so
+    that a second job on the same folder is refused in one line; ``verify=true`` only reads and takes none.
 
     Returns:
         Metrics: ``n_views``, ``n_shards``, ``written``, ``skipped``, ``complete`` (meta.json written),

@@ -3,6 +3,8 @@
 Reads ``<run_dir>/student/student.ckpt``, writes ``<run_dir>/export/``: ``student.onnx`` (fp32, dynamic
 batch), ``student_fp16.onnx``, ``student_int8.onnx``, ``student_static.onnx`` (one full image of rays per
 call, at most ``static_max_batch``) and ``export.json`` (parity, test PSNR per variant, sizes in bytes).
+Every file's metadata and ``export.json`` carry the checkpoint's sha256 (``checkpoint_sha256``): a
+rerun always exports again from the checkpoint it is given.
 
 Every file is written under a hidden staging folder of ``export/`` and checked there; only when the fp32
 graph passes the parity gate are they renamed into place, ``export.json`` last. A failed or killed export
@@ -27,11 +29,12 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from core.config import to_dataclass
+from core.config import at_least, positive, to_dataclass
 from core.datasets import Scene, SceneConfig, load_scene
 from core.errors import UserError, exit_on_user_error
 from core.io import sha256_file, write_json
 from core.rays import generate_rays
+from core.runlock import locked_run
 from core.seeding import seed_everything
 from export.fused import FusedEncodingStudent
 from export.parity import evaluate_variant, mean_view_psnr, scene_rays, split_rays, torch_rgb
@@ -66,6 +69,10 @@ class Int8Config:
     calib_batches: int = 4
     per_channel: bool = True
 
+    def validate(self) -> None:
+        """Raise :class:`core.config.ConfigValueError` for a bad value (``mode``: checked at export)."""
+        at_least(self, 1, "calib_rays", "calib_batches")
+
 
 @dataclass
 class ParityConfig:
@@ -77,6 +84,11 @@ class ParityConfig:
     max_test_views: int | None = None
     max_test_rays: int | None = None
     batch_size: int = 1024
+
+    def validate(self) -> None:
+        """Raise :class:`core.config.ConfigValueError` for a bad value."""
+        at_least(self, 1, "n_rays", "max_test_views", "max_test_rays", "batch_size")
+        positive(self, "fp32_tol")
 
 
 @dataclass
@@ -96,6 +108,10 @@ class ExportConfig:
     parity: ParityConfig = field(default_factory=ParityConfig)
     threads: int | None = None
     seed: int = 0
+
+    def validate(self) -> None:
+        """Raise :class:`core.config.ConfigValueError` for a bad value (variant names: checked at export)."""
+        at_least(self, 1, "opset", "threads")
 
 
 def build_meta(model: R2LStudent, scene_meta: dict[str, Any], scene: Scene, opset: int) -> ModelMeta:
@@ -117,6 +133,7 @@ def build_meta(model: R2LStudent, scene_meta: dict[str, Any], scene: Scene, opse
         rig=camera_rig(scene.split("train").c2w, model.encoder.ndc),
         ray_space="ndc" if model.encoder.ndc is not None else "world",
         ndc=model.encoder.ndc.to_dict() if model.encoder.ndc is not None else None,
+        occupancy=model.encoder.occupancy_record(),
     )
 
 
@@ -203,11 +220,15 @@ def _fit(rays_o: np.ndarray, rays_d: np.ndarray, n: int) -> tuple[np.ndarray, np
     return rays_o[idx], rays_d[idx]
 
 
+@locked_run("export", lambda cfg: cfg.out_dir or Path(cfg.run_dir) / "export")
 def run(cfg: ExportConfig) -> dict[str, Any]:
     """Export, check and measure; returns the content of ``export.json``.
 
+    Holds ``<out_dir>/.export.lock`` while it runs (:mod:`core.runlock`).
+
     Raises:
-        UserError: missing/corrupt checkpoint, a scene that does not match it, bad settings.
+        UserError: missing/corrupt checkpoint, a scene that does not match it, bad settings, or another
+            live export into the same folder.
         RuntimeError: the fp32 graph disagrees with PyTorch beyond ``parity.fp32_tol`` (nothing is
             published; the report goes to ``export_failed.json``).
     """
@@ -216,15 +237,16 @@ def run(cfg: ExportConfig) -> dict[str, Any]:
     ckpt = Path(cfg.checkpoint or Path(cfg.run_dir) / "student" / "student.ckpt")
     out_dir = Path(cfg.out_dir or Path(cfg.run_dir) / "export")
     model, scene_meta = load_student(ckpt)
+    ckpt_sha256 = sha256_file(ckpt)  # provenance: in every file's metadata and in export.json
     scene = load_scene(cfg.scene, splits=("train", "test"))
     _check_inputs(cfg, scene_meta, scene, ckpt, model.cfg.encoding)
-    meta = build_meta(model, scene_meta, scene, cfg.opset)
+    meta = dataclasses.replace(build_meta(model, scene_meta, scene, cfg.opset), checkpoint_sha256=ckpt_sha256)
     staging = _staging_dir(out_dir)
     paths = _write_variants(cfg, model, meta, scene, staging, gen)
     report = _parity_report(cfg, model, meta, scene, paths, gen)
     report.update({
         "format": FORMAT, "format_version": FORMAT_VERSION, "opset": cfg.opset, "checkpoint": str(ckpt),
-        "checkpoint_sha256": sha256_file(ckpt), "scene": meta.scene_name, "image_size": meta.image_size,
+        "checkpoint_sha256": ckpt_sha256, "scene": meta.scene_name, "image_size": meta.image_size,
         "student": meta.student, "flops_per_ray": meta.flops_per_ray, "int8_mode": cfg.int8.mode,
     })
     fp32_bytes = report["variants"][Path(variant_filename("fp32", False)).stem]["bytes"]

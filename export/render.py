@@ -24,7 +24,7 @@ import imageio.v2 as imageio
 import numpy as np
 from omegaconf import DictConfig
 
-from core.config import to_dataclass
+from core.config import ConfigValueError, at_least, in_range, one_of, positive, to_dataclass
 from core.datasets import SceneConfig, load_scene
 from core.errors import UserError, exit_on_user_error
 from core.io import atomic_write
@@ -46,6 +46,12 @@ class OrbitConfig:
     elevation_deg: float | None = None
     radius_scale: float = 1.0
 
+    def validate(self) -> None:
+        """Raise :class:`core.config.ConfigValueError` for a bad value."""
+        at_least(self, 1, "n_frames")
+        in_range(self, -90.0, 90.0, "elevation_deg")
+        positive(self, "radius_scale")
+
 
 @dataclass
 class RenderConfig:
@@ -65,6 +71,14 @@ class RenderConfig:
     providers: list[str] | None = None
     threads: int | None = None
     batch_size: int = DEFAULT_BATCH
+
+    def validate(self) -> None:
+        """Raise :class:`core.config.ConfigValueError` for a bad value."""
+        one_of(self, "video", VIDEO_FORMATS)
+        at_least(self, 1, "fps", "max_pixels", "threads", "batch_size")
+        size = self.image_size
+        if size is not None and (len(size) != 2 or min(size) < 1):
+            raise ConfigValueError("image_size", "must be [H, W] with H, W >= 1", list(size))
 
 
 def load_field(cfg: RenderConfig) -> LightField:
@@ -125,8 +139,6 @@ def run(cfg: RenderConfig) -> dict[str, Any]:
         ``n_frames``, ``image_size``, ``ms_per_frame``, ``fps``, ``first_frame_ms``, ``video``,
         ``frames_dir``, ``providers``.
     """
-    if cfg.video not in VIDEO_FORMATS:
-        raise UserError(f"video must be one of {list(VIDEO_FORMATS)}, got {cfg.video!r}")
     field = load_field(cfg)
     c2w, K, (H, W) = camera_path(cfg, field)
     out_dir = Path(cfg.out_dir or Path(cfg.run_dir) / "render")

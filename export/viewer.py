@@ -23,7 +23,7 @@ import hydra
 import onnx
 from omegaconf import DictConfig
 
-from core.config import to_dataclass
+from core.config import ConfigValueError, in_range, to_dataclass
 from core.datasets import SceneConfig
 from core.errors import UserError, exit_on_user_error
 from core.io import write_bytes, write_json
@@ -39,7 +39,7 @@ WEBGPU_RUNTIME = ("ort.webgpu.min.js", "ort-wasm-simd-threaded.asyncify.mjs",
                   "ort-wasm-simd-threaded.asyncify.wasm")
 # what the page needs to build rays and composite (ModelMeta fields)
 META_KEYS = ("scene_name", "near", "far", "aabb", "content_aabb", "image_size", "K", "background", "batch",
-             "rig", "encoding", "precision", "ray_space", "ndc")
+             "rig", "encoding", "precision", "ray_space", "ndc", "occupancy", "student")
 SCREENSHOT = "screenshot.png"
 SPLIT_MLP, SPLIT_MLP_INT8, SPLIT_TABLE = "student_mlp.onnx", "student_mlp_int8.onnx", "student_grid.bin"
 SPLIT_TOL = 1e-4  # max abs error of the split MLP graph against PyTorch
@@ -65,6 +65,12 @@ class ViewerConfig:
     serve: bool = False
     host: str = "127.0.0.1"
     port: int = 8000
+
+    def validate(self) -> None:
+        """Raise :class:`core.config.ConfigValueError` for a bad value."""
+        in_range(self, 0, 65535, "port")
+        if not self.variants:
+            raise ConfigValueError("variants", "must name at least one exported file", [])
 
 
 def read_meta(path: Path) -> ModelMeta:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from core.config import at_least, in_range, one_of, positive, training_limits
 from core.datasets import SceneConfig
 from student.model import StudentModelConfig
+
+PRECISIONS = {"bf16": "bf16-mixed", "fp32": "32-true"}  # train.precision -> Lightning's precision
 
 
 @dataclass
@@ -37,6 +40,13 @@ class StageConfig:
     batch_size: int = 4096
     val_every_steps: int = 500
 
+    def validate(self) -> None:
+        """Raise :class:`core.config.ConfigValueError` for a bad value or a stage without any limit."""
+        training_limits(self)
+        positive(self, "lr", "encoding_lr", "lr_final")
+        at_least(self, 0, "warmup_steps")
+        at_least(self, 1, "decay_steps", "batch_size", "val_every_steps")
+
 
 @dataclass
 class HardMiningConfig:
@@ -51,6 +61,11 @@ class HardMiningConfig:
     enabled: bool = True
     fraction: float = 0.1
     pool_size: int = 65536
+
+    def validate(self) -> None:
+        """Raise :class:`core.config.ConfigValueError` for a bad value."""
+        in_range(self, 0.0, 1.0, "fraction")
+        at_least(self, 1, "pool_size")
 
 
 @dataclass
@@ -93,6 +108,13 @@ class TrainConfig:
     progress_bar: bool = True
     threads: int | None = None
 
+    def validate(self) -> None:
+        """Raise :class:`core.config.ConfigValueError` for a bad value."""
+        one_of(self, "precision", PRECISIONS)
+        one_of(self, "accelerator", ("cpu", "gpu", "auto"))
+        at_least(self, 1, "devices", "num_nodes", "shuffle_buffer", "ckpt_every_steps", "threads")
+        at_least(self, 0, "num_workers", "ray_cache_gb")
+
 
 @dataclass
 class EvalConfig:
@@ -109,6 +131,10 @@ class EvalConfig:
     max_views: int | None = None
     val_views: int = 4
     save_renders: bool = True
+
+    def validate(self) -> None:
+        """Raise :class:`core.config.ConfigValueError` for a bad value."""
+        at_least(self, 1, "chunk", "max_views", "val_views")
 
 
 @dataclass

@@ -10,7 +10,9 @@ Two encodings share the sampling (:class:`RayEncoder`):
 Each ray is cut to a segment ``start + u * span`` (``u`` in ``[0, 1]``): either R2L's global
 ``[near, far]`` range, or (``ray_range="box"``) the part of ``[near, far]`` inside the content box (the
 box around what the teacher found occupied), so all K points fall where the scene has content. Rays
-that miss the content box show the background (the teacher renders nothing there either).
+that miss the content box show the background (the teacher renders nothing there either); so do rays
+none of whose K bin-centre points lies in an occupied cell of the pseudo-data's empty-space grid, when
+the encoder has one (:mod:`core.skipgrid`): the network is never asked about them, in training or after.
 
 A forward-facing scene has no empty surround and no background: its encoder holds the scene's NDC
 frame, turns world rays into NDC rays first (:func:`core.ndc.ndc_rays`, inside the exported graph too),
@@ -23,13 +25,16 @@ int64 arithmetic, BitwiseXor and Gather when exported), so the encoding lives in
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from core.config import at_least
 from core.ndc import NDCSpace, ndc_rays
 from core.rays import ray_aabb_intersect
-from cuda.backend import HashGrid
+from core.skipgrid import bits_record, pack_bits, points_occupied
+from cuda.backend import HashGrid, validate_grid_config
 from cuda.hashgrid_graph import hash_encode_graph
 from cuda.hashgrid_ref import HashGridSpec
 
@@ -64,6 +69,11 @@ class GridConfig:
         return HashGridSpec(n_levels=self.n_levels, n_features=self.n_features,
                             log2_hashmap_size=self.log2_hashmap_size, base_resolution=self.base_resolution,
                             max_resolution=self.max_resolution)
+
+    def validate(self) -> None:
+        """Raise :class:`core.config.ConfigValueError` for an unusable shape or an unknown backend."""
+        validate_grid_config(self)
+        at_least(self, -1, "point_freqs")
 
 
 def ray_segment(
@@ -132,6 +142,29 @@ def ray_points(
     return segment_points(rays_o + near * rays_d, (far - near) * rays_d, n_points, jitter)
 
 
+def segment_occupied(
+    start: Tensor,  # [N, 3]
+    span: Tensor,  # [N, 3]
+    n_points: int,
+    bits: Tensor,  # [ceil(G^3 / 8)] uint8
+    resolution: int,
+) -> Tensor:
+    """Whether any of the K bin-centre points of each normalised segment lies in a set cell.
+
+    Args:
+        start: ``[N, 3]`` segment starts, content box mapped to ``[-1, 1]^3``.
+        span: ``[N, 3]`` segment vectors (same frame).
+        n_points: ``K``.
+        bits: the empty-space grid over the content box, packed (:func:`core.skipgrid.pack_bits`).
+        resolution: its cells per axis ``G``.
+
+    Returns:
+        ``[N]`` bool (bin centres, also while training: which rays count does not jitter).
+    """
+    unit = ((segment_points(start, span, n_points) + 1.0) * 0.5).clamp(0.0, 1.0)  # [N, K, 3]
+    return points_occupied(unit, bits, resolution)
+
+
 def positional_encoding(x: Tensor, n_freqs: int) -> Tensor:
     """NeRF positional encoding ``[x, sin(2^k x), cos(2^k x)]_{k<n_freqs}`` along the last axis.
 
@@ -158,6 +191,9 @@ class RayEncoder(nn.Module):
         n_freqs: positional-encoding octaves.
         ray_range: ``"box"`` (sample the part of ``[near, far]`` inside ``box``) or ``"near_far"`` (R2L).
         ndc: NDC frame of a forward-facing scene (then ``box``, ``near`` and ``far`` are in NDC).
+        occupancy: ``[G, G, G]`` bool empty-space grid over ``box`` (already dilated for ``n_points``,
+            :func:`core.skipgrid.dilation_radius`): rays none of whose points lies in a set cell are
+            misses. ``None``: only rays that miss the box are.
     """
 
     name = "pe"
@@ -166,9 +202,10 @@ class RayEncoder(nn.Module):
     half_extent: Tensor  # [3] box half-size (buffer)
     ndc_c2w: Tensor  # [4, 4] NDC reference pose (buffer; identity without NDC)
     ndc_scale: Tensor  # [2] NDC scale (buffer)
+    skip_bits: Tensor  # [ceil(G^3 / 8)] uint8 packed empty-space grid (buffer; empty without one)
 
     def __init__(self, box: Tensor, near: float, far: float, n_points: int = 16, n_freqs: int = 10,
-                 ray_range: str = "box", ndc: NDCSpace | None = None):
+                 ray_range: str = "box", ndc: NDCSpace | None = None, occupancy: Tensor | None = None):
         super().__init__()
         if ray_range not in RAY_RANGES:
             raise ValueError(f"ray_range must be one of {RAY_RANGES}, got {ray_range!r}")
@@ -186,6 +223,12 @@ class RayEncoder(nn.Module):
                              persistent=False)
         self.register_buffer("ndc_scale", torch.tensor(ndc.scale) if ndc is not None else torch.ones(2),
                              persistent=False)
+        if occupancy is not None and (occupancy.ndim != 3 or len(set(occupancy.shape)) != 1):
+            raise ValueError(f"empty-space grid must be [G, G, G], got {list(occupancy.shape)}")
+        # not persistent either: the checkpoint keeps it packed among the scene facts
+        self.skip_resolution = int(occupancy.shape[0]) if occupancy is not None else 0
+        self.register_buffer("skip_bits", pack_bits(occupancy) if occupancy is not None
+                             else torch.zeros(0, dtype=torch.uint8), persistent=False)
 
     @property
     def out_dim(self) -> int:
@@ -202,11 +245,23 @@ class RayEncoder(nn.Module):
             hit = torch.ones_like(hit)
         return (start - self.center) / self.half_extent, span / self.half_extent, hit
 
+    def occupancy_record(self) -> dict[str, Any] | None:
+        """The empty-space grid as a JSON-able record (:func:`core.skipgrid.bits_record`), or ``None``."""
+        return bits_record(self.skip_bits, self.skip_resolution) if self.skip_resolution else None
+
+    def hits(self, start: Tensor, span: Tensor, hit: Tensor) -> Tensor:
+        """The box test ``hit [N]`` narrowed by the empty-space grid (if any) on the normalised segments
+        ``start, span [N, 3]``."""
+        if not self.skip_resolution:
+            return hit
+        return hit & segment_occupied(start, span, self.n_points, self.skip_bits, self.skip_resolution)
+
     def points(self, rays_o: Tensor, rays_d: Tensor, jitter: bool = False) -> tuple[Tensor, Tensor]:
         """``rays_o, rays_d [N, 3]`` -> the K normalised points ``[N, K, 3]`` (in ``[-1, 1]`` for rays
-        that meet the box) and ``hit [N]``."""
+        that meet the box) and ``hit [N]`` (the ray meets the box and, with an empty-space grid, crosses
+        a set cell)."""
         start, span, hit = self.segment(rays_o, rays_d)
-        return segment_points(start, span, self.n_points, jitter), hit
+        return segment_points(start, span, self.n_points, jitter), self.hits(start, span, hit)
 
     def forward(self, rays_o: Tensor, rays_d: Tensor, jitter: bool = False) -> tuple[Tensor, Tensor]:
         """``rays_o, rays_d [N, 3]`` -> encoding ``[N, K * 3 * (1 + 2 n_freqs)]`` and ``hit [N]``."""
@@ -234,13 +289,14 @@ class HashRayEncoder(RayEncoder):
         grid: the feature store.
         ray_range: ``"box"`` or ``"near_far"``.
         ndc: NDC frame of a forward-facing scene.
+        occupancy: empty-space grid (see :class:`RayEncoder`).
     """
 
     name = "hash"
 
     def __init__(self, box: Tensor, near: float, far: float, n_points: int, grid: GridConfig,
-                 ray_range: str = "box", ndc: NDCSpace | None = None):
-        super().__init__(box, near, far, n_points, max(grid.point_freqs, 0), ray_range, ndc)
+                 ray_range: str = "box", ndc: NDCSpace | None = None, occupancy: Tensor | None = None):
+        super().__init__(box, near, far, n_points, max(grid.point_freqs, 0), ray_range, ndc, occupancy)
         self.grid_cfg = grid
         self.grid = HashGrid(grid.spec(), backend=grid.backend)
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from core.errors import UserError
+from core.config import ConfigValueError, at_least, one_of, validate
 from core.ndc import NDCSpace
 from student.encoding import ENCODINGS, RAY_RANGES, GridConfig, HashRayEncoder, RayEncoder, point_features_dim
 
@@ -29,6 +29,8 @@ class StudentModelConfig:
         ray_range: where the K points go: ``"box"`` (the part of each ray inside the content box) or
             ``"near_far"`` (R2L: the same ``[near, far]`` for every ray).
         grid: the ``hash`` encoding's grid (ignored by ``pe``).
+        skip_empty: use the pseudo-data's empty-space grid (:mod:`core.skipgrid`), when it has one: rays
+            whose K points all lie in cells the teacher left empty show the background, unevaluated.
     """
 
     encoding: str = "pe"
@@ -38,6 +40,7 @@ class StudentModelConfig:
     depth: int = 88
     ray_range: str = "box"
     grid: GridConfig = field(default_factory=GridConfig)
+    skip_empty: bool = True
 
     @classmethod
     def from_dict(cls, d: dict) -> StudentModelConfig:
@@ -51,21 +54,13 @@ class StudentModelConfig:
         return (self.depth - 2) // 2
 
     def validate(self) -> None:
-        if self.encoding not in ENCODINGS:
-            raise UserError(f"model.encoding must be one of {list(ENCODINGS)}, got {self.encoding!r}")
-        if self.encoding == "hash":
-            try:
-                self.grid.spec()
-            except ValueError as exc:
-                raise UserError(f"model.grid: {exc}") from None
-            if self.grid.point_freqs < -1:
-                raise UserError(f"model.grid.point_freqs must be >= -1, got {self.grid.point_freqs}")
+        """Raise :class:`core.config.ConfigValueError` for a bad value (``grid`` checks itself)."""
+        one_of(self, "encoding", ENCODINGS)
+        one_of(self, "ray_range", RAY_RANGES)
         if self.depth < 4 or self.depth % 2:
-            raise UserError(f"student depth must be even and >= 4, got {self.depth}")
-        if min(self.n_points, self.width) < 1 or self.n_freqs < 0:
-            raise UserError(f"invalid student shape: {self}")
-        if self.ray_range not in RAY_RANGES:
-            raise UserError(f"student ray_range must be one of {RAY_RANGES}, got {self.ray_range!r}")
+            raise ConfigValueError("depth", "must be even and >= 4 (input, 2 per block, output)", self.depth)
+        at_least(self, 1, "n_points", "width")
+        at_least(self, 0, "n_freqs")
 
 
 class ResidualBlock(nn.Module):
@@ -94,20 +89,25 @@ class R2LStudent(nn.Module):
         far: end of the ray range.
         background: ``[3]`` color of rays that miss the content box.
         ndc: NDC frame of a forward-facing scene (``box``, ``near``, ``far`` in NDC; no ray misses).
+        occupancy: ``[G, G, G]`` bool empty-space grid over ``box`` (dilated): rays none of whose points
+            lies in a set cell show ``background`` too (:class:`student.encoding.RayEncoder`).
     """
 
     background: Tensor  # [3] (buffer)
 
     def __init__(self, cfg: StudentModelConfig, box: Tensor, near: float, far: float,
-                 background: Sequence[float] = (1.0, 1.0, 1.0), ndc: NDCSpace | None = None):
+                 background: Sequence[float] = (1.0, 1.0, 1.0), ndc: NDCSpace | None = None,
+                 occupancy: Tensor | None = None):
         super().__init__()
-        cfg.validate()
+        validate(cfg, "model.")  # also a config read from a checkpoint
         self.cfg = cfg
         self.encoder: RayEncoder
         if cfg.encoding == "hash":
-            self.encoder = HashRayEncoder(box, near, far, cfg.n_points, cfg.grid, cfg.ray_range, ndc)
+            self.encoder = HashRayEncoder(box, near, far, cfg.n_points, cfg.grid, cfg.ray_range, ndc,
+                                          occupancy)
         else:
-            self.encoder = RayEncoder(box, near, far, cfg.n_points, cfg.n_freqs, cfg.ray_range, ndc)
+            self.encoder = RayEncoder(box, near, far, cfg.n_points, cfg.n_freqs, cfg.ray_range, ndc,
+                                      occupancy)
         self.register_buffer("background", torch.tensor([float(v) for v in background]))
         self.head_in = nn.Sequential(nn.Linear(self.encoder.out_dim, cfg.width), nn.ReLU())
         self.blocks = nn.Sequential(*[ResidualBlock(cfg.width, cfg.n_blocks) for _ in range(cfg.n_blocks)])

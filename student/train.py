@@ -2,7 +2,10 @@
 
 Stage ``distill`` streams ``<run_dir>/pseudo`` shards; stage ``finetune`` trains on the scene's real
 training photos (composited on the pseudo-data's background) with a lower learning rate. Each stage
-checkpoints with Lightning and resumes after a kill; a finished stage is skipped on re-run. Outputs go
+checkpoints with Lightning and resumes after a kill; a finished stage is skipped on re-run. The per-stage
+``ckpt/<stage>/last.ckpt`` is written atomically beside itself; an unreadable one is moved aside with a
+warning and that stage starts fresh (:mod:`training.checkpoints`). A second job on the same run folder
+is refused in one line (``student/.student.lock``, :mod:`core.runlock`). Outputs go
 to ``<run_dir>/student/`` (``student.ckpt``, ``metrics.json``, ``renders/``, ``logs/``) and the report to
 ``<run_dir>/report.{md,html}``.
 """
@@ -19,19 +22,22 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import DictConfig
 
+from core.checkpoint import check_state_shapes
 from core.config import to_dataclass
 from core.datasets import Scene, load_scene
 from core.errors import CheckpointError, UserError, exit_on_user_error
 from core.io import write_json
 from core.ndc import NDCSpace
+from core.provenance import check_or_record, fingerprint, json_sha256, scene_fingerprint
+from core.runlock import locked_run
 from core.seeding import seed_everything
 from core.shards import PseudoMeta, read_meta
+from core.skipgrid import dilate_grid, dilation_radius, unpack_grid
 from student.checkpoint import load_student, save_student
-from student.config import StageConfig, StudentConfig
+from student.config import PRECISIONS, StageConfig, StudentConfig
 from student.data import (
     ContentRays,
     PhotoDataModule,
@@ -46,11 +52,11 @@ from student.evaluate import evaluate_split, save_side_by_side, teacher_test_pre
 from student.lit import StudentLitModule
 from student.model import R2LStudent, StudentModelConfig, flops_per_ray, lookups_per_ray, table_params
 from student.report import read_json, write_report
+from training.checkpoints import AtomicCheckpointIO, last_checkpoint, resume_checkpoint
 
 log = logging.getLogger(__name__)
 
 STAGES = ("distill", "finetune")
-PRECISIONS = {"bf16": "bf16-mixed", "fp32": "32-true"}
 
 
 def build_student(cfg: StudentConfig, meta: PseudoMeta | None, scene: Scene, background: list[float]
@@ -62,8 +68,23 @@ def build_student(cfg: StudentConfig, meta: PseudoMeta | None, scene: Scene, bac
     if meta is not None:
         ndc = NDCSpace.from_dict(meta.ndc) if meta.ndc is not None else None
         box = meta.aabb if ndc is not None else meta.content_box
-        return R2LStudent(cfg.model, torch.tensor(box), meta.near, meta.far, background, ndc)
+        return R2LStudent(cfg.model, torch.tensor(box), meta.near, meta.far, background, ndc,
+                          skip_grid(cfg, meta))
     return R2LStudent(cfg.model, scene.aabb, scene.near, scene.far, background, scene.ndc)
+
+
+def skip_grid(cfg: StudentConfig, meta: PseudoMeta) -> torch.Tensor | None:
+    """The pseudo-data's empty-space grid dilated for the student's K points (``[G, G, G]`` bool), or
+    ``None`` (switched off, not recorded, or a forward-facing scene)."""
+    off = not cfg.model.skip_empty or cfg.model.ray_range != "box"
+    if off or meta.occupancy is None or meta.ndc is not None:
+        return None
+    grid = torch.from_numpy(unpack_grid(meta.occupancy, "meta.json: occupancy"))
+    radius = dilation_radius(grid.shape[0], cfg.model.n_points)
+    dilated = dilate_grid(grid, radius)
+    log.info("empty-space grid %d^3 dilated by %d cells: %.1f%% of the content box may show something",
+             grid.shape[0], radius, 100 * dilated.float().mean().item())
+    return dilated
 
 
 def validation_batches(scene: Scene, background: list[float], n_views: int, chunk: int) -> list[RayBatch]:
@@ -76,7 +97,9 @@ def validation_batches(scene: Scene, background: list[float], n_views: int, chun
 
 
 def _resume_step(ckpt: Path) -> int:
-    if not ckpt.is_file():
+    """Step of a stage's ``last.ckpt`` (0: none). The first reader of it, so an unreadable one is moved
+    aside here with a warning and the stage starts fresh (:func:`training.checkpoints.resume_checkpoint`)."""
+    if resume_checkpoint(ckpt) is None:
         return 0
     return int(torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True).get("global_step", 0))
 
@@ -100,8 +123,8 @@ def build_trainer(cfg: StudentConfig, stage: StageConfig, name: str, out: Path) 
         num_sanity_val_steps=0,
         log_every_n_steps=10,
         logger=[CSVLogger(logs / "csv", name=name), TensorBoardLogger(logs / "tb", name=name)],
-        callbacks=[ModelCheckpoint(dirpath=out / "ckpt" / name, save_last=True, save_top_k=0,
-                                   every_n_train_steps=cfg.train.ckpt_every_steps)],
+        callbacks=[last_checkpoint(out / "ckpt" / name, every_n_train_steps=cfg.train.ckpt_every_steps)],
+        plugins=[AtomicCheckpointIO()],
         enable_progress_bar=cfg.train.progress_bar,
         enable_model_summary=False,
         default_root_dir=str(out),
@@ -127,18 +150,46 @@ def check_same_model(path: Path, saved: StudentModelConfig, wanted: StudentModel
 
 def _check_resume_shapes(last: Path, model: R2LStudent) -> None:
     """A Lightning ``last.ckpt`` whose weights do not fit ``model``: one line instead of a RuntimeError."""
-    state = torch.load(last, map_location="cpu", weights_only=True, mmap=True).get("state_dict", {})
-    want = {f"model.{k}": tuple(v.shape) for k, v in model.state_dict().items()}
-    have = {k: tuple(v.shape) for k, v in state.items()}
-    if have != want:
-        diff = sorted(set(have.items()) ^ set(want.items()))[0][0]
-        raise CheckpointError(f"{last}: saved by a student of another shape or encoding ({diff} differs); "
-                              f"delete {last.parent.parent.parent} to start fresh")
+    check_state_shapes(last, {f"model.{k}": v for k, v in model.state_dict().items()},
+                       "a student of another shape or encoding",
+                       f"delete {last.parent.parent.parent} to start fresh")
+
+
+def stage_provenance(cfg: StudentConfig, name: str, meta: PseudoMeta | None, scene: Scene,
+                     background: list[float], before: dict[str, Any] | None) -> dict[str, Any]:
+    """What stage ``name`` is made from (:mod:`core.provenance`).
+
+    Its data (distill: the pseudo-data's ``meta.json``, which lists every shard's sha256, without the
+    scene folder's path; finetune: the scene's training views and the background), the network (without
+    the lookup backend; without the unused grid of a ``pe`` student), the stage's optimisation settings,
+    seed, precision, and ``before``, the provenance of the stage it starts from. Budgets (steps, seconds),
+    validation, devices, workers and caches are left out.
+    """
+    stage = dataclasses.asdict(getattr(cfg.train, name))
+    for budget in ("enabled", "max_steps", "max_seconds", "val_every_steps"):
+        stage.pop(budget)
+    model = dataclasses.asdict(cfg.model)
+    model["grid"].pop("backend", None)
+    if model["encoding"] == "pe":
+        model.pop("grid")
+    data: dict[str, Any] = {"scene": scene_fingerprint(scene), "background": background}
+    if name == "distill":
+        assert meta is not None
+        pseudo = meta.to_dict()
+        pseudo.get("scene", {}).pop("path", None)
+        data = {"pseudo_sha256": json_sha256(pseudo),
+                "hard_mining": dataclasses.asdict(cfg.train.hard_mining)}
+    return fingerprint(model=model, stage=stage, seed=cfg.seed, precision=cfg.train.precision, after=before,
+                       **data)
 
 
 def run_stage(cfg: StudentConfig, name: str, model: R2LStudent, datamodule: L.LightningDataModule,
-              out: Path) -> tuple[L.Trainer, dict[str, Any]]:
-    """Fit one stage (resuming from its ``last.ckpt`` if present); returns the trainer and its stats."""
+              out: Path, provenance: dict[str, Any] | None = None) -> tuple[L.Trainer, dict[str, Any]]:
+    """Fit one stage (resuming from its ``last.ckpt`` if present); returns the trainer and its stats.
+
+    ``provenance`` (:func:`stage_provenance`) is compared with the one recorded beside ``last.ckpt``
+    before resuming from it, and recorded there for the next run (``None``: neither).
+    """
     stage: StageConfig = getattr(cfg.train, name)
     trainer = build_trainer(cfg, stage, name, out)
     lit = StudentLitModule(model, stage, cfg.train.hard_mining if name == "distill" else None)
@@ -147,6 +198,8 @@ def run_stage(cfg: StudentConfig, name: str, model: R2LStudent, datamodule: L.Li
     if ckpt_path:
         _check_resume_shapes(last, model)
         log.info("%s: resuming from %s", name, ckpt_path)
+    if provenance is not None:
+        check_or_record(last.parent, provenance, [last] if ckpt_path else [], _fresh(out))
     start = time.perf_counter()
     trainer.fit(lit, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     seconds = time.perf_counter() - start
@@ -165,13 +218,13 @@ def _stage_datamodule(cfg: StudentConfig, name: str, model: R2LStudent, meta: Ps
                       background: list[float], val: list[RayBatch], out: Path) -> L.LightningDataModule:
     stage: StageConfig = getattr(cfg.train, name)
     seed = cfg.seed + 7919 * _resume_step(out / "ckpt" / name / "last.ckpt")  # fresh stream on resume
+    enc = model.encoder
+    keep = ContentRays.of(enc) if enc.ndc is None else None  # NDC: no miss
     if name == "distill":
         assert meta is not None
         cache = ray_bytes(meta) <= cfg.train.ray_cache_gb * 2**30
         return ShardDataModule(meta, stage.batch_size, cfg.train.shuffle_buffer, cfg.train.num_workers, seed,
-                               val, cache=cache)
-    enc = model.encoder
-    keep = ContentRays(enc.box.tolist(), enc.near, enc.far) if enc.ndc is None else None  # NDC: no misses
+                               val, cache=cache, keep=keep)
     return PhotoDataModule(photo_rays(scene, background, "train", keep), stage.batch_size, seed, val)
 
 
@@ -192,6 +245,7 @@ def scene_meta(scene: Scene, model: R2LStudent, background: list[float], meta: P
         "background": list(background),
         "ndc": model.encoder.ndc.to_dict() if model.encoder.ndc is not None else None,
         "scene_kind": scene.kind,
+        "occupancy": model.encoder.occupancy_record(),
     }
 
 
@@ -203,7 +257,8 @@ def load_inputs(cfg: StudentConfig) -> tuple[PseudoMeta | None, Scene, list[floa
     """
     meta = None
     if cfg.train.distill.enabled:
-        meta = read_meta(Path(cfg.pseudo_dir) if cfg.pseudo_dir else Path(cfg.run_dir) / "pseudo")
+        meta = read_meta(Path(cfg.pseudo_dir) if cfg.pseudo_dir else Path(cfg.run_dir) / "pseudo",
+                         verify_hashes=True)  # a truncated shard would fail deep inside webdataset
     scene = load_scene(cfg.scene, splits=("train", "test"))
     if meta is not None and scene.convention != meta.camera_convention:
         raise UserError(f"{meta.folder}/meta.json: camera convention {meta.camera_convention!r} differs "
@@ -218,13 +273,16 @@ def _eval_views(cfg: StudentConfig, teacher_metrics: dict[str, Any]) -> int | No
     return teacher_metrics.get("test", {}).get("n_views")
 
 
+@locked_run("student", lambda cfg: Path(cfg.run_dir) / "student")
 def run(cfg: StudentConfig) -> dict[str, Any]:
     """Train both stages, evaluate, write ``student.ckpt``, ``metrics.json``, renders and the report.
 
     Returns:
         The metrics written to ``<run_dir>/student/metrics.json`` (empty on non-zero DDP ranks).
+
+    Raises:
+        UserError: another live job trains the student of this run folder (or any bad input).
     """
-    cfg.model.validate()  # a bad model.* value: one line before anything is read or built
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.seed)
@@ -235,33 +293,39 @@ def run(cfg: StudentConfig) -> dict[str, Any]:
     n_eval = _eval_views(cfg, teacher_metrics)
     val = validation_batches(scene, background, cfg.eval.val_views, cfg.eval.chunk)
     stages: dict[str, Any] = {}
-    trainer, evaluated = None, None
+    trainer, evaluated, provenance = None, None, None
     for name in STAGES:
         stage: StageConfig = getattr(cfg.train, name)
         done = out / f"stage_{name}.ckpt"
         if not stage.enabled:
             continue
+        provenance = stage_provenance(cfg, name, meta, scene, background, provenance)
         if done.is_file() and cfg.train.resume:  # finished before a kill: reuse its weights and metrics
             saved = load_student(done)[0]
             check_same_model(done, saved.cfg, cfg.model)
+            check_or_record(out / "ckpt" / name, provenance, [done], _fresh(out), record=False)
             model.load_state_dict(saved.state_dict())
             stages[name] = read_json(out / "metrics.json").get("stages", {}).get(name, {})
             continue
         dm = _stage_datamodule(cfg, name, model, meta, scene, background, val, out)
-        trainer, stats = run_stage(cfg, name, model, dm, out)
+        trainer, stats = run_stage(cfg, name, model, dm, out, provenance)
         if not trainer.is_global_zero:
             continue
         evaluated = evaluate_split(model, scene.split("test"), background, cfg.eval.chunk, n_eval)
         stats["test"] = evaluated[0]
         stages[name] = stats
-        save_student(done, model, scene_meta(scene, model, background, meta))
+        save_student(done, model, scene_meta(scene, model, background, meta), provenance=provenance)
         _write_metrics(out, cfg, model, stages, teacher_metrics)
         log.info("%s: test PSNR %.2f dB after %d steps", name, stats["test"]["psnr"], stats["steps"])
     if trainer is not None and not trainer.is_global_zero:
         return {}
     if evaluated is None:  # every stage was already done: evaluate the loaded weights
         evaluated = evaluate_split(model, scene.split("test"), background, cfg.eval.chunk, n_eval)
-    return finish(cfg, model, scene, background, meta, stages, teacher_metrics, evaluated)
+    return finish(cfg, model, scene, background, meta, stages, teacher_metrics, evaluated, provenance)
+
+
+def _fresh(out: Path) -> str:
+    return f"delete {out} or use another run_dir (or train.resume=false to train every stage again)"
 
 
 def _write_metrics(out: Path, cfg: StudentConfig, model: R2LStudent, stages: dict[str, Any],
@@ -285,12 +349,16 @@ def _write_metrics(out: Path, cfg: StudentConfig, model: R2LStudent, stages: dic
 
 def finish(cfg: StudentConfig, model: R2LStudent, scene: Scene, background: list[float],
            meta: PseudoMeta | None, stages: dict[str, Any], teacher_metrics: dict[str, Any],
-           evaluated: tuple[dict[str, Any], torch.Tensor, torch.Tensor]) -> dict[str, Any]:
-    """Renders, ``student.ckpt``, ``metrics.json`` and the report from the final test evaluation."""
+           evaluated: tuple[dict[str, Any], torch.Tensor, torch.Tensor],
+           provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Renders, ``student.ckpt``, ``metrics.json`` and the report from the final test evaluation.
+
+    ``student.ckpt`` records ``provenance``: that of the last stage (which chains the earlier ones).
+    """
     out = Path(cfg.run_dir) / "student"
     test, pred, gt = evaluated
     sm = scene_meta(scene, model, background, meta)
-    save_student(out / "student.ckpt", model, sm, metrics={"test": test})
+    save_student(out / "student.ckpt", model, sm, metrics={"test": test}, provenance=provenance)
     teacher = teacher_test_predictions(Path(cfg.run_dir) / "teacher", scene.split("test").files,
                                        scene.split("test").hw)
     if cfg.eval.save_renders:

@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from core.config import at_least, one_of, positive
 from teacher.model import Teacher
 from teacher.partition import crossing_order, ray_segments
 from teacher.partitioned import composite_records, finish_rays, render_region_segment, substitute_own_record
@@ -49,6 +50,12 @@ class DistributedConfig:
     points_per_ray: int = 16
     split_rays: int = 8192
     timeout_s: float = 600.0
+
+    def validate(self) -> None:
+        """Raise :class:`core.config.ConfigValueError` for a bad value."""
+        at_least(self, 1, "partitions", "points_per_ray", "split_rays")
+        one_of(self, "backend", ("auto", "gloo", "nccl"))
+        positive(self, "timeout_s")
 
 
 def env_world_size() -> int:

@@ -9,11 +9,13 @@ and the degree-4 spherical-harmonics encoding of the view direction to RGB.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from cuda.backend import HashGrid
+from core.config import at_least, one_of
+from cuda.backend import HashGrid, backend_names, validate_grid_config
 from cuda.hashgrid_ref import HashGridSpec
 
 SH_DIM = 16  # degree 4: 1 + 3 + 5 + 7 coefficients
@@ -51,6 +53,16 @@ class FieldConfig:
             base_resolution=self.base_resolution,
             max_resolution=self.max_resolution,
         )
+
+    def validate(self) -> None:
+        """Raise :class:`core.config.ConfigValueError` for an unusable shape or an unknown backend."""
+        validate_grid_config(self)
+        at_least(self, 1, "hidden_dim", "geo_dim")
+
+
+def validate_backend(cfg: Any) -> None:
+    """``cfg.backend`` is ``auto`` or a registered hash-grid backend (for configs naming the teacher's)."""
+    one_of(cfg, "backend", backend_names())
 
 
 class _TruncExp(torch.autograd.Function):

@@ -13,6 +13,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from core.config import ConfigValueError, at_least, in_range, positive
 from core.metrics import mse_to_psnr
 from teacher.model import Teacher
 
@@ -36,6 +37,14 @@ class OptimConfig:
     weight_decay: float = 1e-6
     decay_start: float = 0.5
     final_lr_ratio: float = 0.1
+
+    def validate(self) -> None:
+        """Raise :class:`core.config.ConfigValueError` for a bad value."""
+        positive(self, "lr", "final_lr_ratio")
+        at_least(self, 0.0, "eps", "weight_decay")
+        in_range(self, 0.0, 1.0, "decay_start")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigValueError("betas", "must be two numbers in [0, 1)", list(self.betas))
 
 
 def lr_factor(progress: float, cfg: OptimConfig) -> float:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from core.config import at_least, in_range, positive
 from core.rendering import accumulate_along_rays, render_weights_from_density
 from teacher.field import TeacherField
 from teacher.marching import RaySamples, early_termination_mask, march_rays
@@ -36,6 +37,12 @@ class RenderConfig:
     alpha_threshold: float = 0.0
     chunk: int = 4096
     jitter: bool = True
+
+    def validate(self) -> None:
+        """Raise :class:`core.config.ConfigValueError` for a bad value."""
+        at_least(self, 1, "steps_per_diagonal", "chunk")
+        positive(self, "min_transmittance")
+        in_range(self, 0.0, 1.0, "min_transmittance", "alpha_threshold")
 
 
 def step_size_for(aabb: Tensor, cfg: RenderConfig) -> float:

@@ -5,7 +5,13 @@ done), ``lightning/last.ckpt`` (resume point while training), ``logs/`` (CSV) an
 (TensorBoard), ``metrics.json`` and ``renders/`` (test views as ground truth | prediction | error).
 
 Rerunning after a kill resumes from ``last.ckpt`` (the time budget counts across runs); rerunning a
-finished run re-evaluates ``teacher.ckpt`` if ``metrics.json`` is missing, else reports it.
+finished run re-evaluates ``teacher.ckpt`` if ``metrics.json`` is missing, else reports it. Both record
+what they were made from (the scene's cameras and image list, the settings that shape the weights:
+``teacher.ckpt``'s ``provenance`` entry and ``provenance.json``); a rerun with another scene or such
+settings is refused in one line instead of reusing them (budgets may change: :func:`teacher_provenance`).
+``last.ckpt`` is written atomically beside itself; an unreadable one is moved aside with a warning and
+training starts fresh (:mod:`training.checkpoints`). A second job on one run folder is refused in one
+line (:mod:`core.runlock`).
 """
 
 from __future__ import annotations
@@ -23,14 +29,16 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import DictConfig
 
-from core.config import to_dataclass, to_plain
+from core.checkpoint import check_state_shapes
+from core.config import at_least, positive, to_dataclass, to_plain, torch_device, training_limits
 from core.datasets import Scene, SceneConfig, load_scene
 from core.errors import exit_on_user_error
 from core.io import sha256_file, write_json
+from core.provenance import check_or_record, fingerprint, scene_fingerprint
+from core.runlock import locked_run
 from core.seeding import seed_everything
 from teacher.callbacks import TrainingBudget
 from teacher.data import RayDataModule
@@ -38,6 +46,7 @@ from teacher.distributed import DistributedConfig, env_world_size
 from teacher.evaluate import evaluate
 from teacher.lit_module import OptimConfig, TeacherLitModule
 from teacher.model import Teacher, TeacherModelConfig, build_teacher, load_teacher, save_teacher
+from training.checkpoints import AtomicCheckpointIO, last_checkpoint, resume_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +73,13 @@ class TrainConfig:
     progress_bar: bool = True
     device: str = "auto"
 
+    def validate(self) -> None:
+        """Raise :class:`core.config.ConfigValueError` for a bad value or a run without any limit."""
+        training_limits(self)
+        positive(self, "checkpoint_seconds")
+        at_least(self, 1, "batch_rays", "log_every")
+        torch_device(self, "device")
+
 
 @dataclass
 class EvalConfig:
@@ -78,6 +94,11 @@ class EvalConfig:
     chunk: int = 4096
     n_renders: int = 3
     progress_bar: bool = True
+
+    def validate(self) -> None:
+        """Raise :class:`core.config.ConfigValueError` for a bad value."""
+        at_least(self, 1, "chunk")
+        at_least(self, 0, "n_renders")
 
 
 @dataclass
@@ -122,8 +143,8 @@ def train_teacher(cfg: TeacherConfig, teacher: Teacher, scene_split: Any, out: P
         if hasattr(callback, "budget"):
             callback.budget = budget
     ckpt_dir = out / "lightning"
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0,
-                                 train_time_interval=timedelta(seconds=cfg.train.checkpoint_seconds))
+    interval = timedelta(seconds=cfg.train.checkpoint_seconds)
+    checkpoint = last_checkpoint(ckpt_dir, train_time_interval=interval)
     trainer = L.Trainer(
         accelerator=teacher.aabb.device.type,
         devices=1,
@@ -137,14 +158,17 @@ def train_teacher(cfg: TeacherConfig, teacher: Teacher, scene_split: Any, out: P
         enable_progress_bar=cfg.train.progress_bar,
         enable_model_summary=False,
         default_root_dir=out,
+        plugins=[AtomicCheckpointIO()],
     )
-    resume = ckpt_dir / "last.ckpt"
-    if resume.is_file():
+    resume = resume_checkpoint(ckpt_dir / "last.ckpt")
+    if resume is not None:
+        check_state_shapes(resume, lit.state_dict(), "a teacher of another shape",
+                           f"delete {out} or use another run_dir")
         log.info("resuming from %s", resume)
     with warnings.catch_warnings():
         # an endless iterable dataset cannot be resumed mid-epoch by Lightning; ours resumes itself
         warnings.filterwarnings("ignore", message=".*not fully resumable.*")
-        trainer.fit(lit, datamodule=data, ckpt_path=str(resume) if resume.is_file() else None,
+        trainer.fit(lit, datamodule=data, ckpt_path=str(resume) if resume is not None else None,
                     weights_only=True)
     return {"steps": int(trainer.global_step), "train_seconds": round(budget.elapsed, 2),
             "samples": lit.samples_seen}
@@ -163,21 +187,47 @@ def new_teacher(cfg: TeacherConfig, scene: Scene, device: torch.device | str = "
     return teacher
 
 
+def teacher_provenance(cfg: TeacherConfig, scene: Scene) -> dict[str, Any]:
+    """What a teacher is made from (:mod:`core.provenance`): the scene's training views and the settings
+    that shape its weights (model without its backend or render chunk, optimizer, seed, rays per step,
+    partitioning). Budgets, device, checkpoint interval and evaluation settings are left out."""
+    model = to_plain(cfg.model)
+    model["field"].pop("backend", None)  # checkpoints move between backends
+    model["render"].pop("chunk", None)  # memory, not results
+    dist = cfg.distributed
+    partitions = ({"k": dist.partitions, "split_rays": dist.split_rays, "points_per_ray": dist.points_per_ray}
+                  if dist.partitions > 1 else None)
+    return fingerprint(scene=scene_fingerprint(scene), model=model, optim=to_plain(cfg.optim), seed=cfg.seed,
+                       batch_rays=cfg.train.batch_rays, partitions=partitions)
+
+
+@locked_run("teacher", lambda cfg: Path(cfg.run_dir) / "teacher")
 def run(cfg: TeacherConfig) -> dict[str, Any]:
-    """Train (or resume) and evaluate the teacher; returns the metrics written to ``metrics.json``."""
+    """Train (or resume) and evaluate the teacher; returns the metrics written to ``metrics.json``.
+
+    Holds ``<run_dir>/teacher/.teacher.lock`` (:mod:`core.runlock`; rank 0 of a NeRF-XL job) while it runs.
+
+    Raises:
+        CheckpointError: ``teacher.ckpt`` or ``last.ckpt`` was made from another scene or other settings
+            (:func:`teacher_provenance`).
+        UserError: another live job trains the teacher of this run folder.
+    """
     if cfg.distributed.partitions > 1 or env_world_size() > 1:  # NeRF-XL (teacher.partitioned_train)
         from teacher.partitioned_train import run_partitioned
 
         return run_partitioned(cfg)
     out = Path(cfg.run_dir) / "teacher"
     ckpt_path, metrics_path = out / "teacher.ckpt", out / "metrics.json"
+    seed_everything(cfg.seed)
+    scene = load_scene(cfg.scene, splits=("train", "test"))
+    provenance = teacher_provenance(cfg, scene)
+    check_or_record(out, provenance, [ckpt_path, out / "lightning" / "last.ckpt"],
+                    f"delete {out} or use another run_dir")
     if ckpt_path.is_file() and metrics_path.is_file():
         metrics = json.loads(metrics_path.read_text())
         if metrics.get("checkpoint_sha256") == sha256_file(ckpt_path):
             log.info("teacher already trained and evaluated: %s", metrics_path)
             return metrics
-    seed_everything(cfg.seed)
-    scene = load_scene(cfg.scene, splits=("train", "test"))
     device = _device(cfg.train.device)
     if ckpt_path.is_file():
         log.info("training already finished; evaluating %s", ckpt_path)
@@ -187,7 +237,7 @@ def run(cfg: TeacherConfig) -> dict[str, Any]:
     else:
         teacher = new_teacher(cfg, scene, device)
         stats = train_teacher(cfg, teacher, scene.split("train"), out)
-        save_teacher(ckpt_path, teacher, **stats)
+        save_teacher(ckpt_path, teacher, provenance=provenance, **stats)
     start = time.perf_counter()
     test = evaluate(teacher, scene.split("test"), scene.background, cfg.eval.chunk, cfg.eval.n_renders,
                     out / "renders", cfg.eval.progress_bar)

@@ -37,16 +37,22 @@ TINY = [
 ]
 
 
-def _run_teacher(cwd: Path, overrides: list[str]) -> subprocess.CompletedProcess[str]:
+def run_cli(module: str, cwd: Path, overrides: list[str], timeout: float = 300
+            ) -> subprocess.CompletedProcess[str]:
+    """``python -m <module> <overrides>`` in ``cwd`` with this repository importable; output captured."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     return subprocess.run(
-        [sys.executable, "-m", "teacher.train", *overrides],
+        [sys.executable, "-m", module, *overrides],
         cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
     )
+
+
+def _run_teacher(cwd: Path, overrides: list[str]) -> subprocess.CompletedProcess[str]:
+    return run_cli("teacher.train", cwd, overrides)
 
 
 def _missing_image(root: Path) -> str:
@@ -106,16 +112,14 @@ def test_good_tiny_run_writes_only_into_run_dir(tmp_path: Path, tiny_scene: Path
 
 
 @pytest.mark.parametrize("override, message", [
-    ("model.encoding=triplane", "model.encoding must be one of"),
-    ("model.grid.log2_hashmap_size=40", "model.grid: invalid hash grid shape"),
+    ("model.encoding=triplane", "model.encoding=triplane: must be one of"),
+    ("model.grid.log2_hashmap_size=40", "model.grid.log2_hashmap_size=40: invalid hash grid"),
 ])
 def test_student_bad_encoding_is_one_line(tmp_path: Path, tiny_pseudo_run: Path, tiny_scene: Path,
                                           override: str, message: str) -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run(
-        [sys.executable, "-m", "student.train", f"scene.path={tiny_scene}", f"run_dir={tmp_path / 'run'}",
-         f"pseudo_dir={tiny_pseudo_run / 'pseudo'}", override, "train.progress_bar=false"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    proc = run_cli("student.train", tmp_path, [f"scene.path={tiny_scene}", f"run_dir={tmp_path / 'run'}",
+                                               f"pseudo_dir={tiny_pseudo_run / 'pseudo'}", override,
+                                               "train.progress_bar=false"])
     assert proc.returncode == 1, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr[-2000:]

@@ -258,5 +258,5 @@ def test_hash_flop_and_size_accounting_matches_the_layers(point_freqs: int) -> N
 def test_unknown_encoding_is_one_clear_error() -> None:
     from core.errors import UserError
 
-    with pytest.raises(UserError, match="model.encoding must be one of"):
+    with pytest.raises(UserError, match="model.encoding=triplane: must be one of"):
         R2LStudent(StudentModelConfig(encoding="triplane"), AABB, 1.0, 5.0)

@@ -1,0 +1,126 @@
+"""Config values are checked once, when the config is read: one line naming the dotted key, exit 1.
+
+The validators run inside :func:`core.config.to_dataclass`; these tests compose the real configs of every
+stage with one bad override each, and run a representative few through the real CLIs.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from core.config import ConfigValueError, compose, to_dataclass
+from data_gen.render import DataGenConfig
+from export.onnx import ExportConfig
+from export.render import RenderConfig
+from export.viewer import ViewerConfig
+from student.config import StudentConfig
+from teacher.train import TeacherConfig
+from tests.test_cli_errors import run_cli
+
+STAGES = {"teacher": TeacherConfig, "student": StudentConfig, "data_gen": DataGenConfig, "export": ExportConfig,
+          "render": RenderConfig, "viewer": ViewerConfig}
+
+# (config, overrides, the start of the message)
+BAD = [
+    ("teacher", ["train.batch_rays=0"], "train.batch_rays=0: must be >= 1"),
+    ("teacher", ["train.max_steps=-1", "train.max_seconds=null"], "train.max_steps=-1: with max_seconds=null"),
+    ("teacher", ["train.max_steps=0"], "train.max_steps=0: must be >= 1, or -1"),
+    ("teacher", ["train.max_seconds=-5"], "train.max_seconds=-5.0: must be a finite number > 0"),
+    ("teacher", ["train.device=gpu"], "train.device=gpu: must be auto, cpu, cuda"),
+    ("teacher", ["model.field.backend=nope"], "model.field.backend=nope: must be one of ['auto', 'torch'"),
+    ("teacher", ["model.field.log2_hashmap_size=40"], "model.field.log2_hashmap_size=40: invalid hash grid"),
+    ("teacher", ["model.field.max_resolution=8"], "model.field.max_resolution=8: must be >= 16"),
+    ("teacher", ["model.render.chunk=-1"], "model.render.chunk=-1: must be >= 1"),
+    ("teacher", ["model.occupancy.decay=1.5"], "model.occupancy.decay=1.5: must be in [0.0, 1.0]"),
+    ("teacher", ["model.occupancy.sample_fraction=-0.1"], "model.occupancy.sample_fraction=-0.1: must be in"),
+    ("teacher", ["optim.lr=0"], "optim.lr=0.0: must be a finite number > 0"),
+    ("teacher", ["optim.betas=[0.9,1.5]"], "optim.betas=[0.9, 1.5]: must be two numbers in [0, 1)"),
+    ("teacher", ["optim.decay_start=2"], "optim.decay_start=2.0: must be in [0.0, 1.0]"),
+    ("teacher", ["eval.chunk=0"], "eval.chunk=0: must be >= 1"),
+    ("teacher", ["distributed.backend=mpi"], "distributed.backend=mpi: must be one of ['auto', 'gloo', 'nccl']"),
+    ("teacher", ["distributed.partitions=0"], "distributed.partitions=0: must be >= 1"),
+    ("teacher", ["scene.near=2", "scene.far=1"], "scene.near=2.0: must be below far (1.0)"),
+    ("teacher", ["scene.aabb=[0,0,0,1,1]"], "scene.aabb=[0.0, 0.0, 0.0, 1.0, 1.0]: must be 6 finite numbers"),
+    ("teacher", ["scene.far=nan"], "scene.far=nan: must be a finite number > 0"),
+    ("teacher", ["scene.max_views=0"], "scene.max_views=0: must be >= 1"),
+    ("student", ["train.distill.max_steps=-1", "train.distill.max_seconds=null"],
+     "train.distill.max_steps=-1: with max_seconds=null"),
+    ("student", ["train.distill.batch_size=0"], "train.distill.batch_size=0: must be >= 1"),
+    ("student", ["train.finetune.lr=0"], "train.finetune.lr=0.0: must be a finite number > 0"),
+    ("student", ["train.distill.encoding_lr=-1"], "train.distill.encoding_lr=-1.0: must be a finite number > 0"),
+    ("student", ["train.distill.val_every_steps=0"], "train.distill.val_every_steps=0: must be >= 1"),
+    ("student", ["model.depth=15"], "model.depth=15: must be even and >= 4"),
+    ("student", ["model.encoding=triplane"], "model.encoding=triplane: must be one of ['pe', 'hash']"),
+    ("student", ["model.ray_range=sphere"], "model.ray_range=sphere: must be one of ['box', 'near_far']"),
+    ("student", ["model.grid.backend=nope"], "model.grid.backend=nope: must be one of"),
+    ("student", ["model.grid.point_freqs=-2"], "model.grid.point_freqs=-2: must be >= -1"),
+    ("student", ["train.hard_mining.fraction=1.5"], "train.hard_mining.fraction=1.5: must be in [0.0, 1.0]"),
+    ("student", ["train.hard_mining.pool_size=0"], "train.hard_mining.pool_size=0: must be >= 1"),
+    ("student", ["train.precision=fp8"], "train.precision=fp8: must be one of ['bf16', 'fp32']"),
+    ("student", ["train.accelerator=tpu"], "train.accelerator=tpu: must be one of"),
+    ("student", ["train.num_workers=-1"], "train.num_workers=-1: must be >= 0"),
+    ("student", ["eval.chunk=-4096"], "eval.chunk=-4096: must be >= 1"),
+    ("data_gen", ["backend=nope"], "backend=nope: must be one of ['auto', 'torch'"),
+    ("data_gen", ["device=gpu0"], "device=gpu0: must be auto, cpu, cuda"),
+    ("export", ["parity.n_rays=0"], "parity.n_rays=0: must be >= 1"),
+    ("export", ["parity.fp32_tol=0"], "parity.fp32_tol=0.0: must be a finite number > 0"),
+    ("export", ["int8.calib_batches=0"], "int8.calib_batches=0: must be >= 1"),
+    ("export", ["opset=0"], "opset=0: must be >= 1"),
+    ("render", ["fps=0"], "fps=0: must be >= 1"),
+    ("render", ["video=avi"], "video=avi: must be one of ['mp4', 'gif', 'none']"),
+    ("render", ["image_size=[0,64]"], "image_size=[0, 64]: must be [H, W] with H, W >= 1"),
+    ("render", ["max_pixels=-1"], "max_pixels=-1: must be >= 1"),
+    ("render", ["orbit.n_frames=0"], "orbit.n_frames=0: must be >= 1"),
+    ("render", ["orbit.elevation_deg=120"], "orbit.elevation_deg=120.0: must be in [-90.0, 90.0]"),
+    ("render", ["batch_size=0"], "batch_size=0: must be >= 1"),
+    ("viewer", ["port=70000"], "port=70000: must be in [0, 65535]"),
+    ("viewer", ["variants=[]"], "variants=[]: must name at least one exported file"),
+]
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+@pytest.mark.parametrize("profile", ["cpu", "gpu", "paper"])
+def test_shipped_configs_are_valid(name: str, profile: str) -> None:
+    overrides = [f"profile={profile}"] if name in ("teacher", "student", "data_gen", "export") else []
+    to_dataclass(compose(name, overrides), STAGES[name])
+
+
+@pytest.mark.parametrize("name, overrides, message", BAD, ids=[" ".join(o) for _, o, _ in BAD])
+def test_bad_value_is_named_by_its_dotted_key(name: str, overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigValueError) as info:
+        to_dataclass(compose(name, overrides), STAGES[name])
+    assert str(info.value).startswith(message), str(info.value)
+    assert "\n" not in str(info.value)
+
+
+# a representative few through the real entry points: one line, exit 1, no traceback, in seconds
+CLI = [
+    ("student.train", ["train.distill.max_steps=-1", "train.distill.max_seconds=null"],
+     "train.distill.max_steps=-1"),
+    ("student.train", ["train.distill.batch_size=0"], "train.distill.batch_size=0"),
+    ("student.train", ["train.finetune.lr=0"], "train.finetune.lr=0.0"),
+    ("student.train", ["model.depth=15"], "model.depth=15"),
+    ("teacher.train", ["train.batch_rays=0"], "train.batch_rays=0"),
+    ("teacher.train", ["model.field.backend=nope"], "model.field.backend=nope"),
+    ("data_gen.render", ["backend=nope"], "backend=nope"),
+    ("export.onnx", ["parity.batch_size=-1"], "parity.batch_size=-1"),
+    ("export.render", ["fps=0"], "fps=0"),
+    ("export.viewer", ["port=-1"], "port=-1"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module, overrides, key", CLI, ids=[f"{m} {' '.join(o)}" for m, o, _ in CLI])
+def test_cli_bad_value_is_one_line(tmp_path: Path, module: str, overrides: list[str], key: str) -> None:
+    start = time.perf_counter()
+    proc = run_cli(module, tmp_path, [f"run_dir={tmp_path / 'run'}", *overrides], timeout=120)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {key}: "), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    written = [p.name for p in (tmp_path / "run").iterdir()] if (tmp_path / "run").exists() else []
+    assert written in ([], ["hydra"]), written  # refused before the stage wrote anything
+    assert time.perf_counter() - start < 60
