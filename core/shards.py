@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import io
 import json
+import re
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,12 +33,15 @@ from PIL import Image
 
 from core.cameras import CAMERA_CONVENTION
 from core.errors import UserError
-from core.io import sha256_file
+from core.io import sha256_file, write_json
 
 FORMAT = "lightfield-distill/pseudo"
 FORMAT_VERSION = 1
 META_NAME = "meta.json"
 SHARD_GLOB = "shard-*.tar"
+SHARD_NAME = re.compile(r"shard-[0-9]{6,}\.tar")  # a plain file of the folder: no path, no URL, no pipe:
+VERIFIED_NAME = ".verified.json"  # shards whose sha256 matched, with the size and mtime they had then
+RACY_SECONDS = 2.0  # a shard modified this recently is hashed but not remembered (mtime ticks are coarse)
 RGB_FORMATS = ("png", "npy16")
 OPTIONAL_FIELDS = ("depth", "alpha")
 
@@ -129,9 +134,9 @@ class PseudoMeta:
         return self.n_views * self.height * self.width
 
     def shard_paths(self) -> list[Path]:
-        """Absolute paths of the shards, in view order (needs :attr:`folder`)."""
+        """Absolute local paths of the shards, in view order (needs :attr:`folder`)."""
         assert self.folder is not None, "meta was not read from a folder"
-        return [self.folder / s.name for s in self.shards]
+        return [self.folder.absolute() / s.name for s in self.shards]
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object written to ``meta.json`` (keys in the documented order)."""
@@ -197,7 +202,12 @@ def parse_meta(d: dict[str, Any], path: Path, require_shards: bool = True) -> Ps
     if require_shards and not meta.shards:
         problems.append("lists no shards")
     expected_first = 0
+    names: set[str] = set()
     for s in meta.shards:
+        if not isinstance(s.name, str) or not SHARD_NAME.fullmatch(s.name) or s.name in names:
+            problems.append(f"shard name {s.name!r} is not a distinct shard-NNNNNN.tar file of this folder")
+            break
+        names.add(s.name)
         if s.first_view != expected_first or s.n_views < 1:
             problems.append(f"shard {s.name} covers views from {s.first_view}, expected {expected_first}")
             break
@@ -214,7 +224,8 @@ def read_meta(folder: str | Path, verify_hashes: bool = False) -> PseudoMeta:
 
     Args:
         folder: the pseudo-data folder.
-        verify_hashes: also re-hash every shard (reads all bytes; off by default for speed).
+        verify_hashes: also check every shard's sha256 (:func:`verify_shard_hashes`: each shard is read
+            once, and again only after it changed).
 
     Returns:
         The validated :class:`PseudoMeta` with ``folder`` set.
@@ -236,12 +247,47 @@ def read_meta(folder: str | Path, verify_hashes: bool = False) -> PseudoMeta:
             raise ShardFormatError(f"{shard}: listed in {path} but missing")
         if shard.stat().st_size == 0:
             raise ShardFormatError(f"{shard}: empty file")
-        if verify_hashes and sha256_file(shard) != s.sha256:
-            raise ShardFormatError(f"{shard}: sha256 does not match {path} (corrupt or from another job)")
     extra = sorted(p.name for p in folder.glob(SHARD_GLOB) if p.name not in listed)
     if extra:
         raise ShardFormatError(f"{folder / extra[0]}: shard on disk is not listed in {path}")
+    if verify_hashes:
+        verify_shard_hashes(meta)
     return meta
+
+
+def verify_shard_hashes(meta: PseudoMeta) -> None:
+    """Check every shard's sha256 against ``meta.json``, reading each shard once over many runs.
+
+    A shard whose size, mtime and expected hash are those recorded at an earlier match (in
+    ``<folder>/.verified.json``) is not read again; a truncated or rewritten shard, or a new ``meta.json``,
+    is hashed again. A shard modified less than :data:`RACY_SECONDS` ago is hashed but not recorded (a
+    rewrite within the same timestamp tick would keep its mtime). A read-only folder records nothing.
+
+    Raises:
+        ShardFormatError: naming the first shard whose bytes do not match.
+    """
+    assert meta.folder is not None, "meta was not read from a folder"
+    marker = meta.folder / VERIFIED_NAME
+    try:
+        seen = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        seen = {}
+    verified = {}
+    for s in meta.shards:
+        shard = meta.folder / s.name
+        st = shard.stat()
+        key = [st.st_size, st.st_mtime_ns, s.sha256]
+        if not isinstance(seen, dict) or seen.get(s.name) != key:
+            if sha256_file(shard) != s.sha256:
+                raise ShardFormatError(f"{shard}: sha256 does not match {meta.folder / META_NAME} "
+                                       "(truncated, corrupt or from another job)")
+        if time.time() - st.st_mtime_ns / 1e9 >= RACY_SECONDS:
+            verified[s.name] = key
+    if verified != seen:
+        try:
+            write_json(marker, verified)
+        except OSError:  # a read-only copy of the pseudo-data: hash again next time
+            pass
 
 
 def _get(sample: dict[str, Any], name: str) -> Any:

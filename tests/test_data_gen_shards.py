@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import shutil
 import tarfile
+import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +132,61 @@ def test_read_meta_rejects_files_not_matching_disk(tmp_path: Path) -> None:
     (tmp_path / "shard-000001.tar").unlink()
     with pytest.raises(ShardFormatError, match="shard-000001.tar: listed in .* but missing"):
         read_meta(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["../x.tar", "<abs>", "pipe:rm -rf x", "shard-000001.tar", "shard-1.tar"])
+def test_read_meta_accepts_only_shard_file_names_of_the_folder(tmp_path: Path, name: str) -> None:
+    """No path, URL or ``pipe:`` command from ``meta.json`` reaches webdataset (nor a shard listed twice)."""
+    folder = tmp_path / "pseudo"
+    meta = _write_folder(folder)
+    for other in ("x.tar", "abs.tar"):  # files there to be read, were such names followed
+        shutil.copy(folder / meta.shards[0].name, tmp_path / other)
+    name = str(tmp_path / "abs.tar") if name == "<abs>" else name
+    _edit_meta(folder, shards=[{**asdict(meta.shards[0]), "name": name}, asdict(meta.shards[1])])
+    with pytest.raises(ShardFormatError) as info:
+        read_meta(folder)
+    assert str(info.value) == (f"{folder / 'meta.json'}: shard name {name!r} is not a distinct "
+                               "shard-NNNNNN.tar file of this folder")
+
+
+def test_shard_paths_are_absolute_local_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _write_folder(tmp_path / "pseudo")
+    monkeypatch.chdir(tmp_path)
+    paths = read_meta("pseudo").shard_paths()
+    assert paths == [tmp_path / "pseudo" / "shard-000000.tar", tmp_path / "pseudo" / "shard-000001.tar"]
+    assert all(p.is_absolute() for p in paths)
+
+
+def test_shard_hashes_are_read_once_until_a_shard_changes(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import core.shards
+
+    meta = _write_folder(tmp_path)
+    hashed: list[Path] = []
+
+    def counting_sha256(path: Path) -> str:
+        hashed.append(Path(path))
+        return sha256_file(path)
+
+    monkeypatch.setattr(core.shards, "sha256_file", counting_sha256)
+    read_meta(tmp_path, verify_hashes=True)
+    read_meta(tmp_path, verify_hashes=True)
+    assert len(hashed) == 4  # just written: a rewrite within the same mtime tick could go unseen
+    past = time.time() - 60
+    for s in meta.shards:
+        os.utime(tmp_path / s.name, (past, past))
+    read_meta(tmp_path, verify_hashes=True)
+    assert set(json.loads((tmp_path / ".verified.json").read_text())) == {s.name for s in meta.shards}
+    hashed.clear()
+    read_meta(tmp_path, verify_hashes=True)
+    assert hashed == []  # unchanged since they matched
+    bad = tmp_path / meta.shards[1].name
+    bad.write_bytes(bad.read_bytes()[:-1024])  # without its end-of-archive blocks: still a readable tar
+    os.utime(bad, (past, past))
+    with pytest.raises(ShardFormatError) as info:
+        read_meta(tmp_path, verify_hashes=True)
+    assert str(info.value).startswith(f"{bad}: sha256 does not match {tmp_path / 'meta.json'}")
+    assert hashed == [bad]
 
 
 def test_truncated_and_flipped_shards_are_detected_by_name(tmp_path: Path) -> None:

@@ -10,7 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+from core.io import write_json
+from core.shards import PseudoMeta, ShardInfo, read_meta, shard_name
+from data_gen.shards import write_shard
+from student.data import shard_loader
 from student.report import read_curves
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,13 +46,45 @@ def test_ddp_two_processes_runs_and_loss_falls(tiny_scene: Path, tiny_pseudo_run
     assert len(loss) >= 4 and sum(loss[-2:]) / 2 < 0.8 * loss[0], loss  # batch losses of 256 rays: noisy
 
 
-def test_ranks_read_disjoint_shards(monkeypatch: pytest.MonkeyPatch) -> None:
-    """webdataset's node and worker splitters give each (rank, worker) its own shards."""
-    import webdataset as wds
+def _numbered_pseudo(folder: Path, n_shards: int, per_shard: int, hw: tuple[int, int]) -> PseudoMeta:
+    """Shards whose every pixel's red channel is its ray number over 255 (exact in an 8-bit PNG)."""
+    H, W = hw
+    gen = torch.Generator().manual_seed(0)
+    shards = []
+    for s in range(n_shards):
+        views = []
+        for v in range(s * per_shard, (s + 1) * per_shard):
+            rgb = torch.zeros(H, W, 3)
+            rgb[..., 0] = (v * H * W + torch.arange(H * W).reshape(H, W)) / 255.0
+            c2w = torch.eye(4)
+            c2w[:3, 3] = torch.randn(3, generator=gen)
+            K = torch.tensor([[float(W), 0.0, W / 2], [0.0, float(W), H / 2], [0.0, 0.0, 1.0]])
+            views.append({"view_index": v, "rgb": rgb, "c2w": c2w, "K": K})
+        sha = write_shard(folder / shard_name(s), views)
+        shards.append(ShardInfo(shard_name(s), s * per_shard, per_shard, sha))
+    meta = PseudoMeta(image_size=[H, W], near=0.1, far=10.0, aabb=[-1, -1, -1, 1, 1, 1], background=[0, 0, 0],
+                      n_views=n_shards * per_shard, views_per_shard=per_shard, shards=shards)
+    write_json(folder / "meta.json", meta.to_dict())
+    return read_meta(folder)
 
-    urls = [f"shard-{i:06d}.tar" for i in range(5)]
-    seen = []
+
+def test_loader_gives_each_ray_to_one_rank_and_worker_once(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """``student.data.shard_loader`` over 2 ranks x 2 workers: one pass sees every ray exactly once."""
+    meta = _numbered_pseudo(tmp_path, n_shards=4, per_shard=2, hw=(4, 4))
+    seen: list[int] = []
+    per_stream: list[set[int]] = []
     for rank in range(2):
-        monkeypatch.setattr(wds.utils, "pytorch_worker_info", lambda group=None, r=rank: (r, 2, 0, 1))
-        seen.append(list(wds.split_by_node(iter(urls))))
-    assert seen == [urls[0::2], urls[1::2]]
+        monkeypatch.setenv("RANK", str(rank))  # how webdataset's node splitter learns the rank
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        loader = shard_loader(meta, batch_size=16, buffer_size=8, num_workers=2, seed=0, world_size=2,
+                              content_only=False)
+        assert loader.num_workers == 2
+        ids = [torch.round(batch["rgb"][:, 0] * 255).long().tolist() for batch in loader]
+        seen += [i for batch in ids for i in batch]
+        assert len(ids) == 4
+        per_stream += [set(ids[k] + ids[k + 2]) for k in (0, 1)]  # the two workers' batches alternate
+    assert sorted(seen) == list(range(meta.n_rays))
+    shard_rays = meta.n_rays // 4
+    assert sorted(min(s) for s in per_stream) == [0, shard_rays, 2 * shard_rays, 3 * shard_rays]
+    assert all(s == set(range(min(s), min(s) + shard_rays)) for s in per_stream)  # one whole shard each

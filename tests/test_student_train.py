@@ -107,11 +107,18 @@ def _broken(tiny_pseudo_run: Path, tmp_path: Path, edit) -> Path:  # type: ignor
     return run_dir
 
 
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
 @pytest.mark.parametrize("edit, match", [
     (lambda m, f: m.update(format_version=99), "format version"),
     (lambda m, f: m.update(camera_convention="opengl"), "convention"),
     (lambda m, f: (f / m["shards"][2]["name"]).unlink(), "missing"),
     (lambda m, f: m["shards"].pop(), "not listed|n_views"),
+    (lambda m, f: _truncate(f / m["shards"][1]["name"]), "shard-000001.tar: sha256 does not match"),
+    (lambda m, f: m["shards"][0].update(name="../shard-000000.tar"), "'../shard-000000.tar' is not"),
+    (lambda m, f: m["shards"][0].update(name="pipe:cat shard-000000.tar"), "'pipe:cat shard-000000.tar' is"),
 ])
 def test_bad_pseudo_data_is_a_one_line_error(tiny_scene: Path, tiny_pseudo_run: Path, tmp_path: Path,
                                             edit, match) -> None:  # type: ignore[no-untyped-def]
