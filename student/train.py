@@ -52,7 +52,7 @@ from student.evaluate import evaluate_split, save_side_by_side, teacher_test_pre
 from student.lit import StudentLitModule
 from student.model import R2LStudent, StudentModelConfig, flops_per_ray, lookups_per_ray, table_params
 from student.report import read_json, write_report
-from training.checkpoints import AtomicCheckpointIO, last_checkpoint, resume_checkpoint
+from training.checkpoints import AtomicCheckpointIO, RandomState, last_checkpoint, resume_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,8 @@ def build_trainer(cfg: StudentConfig, stage: StageConfig, name: str, out: Path) 
         num_sanity_val_steps=0,
         log_every_n_steps=10,
         logger=[CSVLogger(logs / "csv", name=name), TensorBoardLogger(logs / "tb", name=name)],
-        callbacks=[last_checkpoint(out / "ckpt" / name, every_n_train_steps=cfg.train.ckpt_every_steps)],
+        callbacks=[RandomState(),
+                   last_checkpoint(out / "ckpt" / name, every_n_train_steps=cfg.train.ckpt_every_steps)],
         plugins=[AtomicCheckpointIO()],
         enable_progress_bar=cfg.train.progress_bar,
         enable_model_summary=False,

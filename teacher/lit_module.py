@@ -93,6 +93,12 @@ class TeacherLitModule(L.LightningModule):
         self.log("train/samples_per_ray", float(out["n_samples"]) / rays_o.shape[0], prog_bar=True)
         return loss
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["samples_seen"] = self.samples_seen  # the statistics count across resumes
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.samples_seen = int(checkpoint.get("samples_seen", 0))
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         field = self.teacher.field
         groups: list[dict[str, Any]] = [

@@ -46,7 +46,7 @@ from teacher.distributed import DistributedConfig, env_world_size
 from teacher.evaluate import evaluate
 from teacher.lit_module import OptimConfig, TeacherLitModule
 from teacher.model import Teacher, TeacherModelConfig, build_teacher, load_teacher, save_teacher
-from training.checkpoints import AtomicCheckpointIO, last_checkpoint, resume_checkpoint
+from training.checkpoints import AtomicCheckpointIO, RandomState, last_checkpoint, resume_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def train_teacher(cfg: TeacherConfig, teacher: Teacher, scene_split: Any, out: P
         limit_val_batches=0,
         num_sanity_val_steps=0,
         logger=[CSVLogger(out, name="logs"), TensorBoardLogger(out, name="tb")],
-        callbacks=[budget, checkpoint, *(extra_callbacks or [])],
+        callbacks=[budget, RandomState(), checkpoint, *(extra_callbacks or [])],
         log_every_n_steps=cfg.train.log_every,
         enable_progress_bar=cfg.train.progress_bar,
         enable_model_summary=False,

@@ -89,37 +89,19 @@ def tiny_teacher_run(tiny_scene: Path, tmp_path_factory: pytest.TempPathFactory)
 def tiny_pseudo_run(tiny_scene: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run folder whose ``pseudo/`` holds shards of the tiny scene's train photos (no teacher needed).
 
-    Three shards (3 + 3 + 2 views) on a white background, written with ``data_gen.shards.write_shard``.
+    Three shards (3 + 3 + 2 views) on a white background (:func:`tests.scenes.make_photo_pseudo_run`).
     """
-    from core.datasets import SceneConfig, load_scene
-    from core.io import write_json
-    from core.shards import PseudoMeta, ShardInfo, shard_name
-    from data_gen.shards import write_shard
+    from tests.scenes import make_photo_pseudo_run
 
-    run_dir = tmp_path_factory.mktemp("tiny_run")
-    folder = run_dir / "pseudo"
-    scene = load_scene(SceneConfig(path=str(tiny_scene)), splits=("train", "test"))
-    train = scene.split("train")
-    rgb = train.rgb([1.0, 1.0, 1.0])
-    shards, first = [], 0
-    for index, count in enumerate((3, 3, 2)):
-        views = [{"view_index": i, "rgb": rgb[i], "c2w": train.c2w[i], "K": train.K[i]}
-                 for i in range(first, first + count)]
-        sha = write_shard(folder / shard_name(index), views)
-        shards.append(ShardInfo(shard_name(index), first, count, sha))
-        first += count
-    meta = PseudoMeta(image_size=list(train.hw), near=scene.near, far=scene.far, aabb=scene.aabb.tolist(),
-                      background=[1.0, 1.0, 1.0], n_views=first, views_per_shard=3, shards=shards,
-                      sampler={"name": "train_photos", "seed": 0}, teacher={}, scene={"name": "tiny"})
-    write_json(folder / "meta.json", meta.to_dict())
-    return run_dir
+    return make_photo_pseudo_run(tmp_path_factory.mktemp("tiny_run"), tiny_scene)
 
 
 def make_tiny_student_ckpt(path: Path, scene_root: Path, n_freqs: int = 10, encoding: str = "pe") -> Path:
     """Save a small randomly initialised student for ``scene_root`` with its scene meta (export tests).
 
     A forward-facing scene's student takes its NDC frame and the whole NDC box (as training does); an
-    object scene's gets a content box smaller than the scene box.
+    object scene's gets a content box smaller than the scene box and an empty-space grid (a ball of set
+    cells in an 8^3 grid), so exports see rays that miss the box, rays the grid skips and rays evaluated.
     """
     from core.datasets import SceneConfig, load_scene
     from student.checkpoint import save_student
@@ -132,15 +114,19 @@ def make_tiny_student_ckpt(path: Path, scene_root: Path, n_freqs: int = 10, enco
     center, half = (scene.aabb[:3] + scene.aabb[3:]) / 2, (scene.aabb[3:] - scene.aabb[:3]) / 2
     box = torch.cat([center - 0.5 * half, center + 0.5 * half]) if scene.ndc is None else scene.aabb
     grid = GridConfig(n_levels=3, n_features=2, log2_hashmap_size=14, base_resolution=8, max_resolution=64)
+    cells = (torch.stack(torch.meshgrid(*[torch.arange(8) + 0.5] * 3, indexing="ij"), -1) - 4).norm(dim=-1)
+    occupancy = cells < 3.3 if scene.ndc is None else None  # [8, 8, 8]: a ball in the content box
     model = R2LStudent(StudentModelConfig(encoding=encoding, n_points=4, n_freqs=n_freqs, width=32, depth=6,
-                                          grid=grid), box, scene.near, scene.far, ndc=scene.ndc)
+                                          grid=grid), box, scene.near, scene.far, ndc=scene.ndc,
+                       occupancy=occupancy)
     if encoding == "hash":  # features of the size a trained table has, so the output depends on them
         with torch.no_grad():
             model.encoder.grid.params.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(3))
     meta = {"aabb": scene.aabb.tolist(), "content_aabb": box.tolist(), "near": scene.near, "far": scene.far,
             "image_size": list(train.hw),
             "K": train.K[0].tolist(), "camera_convention": "opencv", "scene_name": scene.name,
-            "background": [1.0, 1.0, 1.0], "ndc": scene.ndc.to_dict() if scene.ndc is not None else None}
+            "background": [1.0, 1.0, 1.0], "ndc": scene.ndc.to_dict() if scene.ndc is not None else None,
+            "occupancy": model.encoder.occupancy_record()}
     return save_student(path, model, meta)
 
 

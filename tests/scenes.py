@@ -57,3 +57,32 @@ def make_procedural_scene(root: Path, n_train: int = 8, n_test: int = 2, size: i
         meta = {"camera_angle_x": FOV_X, "frames": frames}
         (root / f"transforms_{split}.json").write_text(json.dumps(meta))
     return root
+
+
+def make_photo_pseudo_run(run_dir: Path, scene_root: Path) -> Path:
+    """Write ``<run_dir>/pseudo/``: shards of the scene's train photos (no teacher needed); returns run_dir.
+
+    Three shards (3 + 3 + 2 views of an 8-view scene) on a white background, written with
+    ``data_gen.shards.write_shard``, and their ``meta.json``.
+    """
+    from core.datasets import SceneConfig, load_scene
+    from core.io import write_json
+    from core.shards import PseudoMeta, ShardInfo, shard_name
+    from data_gen.shards import write_shard
+
+    folder = run_dir / "pseudo"
+    scene = load_scene(SceneConfig(path=str(scene_root)), splits=("train", "test"))
+    train = scene.split("train")
+    rgb = train.rgb([1.0, 1.0, 1.0])
+    shards, first = [], 0
+    for index, count in enumerate((3, 3, 2)):
+        views = [{"view_index": i, "rgb": rgb[i], "c2w": train.c2w[i], "K": train.K[i]}
+                 for i in range(first, first + count)]
+        sha = write_shard(folder / shard_name(index), views)
+        shards.append(ShardInfo(shard_name(index), first, count, sha))
+        first += count
+    meta = PseudoMeta(image_size=list(train.hw), near=scene.near, far=scene.far, aabb=scene.aabb.tolist(),
+                      background=[1.0, 1.0, 1.0], n_views=first, views_per_shard=3, shards=shards,
+                      sampler={"name": "train_photos", "seed": 0}, teacher={}, scene={"name": "tiny"})
+    write_json(folder / "meta.json", meta.to_dict())
+    return run_dir

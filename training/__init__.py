@@ -1,0 +1,1 @@
+"""Lightning pieces shared by the teacher and the student loops (resume checkpoints)."""
