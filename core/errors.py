@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -38,6 +39,16 @@ class TrainingDiverged(UserError):
         self.stage, self.step, self.loss = stage, step, loss
         super().__init__(f"{stage}: training diverged at step {step} (loss {loss}); no checkpoint of it was "
                          f"saved: lower the learning rate or check the data")
+
+
+def raise_if_diverged(loss: float, stage: str, step: int) -> None:
+    """Stop training at a non-finite loss, before its gradients reach the weights.
+
+    Raises:
+        TrainingDiverged: ``loss`` is NaN or infinite.
+    """
+    if not math.isfinite(loss):
+        raise TrainingDiverged(stage, step, loss)
 
 
 def exit_on_user_error(fn: Callable[..., T]) -> Callable[..., T]:

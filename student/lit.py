@@ -9,6 +9,7 @@ import torch
 from lightning.pytorch.callbacks import Timer
 from torch import Tensor
 
+from core.errors import raise_if_diverged
 from core.metrics import mse_to_psnr
 from student.config import HardMiningConfig, StageConfig
 from student.model import R2LStudent
@@ -63,11 +64,13 @@ class StudentLitModule(L.LightningModule):
         model: the student network (shared across stages: the next stage continues from its weights).
         stage: this stage's schedule.
         hard_mining: hard-ray mining settings.
+        name: the stage's name in messages (``"student distill"``).
     """
 
-    def __init__(self, model: R2LStudent, stage: StageConfig, hard_mining: HardMiningConfig | None = None):
+    def __init__(self, model: R2LStudent, stage: StageConfig, hard_mining: HardMiningConfig | None = None,
+                 name: str = "student"):
         super().__init__()
-        self.model, self.stage = model, stage
+        self.model, self.stage, self.stage_name = model, stage, name
         self.pool = HardRayPool(hard_mining) if hard_mining is not None and hard_mining.enabled else None
         self._val_sse = 0.0
         self._val_count = 0
@@ -78,6 +81,9 @@ class StudentLitModule(L.LightningModule):
         pred = self.model(batch["rays_o"], batch["rays_d"]).float()
         per_ray = ((pred - batch["rgb"]) ** 2).mean(-1)  # [B]
         loss = per_ray.mean()
+        # summed over processes, so that every rank stops at the same step (a NaN anywhere stays NaN)
+        total = self.trainer.strategy.reduce(loss.detach(), reduce_op="sum")
+        raise_if_diverged(float(total), self.stage_name, self.global_step)
         if self.pool is not None:
             self.pool.update(batch, per_ray)
         self.log("train/loss", loss, prog_bar=True)

@@ -193,7 +193,8 @@ def run_stage(cfg: StudentConfig, name: str, model: R2LStudent, datamodule: L.Li
     """
     stage: StageConfig = getattr(cfg.train, name)
     trainer = build_trainer(cfg, stage, name, out)
-    lit = StudentLitModule(model, stage, cfg.train.hard_mining if name == "distill" else None)
+    lit = StudentLitModule(model, stage, cfg.train.hard_mining if name == "distill" else None,
+                           name=f"student {name}")
     last = out / "ckpt" / name / "last.ckpt"
     ckpt_path = str(last) if cfg.train.resume and last.is_file() else None
     if ckpt_path:

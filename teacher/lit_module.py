@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from core.config import ConfigValueError, at_least, in_range, positive
+from core.errors import raise_if_diverged
 from core.metrics import mse_to_psnr
 from teacher.model import Teacher
 
@@ -87,6 +88,9 @@ class TeacherLitModule(L.LightningModule):
         target = rgba[:, :3] * alpha + background * (1.0 - alpha)
         out = self.teacher.render_rays(rays_o, rays_d, background)
         loss = torch.nn.functional.mse_loss(out["rgb"], target)
+        # summed over processes, so that every rank stops at the same step (a NaN anywhere stays NaN)
+        raise_if_diverged(float(self.trainer.strategy.reduce(loss.detach(), reduce_op="sum")), "teacher",
+                          self.global_step)
         self.samples_seen += int(out["n_samples"])
         self.log("train/loss", loss, prog_bar=False)
         self.log("train/psnr", mse_to_psnr(loss.detach()), prog_bar=True)

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from core.errors import UserError
+from core.errors import UserError, raise_if_diverged
 from teacher.data import split_rays
 from teacher.distributed import RegionWorker, barrier, broadcast_tensor
 from teacher.lit_module import OptimConfig, lr_factor
@@ -46,13 +46,18 @@ class Renderer(Protocol):
 
 @dataclass
 class PartitionedSetup:
-    """What one process trains: its regions (all, or its rank's), their renderer and optimizer."""
+    """What one process trains: its regions (all, or its rank's), their renderer and optimizers.
+
+    One optimizer per region (Adam is per parameter, so this is the same update as one over all of them):
+    its state is saved and restored with the region, whichever process holds it.
+    """
 
     regions: dict[int, Teacher]
     renderer: Renderer
-    optimizer: torch.optim.Optimizer
+    optimizers: dict[int, torch.optim.Optimizer]
     boxes: Tensor
     rank: int = 0
+    provenance: dict[str, Any] = field(default_factory=dict)  # stored in teacher.ckpt (core.provenance)
     timings: dict[str, float] = field(default_factory=lambda: {"step": 0.0, "exchange": 0.0})
 
 
@@ -72,12 +77,10 @@ def partition_boxes(rays: tuple[Tensor, Tensor, Tensor], aabb: Tensor, near: flo
     return median_split_boxes(points, aabb, n_regions).float()
 
 
-def make_optimizer(regions: list[Teacher], cfg: OptimConfig) -> torch.optim.Optimizer:
-    """Adam over the regions' parameters (weight decay on the MLPs only, as the teacher)."""
-    groups = []
-    for region in regions:
-        groups.append({"params": [region.field.grid.params], "weight_decay": 0.0})
-        groups.append({"params": region.field.mlp_parameters(), "weight_decay": cfg.weight_decay})
+def make_optimizer(region: Teacher, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """Adam over one region's parameters (weight decay on the MLPs only, as the teacher)."""
+    groups = [{"params": [region.field.grid.params], "weight_decay": 0.0},
+              {"params": region.field.mlp_parameters(), "weight_decay": cfg.weight_decay}]
     return torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)  # type: ignore[arg-type]
 
 
@@ -93,8 +96,8 @@ def build_setup(model_cfg: TeacherModelConfig, optim_cfg: OptimConfig, boxes: Te
         region = build_region(model_cfg, boxes[rank], aabb, near, far, init_seed(seed, rank)).to(device)
         regions = {rank: region}
         renderer = RegionWorker(region, rank, boxes.to(device), near, far)
-    return PartitionedSetup(regions, renderer, make_optimizer(list(regions.values()), optim_cfg),  # type: ignore[arg-type]
-                            boxes, rank)
+    optimizers = {k: make_optimizer(region, optim_cfg) for k, region in regions.items()}  # type: ignore[arg-type]
+    return PartitionedSetup(regions, renderer, optimizers, boxes, rank)  # type: ignore[arg-type]
 
 
 def batch_at(rays: tuple[Tensor, Tensor, Tensor], batch_size: int, seed: int, step: int,
@@ -119,14 +122,17 @@ def train_step(setup: PartitionedSetup, batch: tuple[Tensor, Tensor, Tensor, Ten
     start = time.perf_counter()
     for k, region in setup.regions.items():
         update_region_occupancy(region, step, region_seed(seed, step, k) + 7919)
-    for group in setup.optimizer.param_groups:
-        group["lr"] = base_lr * lr_scale
+    for optimizer in setup.optimizers.values():
+        for group in optimizer.param_groups:
+            group["lr"] = base_lr * lr_scale
+        optimizer.zero_grad(set_to_none=True)
     rays_o, rays_d, target, background = batch
     out = setup.renderer.render_chunk(rays_o, rays_d, background, seed=region_seed(seed, step, 0))
     loss = torch.nn.functional.mse_loss(out["rgb"], target)
-    setup.optimizer.zero_grad(set_to_none=True)
+    raise_if_diverged(float(loss.detach()), "teacher (NeRF-XL)", step)  # the same loss on every rank
     loss.backward()
-    setup.optimizer.step()
+    for optimizer in setup.optimizers.values():
+        optimizer.step()
     exchange = float(out.get("exchange_seconds", torch.tensor(0.0)))
     setup.timings["step"] += time.perf_counter() - start
     setup.timings["exchange"] += exchange
@@ -138,10 +144,11 @@ def checkpoint(setup: PartitionedSetup, folder: Path, model_cfg: TeacherModelCon
                near: float, far: float, step: int, world: int, **extra: Any) -> None:
     """Every rank writes its regions of ``step``; rank 0 merges them into ``teacher.ckpt``."""
     for k, region in setup.regions.items():
-        save_region(folder, k, region, setup.optimizer, step)
+        save_region(folder, k, region, setup.optimizers[k], step)
     barrier()
     if setup.rank == 0:
-        merge_regions(folder, model_cfg, setup.boxes, aabb, near, far, step, **extra)
+        merge_regions(folder, model_cfg, setup.boxes, aabb, near, far, step, provenance=setup.provenance,
+                      **extra)
     barrier()
 
 
@@ -152,7 +159,7 @@ def restore(setup: PartitionedSetup, folder: Path) -> int:
         return 0
     step, _ = point
     for k, region in setup.regions.items():
-        load_region(folder, k, region, setup.optimizer, step)
+        load_region(folder, k, region, setup.optimizers[k], step)
     log.info("resumed partitioned training at step %d", step)
     return step
 
@@ -264,18 +271,23 @@ def run_partitioned(cfg: Any) -> dict[str, Any]:
     """
     from core.datasets import load_scene
     from core.io import sha256_file, write_json
+    from core.provenance import check_or_record
     from core.seeding import seed_everything
     from teacher.evaluate import evaluate
+    from teacher.train import teacher_provenance
 
     k = cfg.distributed.partitions
     rank, world, device = _join(cfg)
     seed_everything(cfg.seed)
     out = Path(cfg.run_dir) / "teacher"
+    scene = load_scene(cfg.scene, splits=("train", "test"))
+    provenance = teacher_provenance(cfg, scene)
+    check_or_record(out, provenance, [out / "teacher.ckpt"], f"delete {out} or use another run_dir",
+                    record=rank == 0)
     done = _finished_metrics(out, cfg.train.max_steps, cfg.train.max_seconds)
     if done is not None:
         log.info("partitioned teacher already trained and evaluated: %s", out / "metrics.json")
         return done
-    scene = load_scene(cfg.scene, splits=("train", "test"))
     if scene.ndc is not None:
         raise UserError(f"{scene.root}: a forward-facing scene (NDC rays) cannot be partitioned yet; "
                         "train it with distributed.partitions=1 or set scene.kind=object")
@@ -289,6 +301,7 @@ def run_partitioned(cfg: Any) -> dict[str, Any]:
     boxes = broadcast_tensor(boxes.to(device), 0).cpu()  # identical on every rank, whatever the float ops
     setup = build_setup(cfg.model, cfg.optim, boxes, scene.aabb, scene.near, scene.far, rank, world, device,
                         cfg.seed)
+    setup.provenance = provenance
     if cfg.model.occupancy.carve:  # each region's grid keeps the visual hull of the masks in its box
         train = scene.split("train")
         for region in setup.regions.values():

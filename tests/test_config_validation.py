@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+from torch import Tensor
 
 from core.config import ConfigValueError, compose, to_dataclass
 from data_gen.render import DataGenConfig
@@ -18,15 +20,16 @@ from export.render import RenderConfig
 from export.viewer import ViewerConfig
 from student.config import StudentConfig
 from teacher.train import TeacherConfig
-from tests.test_cli_errors import run_cli
+from tests.test_cli_errors import TINY, run_cli
 
-STAGES = {"teacher": TeacherConfig, "student": StudentConfig, "data_gen": DataGenConfig, "export": ExportConfig,
-          "render": RenderConfig, "viewer": ViewerConfig}
+STAGES = {"teacher": TeacherConfig, "student": StudentConfig, "data_gen": DataGenConfig,
+          "export": ExportConfig, "render": RenderConfig, "viewer": ViewerConfig}
 
 # (config, overrides, the start of the message)
 BAD = [
     ("teacher", ["train.batch_rays=0"], "train.batch_rays=0: must be >= 1"),
-    ("teacher", ["train.max_steps=-1", "train.max_seconds=null"], "train.max_steps=-1: with max_seconds=null"),
+    ("teacher", ["train.max_steps=-1", "train.max_seconds=null"],
+     "train.max_steps=-1: with max_seconds=null"),
     ("teacher", ["train.max_steps=0"], "train.max_steps=0: must be >= 1, or -1"),
     ("teacher", ["train.max_seconds=-5"], "train.max_seconds=-5.0: must be a finite number > 0"),
     ("teacher", ["train.device=gpu"], "train.device=gpu: must be auto, cpu, cuda"),
@@ -40,7 +43,8 @@ BAD = [
     ("teacher", ["optim.betas=[0.9,1.5]"], "optim.betas=[0.9, 1.5]: must be two numbers in [0, 1)"),
     ("teacher", ["optim.decay_start=2"], "optim.decay_start=2.0: must be in [0.0, 1.0]"),
     ("teacher", ["eval.chunk=0"], "eval.chunk=0: must be >= 1"),
-    ("teacher", ["distributed.backend=mpi"], "distributed.backend=mpi: must be one of ['auto', 'gloo', 'nccl']"),
+    ("teacher", ["distributed.backend=mpi"],
+     "distributed.backend=mpi: must be one of ['auto', 'gloo', 'nccl']"),
     ("teacher", ["distributed.partitions=0"], "distributed.partitions=0: must be >= 1"),
     ("teacher", ["scene.near=2", "scene.far=1"], "scene.near=2.0: must be below far (1.0)"),
     ("teacher", ["scene.aabb=[0,0,0,1,1]"], "scene.aabb=[0.0, 0.0, 0.0, 1.0, 1.0]: must be 6 finite numbers"),
@@ -50,7 +54,8 @@ BAD = [
      "train.distill.max_steps=-1: with max_seconds=null"),
     ("student", ["train.distill.batch_size=0"], "train.distill.batch_size=0: must be >= 1"),
     ("student", ["train.finetune.lr=0"], "train.finetune.lr=0.0: must be a finite number > 0"),
-    ("student", ["train.distill.encoding_lr=-1"], "train.distill.encoding_lr=-1.0: must be a finite number > 0"),
+    ("student", ["train.distill.encoding_lr=-1"],
+     "train.distill.encoding_lr=-1.0: must be a finite number > 0"),
     ("student", ["train.distill.val_every_steps=0"], "train.distill.val_every_steps=0: must be >= 1"),
     ("student", ["model.depth=15"], "model.depth=15: must be even and >= 4"),
     ("student", ["model.encoding=triplane"], "model.encoding=triplane: must be one of ['pe', 'hash']"),
@@ -124,3 +129,59 @@ def test_cli_bad_value_is_one_line(tmp_path: Path, module: str, overrides: list[
     written = [p.name for p in (tmp_path / "run").iterdir()] if (tmp_path / "run").exists() else []
     assert written in ([], ["hydra"]), written  # refused before the stage wrote anything
     assert time.perf_counter() - start < 60
+
+
+def test_non_finite_loss_raises_training_diverged() -> None:
+    from core.errors import TrainingDiverged, UserError, raise_if_diverged
+
+    raise_if_diverged(0.5, "teacher", 3)
+    for loss in (float("nan"), float("inf")):
+        with pytest.raises(TrainingDiverged, match="teacher: training diverged at step 3") as info:
+            raise_if_diverged(loss, "teacher", 3)
+        assert isinstance(info.value, UserError)
+
+
+STUDENT_TINY = ["model.depth=4", "model.width=32", "model.n_points=8", "model.n_freqs=4",
+                "train.num_workers=0", "train.progress_bar=false", "train.distill.enabled=false",
+                "train.finetune.max_steps=20", "train.finetune.batch_size=256",
+                "train.finetune.warmup_steps=0", "eval.chunk=128"]
+DIVERGING = [
+    ("teacher.train", [*TINY, "train.max_steps=20", "optim.lr=1e30"], "teacher", "teacher"),
+    ("student.train", [*STUDENT_TINY, "train.finetune.lr=1e30"], "student finetune", "student"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module, overrides, stage, folder", DIVERGING, ids=[d[2] for d in DIVERGING])
+def test_diverging_training_stops_with_one_line(tmp_path: Path, tiny_scene: Path, module: str,
+                                                overrides: list[str], stage: str, folder: str) -> None:
+    run_dir = tmp_path / "run"
+    proc = run_cli(module, tmp_path, [f"scene.path={tiny_scene}", f"run_dir={run_dir}", *overrides],
+                   timeout=180)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == proc.stderr.strip().splitlines()[-1:], proc.stderr[-3000:]
+    assert errors[0].startswith(f"error: {stage}: training diverged at step "), errors
+    assert "Traceback" not in proc.stdout + proc.stderr
+    # nothing trained was written: no final model, no metrics with NaN, no resume point
+    assert not list((run_dir / folder).rglob("*.ckpt")), list((run_dir / folder).rglob("*.ckpt"))
+    assert not (run_dir / folder / "metrics.json").exists()
+
+
+def test_nerf_xl_step_with_a_non_finite_loss_leaves_the_weights_alone() -> None:
+    from core.errors import TrainingDiverged
+    from teacher.partitioned_train import PartitionedSetup, train_step
+
+    weight = torch.nn.Parameter(torch.ones(3))
+
+    class NaNRenderer:  # a region renderer whose composite went non-finite
+        def render_chunk(self, rays_o: Tensor, rays_d: Tensor, background: Tensor, seed: int | None = None,
+                         ) -> dict[str, Tensor]:
+            return {"rgb": weight * rays_o * float("nan"), "n_samples": torch.tensor(4)}
+
+    setup = PartitionedSetup(regions={}, renderer=NaNRenderer(),
+                             optimizers={0: torch.optim.Adam([weight], lr=0.1)}, boxes=torch.zeros(1, 6))
+    batch = (torch.ones(8, 3), torch.ones(8, 3), torch.zeros(8, 3), torch.zeros(8, 3))
+    with pytest.raises(TrainingDiverged, match=r"teacher \(NeRF-XL\): training diverged at step 7"):
+        train_step(setup, batch, step=7, seed=0, lr_scale=1.0, base_lr=0.1)
+    assert torch.equal(weight.detach(), torch.ones(3))
