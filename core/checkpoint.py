@@ -48,3 +48,23 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> dict[str, Any]
             f"(expected {FORMAT_VERSION})"
         )
     return payload
+
+
+def check_state_shapes(path: str | Path, state: dict[str, Any], what: str, fresh: str) -> None:
+    """Refuse, in one line, a checkpoint (Lightning's ``last.ckpt`` too) whose weights do not fit a model.
+
+    Args:
+        path: the checkpoint (its ``state_dict`` entry is compared).
+        state: the model's ``state_dict`` with the keys the checkpoint uses.
+        what: who wrote it, for the message (``"a student of another shape or encoding"``).
+        fresh: how to start fresh (``"delete runs/x/student to start fresh"``).
+
+    Raises:
+        CheckpointError: ``<path>: saved by <what> (<first differing key> differs); <fresh>``.
+    """
+    saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("state_dict", {})
+    have = {k: tuple(v.shape) for k, v in saved.items()}
+    want = {k: tuple(v.shape) for k, v in state.items()}
+    if have != want:
+        diff = sorted(set(have.items()) ^ set(want.items()))[0][0]
+        raise CheckpointError(f"{path}: saved by {what} ({diff} differs); {fresh}")

@@ -1,8 +1,10 @@
 """The state of a pseudo-data folder: which job it belongs to, which shards are done, ``meta.json``.
 
 A job is everything that determines the shards' bytes (image size, sampler and seed, counts, teacher
-hash, ...): the contents of ``meta.json`` without the shard list. Before rendering, the job is recorded
-in ``<folder>/.progress/job.json``; after each shard is renamed into place, a sidecar
+checkpoint sha256, ...): the contents of ``meta.json`` without the shard list. The teacher is identified
+by its checkpoint's sha256 alone: the test PSNR ``meta.json`` also reports comes from the teacher's
+``metrics.json``, which a re-evaluation rewrites without changing the checkpoint. Before rendering, the
+job is recorded in ``<folder>/.progress/job.json``; after each shard is renamed into place, a sidecar
 ``<folder>/.progress/<shard>.json`` records its view range and sha256 (both written atomically). A run
 that was killed therefore knows exactly what is done: a shard counts as complete when its sidecar
 exists and the file still has the recorded hash; anything else is rendered again. Per-shard sidecars
@@ -21,6 +23,7 @@ from typing import Any
 
 from core.errors import UserError
 from core.io import sha256_file, write_json
+from core.provenance import first_difference
 from core.shards import META_NAME, SHARD_GLOB, PseudoMeta, ShardFormatError, ShardInfo, parse_meta, shard_name
 from data_gen.shards import check_shard
 
@@ -29,8 +32,8 @@ log = logging.getLogger(__name__)
 PROGRESS_DIR = ".progress"
 JOB_NAME = "job.json"
 # Keys that describe where the job ran rather than what it produces (a shared folder may be mounted
-# at different paths on different machines).
-_IGNORED_IN_COMPARISON = {("scene", "path")}
+# at different paths on different machines), or report on an input without changing it.
+_IGNORED_IN_COMPARISON = {("scene", "path"), ("teacher", "test_psnr")}
 
 
 class JobMismatchError(UserError):
@@ -47,20 +50,6 @@ def job_record(meta: PseudoMeta) -> dict[str, Any]:
     d = meta.to_dict()
     d.pop("shards")
     return d
-
-
-def _first_difference(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> str | None:
-    for key in list(a) + [k for k in b if k not in a]:
-        if (prefix.rstrip("."), key) in _IGNORED_IN_COMPARISON:
-            continue
-        va, vb = a.get(key), b.get(key)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            diff = _first_difference(va, vb, f"{prefix}{key}.")
-            if diff:
-                return diff
-        elif va != vb:
-            return f"{prefix}{key}: {va!r} on disk vs {vb!r} requested"
-    return None
 
 
 class JobFolder:
@@ -136,7 +125,7 @@ class JobFolder:
             write_json(job_path, self.job)
 
     def _compare(self, recorded: dict[str, Any], path: Path) -> None:
-        diff = _first_difference(recorded, self.job)
+        diff = first_difference(recorded, self.job, ignore=_IGNORED_IN_COMPARISON)
         if diff:
             raise JobMismatchError(f"{path}: the folder holds shards of a different job ({diff}); "
                                    f"choose another run_dir/out_dir or delete the folder")

@@ -82,6 +82,8 @@ class ModelMeta:
             content box show ``background``) or ``ndc`` (a forward-facing scene: the graph turns world
             rays into NDC rays itself, every ray is evaluated, there is no miss background).
         ndc: the NDC frame (``c2w`` 4x4, ``scale`` [sx, sy], ``near``) when ``ray_space`` is ``ndc``.
+        checkpoint_sha256: sha256 of the student checkpoint the file was exported from (provenance;
+            ``None`` in files of older exports).
         format_version: version of this metadata layout.
     """
 
@@ -103,6 +105,7 @@ class ModelMeta:
     encoding: str = "pe"
     ray_space: str = "world"
     ndc: dict[str, Any] | None = None
+    checkpoint_sha256: str | None = None
     format_version: int = FORMAT_VERSION
 
     def to_props(self) -> dict[str, str]:

@@ -154,9 +154,14 @@ def load_teacher(path: str | Path, device: torch.device | str = "cpu", backend: 
         backend: hash-grid backend to use (the checkpoint works with any).
 
     Raises:
-        CheckpointError: missing, corrupt or mismatched file (one line, naming it).
+        CheckpointError: missing, corrupt or mismatched file, or the resume point of a partitioned
+            training that has not finished (``finished=False``) (one line, naming it).
     """
     payload = load_checkpoint(path, kind=CHECKPOINT_KIND)
+    if payload.get("finished") is False:  # NeRF-XL writes teacher.ckpt while training, as its resume point
+        raise CheckpointError(f"{path}: the partitioned teacher's training has not finished (stopped at step "
+                              f"{payload.get('step')}); rerun python -m teacher.train with the same settings "
+                              f"to finish it before using it")
     config = payload.get("config") or {}
     if isinstance(config, dict) and "partitions" in config:  # NeRF-XL: all regions, rendered in-process
         from teacher.partitioned import load_partitioned_teacher

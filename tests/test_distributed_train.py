@@ -4,14 +4,13 @@ process holding both regions, resume after a stop, and the merged checkpoint in 
 from __future__ import annotations
 
 import json
-import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
+from benchmarks.faults_provenance import run_ranks
+from benchmarks.scale_out import free_port
 from core.config import compose, to_dataclass
 from teacher.model import load_teacher
 from teacher.partitioned import PartitionedTeacher
@@ -42,25 +41,6 @@ def one_thread():  # noqa: ANN201
     torch.set_num_threads(threads)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _torchrun_like_worker(rank: int, world: int, port: int, cfg: TeacherConfig) -> None:
-    import torch.distributed as dist
-
-    torch.set_num_threads(1)
-    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
-    try:
-        run(cfg)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-
 def _state(run_dir: Path) -> dict[str, torch.Tensor]:
     return torch.load(run_dir / "teacher" / "teacher.ckpt", weights_only=True)["state_dict"]
 
@@ -76,8 +56,7 @@ def _assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -
 def test_two_ranks_train_the_same_parameters_as_one_process(tiny_scene: Path, tmp_path: Path,
                                                             one_thread: None) -> None:
     single = run(make_cfg(tiny_scene, tmp_path / "single", steps=4))
-    mp.spawn(_torchrun_like_worker, args=(2, free_port(), make_cfg(tiny_scene, tmp_path / "ranks", steps=4)),
-             nprocs=2, join=True)
+    run_ranks(make_cfg(tiny_scene, tmp_path / "ranks", steps=4))  # torchrun's environment, 2 processes
     a, b = _state(tmp_path / "single"), _state(tmp_path / "ranks")
     initial = PartitionedTeacher(make_cfg(tiny_scene, tmp_path, 1).model, a["boxes"], a["aabb"], 1.0, 2.0)
     trained = a["regions.1.field.grid.params"] - initial.regions[1].field.grid.params
@@ -98,6 +77,20 @@ def test_resumed_training_equals_uninterrupted(tiny_scene: Path, tmp_path: Path,
     _assert_same_state(_state(tmp_path / "straight"), _state(tmp_path / "resumed"))
     parts = list((tmp_path / "resumed" / "teacher" / "partitions").glob("*.ckpt"))
     assert len(parts) == 2  # the region files of older steps were dropped after the merge
+
+
+@pytest.mark.slow
+def test_resume_across_launch_modes_equals_uninterrupted(tiny_scene: Path, tmp_path: Path,
+                                                         one_thread: None) -> None:
+    """Stopped in one process and resumed by 2 ranks, and the other way round: the optimizer state is saved
+    per region, so either resumes exactly."""
+    run(make_cfg(tiny_scene, tmp_path / "straight", steps=4))
+    run(make_cfg(tiny_scene, tmp_path / "to_ranks", steps=2))
+    run_ranks(make_cfg(tiny_scene, tmp_path / "to_ranks", steps=4))
+    run_ranks(make_cfg(tiny_scene, tmp_path / "to_one", steps=2))
+    assert run(make_cfg(tiny_scene, tmp_path / "to_one", steps=4))["processes"] == 1
+    for name in ("to_ranks", "to_one"):
+        _assert_same_state(_state(tmp_path / "straight"), _state(tmp_path / name))
 
 
 @pytest.mark.slow

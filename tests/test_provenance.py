@@ -1,0 +1,59 @@
+"""``core.provenance``: fingerprints compared key by key, outputs refused, reused or recorded."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from core.checkpoint import save_checkpoint
+from core.errors import CheckpointError
+from core.provenance import PROVENANCE_NAME, check_or_record, fingerprint, first_difference, scene_fingerprint
+
+
+def test_first_difference_names_the_dotted_key() -> None:
+    a = fingerprint(model={"width": 32, "depth": 4}, seed=0)
+    assert first_difference(a, fingerprint(model={"width": 32, "depth": 4}, seed=0)) is None
+    assert first_difference(a, fingerprint(model={"width": 64, "depth": 4}, seed=0)) == \
+        "model.width: 32 on disk vs 64 requested"
+    assert first_difference(a, {**a, "extra": 1}) == "extra: None on disk vs 1 requested"
+    moved = {"scene": {"path": "/b"}}
+    assert first_difference({"scene": {"path": "/a"}}, moved, ignore=[("scene", "path")]) is None
+    assert fingerprint(betas=(0.9, 0.99)) == {"betas": [0.9, 0.99]}  # equal to its JSON copy
+
+
+def test_check_or_record_refuses_reuses_and_records(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    wanted = fingerprint(data="a", lr=0.01)
+    ckpt = tmp_path / "model.ckpt"
+    check_or_record(tmp_path, wanted, [ckpt], "delete it")  # nothing yet: recorded
+    assert (tmp_path / PROVENANCE_NAME).is_file()
+    save_checkpoint(ckpt, "x", {"w": torch.zeros(1)}, {}, provenance=wanted)
+    check_or_record(tmp_path, wanted, [ckpt], "delete it")  # same inputs: reused
+    with pytest.raises(CheckpointError, match=r"model.ckpt: made from other inputs .*\(lr: 0.01 on disk vs "
+                                              r"0.02 requested\); delete it"):
+        check_or_record(tmp_path, fingerprint(data="a", lr=0.02), [ckpt], "delete it")
+    last = tmp_path / "last.ckpt"  # a checkpoint without an entry: compared with provenance.json
+    save_checkpoint(last, "x", {"w": torch.zeros(1)}, {})
+    with pytest.raises(CheckpointError, match="last.ckpt: made from other inputs"):
+        check_or_record(tmp_path, fingerprint(data="b", lr=0.01), [last], "delete it")
+    (tmp_path / PROVENANCE_NAME).unlink()
+    with caplog.at_level(logging.WARNING):
+        check_or_record(tmp_path, fingerprint(data="b", lr=0.01), [last], "delete it")  # an older run
+    assert "no provenance recorded" in caplog.text
+
+
+def test_scene_fingerprint_ignores_the_folder_but_not_the_cameras(tiny_scene: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from core.datasets import SceneConfig, load_scene
+    from tests.scenes import make_procedural_scene
+
+    moved = shutil.copytree(tiny_scene, tmp_path / "moved")
+    other = make_procedural_scene(tmp_path / "other", n_train=6)
+    prints = [scene_fingerprint(load_scene(SceneConfig(path=str(p)), splits=("train",)))
+              for p in (tiny_scene, moved, other)]
+    assert prints[0] == prints[1]
+    assert prints[0]["cameras_sha256"] != prints[2]["cameras_sha256"]
+    assert prints[0]["images_sha256"] != prints[2]["images_sha256"]
