@@ -34,6 +34,7 @@ from PIL import Image
 from core.cameras import CAMERA_CONVENTION
 from core.errors import UserError
 from core.io import sha256_file, write_json
+from core.skipgrid import unpack_grid
 
 FORMAT = "lightfield-distill/pseudo"
 FORMAT_VERSION = 1
@@ -92,6 +93,9 @@ class PseudoMeta:
         scene: ``{"name", "path"}``.
         ndc: the NDC frame (:class:`core.ndc.NDCSpace` as a dict) of a forward-facing scene, whose
             ``aabb``, ``content_aabb``, ``near`` and ``far`` are then in NDC; ``None``: world frame.
+        occupancy: the teacher's occupied cells covered by a coarse grid over ``content_aabb``
+            (:func:`core.skipgrid.pack_grid`): rays that cross none of its cells are pure background.
+            ``None``: not recorded (every ray that meets the content box may show something).
         folder: the folder the meta was read from (not stored in the file).
     """
 
@@ -110,6 +114,7 @@ class PseudoMeta:
     teacher: dict[str, Any] = field(default_factory=dict)
     scene: dict[str, Any] = field(default_factory=dict)
     ndc: dict[str, Any] | None = None
+    occupancy: dict[str, Any] | None = None
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
     camera_convention: str = CAMERA_CONVENTION
@@ -144,7 +149,7 @@ class PseudoMeta:
         d.pop("folder")
         order = ["format", "format_version", "camera_convention", "image_size", "near", "far", "aabb",
                  "content_aabb", "background", "n_views", "views_per_shard", "rgb_format", "fields", "shards",
-                 "sampler", "teacher", "scene", "ndc"]
+                 "sampler", "teacher", "scene", "ndc", "occupancy"]
         return {k: d[k] for k in order}
 
     @classmethod
@@ -199,6 +204,8 @@ def parse_meta(d: dict[str, Any], path: Path, require_shards: bool = True) -> Ps
     elif meta.content_aabb is not None and (len(meta.content_aabb) != 6 or not all(
             lo < hi for lo, hi in zip(meta.content_aabb[:3], meta.content_aabb[3:]))):
         problems.append(f"content_aabb {meta.content_aabb} is not [xmin, ymin, zmin, xmax, ymax, zmax]")
+    if meta.occupancy is not None:
+        unpack_grid(meta.occupancy, f"{path}: occupancy")
     if require_shards and not meta.shards:
         problems.append("lists no shards")
     expected_first = 0
@@ -350,6 +357,11 @@ def decode_sample(sample: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.nd
     rgb = decode_rgb(sample)
     c2w = _npy(sample, "c2w.npy", (4, 4)).astype(np.float32)
     K = _npy(sample, "K.npy", (3, 3)).astype(np.float32)
+    if not np.isfinite(c2w).all():
+        raise ShardFormatError(f"{_where(sample)}: c2w.npy is not finite")
+    if not (np.isfinite(K).all() and K[0, 0] > 0 and K[1, 1] > 0):
+        raise ShardFormatError(f"{_where(sample)}: K.npy must be finite with focal lengths > 0, got "
+                               f"fx={K[0, 0]}, fy={K[1, 1]}")
     return rgb, c2w, K
 
 

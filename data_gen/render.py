@@ -64,7 +64,10 @@ class DataGenConfig:
         batch_rays: rays per teacher call (whole views are batched; at least one view per call).
         occupancy_resolution: cells per axis of the grid over the content box that covers the teacher's
             occupied cells, written to ``meta.json`` (the student shows the background on rays that
-            cross none of them: :mod:`core.skipgrid`); ``0``: none. Object scenes only.
+            cross none of them: :mod:`core.skipgrid`); ``0``: none. Object scenes only. Odd: a ray
+            crossing the box face to face has its K bin centres at ``G (k + 1/2) / K`` cells, which for
+            an even ``G`` divisible by ``2K`` fall exactly on cell boundaries, where float32 (the graph)
+            and float64 (the page) could pick different cells.
         shards: ``"START:END"`` renders only those shards (Python slice of the shard list).
         verify: only re-hash and decode an existing folder, report problems by file, render nothing.
         device: ``auto`` (CUDA if present), ``cpu`` or ``cuda[:i]``.
@@ -88,7 +91,7 @@ class DataGenConfig:
     depth: bool = False
     alpha: bool = False
     batch_rays: int = 1 << 16
-    occupancy_resolution: int = 64
+    occupancy_resolution: int = 63
     shards: str | None = None
     verify: bool = False
     device: str = "auto"

@@ -82,6 +82,7 @@ class FusedEncodingStudent(nn.Module):
     def forward(self, rays_o: Tensor, rays_d: Tensor) -> Tensor:
         """``rays_o, rays_d [N, 3]`` -> rgb ``[N, 3]`` (the student's eval-mode output)."""
         start, span, hit = self.encoder.segment(rays_o, rays_d)
+        hit = self.encoder.hits(start, span, hit)  # the empty-space grid, if the student has one
         sv = torch.cat([start, span], dim=-1)  # [N, 6]
         pre = sv @ self.A + self.b
         if self.n_freqs:

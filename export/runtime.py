@@ -14,8 +14,10 @@ Example::
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -84,6 +86,10 @@ class ModelMeta:
         ndc: the NDC frame (``c2w`` 4x4, ``scale`` [sx, sy], ``near``) when ``ray_space`` is ``ndc``.
         checkpoint_sha256: sha256 of the student checkpoint the file was exported from (provenance;
             ``None`` in files of older exports).
+        occupancy: the student's empty-space grid over ``content_aabb`` (``resolution`` G, ``bits``:
+            base64 of the G^3 cells, x-major, 8 per byte, first cell in the high bit), or ``None``: a
+            ray none of whose ``student["n_points"]`` bin-centre points lies in a set cell shows
+            ``background`` (the graph does this itself; runtimes skip those rays: :func:`rays_cross_cells`).
         format_version: version of this metadata layout.
     """
 
@@ -106,6 +112,7 @@ class ModelMeta:
     ray_space: str = "world"
     ndc: dict[str, Any] | None = None
     checkpoint_sha256: str | None = None
+    occupancy: dict[str, Any] | None = None
     format_version: int = FORMAT_VERSION
 
     def to_props(self) -> dict[str, str]:
@@ -144,12 +151,45 @@ class ModelMeta:
             raise ModelError(f"{source}: incomplete metadata ({exc})") from None
         if np.asarray(meta.K).shape != (3, 3) or len(meta.image_size) != 2 or len(meta.aabb) != 6:
             raise ModelError(f"{source}: metadata K must be 3x3, image_size [H, W], aabb 6 numbers")
+        try:
+            _check_numbers(meta, source)
+        except (TypeError, ValueError) as exc:  # a string or a nested list where a number belongs
+            raise ModelError(f"{source}: metadata numbers are malformed ({exc})") from None
         if meta.camera_convention != "opencv":
             raise ModelError(f"{source}: camera convention {meta.camera_convention!r} is not 'opencv'")
         if meta.ray_space not in ("world", "ndc") or (meta.ray_space == "ndc") != (meta.ndc is not None):
             raise ModelError(f"{source}: metadata ray_space {meta.ray_space!r} must be 'world', or 'ndc' "
                              "with an ndc frame")
+        if meta.occupancy is not None:
+            try:
+                occupancy_cells(meta.occupancy)
+                int(meta.student["n_points"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ModelError(f"{source}: metadata occupancy is malformed ({exc})") from None
         return meta
+
+
+def _check_numbers(meta: ModelMeta, source: str | Path) -> None:
+    """Boxes of 6 finite numbers with min < max, ``0 <= near < far``, a finite K with positive focal
+    lengths and an image of at least one pixel.
+
+    Raises:
+        ModelError: the first metadata key that breaks this, named.
+    """
+    for name in ("aabb", "content_aabb"):
+        box = getattr(meta, name)
+        if box is None:
+            continue
+        arr = np.asarray(box, dtype=np.float64).reshape(-1)
+        if arr.shape != (6,) or not np.isfinite(arr).all() or not (arr[:3] < arr[3:]).all():
+            raise ModelError(f"{source}: metadata {name} must be 6 finite numbers with min < max, got {box}")
+    if not (math.isfinite(meta.near) and math.isfinite(meta.far) and 0 <= meta.near < meta.far):
+        raise ModelError(f"{source}: metadata near ({meta.near}) must be >= 0 and below far ({meta.far})")
+    K = np.asarray(meta.K, dtype=np.float64)
+    if not (np.isfinite(K).all() and K[0, 0] > 0 and K[1, 1] > 0):
+        raise ModelError(f"{source}: metadata K must be finite with focal lengths > 0, got {meta.K}")
+    if min(int(v) for v in meta.image_size) < 1:
+        raise ModelError(f"{source}: metadata image_size must be at least 1x1, got {meta.image_size}")
 
 
 def rays_from_camera(
@@ -217,6 +257,74 @@ def rays_meet_box(
     return t_in < t_out + margin * (1.0 + np.abs(t_out))
 
 
+def occupancy_cells(record: dict[str, Any]) -> np.ndarray:
+    """The ``[G, G, G]`` bool cells of an empty-space record ``{"resolution": G, "bits": base64}``.
+
+    Raises:
+        ValueError: malformed record.
+    """
+    G = int(record["resolution"])
+    raw = np.frombuffer(base64.b64decode(record["bits"], validate=True), dtype=np.uint8)
+    if G < 1 or raw.size != (G**3 + 7) // 8:
+        raise ValueError(f"resolution {G} needs {(G**3 + 7) // 8} bytes, bits hold {raw.size}")
+    return np.unpackbits(raw, count=G**3).astype(bool).reshape(G, G, G)
+
+
+def rays_cross_cells(
+    rays_o: np.ndarray,  # [N, 3]
+    rays_d: np.ndarray,  # [N, 3]
+    box: Sequence[float],  # [6]
+    near: float,
+    far: float,
+    n_points: int,
+    cells: np.ndarray,  # [G, G, G] bool
+    margin: float = 1e-3,
+    chunk: int = 8192,
+) -> np.ndarray:
+    """Which rays may have a bin-centre point in a set cell: the graph's empty-space test, slightly widened.
+
+    The student's K points are the bin centres ``(k + 1/2) / K`` of the part of ``[near, far]`` inside
+    ``box``; a ray shows only the background when none of them lies in a set cell. Here a point counts
+    as in a set cell when one within ``margin`` cells of it is, so that float rounding never makes this
+    reject a ray the graph would evaluate (skipping only rays the graph gives the background).
+
+    Args:
+        rays_o: ``[N, 3]`` origins.
+        rays_d: ``[N, 3]`` unit directions.
+        box: ``[6]`` content box of the grid.
+        near: start of the ray range.
+        far: end of the ray range.
+        n_points: ``K``.
+        cells: ``[G, G, G]`` bool grid over ``box``, x-major.
+        margin: widening, in cells.
+        chunk: rays per step (bounds the temporaries).
+
+    Returns:
+        ``[N]`` bool.
+    """
+    G = cells.shape[0]
+    flat = cells.reshape(-1)
+    lo, hi = np.asarray(box[:3], np.float64), np.asarray(box[3:], np.float64)
+    frac = (np.arange(n_points) + 0.5) / n_points  # [K]
+    out = np.zeros(rays_o.shape[0], dtype=bool)
+    for s in range(0, rays_o.shape[0], chunk):
+        o, d = rays_o[s:s + chunk].astype(np.float64), rays_d[s:s + chunk].astype(np.float64)
+        d = np.where(np.abs(d) < 1e-12, 1e-12, d)
+        t0, t1 = (lo - o) / d, (hi - o) / d
+        t_in = np.clip(np.maximum(np.minimum(t0, t1).max(-1), near), near, far)
+        t_out = np.clip(np.minimum(np.maximum(t0, t1).min(-1), far), near, far)
+        t = t_in[:, None] + frac[None] * np.maximum(t_out - t_in, 0.0)[:, None]  # [n, K]
+        q = (o[:, None] + t[..., None] * d[:, None] - lo) / (hi - lo) * G  # [n, K, 3] in cells
+        ijk = [np.clip(np.floor(q + e), 0, G - 1).astype(np.int64) for e in (-margin, margin)]
+        hit = np.zeros(o.shape[0], dtype=bool)
+        for cx in ijk:
+            for cy in ijk:
+                for cz in ijk:
+                    hit |= flat[(cx[..., 0] * G + cy[..., 1]) * G + cz[..., 2]].any(-1)
+        out[s:s + chunk] = hit
+    return out
+
+
 def check_pose(c2w: Any, source: str = "pose") -> np.ndarray:
     """A ``[4, 4]`` float32 pose from a ``[4, 4]`` or ``[3, 4]`` array; ``ModelError`` otherwise."""
     arr = np.asarray(c2w, dtype=np.float32)
@@ -252,8 +360,9 @@ class LightField:
             (:func:`default_providers`).
         threads: intra-op threads (``None``: ONNX Runtime's default, one per physical core).
         options: extra session config entries (``SessionOptions.add_session_config_entry``).
-        skip_misses: evaluate only the rays that may meet the content box (:func:`rays_meet_box`); the
-            others show the background, as the graph would give them (same output, less work). A
+        skip_misses: evaluate only the rays that may meet the content box (:func:`rays_meet_box`) and
+            may cross a set cell of the empty-space grid (:func:`rays_cross_cells`); the others show
+            the background, as the graph would give them (same output, less work). A
             forward-facing (``ndc``) model has no misses: every ray is evaluated.
 
     Raises:
@@ -286,6 +395,7 @@ class LightField:
             raise ModelError(f"{self.path}: expected inputs {list(INPUT_NAMES)} and output "
                              f"['{OUTPUT_NAME}'], found {list(names)}")
         self.providers: list[str] = self.session.get_providers()
+        self.cells = occupancy_cells(self.meta.occupancy) if self.meta.occupancy is not None else None
         log.info("loaded %s (%s, batch %s) on %s", self.path, self.meta.precision,
                  self.meta.batch or "dynamic", self.providers)
 
@@ -314,6 +424,9 @@ class LightField:
         box = self.meta.content_aabb
         if self.skip_misses and box is not None and self.meta.ray_space == "world":
             hit = rays_meet_box(rays_o, rays_d, box, self.meta.near, self.meta.far)
+            if self.cells is not None:
+                hit[hit] = rays_cross_cells(rays_o[hit], rays_d[hit], box, self.meta.near, self.meta.far,
+                                            int(self.meta.student["n_points"]), self.cells)
             out = np.full(rays_o.shape, self.meta.background, dtype=np.float32)
             if hit.any():
                 out[hit] = self._run(rays_o[hit], rays_d[hit], batch_size)

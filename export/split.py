@@ -60,6 +60,7 @@ def encoder_facts(model: R2LStudent) -> dict[str, Any]:
                  "offsets": list(spec.offsets), "primes": list(PRIMES)},
         "background": model.background.tolist(),
         "ndc": enc.ndc.to_dict() if enc.ndc is not None else None,  # forward-facing: rays into NDC first
+        "occupancy": enc.occupancy_record(),  # rays crossing no set cell: the background, not encoded
     }
 
 

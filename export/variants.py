@@ -115,18 +115,28 @@ def encoding_nodes(proto: onnx.ModelProto) -> list[str]:
     stack = [n for n in nodes if n.op_type in ("Sin", "Cos")]
     stack += [producer[n.input[0]] for n in nodes if n.op_type == "Where" and n.input[0] in producer]
     keep_ancestors(stack)
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in nodes:
+        for i in node.input:
+            consumers.setdefault(i, []).append(node)
     if any(n.op_type == "Gather" for n in nodes):
-        firsts = [producer[n.input[0]] for n in nodes if n.op_type in MATMUL_OPS and n.input[0] in producer]
+        # the first matrix products: those no other matrix product feeds (the MLP's input layer)
+        after_matmul: set[str] = set()
+        front = [n for n in nodes if n.op_type in MATMUL_OPS]
+        while front:
+            for out in front.pop().output:
+                for nxt in consumers.get(out, []):
+                    if nxt.name not in after_matmul:
+                        after_matmul.add(nxt.name)
+                        front.append(nxt)
+        firsts = [producer[n.input[0]] for n in nodes
+                  if n.op_type in MATMUL_OPS and n.name not in after_matmul and n.input[0] in producer]
         keep_ancestors(firsts, stop=MATMUL_OPS)
     ray_linear = {i.name for i in proto.graph.input}
     ray_linear |= {o for n in nodes if n.name in keep and n.op_type not in ("Sin", "Cos") for o in n.output}
     keep |= {n.name for n in nodes if n.op_type in MATMUL_OPS and n.input[0] in ray_linear}
     # and what the sines feed before the first matrix product (the fused graph's double-angle steps:
     # they double the error per octave, so they too must stay fp32)
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in nodes:
-        for i in node.input:
-            consumers.setdefault(i, []).append(node)
     front = [n for n in nodes if n.op_type in ("Sin", "Cos")]
     while front:
         node = front.pop()

@@ -93,11 +93,7 @@ def model_entries(export_dir: Path, files: list[str]) -> list[dict[str, Any]]:
         if not path.is_file():
             log.info("viewer: %s not exported, left out", path)
             continue
-        meta = read_meta(path)
-        if meta.content_aabb is not None and len(meta.content_aabb) != 6:
-            raise UserError(f"{path}: metadata content_aabb must be 6 numbers")
-        if not meta.near < meta.far:
-            raise UserError(f"{path}: metadata near ({meta.near}) must be below far ({meta.far})")
+        meta = read_meta(path)  # boxes, near < far: checked by ModelMeta.from_props
         entries.append({"file": name, "precision": meta.precision, "bytes": path.stat().st_size,
                         "meta": {k: getattr(meta, k) for k in META_KEYS}})
     return entries

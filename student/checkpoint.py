@@ -11,6 +11,7 @@ import torch
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.errors import CheckpointError
 from core.ndc import NDCSpace
+from core.skipgrid import unpack_grid
 from student.model import R2LStudent, StudentModelConfig
 
 KIND = "student"
@@ -25,7 +26,8 @@ def save_student(path: str | Path, model: R2LStudent, scene_meta: dict[str, Any]
         scene_meta: JSON-able scene facts: ``aabb`` [6] (scene box), ``content_aabb`` [6] (the
             student's content box), ``near``, ``far``, ``image_size`` [H, W],
             ``K`` (3x3 intrinsics of the training cameras), ``camera_convention``, ``scene_name``,
-            ``background`` [3], ``ndc`` (the NDC frame of a forward-facing scene, or None).
+            ``background`` [3], ``ndc`` (the NDC frame of a forward-facing scene, or None),
+            ``occupancy`` (the encoder's empty-space grid, :func:`core.skipgrid.bits_record`, or None).
         extra: more JSON-able entries (e.g. ``metrics``).
     """
     config = {"model": dataclasses.asdict(model.cfg), "scene": scene_meta}
@@ -48,8 +50,10 @@ def load_student(
         cfg = StudentModelConfig.from_dict(payload["config"]["model"])
         scene = payload["config"]["scene"]
         ndc = NDCSpace.from_dict(scene["ndc"]) if scene.get("ndc") is not None else None
+        occ = scene.get("occupancy")
+        grid = torch.from_numpy(unpack_grid(occ, f"{path}: occupancy")) if occ is not None else None
         model = R2LStudent(cfg, torch.tensor(scene["content_aabb"]), scene["near"], scene["far"],
-                           scene["background"], ndc)
+                           scene["background"], ndc, grid)
         model.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

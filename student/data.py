@@ -25,6 +25,7 @@ from core.datasets import Scene
 from core.errors import UserError
 from core.rays import generate_rays, ray_aabb_intersect
 from core.shards import PseudoMeta, decode_sample
+from student.encoding import RayEncoder, ray_segment, segment_occupied
 
 log = logging.getLogger(__name__)
 
@@ -91,20 +92,45 @@ def shuffled_ray_batches(
 
 @dataclass
 class ContentRays:
-    """Keeps the packed rays that meet the content box within ``[near, far]`` (picklable for workers).
+    """Keeps the packed rays that meet the content box within ``[near, far]`` and, given the student's
+    empty-space grid, cross one of its set cells (picklable for workers).
 
     The student shows the background on every other ray without evaluating its network, so training on
     them would be wasted work.
+
+    Attributes:
+        box: ``[6]`` content box.
+        near: start of the ray range.
+        far: end of the ray range.
+        n_points: the student's ``K`` (with ``skip_bits``).
+        skip_bits: the encoder's packed empty-space grid (:class:`student.encoding.RayEncoder`), or None.
+        skip_resolution: its cells per axis.
     """
 
     box: list[float]  # [6]
     near: float
     far: float
+    n_points: int = 0
+    skip_bits: Tensor | None = None
+    skip_resolution: int = 0
+
+    @classmethod
+    def of(cls, enc: RayEncoder) -> ContentRays:
+        """The rays ``enc`` evaluates (a world-frame encoder sampling inside its box)."""
+        grid = enc.skip_bits.cpu() if enc.skip_resolution else None
+        return cls(enc.box.tolist(), enc.near, enc.far, enc.n_points, grid, enc.skip_resolution)
 
     def __call__(self, packed: Tensor) -> Tensor:
-        """``[N, 9]`` packed rays -> the ``[M, 9]`` rows whose ray meets the box."""
+        """``[N, 9]`` packed rays -> the ``[M, 9]`` rows the student evaluates."""
         box = torch.tensor(self.box, dtype=packed.dtype)
-        return packed[ray_aabb_intersect(packed[:, 0:3], packed[:, 3:6], box, self.near, self.far)[2]]
+        rays_o, rays_d = packed[:, 0:3], packed[:, 3:6]
+        if self.skip_bits is None:
+            return packed[ray_aabb_intersect(rays_o, rays_d, box, self.near, self.far)[2]]
+        start, span, hit = ray_segment(rays_o, rays_d, box, self.near, self.far, clip_to_box=True)
+        center, half = (box[:3] + box[3:]) / 2, (box[3:] - box[:3]) / 2
+        hit &= segment_occupied((start - center) / half, span / half, self.n_points, self.skip_bits,
+                                self.skip_resolution)
+        return packed[hit]
 
 
 class _RaysFromViews:
@@ -135,10 +161,12 @@ def _world_size() -> int:
 
 
 def shard_loader(meta: PseudoMeta, batch_size: int, buffer_size: int, num_workers: int, seed: int,
-                 world_size: int = 1, content_only: bool = True) -> DataLoader:
+                 world_size: int = 1, content_only: bool = True, keep: ContentRays | None = None
+                 ) -> DataLoader:
     """An endless DataLoader of shuffled ray batches from the shards of ``meta``.
 
-    With ``content_only``, only rays that meet ``meta.content_box`` (:class:`ContentRays`).
+    With ``content_only``, only rays that meet ``meta.content_box`` (:class:`ContentRays`), or those
+    ``keep`` keeps when given (the student's own test: :meth:`ContentRays.of`).
 
     Each rank reads ``shards[rank::world_size]`` (``webdataset.split_by_node``) and each of its workers
     a disjoint slice of those; the stream repeats (``with_epoch``), one epoch being about one pass over
@@ -160,7 +188,7 @@ def shard_loader(meta: PseudoMeta, batch_size: int, buffer_size: int, num_worker
         wds.WebDataset(urls, shardshuffle=len(urls), nodesplitter=wds.split_by_node,
                        workersplitter=wds.split_by_worker, empty_check=False, seed=seed)
         .compose(_RaysFromViews(batch_size, buffer_size, seed,
-                                _content_filter(meta, content_only)))
+                                keep or _content_filter(meta, content_only)))
         .map(split_rays)
         .with_epoch(per_stream)
     )
@@ -179,13 +207,13 @@ def _content_filter(meta: PseudoMeta, content_only: bool) -> ContentRays | None:
     return ContentRays(meta.content_box, meta.near, meta.far)
 
 
-def load_shard_rays(meta: PseudoMeta, content_only: bool = True) -> Tensor:
+def load_shard_rays(meta: PseudoMeta, content_only: bool = True, keep: ContentRays | None = None) -> Tensor:
     """Every ray of the shards of ``meta`` (those meeting its content box), read once, packed ``[N, 9]``.
 
     The shards are read with ``webdataset`` in their order, decoded and turned into rays exactly as the
     streaming loader does (:func:`shard_loader`), so the two hold the same rays.
     """
-    keep = _content_filter(meta, content_only)
+    keep = keep or _content_filter(meta, content_only)
     ignore_unclosed_file_warnings()
     views = []
     urls = [str(p) for p in meta.shard_paths()]
@@ -254,8 +282,9 @@ class ShardDataModule(L.LightningDataModule):
     """
 
     def __init__(self, meta: PseudoMeta, batch_size: int, buffer_size: int, num_workers: int, seed: int,
-                 val_batches: list[RayBatch], cache: bool = False):
+                 val_batches: list[RayBatch], cache: bool = False, keep: ContentRays | None = None):
         super().__init__()
+        self.keep = keep  # the rays the student evaluates (None: those meeting the content box)
         self.meta, self.batch_size, self.buffer_size = meta, batch_size, buffer_size
         self.num_workers, self.seed, self.val_batches, self.cache = num_workers, seed, val_batches, cache
         # with_epoch gives each worker the same length; Lightning's generic caution does not apply
@@ -263,11 +292,11 @@ class ShardDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         if self.cache:
-            rays = load_shard_rays(self.meta)
+            rays = load_shard_rays(self.meta, keep=self.keep)
             log.info("distill: %d pseudo-rays held in memory (%.0f MB)", rays.shape[0], rays.nbytes / 1e6)
             return DataLoader(InMemoryRays(rays, self.batch_size, self.seed), batch_size=None)
         return shard_loader(self.meta, self.batch_size, self.buffer_size, self.num_workers, self.seed,
-                            world_size=_world_size())
+                            world_size=_world_size(), keep=self.keep)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_batches, batch_size=None)  # type: ignore[arg-type]

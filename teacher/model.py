@@ -120,6 +120,10 @@ class Teacher(nn.Module):
         """``[6]`` box around the occupied cells: rays that miss it render as pure background."""
         return self.occupancy.occupied_aabb()
 
+    def occupied_cells(self) -> list[tuple[Tensor, Tensor]]:
+        """``(binary [R^3], aabb [6])`` of the occupancy grid: samples outside its cells are dropped."""
+        return [(self.occupancy.binary, self.occupancy.aabb)]
+
     def _render_chunk(self, rays_o: Tensor, rays_d: Tensor, background: Tensor, box: Tensor
                       ) -> dict[str, Tensor]:
         t_min, t_max, _ = ray_aabb_intersect(rays_o, rays_d, box, self.near, self.far)

@@ -155,6 +155,10 @@ class PartitionedTeacher(nn.Module):
             updated |= update_region_occupancy(region, step, region_seed(seed, step, k))
         return updated
 
+    def occupied_cells(self) -> list[tuple[Tensor, Tensor]]:
+        """``(binary [R^3], aabb [6])`` of every region's occupancy grid."""
+        return [(r.occupancy.binary, r.occupancy.aabb) for r in self.region_list]
+
     def content_aabb(self) -> Tensor:
         """``[6]`` union of the regions' occupied boxes (the scene box if no cell is occupied)."""
         boxes = [r.content_aabb() for r in self.region_list if bool(r.occupancy.binary.any())]

@@ -101,7 +101,7 @@ def make_tiny_student_ckpt(path: Path, scene_root: Path, n_freqs: int = 10, enco
 
     A forward-facing scene's student takes its NDC frame and the whole NDC box (as training does); an
     object scene's gets a content box smaller than the scene box and an empty-space grid (a ball of set
-    cells in an 8^3 grid), so exports see rays that miss the box, rays the grid skips and rays evaluated.
+    cells in a 9^3 grid), so exports see rays that miss the box, rays the grid skips and rays evaluated.
     """
     from core.datasets import SceneConfig, load_scene
     from student.checkpoint import save_student
@@ -114,8 +114,8 @@ def make_tiny_student_ckpt(path: Path, scene_root: Path, n_freqs: int = 10, enco
     center, half = (scene.aabb[:3] + scene.aabb[3:]) / 2, (scene.aabb[3:] - scene.aabb[:3]) / 2
     box = torch.cat([center - 0.5 * half, center + 0.5 * half]) if scene.ndc is None else scene.aabb
     grid = GridConfig(n_levels=3, n_features=2, log2_hashmap_size=14, base_resolution=8, max_resolution=64)
-    cells = (torch.stack(torch.meshgrid(*[torch.arange(8) + 0.5] * 3, indexing="ij"), -1) - 4).norm(dim=-1)
-    occupancy = cells < 3.3 if scene.ndc is None else None  # [8, 8, 8]: a ball in the content box
+    cells = (torch.stack(torch.meshgrid(*[torch.arange(9) + 0.5] * 3, indexing="ij"), -1) - 4.5).norm(dim=-1)
+    occupancy = cells < 3.7 if scene.ndc is None else None  # [9, 9, 9]: a ball in the content box
     model = R2LStudent(StudentModelConfig(encoding=encoding, n_points=4, n_freqs=n_freqs, width=32, depth=6,
                                           grid=grid), box, scene.near, scene.far, ndc=scene.ndc,
                        occupancy=occupancy)

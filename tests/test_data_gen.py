@@ -19,6 +19,7 @@ from core.errors import CheckpointError, UserError
 from core.io import sha256_file
 from core.rays import generate_rays
 from core.shards import decode_optional, decode_sample, read_meta
+from core.skipgrid import unpack_grid
 from data_gen.job import JobMismatchError
 from data_gen.poses import SamplerConfig, build_rig, sample_view
 from data_gen.render import DataGenConfig, parse_shard_range, run
@@ -168,9 +169,11 @@ def test_meta_json_is_plain_json_with_the_documented_keys(tiny_scene: Path, run_
     d = json.loads((run_dir / "pseudo" / "meta.json").read_text())
     assert list(d) == ["format", "format_version", "camera_convention", "image_size", "near", "far", "aabb",
                        "content_aabb", "background", "n_views", "views_per_shard", "rgb_format", "fields",
-                       "shards", "sampler", "teacher", "scene", "ndc"]
+                       "shards", "sampler", "teacher", "scene", "ndc", "occupancy"]
     assert d["rgb_format"] == "npy16" and d["sampler"]["name"] == "hemisphere" and d["sampler"]["seed"] == 0
     assert d["ndc"] is None and d["scene"]["kind"] == "object"  # auto: the tiny scene has masks
+    cells = unpack_grid(d["occupancy"], "meta.json")  # the teacher's occupied cells, covered
+    assert cells.shape == (63, 63, 63) and cells.any()
     assert set(d["shards"][0]) == {"name", "first_view", "n_views", "sha256"}
 
 

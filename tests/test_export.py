@@ -172,8 +172,9 @@ def test_metadata_round_trip(exported_student: tuple[Path, dict]) -> None:
         assert meta.image_size == list(scene_meta["image_size"]) and meta.camera_convention == "opencv"
         shape = {k: v for k, v in meta.student.items() if k != "grid"}
         assert shape == {"encoding": "pe", "n_points": 4, "n_freqs": 10, "width": 32, "depth": 6,
-                         "ray_range": "box"}
+                         "ray_range": "box", "skip_empty": True}
         assert np.allclose(meta.content_aabb, scene_meta["content_aabb"])  # type: ignore[arg-type]
+        assert meta.occupancy == scene_meta["occupancy"] and meta.occupancy["resolution"] == 9
         assert meta.opset == 18 and meta.flops_per_ray > 0
         assert meta.rig["radius"] == pytest.approx(4.0, rel=1e-3) and meta.rig["kind"] == "object"
         assert meta.ray_space == "world" and meta.ndc is None
@@ -349,6 +350,18 @@ def test_hash_fp16_stores_the_table_in_half(exported_hash_student: tuple[Path, d
     assert sizes["student"] - sizes["student_fp16"] > 0.45 * table_bytes
     assert abs(report["variants"]["student_fp16"]["psnr_change_db"]) < 0.1
     assert abs(report["variants"]["student_int8"]["psnr_change_db"]) < 1.0
+
+
+def test_hash_int8_quantizes_the_mlp_but_not_the_encoding(exported_hash_student: tuple[Path, dict]) -> None:
+    """A table lookup keeps the whole encoding fp32, but only up to the MLP's input layer: the residual
+    blocks' weights are int8 (they were all left fp32 when every matrix product counted as a first one)."""
+    run_dir, _ = exported_hash_student
+    proto = onnx.load(str(run_dir / "export" / "student_int8.onnx"))
+    int8 = {i.name for i in proto.graph.initializer if i.data_type == onnx.TensorProto.INT8}
+    model, _ = load_student(run_dir / "student" / "student.ckpt")
+    blocks = [n for n, _ in model.named_parameters() if n.startswith("blocks.") and n.endswith("weight")]
+    assert blocks and all(any(name.startswith(b) for name in int8) for b in blocks), sorted(int8)
+    assert not any(name.startswith("encoder.") for name in int8)
 
 
 def test_hash_student_below_opset_18_is_a_one_line_error(tmp_path: Path, tiny_scene: Path) -> None:

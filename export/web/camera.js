@@ -66,6 +66,65 @@ export function raysMeetBox(o, d, box, near, far, margin = 1e-4) {
 }
 
 /**
+ * The cells of an empty-space record (export.runtime.occupancy_cells): {resolution, bits: base64 of the
+ * G^3 cells, x-major, 8 per byte, first cell in the high bit}.
+ * @returns {{G: number, bits: Uint8Array}}
+ */
+export function decodeCells(record) {
+  const G = record.resolution;
+  const raw = atob(record.bits);
+  if (raw.length !== Math.ceil(G ** 3 / 8)) throw new Error(`empty-space grid of resolution ${G} has ${raw.length} bytes`);
+  return { G, bits: Uint8Array.from(raw, (c) => c.charCodeAt(0)) };
+}
+
+/**
+ * Narrow hit (in place) to the rays that may have one of their K bin-centre points in a set cell
+ * (export.runtime.rays_cross_cells, in float64). margin > 0 widens the test by that many cells (the
+ * whole-graph model decides itself; the page only skips what it surely gives the background); margin 0
+ * is the graph's own test, for the split model whose MLP the page calls only on the rays that pass.
+ * @param {Float32Array} o origins [N*3]  @param {Float32Array} d unit directions [N*3]
+ * @param {Uint8Array} hit [N] rays to test (others stay 0)  @param {number[]} box content box [6]
+ * @param {{G: number, bits: Uint8Array}} cells (decodeCells)
+ */
+export function raysCrossCells(o, d, hit, box, near, far, K, cells, margin) {
+  const { G, bits } = cells;
+  const lo = box.slice(0, 3), ext = [box[3] - box[0], box[4] - box[1], box[5] - box[2]];
+  const lo0 = new Int32Array(3), hi0 = new Int32Array(3);
+  const cell = (q, e) => Math.min(Math.max(Math.floor(q + e), 0), G - 1);
+  const set = (i, j, k) => (bits[((i * G + j) * G + k) >> 3] >> (7 - (((i * G + j) * G + k) & 7))) & 1;
+  for (let r = 0; r < hit.length; r++) {
+    if (!hit[r]) continue;
+    let tIn = -Infinity, tOut = Infinity;
+    for (let a = 0; a < 3; a++) {
+      let da = d[3 * r + a];
+      if (Math.abs(da) < 1e-12) da = 1e-12;
+      const t0 = (box[a] - o[3 * r + a]) / da, t1 = (box[a + 3] - o[3 * r + a]) / da;
+      tIn = Math.max(tIn, Math.min(t0, t1));
+      tOut = Math.min(tOut, Math.max(t0, t1));
+    }
+    tIn = Math.min(Math.max(tIn, near), far);
+    tOut = Math.min(Math.max(tOut, near), far);
+    const len = Math.max(tOut - tIn, 0);
+    let found = 0;
+    for (let k = 0; k < K && !found; k++) {
+      const t = tIn + ((k + 0.5) / K) * len;
+      for (let a = 0; a < 3; a++) {
+        const q = ((o[3 * r + a] + t * d[3 * r + a] - lo[a]) / ext[a]) * G;
+        lo0[a] = cell(q, -margin);
+        hi0[a] = cell(q, margin);
+      }
+      for (let i = lo0[0]; i <= hi0[0] && !found; i++) {
+        for (let j = lo0[1]; j <= hi0[1] && !found; j++) {
+          for (let l = lo0[2]; l <= hi0[2] && !found; l++) found = set(i, j, l);
+        }
+      }
+    }
+    hit[r] = found;
+  }
+  return hit;
+}
+
+/**
  * The NDC frame of a forward-facing model (meta.ndc: c2w 4x4, scale [sx, sy], near) as plain numbers
  * for ndcRay: the reference pose's rotation R (row-major), its centre t, the scale and the near plane.
  */
