@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from core.cameras import intrinsics_matrix, look_at, opengl_to_opencv
+from core.cameras import RIGIDITY_TOLERANCE, intrinsics_matrix, look_at, opengl_to_opencv, rigidity_error
 from core.datasets import NDC_NEAR_FRACTION, scene_center
 from core.errors import UserError
 from core.ndc import NDCSpace, average_pose
@@ -175,7 +175,24 @@ def _matrix(value: Any, source: str, index: int) -> Tensor:
         m = torch.cat([m, torch.tensor([[0.0, 0.0, 0.0, 1.0]])])
     if m.shape != (4, 4):
         raise UserError(f"{source}: pose {index} must be 4x4 (or 16 numbers), got shape {list(m.shape)}")
+    if not torch.isfinite(m).all():
+        raise UserError(f"{source}: pose {index} is not finite")
+    err = rigidity_error(m)
+    if err > RIGIDITY_TOLERANCE:
+        raise UserError(f"{source}: pose {index} is not rigid (rotation not orthonormal with det 1, last row "
+                        f"0 0 0 1; error {err:.3g})")
     return m
+
+
+def _image_size(size: Any, source: str) -> tuple[int, int]:
+    """``(H, W)`` of a camera path: two whole numbers >= 1."""
+    try:
+        H, W = (int(v) for v in size)
+    except (TypeError, ValueError):
+        raise UserError(f"{source}: image size must be [H, W], got {size}") from None
+    if min(H, W) < 1:
+        raise UserError(f"{source}: image size must be at least 1x1, got {[H, W]}")
+    return H, W
 
 
 def read_camera_path(path: str | Path, image_size: tuple[int, int]
@@ -225,11 +242,10 @@ def read_camera_path(path: str | Path, image_size: tuple[int, int]
         K_one = torch.tensor(data["K"], dtype=torch.float32)
         if K_one.shape != (3, 3):
             raise UserError(f"{path}: K must be 3x3, got shape {list(K_one.shape)}")
+        if not (torch.isfinite(K_one).all() and K_one[0, 0] > 0 and K_one[1, 1] > 0):
+            raise UserError(f"{path}: K must be finite with positive focal lengths, got {K_one.tolist()}")
         K = K_one.expand(c2w.shape[0], 3, 3)
-    size = data.get("image_size", image_size)
-    if len(size) != 2:
-        raise UserError(f"{path}: image_size must be [H, W], got {size}")
-    return c2w, K, (int(size[0]), int(size[1]))
+    return c2w, K, _image_size(data.get("image_size", image_size), str(path))
 
 
 def _read_nerfstudio(data: dict[str, Any], source: str, image_size: tuple[int, int]
@@ -237,14 +253,23 @@ def _read_nerfstudio(data: dict[str, Any], source: str, image_size: tuple[int, i
     frames = data["camera_path"]
     if not isinstance(frames, list) or not frames:
         raise UserError(f"{source}: camera_path must be a non-empty list")
-    H = int(data.get("render_height", image_size[0]))
-    W = int(data.get("render_width", image_size[1]))
+    H, W = _image_size([data.get("render_height", image_size[0]), data.get("render_width", image_size[1])],
+                       source)
+    fps = data.get("fps")
+    if fps is not None and not (isinstance(fps, int | float) and math.isfinite(fps) and fps > 0):
+        raise UserError(f"{source}: fps must be a number > 0, got {fps}")
     poses, Ks = [], []
     for i, frame in enumerate(frames):
         if not isinstance(frame, dict) or "camera_to_world" not in frame:
             raise UserError(f"{source}: camera_path[{i}] has no camera_to_world")
         poses.append(_matrix(frame["camera_to_world"], source, i))
-        fov = math.radians(float(frame.get("fov", data.get("default_fov", 50.0))))
+        try:
+            fov = math.radians(float(frame.get("fov", data.get("default_fov", 50.0))))
+        except (TypeError, ValueError):
+            fov = math.nan
+        if not 0.0 < fov < math.pi:  # also false for NaN
+            raise UserError(f"{source}: camera_path[{i}] fov must be in (0, 180) degrees, got "
+                            f"{frame.get('fov', data.get('default_fov'))}")
         f = 0.5 * H / math.tan(0.5 * fov)  # nerfstudio's fov is vertical
         Ks.append(intrinsics_matrix(f, f, W / 2, H / 2))
     return opengl_to_opencv(torch.stack(poses)), torch.stack(Ks), (H, W)

@@ -6,9 +6,12 @@ stage with one bad override each, and run a representative few through the real 
 
 from __future__ import annotations
 
+import io
+import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor
@@ -20,6 +23,7 @@ from export.render import RenderConfig
 from export.viewer import ViewerConfig
 from student.config import StudentConfig
 from teacher.train import TeacherConfig
+from tests.scenes import make_procedural_scene
 from tests.test_cli_errors import TINY, run_cli
 
 STAGES = {"teacher": TeacherConfig, "student": StudentConfig, "data_gen": DataGenConfig,
@@ -185,3 +189,112 @@ def test_nerf_xl_step_with_a_non_finite_loss_leaves_the_weights_alone() -> None:
     with pytest.raises(TrainingDiverged, match=r"teacher \(NeRF-XL\): training diverged at step 7"):
         train_step(setup, batch, step=7, seed=0, lr_scale=1.0, base_lr=0.1)
     assert torch.equal(weight.detach(), torch.ones(3))
+
+
+def _nerfstudio(tmp_path: Path, **changes: object) -> Path:
+    pose = [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 4, 0, 0, 0, 1]
+    data: dict = {"render_height": 16, "render_width": 16, "fps": 24,
+                  "camera_path": [{"camera_to_world": pose, "fov": 50.0}]}
+    frame = data["camera_path"][0]
+    for key, value in changes.items():
+        (frame if key in frame else data)[key] = value
+    path = tmp_path / "path.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"fov": 0}, r"camera_path\[0\] fov must be in \(0, 180\) degrees"),
+    ({"fov": 180}, r"camera_path\[0\] fov must be in \(0, 180\)"),
+    ({"render_height": 0}, "image size must be at least 1x1"),
+    ({"render_width": -16}, "image size must be at least 1x1"),
+    ({"fps": 0}, "fps must be a number > 0"),
+    ({"camera_to_world": [3, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 4, 0, 0, 0, 1]}, "pose 0 is not rigid"),
+    ({"camera_to_world": [-1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 4, 0, 0, 0, 1]}, "pose 0 is not rigid"),  # det -1
+    ({"camera_to_world": [float("nan")] + [0] * 15}, "pose 0 is not finite"),
+], ids=["fov-0", "fov-180", "height-0", "width-negative", "fps-0", "scaled", "reflection", "nan"])
+def test_bad_camera_path_is_one_line_naming_the_file(tmp_path: Path, changes: dict, message: str) -> None:
+    from core.errors import UserError
+    from export.paths import read_camera_path
+
+    path = _nerfstudio(tmp_path, **changes)
+    with pytest.raises(UserError, match=message) as info:
+        read_camera_path(path, (16, 16))
+    assert str(info.value).startswith(str(path)) and "\n" not in str(info.value)
+
+
+def test_camera_path_zero_focal_and_zero_image_size(tmp_path: Path) -> None:
+    from core.errors import UserError
+    from export.paths import read_camera_path
+
+    eye = np.eye(4).tolist()
+    path = tmp_path / "poses.json"
+    path.write_text(json.dumps({"c2w": [eye], "K": [[0, 0, 8], [0, 0, 8], [0, 0, 1]]}))
+    with pytest.raises(UserError, match="K must be finite with positive focal lengths"):
+        read_camera_path(path, (16, 16))
+    path.write_text(json.dumps({"c2w": [eye], "image_size": [0, 16]}))
+    with pytest.raises(UserError, match="image size must be at least 1x1"):
+        read_camera_path(path, (16, 16))
+
+
+@pytest.mark.parametrize("key", ["cx", "cy"])
+def test_scene_with_a_non_finite_principal_point(tmp_path: Path, key: str) -> None:
+    from core.datasets import SceneConfig, load_scene
+    from core.errors import SceneError
+
+    scene = make_procedural_scene(tmp_path / "scene")
+    path = scene / "transforms_train.json"
+    meta = json.loads(path.read_text())
+    meta[key] = float("nan")  # json writes NaN, which json (and so load_scene) reads back
+    path.write_text(json.dumps(meta))
+    with pytest.raises(SceneError, match=f"transforms_train.json: principal point .*{key}=nan"):
+        load_scene(SceneConfig(path=str(scene)), splits=("train",))
+
+
+def _sample(c2w: np.ndarray, K: np.ndarray) -> dict:
+    def npy(arr: np.ndarray) -> bytes:
+        buf = io.BytesIO()
+        np.save(buf, arr.astype(np.float32))
+        return buf.getvalue()
+
+    return {"__key__": "00000003", "__url__": "shard-000000.tar", "rgb.npy": npy(np.zeros((4, 4, 3))),
+            "c2w.npy": npy(c2w), "K.npy": npy(K)}
+
+
+@pytest.mark.parametrize("c2w, K, message", [
+    (np.full((4, 4), np.nan), np.diag([8.0, 8.0, 1.0]), "c2w.npy is not finite"),
+    (np.eye(4), np.diag([np.inf, 8.0, 1.0]), "K.npy must be finite with focal lengths > 0"),
+    (np.eye(4), np.diag([8.0, 0.0, 1.0]), "K.npy must be finite with focal lengths > 0"),
+], ids=["c2w-nan", "K-inf", "zero-focal"])
+def test_shard_sample_with_bad_camera(c2w: np.ndarray, K: np.ndarray, message: str) -> None:
+    from core.shards import ShardFormatError, decode_sample
+
+    with pytest.raises(ShardFormatError, match=f"shard-000000.tar sample 00000003: {message}"):
+        decode_sample(_sample(c2w, K))
+    decode_sample(_sample(np.eye(4), np.diag([8.0, 8.0, 1.0])))  # a good one decodes
+
+
+def _meta(**changes: object) -> dict[str, str]:
+    from export.runtime import ModelMeta
+
+    good = {"scene_name": "s", "near": 1.0, "far": 5.0, "aabb": [-1.0, -1, -1, 1, 1, 1],
+            "image_size": [16, 16], "K": [[8.0, 0, 8], [0, 8.0, 8], [0, 0, 1]],
+            "content_aabb": [-0.5, -0.5, -0.5, 0.5, 0.5, 0.5]}
+    return ModelMeta(**{**good, **changes}).to_props()  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"content_aabb": [0.0, 0, 0, 1, 1]}, "metadata content_aabb must be 6 finite numbers with min < max"),
+    ({"aabb": [1.0, -1, -1, -1, 1, 1]}, "metadata aabb must be 6 finite numbers with min < max"),
+    ({"near": 5.0, "far": 5.0}, r"metadata near \(5.0\) must be >= 0 and below far \(5.0\)"),
+    ({"near": 6.0}, r"metadata near \(6.0\) must be >= 0 and below far"),
+    ({"K": [[0.0, 0, 8], [0, 8.0, 8], [0, 0, 1]]}, "metadata K must be finite with focal lengths > 0"),
+    ({"image_size": [0, 16]}, "metadata image_size must be at least 1x1"),
+    ({"near": "far"}, "metadata numbers are malformed"),
+], ids=["content-box-5", "aabb-inverted", "near-eq-far", "near-gt-far", "zero-focal", "zero-size", "string"])
+def test_onnx_metadata_with_bad_numbers(changes: dict, message: str) -> None:
+    from export.runtime import ModelError, ModelMeta
+
+    ModelMeta.from_props(_meta(), "m.onnx")
+    with pytest.raises(ModelError, match=f"m.onnx: {message}"):
+        ModelMeta.from_props(_meta(**changes), "m.onnx")
