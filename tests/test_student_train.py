@@ -64,20 +64,39 @@ def test_distill_then_finetune_writes_outputs(tiny_scene: Path, tiny_pseudo_run:
 
 
 @pytest.mark.slow
-def test_resume_continues_from_last_checkpoint(tiny_scene: Path, tiny_pseudo_run: Path,
-                                               tmp_path: Path) -> None:
+def test_resume_after_a_real_kill_finishes_like_an_uninterrupted_run(tiny_scene: Path, tiny_pseudo_run: Path,
+                                                                     tmp_path: Path) -> None:
+    """SIGKILL a real ``student.train`` during a ``last.ckpt`` save (``TMPDIR`` on ``/dev/shm``), rerun it.
+
+    Steps (so rays seen: steps x batch) must equal an uninterrupted run's exactly. The weights cannot: a
+    resumed stage reseeds its shuffled shard stream on purpose (``seed + 7919 * step``, so that it does not
+    replay the rays of the first run), so the final loss is compared within a tolerance instead.
+    """
+    from benchmarks.faults_checkpoints import (
+        STUDENT_LAST,
+        kill_at_a_save,
+        shm_tmpdir,
+        student_cfg,
+        student_cmd,
+    )
+
+    steps = 60
+    straight = run(student_cfg(tiny_scene, _copy_run(tiny_pseudo_run, tmp_path / "straight"), steps))
     run_dir = _copy_run(tiny_pseudo_run, tmp_path / "run")
-    first = run(tiny_cfg(tiny_scene, run_dir, "train.distill.max_steps=40", "train.finetune.enabled=false"))
-    assert first["stages"]["distill"]["steps"] == 40
-    (run_dir / "student" / "stage_distill.ckpt").unlink()  # as if killed after the last checkpoint
-    again = run(tiny_cfg(tiny_scene, run_dir, "train.distill.max_steps=60", "train.finetune.enabled=false"))
-    # Seen once under heavy machine load: 58 instead of 60 (a resumed iterable epoch); see the notes.
-    assert again["stages"]["distill"]["resumed"] and 58 <= again["stages"]["distill"]["steps"] <= 60
+    with shm_tmpdir() as tmpdir:
+        assert kill_at_a_save(student_cmd(tiny_scene, run_dir, steps), run_dir / STUDENT_LAST, tmpdir)
+    import torch
+
+    saved = torch.load(run_dir / STUDENT_LAST, weights_only=True)["global_step"]
+    assert 0 < saved < steps and not (run_dir / "student" / "stage_distill.ckpt").exists()
+    again = run(student_cfg(tiny_scene, run_dir, steps))["stages"]["distill"]
+    first = straight["stages"]["distill"]
+    assert again["resumed"] and again["steps"] == first["steps"] == steps  # exactly, no 58 of 60
     from student.report import read_curves
 
-    steps = [s for s, _ in read_curves(run_dir / "student" / "logs" / "csv" / "distill")["train/loss"]]
-    assert min(steps) < 20 and max(steps) >= 49  # the curve before the kill is kept, the rest appended
-
+    curve = read_curves(run_dir / "student" / "logs" / "csv" / "distill")["train/loss"]
+    assert max(s for s, _ in curve) >= steps - 10  # the rerun appended to the stage's curve
+    assert again["train_loss"] == pytest.approx(first["train_loss"], rel=0.5)  # same regime, other rays
 
 def test_finetune_reads_the_real_photos(tiny_scene: Path) -> None:
     from core.datasets import SceneConfig, load_scene
@@ -125,7 +144,7 @@ def test_bad_pseudo_data_is_a_one_line_error(tiny_scene: Path, tiny_pseudo_run: 
     run_dir = _broken(tiny_pseudo_run, tmp_path, edit)
     with pytest.raises(UserError, match=match) as info:
         run(tiny_cfg(tiny_scene, run_dir))
-    assert "\n" not in str(info.value) and "meta.json" in str(info.value) or ".tar" in str(info.value)
+    assert "\n" not in str(info.value) and ("meta.json" in str(info.value) or ".tar" in str(info.value))
 
 
 def test_side_by_side_uses_the_teachers_test_renders(tmp_path: Path) -> None:

@@ -1,0 +1,326 @@
+"""Fault cases of the resume checkpoints and the run-folder lock (teacher and student).
+
+* SIGKILL during ``last.ckpt`` saves, with ``TMPDIR`` on ``/dev/shm`` (another filesystem: Lightning's
+  own writer copied over the good file there), several times, then a rerun that must load and finish;
+* a truncated ``last.ckpt``: one warning naming it, a fresh start, no traceback;
+* a changed ``train.checkpoint_seconds`` between runs: ``last.ckpt`` stays the resume point (no
+  ``last-v1.ckpt``);
+* a second live job on a run folder is refused in one line; a lock left by a dead pid is taken over.
+
+The kill helpers are also used by ``tests/test_teacher_train.py`` and ``tests/test_student_train.py``.
+Every case uses the tiny procedural scene (``tests/scenes.py``) and tiny configs: a few seconds each
+(a subprocess start costs most of it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.faults import FaultCase, Outcome
+from tests.scenes import make_photo_pseudo_run, make_procedural_scene
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# the teacher of tests/test_teacher_train.py, with a larger table: saves take long enough to be hit
+TEACHER = [
+    "model.field.n_levels=4", "model.field.log2_hashmap_size=14", "model.field.max_resolution=64",
+    "model.field.backend=torch", "model.occupancy.resolution=16", "model.occupancy.update_every=2",
+    "model.render.steps_per_diagonal=64", "train.batch_rays=128", "train.max_seconds=null",
+    "train.checkpoint_seconds=0.001", "train.progress_bar=false", "eval.progress_bar=false",
+    "eval.n_renders=1", "train.log_every=1",
+]
+# the student of tests/test_student_train.py, one stage, a checkpoint every step
+STUDENT = [
+    "model.depth=4", "model.width=32", "model.n_points=8", "model.n_freqs=4", "train.num_workers=0",
+    "train.shuffle_buffer=1024", "train.progress_bar=false", "train.distill.batch_size=256",
+    "train.distill.warmup_steps=5", "train.distill.val_every_steps=1000", "train.finetune.enabled=false",
+    "train.ckpt_every_steps=1", "eval.chunk=128", "eval.save_renders=false",
+]
+TEACHER_LAST = Path("teacher/lightning/last.ckpt")
+STUDENT_LAST = Path("student/ckpt/distill/last.ckpt")
+
+
+def teacher_cmd(scene: Path, run_dir: Path, steps: int, *extra: str) -> list[str]:
+    """``python -m teacher.train`` on ``scene`` with the tiny settings."""
+    return [sys.executable, "-m", "teacher.train", f"scene.path={scene}", f"run_dir={run_dir}",
+            f"train.max_steps={steps}", *TEACHER, *extra]
+
+
+def student_cmd(scene: Path, run_dir: Path, steps: int, *extra: str) -> list[str]:
+    """``python -m student.train`` (distill only) on ``run_dir/pseudo`` with the tiny settings."""
+    return [sys.executable, "-m", "student.train", f"scene.path={scene}", f"run_dir={run_dir}",
+            f"train.distill.max_steps={steps}", *STUDENT, *extra]
+
+
+def _env(tmpdir: Path | None) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
+    if tmpdir is not None:
+        env["TMPDIR"] = str(tmpdir)
+    return env
+
+
+@contextmanager
+def shm_tmpdir() -> Iterator[Path]:
+    """A fresh folder on ``/dev/shm`` (another filesystem than the run folder) to serve as ``TMPDIR``."""
+    base = "/dev/shm" if Path("/dev/shm").is_dir() else None
+    with tempfile.TemporaryDirectory(prefix="ckpt_tmp_", dir=base) as tmp:
+        yield Path(tmp)
+
+
+def _saving(last: Path, tmpdir: Path) -> tuple[int, int] | None:
+    """``(size of last.ckpt, largest save in progress)`` while a save is under way after a first one."""
+    temps = [*last.parent.glob(f".{last.name}.*.tmp"), *(p for p in tmpdir.iterdir() if p.is_file())]
+    if not temps or not last.is_file():
+        return None
+    try:
+        return last.stat().st_size, max(t.stat().st_size for t in temps)
+    except FileNotFoundError:  # the save finished between the listing and the stat
+        return None
+
+
+def kill_at_a_save(cmd: list[str], last: Path, tmpdir: Path, patience: int = 2, timeout: float = 120.0
+                   ) -> bool:
+    """Start ``cmd`` and SIGKILL it while it saves ``last`` (after ``last`` exists at least once).
+
+    It kills at once when the destination is smaller than the save in progress (a copy over it is under
+    way: what Lightning's writer does when ``TMPDIR`` is another filesystem), else at the start of the
+    ``patience``-th save seen in progress. ``TMPDIR`` of the child is ``tmpdir``.
+
+    Returns:
+        Whether it was killed (False: it finished, or did not save within ``timeout``).
+    """
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(tmpdir), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    seen, was_saving, end = 0, False, time.monotonic() + timeout
+    try:
+        while proc.poll() is None and time.monotonic() < end:
+            sizes = _saving(last, tmpdir)
+            if sizes is not None and not was_saving:
+                seen += 1
+            was_saving = sizes is not None
+            if sizes is not None and (sizes[0] < sizes[1] or seen >= patience):
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                return True
+            time.sleep(0.0005)
+        return False
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def kill_after_first_checkpoint(cmd: list[str], last: Path, timeout: float = 120.0) -> int:
+    """Start ``cmd``, SIGKILL it as soon as ``last`` exists; returns the step saved in ``last`` by then."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(None), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    end = time.monotonic() + timeout
+    try:
+        while proc.poll() is None and time.monotonic() < end and not last.is_file():
+            time.sleep(0.005)
+        if proc.poll() is not None or not last.is_file():
+            raise RuntimeError(f"{cmd[2]} ended or stalled before writing {last}")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return int(torch.load(last, map_location="cpu", weights_only=True)["global_step"])
+
+
+def _kill_loop(tmp: Path, stage: str, kills: int) -> Outcome:
+    """``kills`` SIGKILLs during saves, then a rerun (in this process: a start-up less) to the end."""
+    scene = make_procedural_scene(tmp / "scene")
+    run_dir = tmp / "run"
+    if stage == "student":
+        make_photo_pseudo_run(run_dir, scene)
+    steps = 40 if stage == "teacher" else 60
+    last = run_dir / (TEACHER_LAST if stage == "teacher" else STUDENT_LAST)
+    cmd = (teacher_cmd if stage == "teacher" else student_cmd)(scene, run_dir, steps)
+    done = 0
+    with shm_tmpdir() as tmpdir:
+        for _ in range(kills):
+            done += kill_at_a_save(cmd, last, tmpdir)
+    if done == 0:
+        return Outcome("never killed", False, f"no save of {last.name} was caught in progress")
+    resumed_from = int(torch.load(last, map_location="cpu", weights_only=True)["global_step"])
+    if stage == "teacher":
+        from teacher.train import run as run_teacher
+
+        end = run_teacher(teacher_cfg(scene, run_dir, steps))["steps"]
+    else:
+        from student.train import run as run_student
+
+        end = run_student(student_cfg(scene, run_dir, steps))["stages"]["distill"]["steps"]
+    return Outcome("resumed and finished", end == steps,
+                   f"{done} kills during saves; rerun loaded step {resumed_from}, ended at {end} of {steps}")
+
+
+class _Warnings(logging.Handler):
+    """Collects the WARNING records of one logger while installed."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextmanager
+def warnings_of(name: str) -> Iterator[list[str]]:
+    """The warnings logged by logger ``name`` inside the block."""
+    handler, logger = _Warnings(), logging.getLogger(name)
+    logger.addHandler(handler)
+    try:
+        yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+
+
+def teacher_cfg(scene: Path, run_dir: Path, steps: int, *extra: str) -> Any:
+    """The ``TeacherConfig`` of :func:`teacher_cmd` (for a run in this process)."""
+    from core.config import compose, to_dataclass
+    from teacher.train import TeacherConfig
+
+    overrides = [f"scene.path={scene}", f"run_dir={run_dir}", f"train.max_steps={steps}", *TEACHER, *extra]
+    return to_dataclass(compose("teacher", overrides), TeacherConfig)
+
+
+def student_cfg(scene: Path, run_dir: Path, steps: int, *extra: str) -> Any:
+    """The ``StudentConfig`` of :func:`student_cmd` (for a run in this process)."""
+    from core.config import compose, to_dataclass
+    from student.config import StudentConfig
+
+    overrides = [f"scene.path={scene}", f"run_dir={run_dir}", f"train.distill.max_steps={steps}", *STUDENT,
+                 *extra]
+    return to_dataclass(compose("student", overrides), StudentConfig)
+
+
+def truncate(path: Path) -> None:
+    """Cut ``path`` to half its size, as a copy killed midway leaves it."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _truncated(tmp: Path, stage: str) -> Outcome:
+    scene = make_procedural_scene(tmp / "scene")
+    run_dir = tmp / "run"
+    if stage == "teacher":
+        from teacher.train import run as run_teacher
+
+        last = run_dir / TEACHER_LAST
+        run_teacher(teacher_cfg(scene, run_dir, 2))
+        (run_dir / "teacher" / "teacher.ckpt").unlink()  # as if killed before the end
+        truncate(last)
+        with warnings_of("training.checkpoints") as said:
+            steps = run_teacher(teacher_cfg(scene, run_dir, 3))["steps"]
+    else:
+        from student.train import run as run_student
+
+        last = run_dir / STUDENT_LAST
+        make_photo_pseudo_run(run_dir, scene)
+        run_student(student_cfg(scene, run_dir, 2))
+        (run_dir / "student" / "stage_distill.ckpt").unlink()  # as if killed before the end
+        truncate(last)
+        with warnings_of("training.checkpoints") as said:
+            steps = run_student(student_cfg(scene, run_dir, 3))["stages"]["distill"]["steps"]
+    named = [m for m in said if str(last) in m]
+    ok = len(named) == 1 and steps == 3 and (last.parent / "last.ckpt.unreadable").is_file()
+    return Outcome("warning, fresh start" if ok else "no warning or not finished", ok,
+                   f"{len(named)} warning(s): {named[0] if named else said}; finished at step {steps} of 3")
+
+
+def _changed_interval(tmp: Path) -> Outcome:
+    from teacher.train import run as run_teacher
+
+    scene = make_procedural_scene(tmp / "scene")
+    run_dir = tmp / "run"
+    run_teacher(teacher_cfg(scene, run_dir, 2, "train.checkpoint_seconds=0.001"))
+    (run_dir / "teacher" / "teacher.ckpt").unlink()  # as if killed after the last checkpoint
+    run_teacher(teacher_cfg(scene, run_dir, 4, "train.checkpoint_seconds=0.002"))
+    folder = run_dir / TEACHER_LAST.parent
+    names = sorted(p.name for p in folder.glob("*.ckpt"))
+    step = int(torch.load(folder / "last.ckpt", map_location="cpu", weights_only=True)["global_step"])
+    ok = names == ["last.ckpt"] and step == 4
+    return Outcome("one resume point" if ok else "stale resume point", ok,
+                   f"{names}, last.ckpt at step {step}")
+
+
+def _second_live_job(tmp: Path) -> Outcome:
+    from core.errors import UserError
+    from core.runlock import lock_path
+    from teacher.train import run as run_teacher
+
+    scene = make_procedural_scene(tmp / "scene")
+    run_dir = tmp / "run"
+    lock = lock_path(run_dir / "teacher", "teacher")
+    first = subprocess.Popen(teacher_cmd(scene, run_dir, 100_000), cwd=ROOT, env=_env(None),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        end = time.monotonic() + 120
+        while not lock.is_file() and first.poll() is None and time.monotonic() < end:
+            time.sleep(0.01)
+        try:
+            run_teacher(teacher_cfg(scene, run_dir, 2))
+        except UserError as exc:
+            message = str(exc)
+            ok = "\n" not in message and str(lock) in message and f"pid {first.pid}" in message
+            ok = ok and first.poll() is None  # the first job goes on
+            return Outcome("one-line error", ok, message)
+        return Outcome("second job ran", False, "no error while the first job held the folder")
+    finally:
+        first.kill()
+        first.wait()
+
+
+def _stale_lock(tmp: Path) -> Outcome:
+    import json
+
+    from core.runlock import lock_path
+    from student.train import run as run_student
+
+    scene = make_procedural_scene(tmp / "scene")
+    run_dir = make_photo_pseudo_run(tmp / "run", scene)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock = lock_path(run_dir / "student", "student")
+    lock.parent.mkdir(parents=True)
+    import socket
+
+    lock.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "stage": "student"}))
+    with warnings_of("core.runlock") as said:
+        steps = run_student(student_cfg(scene, run_dir, 2))["stages"]["distill"]["steps"]
+    named = [m for m in said if str(lock) in m and str(dead.pid) in m]
+    ok = len(named) == 1 and steps == 2 and not lock.exists()
+    return Outcome("warning, taken over" if ok else "not taken over", ok,
+                   f"{named[0] if named else said}; finished at step {steps}")
+
+
+CASES: list[FaultCase] = [
+    FaultCase("teacher", "kill", "SIGKILL during last.ckpt saves (x2), TMPDIR on /dev/shm",
+              lambda tmp: _kill_loop(tmp, "teacher", 2)),
+    FaultCase("student", "kill", "SIGKILL during last.ckpt saves (x2), TMPDIR on /dev/shm",
+              lambda tmp: _kill_loop(tmp, "student", 2)),
+    FaultCase("teacher", "corrupt file", "truncated lightning/last.ckpt",
+              lambda tmp: _truncated(tmp, "teacher")),
+    FaultCase("student", "corrupt file", "truncated ckpt/distill/last.ckpt",
+              lambda tmp: _truncated(tmp, "student")),
+    FaultCase("teacher", "stale file", "train.checkpoint_seconds changed between runs (version counter)",
+              _changed_interval),
+    FaultCase("teacher", "concurrent job", "a second live job on the same run folder", _second_live_job),
+    FaultCase("student", "stale file", "a run-folder lock left by a dead pid", _stale_lock),
+]
