@@ -5,7 +5,9 @@
 * a truncated ``last.ckpt``: one warning naming it, a fresh start, no traceback;
 * a changed ``train.checkpoint_seconds`` between runs: ``last.ckpt`` stays the resume point (no
   ``last-v1.ckpt``);
-* a second live job on a run folder is refused in one line; a lock left by a dead pid is taken over.
+* a second live job on a run folder is refused in one line; a lock left by a dead pid is taken over;
+* NeRF-XL: SIGKILL of ``torchrun`` and every rank during a region save, then a rerun in one process
+  that must end bit-identical to an uninterrupted run.
 
 The kill helpers are also used by ``tests/test_teacher_train.py`` and ``tests/test_student_train.py``.
 Every case uses the tiny procedural scene (``tests/scenes.py``) and tiny configs: a few seconds each
@@ -21,8 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,13 @@ def teacher_cmd(scene: Path, run_dir: Path, steps: int, *extra: str) -> list[str
     """``python -m teacher.train`` on ``scene`` with the tiny settings."""
     return [sys.executable, "-m", "teacher.train", f"scene.path={scene}", f"run_dir={run_dir}",
             f"train.max_steps={steps}", *TEACHER, *extra]
+
+
+def partitioned_cmd(scene: Path, run_dir: Path, steps: int, *extra: str, ranks: int = 2) -> list[str]:
+    """``torchrun --standalone --nproc_per_node=ranks -m teacher.train distributed.partitions=ranks`` with
+    the tiny settings of :func:`teacher_cmd` (one region per rank, gloo on the CPU)."""
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"]
+    return [*torchrun, *teacher_cmd(scene, run_dir, steps, f"distributed.partitions={ranks}", *extra)[1:]]
 
 
 def student_cmd(scene: Path, run_dir: Path, steps: int, *extra: str) -> list[str]:
@@ -141,6 +150,81 @@ def kill_after_first_checkpoint(cmd: list[str], last: Path, timeout: float = 120
     return int(torch.load(last, map_location="cpu", weights_only=True)["global_step"])
 
 
+def kill_job_when(cmd: list[str], ready: Callable[[], bool], timeout: float = 120.0) -> bool:
+    """Start ``cmd`` and SIGKILL it and every process it started once ``ready()`` holds, as a node dies.
+
+    Killing ``cmd``'s process group is not enough under ``torchrun``: it starts each rank in a session of
+    its own, and ranks whose launcher was killed train on to the end. So every descendant is found
+    (``/proc``, by parent pid) and killed, then waited for until none is left alive (a rank left alive
+    would hold the run-folder lock and write on).
+
+    Returns:
+        Whether it was killed (False: it ended, or ``ready()`` did not hold within ``timeout``).
+    """
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(None), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    end, killed = time.monotonic() + timeout, False
+    try:
+        while proc.poll() is None and time.monotonic() < end:
+            if ready():
+                killed = True
+                break
+            time.sleep(0.001)
+    finally:
+        tree = _descendants(proc.pid)
+        for pid in [proc.pid, *tree]:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait()
+        while tree and time.monotonic() < end + 10.0:
+            tree = [pid for pid in tree if _alive(pid)]
+            time.sleep(0.01)
+    return killed
+
+
+def _parents() -> dict[int, int]:
+    """``{pid: parent pid}`` of every process (Linux ``/proc``)."""
+    out = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with suppress(OSError, ValueError, IndexError):
+            out[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    return out
+
+
+def _descendants(pid: int) -> list[int]:
+    parents, found, todo = _parents(), [], [pid]
+    while todo:
+        children = [child for child, parent in parents.items() if parent == todo[-1]]
+        todo.pop()
+        found += children
+        todo += children
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def partitioned_saving(folder: Path) -> Callable[[], bool]:
+    """``ready`` of :func:`kill_job_when`: a partitioned run's resume files exist (``teacher.ckpt`` and its
+    region files) and a region save is under way, or, failing that, ``teacher.ckpt`` was rewritten twice."""
+    ckpt, seen = folder / "teacher.ckpt", set()
+
+    def ready() -> bool:
+        try:
+            seen.add(ckpt.stat().st_mtime_ns)
+        except FileNotFoundError:
+            return False
+        saving = any((folder / "partitions").glob(".region-*.tmp"))
+        return (saving and any((folder / "partitions").glob("region-*.ckpt"))) or len(seen) >= 3
+
+    return ready
+
+
 def _kill_loop(tmp: Path, stage: str, kills: int) -> Outcome:
     """``kills`` SIGKILLs during saves, then a rerun (in this process: a start-up less) to the end."""
     scene = make_procedural_scene(tmp / "scene")
@@ -167,6 +251,32 @@ def _kill_loop(tmp: Path, stage: str, kills: int) -> Outcome:
         end = run_student(student_cfg(scene, run_dir, steps))["stages"]["distill"]["steps"]
     return Outcome("resumed and finished", end == steps,
                    f"{done} kills during saves; rerun loaded step {resumed_from}, ended at {end} of {steps}")
+
+
+def _partitioned_kill(tmp: Path) -> Outcome:
+    """NeRF-XL: SIGKILL torchrun and its 2 ranks during a region save, rerun in one process: the same steps
+    and bit-identical weights as an uninterrupted run (one thread per process, as torchrun's ranks)."""
+    from teacher.train import run as run_teacher
+
+    scene, steps, two = make_procedural_scene(tmp / "scene"), 8, "distributed.partitions=2"
+    out = tmp / "killed" / "teacher"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        straight = run_teacher(teacher_cfg(scene, tmp / "straight", steps, two))
+        if not kill_job_when(partitioned_cmd(scene, tmp / "killed", steps), partitioned_saving(out)):
+            return Outcome("never killed", False, "torchrun ended before its resume files were written")
+        saved = int(torch.load(out / "teacher.ckpt", map_location="cpu", weights_only=True)["step"])
+        resumed = run_teacher(teacher_cfg(scene, tmp / "killed", steps, two))
+    finally:
+        torch.set_num_threads(threads)
+    a, b = (torch.load(tmp / r / "teacher" / "teacher.ckpt", weights_only=True)["state_dict"]
+            for r in ("straight", "killed"))
+    same = a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ok = same and resumed["steps"] == straight["steps"] == steps and 0 < saved < steps
+    return Outcome("exact resume" if ok else "not an exact resume", ok,
+                   f"killed with teacher.ckpt at step {saved}; rerun in one process ended at "
+                   f"{resumed['steps']} of {steps}, weights {'bit-identical' if same else 'differ'}")
 
 
 class _Warnings(logging.Handler):
@@ -315,6 +425,8 @@ CASES: list[FaultCase] = [
               lambda tmp: _kill_loop(tmp, "teacher", 2)),
     FaultCase("student", "kill", "SIGKILL during last.ckpt saves (x2), TMPDIR on /dev/shm",
               lambda tmp: _kill_loop(tmp, "student", 2)),
+    FaultCase("teacher (NeRF-XL)", "kill", "SIGKILL torchrun and its 2 ranks during a region save, rerun in "
+              "one process", _partitioned_kill),
     FaultCase("teacher", "corrupt file", "truncated lightning/last.ckpt",
               lambda tmp: _truncated(tmp, "teacher")),
     FaultCase("student", "corrupt file", "truncated ckpt/distill/last.ckpt",

@@ -69,13 +69,18 @@ def _start_ticks(pid: int) -> int | None:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs. A zombie does not: torchrun ranks killed with their launcher wait as zombies
+    until init reaps them, which some container inits never do."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # alive, owned by another user
         return True
-    return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):  # no /proc (not Linux), or it exited just now
+        return True
 
 
 def _owner_record(stage: str) -> dict[str, Any]:

@@ -6,11 +6,17 @@ step ``S`` into ``teacher.ckpt`` (atomic; kind ``teacher``, loadable by ``teache
 as a :class:`teacher.partitioned.PartitionedTeacher`) and only then deletes older region files. A
 kill at any moment leaves a ``teacher.ckpt`` whose step has a complete set of region files, which
 is where training resumes (with any number of processes: the files are per region, not per rank).
+
+A region file of that step that is missing or unreadable gets the policy of Lightning's ``last.ckpt``
+(:mod:`training.checkpoints`): region files are disposable resume points, so :func:`resume_point` logs
+one warning naming the file, moves it aside to ``<name>.unreadable``, deletes the other region files
+(useless without it) and training starts fresh; the next checkpoint replaces ``teacher.ckpt``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +63,17 @@ def merge_regions(folder: Path, model_cfg: TeacherModelConfig, boxes: Tensor, aa
 
 
 def resume_point(folder: Path, n_regions: int) -> tuple[int, Tensor] | None:
-    """Step and boxes to resume from, or None for a fresh start.
+    """Step and boxes to resume from, or None for a fresh start (call it on one rank only).
+
+    Temporary files of saves killed midway are removed. A missing or unreadable region file of the merged
+    step means a fresh start, with one warning (the policy in the module docstring).
 
     Raises:
-        CheckpointError: ``teacher.ckpt`` is not a partitioned checkpoint of ``n_regions`` regions, or
-            a region file of its step is missing.
+        CheckpointError: ``teacher.ckpt`` is unreadable or not a partitioned checkpoint of ``n_regions``
+            regions.
     """
+    for tmp in [*folder.glob(".teacher.ckpt.*.tmp"), *(folder / "partitions").glob(".region-*.tmp")]:
+        tmp.unlink(missing_ok=True)
     path = folder / "teacher.ckpt"
     if not path.exists():
         return None
@@ -77,9 +88,39 @@ def resume_point(folder: Path, n_regions: int) -> tuple[int, Tensor] | None:
     step = int(payload.get("step", 0))
     for k in range(n_regions):
         part = region_file(folder, k, step)
-        if not part.exists():
-            raise CheckpointError(f"{part}: region file of the last merged step is missing")
+        problem = _region_problem(part, k, step)
+        if problem is not None:
+            _start_fresh(folder, part, problem)
+            return None
     return step, boxes
+
+
+def _region_problem(path: Path, region: int, step: int) -> str | None:
+    """Why ``path`` cannot resume ``region`` at ``step`` (None: it can), without reading its tensors."""
+    if not path.is_file():
+        return "missing"
+    try:
+        part = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # noqa: BLE001 - the unpickler raises almost anything on a truncated file
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    keys = set(part) if isinstance(part, dict) else set()
+    if not {"state_dict", "optimizer"} <= keys or part.get("kind") != REGION_KIND:
+        return "not a region checkpoint"
+    if (part.get("region"), part.get("step")) != (region, step):
+        return f"holds region {part.get('region')} of step {part.get('step')}"
+    return None
+
+
+def _start_fresh(folder: Path, part: Path, problem: str) -> None:
+    """Move the unusable region file ``part`` aside, delete the other region files, warn once."""
+    kept = ""
+    if part.is_file():
+        aside = part.with_name(f"{part.name}.unreadable")
+        os.replace(part, aside)
+        kept = f" (file kept as {aside.name})"
+    for other in (folder / "partitions").glob("region-*-step-*.ckpt"):
+        other.unlink(missing_ok=True)
+    log.warning("%s: unusable resume checkpoint (%s); starting this stage fresh%s", part, problem, kept)
 
 
 def load_region(folder: Path, region_index: int, region: Teacher, optimizer: torch.optim.Optimizer,

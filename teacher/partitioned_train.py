@@ -152,12 +152,10 @@ def checkpoint(setup: PartitionedSetup, folder: Path, model_cfg: TeacherModelCon
     barrier()
 
 
-def restore(setup: PartitionedSetup, folder: Path) -> int:
-    """Resume this process's regions from the last merged step (0 for a fresh start)."""
-    point = resume_point(folder, setup.boxes.shape[0])
-    if point is None:
+def restore(setup: PartitionedSetup, folder: Path, step: int) -> int:
+    """Resume this process's regions from the merged ``step`` (rank 0's :func:`resume_point`; 0: fresh)."""
+    if step == 0:
         return 0
-    step, _ = point
     for k, region in setup.regions.items():
         load_region(folder, k, region, setup.optimizers[k], step)
     log.info("resumed partitioned training at step %d", step)
@@ -181,7 +179,7 @@ def training_rays(split: Any) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def fit(setup: PartitionedSetup, cfg: Any, rays: tuple[Tensor, Tensor, Tensor], folder: Path, aabb: Tensor,
-        near: float, far: float, world: int, device: torch.device) -> dict[str, Any]:
+        near: float, far: float, world: int, device: torch.device, resume_step: int = 0) -> dict[str, Any]:
     """Train until ``cfg.train.max_steps`` / ``max_seconds`` (resuming), checkpointing on the way.
 
     Rank 0 shows a progress bar and logs loss, samples per ray and exchange time every
@@ -189,11 +187,12 @@ def fit(setup: PartitionedSetup, cfg: Any, rays: tuple[Tensor, Tensor, Tensor], 
 
     Args:
         cfg: the teacher's config (``train``, ``optim``, ``model``, ``seed`` are read).
+        resume_step: the merged step to resume from, the same on every rank (0: a fresh start).
 
     Returns:
         ``{"steps", "train_seconds", "exchange_fraction"}``.
     """
-    step = restore(setup, folder)
+    step = restore(setup, folder, resume_step)
     previous = _previous_seconds(folder) if step else 0.0
     max_steps, max_seconds = cfg.train.max_steps, cfg.train.max_seconds
     if (max_seconds is None or max_seconds <= 0) and max_steps < 0:
@@ -292,13 +291,17 @@ def run_partitioned(cfg: Any) -> dict[str, Any]:
         raise UserError(f"{scene.root}: a forward-facing scene (NDC rays) cannot be partitioned yet; "
                         "train it with distributed.partitions=1 or set scene.kind=object")
     rays = training_rays(scene.split("train"))
-    point = resume_point(out, k)
+    point = resume_point(out, k) if rank == 0 else None  # one rank checks (and sets aside) the files
     if point is not None:
         boxes = point[1]
-    else:
+    elif rank == 0:
         boxes = partition_boxes(rays, scene.aabb, scene.near, scene.far, k, cfg.distributed.split_rays,
                                 cfg.distributed.points_per_ray, cfg.seed)
+    else:
+        boxes = torch.zeros(k, 6)  # filled by rank 0's broadcast
     boxes = broadcast_tensor(boxes.to(device), 0).cpu()  # identical on every rank, whatever the float ops
+    resume_step = torch.tensor([point[0] if point is not None else 0], device=device)
+    resume_step = broadcast_tensor(resume_step, 0)
     setup = build_setup(cfg.model, cfg.optim, boxes, scene.aabb, scene.near, scene.far, rank, world, device,
                         cfg.seed)
     setup.provenance = provenance
@@ -306,7 +309,8 @@ def run_partitioned(cfg: Any) -> dict[str, Any]:
         train = scene.split("train")
         for region in setup.regions.values():
             region.carve_occupancy(train.c2w, train.K, train.images[..., 3])
-    stats = fit(setup, cfg, rays, out, scene.aabb, scene.near, scene.far, world, device)
+    stats = fit(setup, cfg, rays, out, scene.aabb, scene.near, scene.far, world, device,
+                int(resume_step.item()))
     renderer: Any = setup.renderer
     if world > 1:  # evaluate() needs .eval() and .aabb: the worker renders with every rank
         renderer = _EvalAdapter(setup)

@@ -1,9 +1,11 @@
 """Partitioned training through ``teacher.train.run``: 2 gloo ranks (torchrun's environment) against one
-process holding both regions, resume after a stop, and the merged checkpoint in ``load_teacher``."""
+process holding both regions, resume after a real kill and across launch modes, unusable resume files,
+and the merged checkpoint in ``load_teacher``."""
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -68,15 +70,66 @@ def test_two_ranks_train_the_same_parameters_as_one_process(tiny_scene: Path, tm
 
 
 @pytest.mark.slow
-def test_resumed_training_equals_uninterrupted(tiny_scene: Path, tmp_path: Path, one_thread: None) -> None:
-    run(make_cfg(tiny_scene, tmp_path / "straight", steps=6))
-    run(make_cfg(tiny_scene, tmp_path / "resumed", steps=3))
-    (tmp_path / "resumed" / "teacher" / "metrics.json").unlink()  # as if killed after the checkpoint
-    metrics = run(make_cfg(tiny_scene, tmp_path / "resumed", steps=6))
-    assert metrics["steps"] == 6
-    _assert_same_state(_state(tmp_path / "straight"), _state(tmp_path / "resumed"))
-    parts = list((tmp_path / "resumed" / "teacher" / "partitions").glob("*.ckpt"))
-    assert len(parts) == 2  # the region files of older steps were dropped after the merge
+def test_resume_after_a_real_kill_equals_uninterrupted(tiny_scene: Path, tmp_path: Path, one_thread: None,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """SIGKILL ``torchrun`` and its 2 gloo ranks at once (as a node dies) once the resume files exist,
+    during a save; rerun in one process to the end: the steps and weights equal an uninterrupted run's
+    exactly (batches, jitter and occupancy draws are seeded by step and region, each region's optimizer
+    state is restored, and torchrun gives each rank one thread as ``one_thread`` gives this process)."""
+    from benchmarks.faults_checkpoints import (
+        kill_job_when,
+        partitioned_cmd,
+        partitioned_saving,
+        teacher_cfg,
+    )
+
+    steps, two = 8, "distributed.partitions=2"
+    straight = run(teacher_cfg(tiny_scene, tmp_path / "straight", steps, two))
+    out = tmp_path / "killed" / "teacher"
+    assert kill_job_when(partitioned_cmd(tiny_scene, tmp_path / "killed", steps), partitioned_saving(out))
+    saved = torch.load(out / "teacher.ckpt", weights_only=True)
+    assert 0 < saved["step"] < steps and not saved["finished"] and not (out / "metrics.json").exists()
+    with caplog.at_level(logging.INFO, logger="teacher.partitioned_train"):
+        resumed = run(teacher_cfg(tiny_scene, tmp_path / "killed", steps, two))
+    assert f"resumed partitioned training at step {saved['step']}" in caplog.text
+    assert resumed["steps"] == straight["steps"] == steps and resumed["processes"] == 1
+    a, b = _state(tmp_path / "straight"), _state(tmp_path / "killed")
+    assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
+    rows = (out / "logs" / "partitioned.csv").read_text().splitlines()[1:]
+    logged = [int(row.split(",")[0]) for row in rows]  # the killed run's rows, then the rerun's
+    assert logged.count(0) == 1 and logged[-(steps - saved["step"]):] == list(range(saved["step"], steps))
+    names = sorted(p.name for p in (out / "partitions").iterdir())  # no temporaries, no older steps
+    assert names == [f"region-{k:03d}-step-{steps:09d}.ckpt" for k in range(2)]
+
+
+@pytest.mark.slow
+def test_unusable_region_file_warns_and_starts_fresh(tiny_scene: Path, tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """The policy of Lightning's ``last.ckpt`` (``training.checkpoints``): a truncated region file of the
+    merged step is named in one warning, moved aside, and training starts fresh; a missing one likewise."""
+    from benchmarks.faults_checkpoints import teacher_cfg
+    from teacher.partition_ckpt import region_file, resume_point
+
+    out, two = tmp_path / "teacher", "distributed.partitions=2"
+    run(teacher_cfg(tiny_scene, tmp_path, 2, two))
+    (out / "metrics.json").unlink()  # as if killed before the evaluation
+    broken = region_file(out, 1, 2)
+    broken.write_bytes(broken.read_bytes()[:1000])
+    leftover = broken.with_name(f".{broken.name}.x1y2.tmp")  # a save killed midway
+    leftover.write_bytes(b"junk")
+    with caplog.at_level(logging.INFO, logger="teacher"):
+        metrics = run(teacher_cfg(tiny_scene, tmp_path, 3, two))
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warned) == 1 and str(broken) in warned[0] and "starting this stage fresh" in warned[0]
+    assert "resumed partitioned training" not in caplog.text and not leftover.exists()
+    assert metrics["steps"] == 3 and broken.with_name(f"{broken.name}.unreadable").is_file()
+    rows = (out / "logs" / "partitioned.csv").read_text().splitlines()[1:]
+    assert [int(row.split(",")[0]) for row in rows] == [0, 1, 0, 1, 2]  # trained from step 0 again
+    region_file(out, 0, 3).unlink()
+    caplog.clear()
+    assert resume_point(out, 2) is None
+    assert len(caplog.records) == 1 and "missing" in caplog.records[0].getMessage()
+    assert not list((out / "partitions").glob("*.ckpt"))  # the rest of the set is useless without it
 
 
 @pytest.mark.slow

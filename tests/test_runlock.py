@@ -46,6 +46,24 @@ def test_a_dead_owner_is_taken_over_with_a_warning(tmp_path: Path, caplog: pytes
     assert [r for r in caplog.records if str(lock) in r.getMessage() and str(dead) in r.getMessage()]
 
 
+def test_a_zombie_owner_is_dead(tmp_path: Path) -> None:
+    """A killed rank whose parent died first stays a zombie until init reaps it: its lock is stale."""
+    import time
+
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])  # not waited for: a zombie once it exits
+    try:
+        stat = Path(f"/proc/{zombie.pid}/stat")
+        end = time.monotonic() + 30
+        while stat.read_text().rsplit(")", 1)[1].split()[0] != "Z" and time.monotonic() < end:
+            time.sleep(0.01)
+        lock = lock_path(tmp_path, "teacher")
+        lock.write_text(json.dumps({"pid": zombie.pid, "host": socket.gethostname(), "stage": "teacher"}))
+        with run_lock(tmp_path, "teacher") as held:
+            assert held == lock and json.loads(lock.read_text())["pid"] != zombie.pid
+    finally:
+        zombie.wait()
+
+
 def test_another_host_is_treated_as_live(tmp_path: Path) -> None:
     other = {"pid": 1, "host": "elsewhere-" + socket.gethostname()}
     lock_path(tmp_path, "export").write_text(json.dumps(other))
