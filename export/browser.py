@@ -69,7 +69,9 @@ def wait_for_frame(page: Any, frames: int = 1, timeout_s: float = 120.0) -> dict
         "() => { const c = document.getElementById('view'); const e = document.getElementById('error');"
         " return {frame: Number(c.dataset.frame || 0), ms: Number(c.dataset.ms || NaN),"
         " load_ms: Number(c.dataset.loadMs || NaN), encode_ms: Number(c.dataset.encodeMs || NaN),"
-        " model_ms: Number(c.dataset.modelMs || NaN), error: e.hidden ? null : e.textContent,"
+        " model_ms: Number(c.dataset.modelMs || NaN), worker_ms: Number(c.dataset.workerMs || NaN),"
+        " prep_ms: Number(c.dataset.prepMs || NaN), shade_ms: Number(c.dataset.shadeMs || NaN),"
+        " error: e.hidden ? null : e.textContent,"
         " width: c.width, height: c.height} }")
     return dict(state)
 

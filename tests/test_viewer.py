@@ -92,12 +92,13 @@ def test_js_query_interface_parses_and_rejects() -> None:
     got = _run_js("import {parseQuery} from './camera.js';"
                   f"console.log(JSON.stringify([parseQuery('?pose={pose}&size=64x48&model=student_int8.onnx&threads=2&frames=5'),"
                   " parseQuery('?pose=1,2,3'), parseQuery('?size=0x5'), parseQuery('?model=../x.onnx'),"
-                  " parseQuery('?frames=0')]))")
+                  " parseQuery('?frames=0'), parseQuery('?cells=0'), parseQuery('?cells=no')]))")
     ok = got[0]
     assert ok["error"] is None and ok["size"] == [64, 48] and ok["model"] == "student_int8.onnx"
     assert ok["threads"] == 2 and ok["frames"] == 5 and ok["pose"] == np.eye(4).reshape(-1).tolist()
     assert "pose=" in got[1]["error"] and "size=" in got[2]["error"] and "model=" in got[3]["error"]
     assert "frames=" in got[4]["error"]
+    assert ok["cells"] is True and got[5]["cells"] is False and "cells=" in got[6]["error"]
 
 
 def test_js_orbit_matches_export_paths() -> None:
@@ -374,8 +375,10 @@ def test_viewer_stage_takes_a_screenshot(exported_student: tuple[Path, dict], tm
 # --- the split student (JS encoding + ONNX MLP) ---------------------------------------------------
 
 
-def _hash_student(point_freqs: int, ndc: NDCSpace | None = None) -> torch.nn.Module:
-    """A tiny hash-grid student with a random table: of an object scene, or in ``ndc`` (NDC box)."""
+def _hash_student(point_freqs: int, ndc: NDCSpace | None = None, occupancy: torch.Tensor | None = None
+                  ) -> torch.nn.Module:
+    """A tiny hash-grid student with a random table: of an object scene (with an empty-space grid if
+    given), or in ``ndc`` (NDC box)."""
     from student.encoding import GridConfig
     from student.model import R2LStudent, StudentModelConfig
 
@@ -384,7 +387,7 @@ def _hash_student(point_freqs: int, ndc: NDCSpace | None = None) -> torch.nn.Mod
     box, near, far = ([-0.6, -0.5, -0.4, 0.5, 0.6, 0.7], 0.5, 5.0) if ndc is None else \
         ([-1.1, -0.9, -1.0, 1.0, 1.2, 1.0], 0.0, 3.5)
     model = R2LStudent(StudentModelConfig(encoding="hash", n_points=5, width=16, depth=4, grid=grid),
-                       torch.tensor(box), near, far, ndc=ndc).eval()
+                       torch.tensor(box), near, far, ndc=ndc, occupancy=occupancy).eval()
     with torch.no_grad():
         model.encoder.grid.params.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(2))
     return model
@@ -392,25 +395,32 @@ def _hash_student(point_freqs: int, ndc: NDCSpace | None = None) -> torch.nn.Mod
 
 def _js_encode(model: torch.nn.Module, o: torch.Tensor, d: torch.Tensor, tmp_path: Path
                ) -> tuple[np.ndarray, np.ndarray]:
-    """``features [N, in_dim]`` and ``hit [N]`` of ``encoder.js`` for world rays ``o, d [N, 3]``."""
+    """``features [hits, in_dim]`` (of the rays hit, in order) and ``hit [N]`` of ``encoder.js`` for world
+    rays ``o, d [N, 3]`` (with the student's empty-space grid, if it has one)."""
     from export.split import encoder_facts, table_bytes
 
     (tmp_path / "table.bin").write_bytes(table_bytes(model))
     (tmp_path / "case.json").write_text(json.dumps({"o": o.reshape(-1).tolist(), "d": d.reshape(-1).tolist(),
                                                     "enc": encoder_facts(model)}))
-    got = _run_js("import {encodeRays} from './encoder.js'; import fs from 'fs';"
+    got = _run_js("import {encodeRays} from './encoder.js'; import {decodeCells} from './camera.js';"
+                  "import fs from 'fs';"
                   f"const c = JSON.parse(fs.readFileSync('{tmp_path / 'case.json'}'));"
                   f"const b = fs.readFileSync('{tmp_path / 'table.bin'}');"
                   "const table = new Float32Array(b.buffer, b.byteOffset, b.length / 4);"
                   "const n = c.o.length / 3; const rows = Int32Array.from({length: n}, (_, i) => i);"
-                  "const r = encodeRays(new Float32Array(c.o), new Float32Array(c.d), rows, c.enc, table);"
+                  "const cells = c.enc.occupancy ? decodeCells(c.enc.occupancy) : null;"
+                  "const o = new Float32Array(c.o), d = new Float32Array(c.d);"
+                  "const r = encodeRays(o, d, rows, c.enc, table, cells);"
                   "console.log(JSON.stringify({f: Array.from(r.features), hit: Array.from(r.hit)}))")
-    return np.array(got["f"], dtype=np.float32).reshape(o.shape[0], -1), np.array(got["hit"], dtype=bool)
+    hit = np.array(got["hit"], dtype=bool)
+    return np.array(got["f"], dtype=np.float32).reshape(int(hit.sum()), -1), hit
 
 
-@pytest.mark.parametrize("point_freqs", [-1, 2])
-def test_js_encoder_matches_the_student(point_freqs: int, tmp_path: Path) -> None:
-    model = _hash_student(point_freqs)
+@pytest.mark.parametrize(("point_freqs", "cells"), [(-1, False), (2, False), (-1, True)])
+def test_js_encoder_matches_the_student(point_freqs: int, cells: bool, tmp_path: Path) -> None:
+    """Same features and hits; with an empty-space grid the rays crossing only empty cells are misses."""
+    grid = torch.rand(7, 7, 7, generator=torch.Generator().manual_seed(8)) < 0.08 if cells else None
+    model = _hash_student(point_freqs, occupancy=grid)
     assert not model.encoder.grid.spec.is_dense(2) and model.encoder.grid.spec.is_dense(0)
     gen = torch.Generator().manual_seed(4)
     o = torch.randn(300, 3, generator=gen) * 2.0
@@ -419,10 +429,12 @@ def test_js_encoder_matches_the_student(point_freqs: int, tmp_path: Path) -> Non
     with torch.no_grad():
         want, hit = model.encoder(o, d)
     assert 30 < int(hit.sum()) < 290
+    if cells:  # the grid turns some box hits into misses
+        assert int(hit.sum()) < int(model.encoder.segment(o, d)[2].sum())
     feats, got_hit = _js_encode(model, o, d, tmp_path)
     np.testing.assert_array_equal(got_hit, hit.numpy())
     assert feats.shape[1] == model.encoder.out_dim
-    np.testing.assert_allclose(feats[got_hit], want.numpy()[got_hit], rtol=1e-4, atol=2e-5)
+    np.testing.assert_allclose(feats, want.numpy()[got_hit], rtol=1e-4, atol=2e-5)
 
 
 def test_js_encoder_matches_a_forward_facing_student(tmp_path: Path) -> None:

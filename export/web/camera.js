@@ -88,40 +88,50 @@ export function decodeCells(record) {
  */
 export function raysCrossCells(o, d, hit, box, near, far, K, cells, margin) {
   const { G, bits } = cells;
-  const lo = box.slice(0, 3), ext = [box[3] - box[0], box[4] - box[1], box[5] - box[2]];
-  const lo0 = new Int32Array(3), hi0 = new Int32Array(3);
-  const cell = (q, e) => Math.min(Math.max(Math.floor(q + e), 0), G - 1);
-  const set = (i, j, k) => (bits[((i * G + j) * G + k) >> 3] >> (7 - (((i * G + j) * G + k) & 7))) & 1;
+  const sx = G / (box[3] - box[0]), sy = G / (box[4] - box[1]), sz = G / (box[5] - box[2]);
+  const top = G - 1;
+  const cell = (q) => (q < 0 ? 0 : q >= top ? top : q | 0); // floor, clamped to the grid
   for (let r = 0; r < hit.length; r++) {
     if (!hit[r]) continue;
-    let tIn = -Infinity, tOut = Infinity;
-    for (let a = 0; a < 3; a++) {
-      let da = d[3 * r + a];
-      if (Math.abs(da) < 1e-12) da = 1e-12;
-      const t0 = (box[a] - o[3 * r + a]) / da, t1 = (box[a + 3] - o[3 * r + a]) / da;
-      tIn = Math.max(tIn, Math.min(t0, t1));
-      tOut = Math.min(tOut, Math.max(t0, t1));
-    }
-    tIn = Math.min(Math.max(tIn, near), far);
-    tOut = Math.min(Math.max(tOut, near), far);
+    const ox = o[3 * r], oy = o[3 * r + 1], oz = o[3 * r + 2];
+    const dx = Math.abs(d[3 * r]) < 1e-12 ? 1e-12 : d[3 * r];
+    const dy = Math.abs(d[3 * r + 1]) < 1e-12 ? 1e-12 : d[3 * r + 1];
+    const dz = Math.abs(d[3 * r + 2]) < 1e-12 ? 1e-12 : d[3 * r + 2];
+    const ax = (box[0] - ox) / dx, bx = (box[3] - ox) / dx, ay = (box[1] - oy) / dy, by = (box[4] - oy) / dy;
+    const az = (box[2] - oz) / dz, bz = (box[5] - oz) / dz;
+    const tIn = Math.min(Math.max(Math.max(Math.min(ax, bx), Math.min(ay, by), Math.min(az, bz)), near), far);
+    const tOut = Math.min(Math.max(Math.min(Math.max(ax, bx), Math.max(ay, by), Math.max(az, bz)), near), far);
     const len = Math.max(tOut - tIn, 0);
+    // the first bin centre and the step between centres, in cell units
+    const t0 = tIn + 0.5 * len / K;
+    const qx = (ox + t0 * dx - box[0]) * sx, qy = (oy + t0 * dy - box[1]) * sy, qz = (oz + t0 * dz - box[2]) * sz;
+    const ux = (len / K) * dx * sx, uy = (len / K) * dy * sy, uz = (len / K) * dz * sz;
     let found = 0;
-    for (let k = 0; k < K && !found; k++) {
-      const t = tIn + ((k + 0.5) / K) * len;
-      for (let a = 0; a < 3; a++) {
-        const q = ((o[3 * r + a] + t * d[3 * r + a] - lo[a]) / ext[a]) * G;
-        lo0[a] = cell(q, -margin);
-        hi0[a] = cell(q, margin);
+    if (margin === 0) {
+      for (let k = 0; k < K; k++) {
+        const c = (cell(qx + k * ux) * G + cell(qy + k * uy)) * G + cell(qz + k * uz);
+        if ((bits[c >> 3] >> (7 - (c & 7))) & 1) { found = 1; break; }
       }
-      for (let i = lo0[0]; i <= hi0[0] && !found; i++) {
-        for (let j = lo0[1]; j <= hi0[1] && !found; j++) {
-          for (let l = lo0[2]; l <= hi0[2] && !found; l++) found = set(i, j, l);
-        }
-      }
+    } else {
+      for (let k = 0; k < K && !found; k++) found = nearSetCell(qx + k * ux, qy + k * uy, qz + k * uz, margin, cells);
     }
     hit[r] = found;
   }
   return hit;
+}
+
+/** 1 when a set cell lies within margin cells (per axis) of the point (px, py, pz) in cell units. */
+function nearSetCell(px, py, pz, margin, { G, bits }) {
+  const top = G - 1, cell = (q) => (q < 0 ? 0 : q >= top ? top : Math.floor(q));
+  for (let i = cell(px - margin); i <= cell(px + margin); i++) {
+    for (let j = cell(py - margin); j <= cell(py + margin); j++) {
+      for (let l = cell(pz - margin); l <= cell(pz + margin); l++) {
+        const c = (i * G + j) * G + l;
+        if ((bits[c >> 3] >> (7 - (c & 7))) & 1) return 1;
+      }
+    }
+  }
+  return 0;
 }
 
 /**
@@ -286,7 +296,7 @@ export function panTarget(target, pose, dx, dy, radius, fx) {
  */
 export function parseQuery(search) {
   const q = new URLSearchParams(search);
-  const out = { pose: null, size: null, model: null, threads: null, frames: 1, ep: null, batch: null, error: null };
+  const out = { pose: null, size: null, model: null, threads: null, frames: 1, ep: null, batch: null, cells: true, error: null };
   const bad = (msg) => ({ ...out, error: msg });
   if (q.has("pose")) {
     const nums = q.get("pose").split(",").map(Number);
@@ -313,6 +323,10 @@ export function parseQuery(search) {
     const m = q.get("model");
     if (!/^[\w.-]+\.onnx$/.test(m)) return bad(`model= must be an .onnx file name in this folder, got '${m}'`);
     out.model = m;
+  }
+  if (q.has("cells")) { // cells=0: no empty-space skipping (a timing baseline)
+    if (!["0", "1"].includes(q.get("cells"))) return bad(`cells= must be 0 or 1, got '${q.get("cells")}'`);
+    out.cells = q.get("cells") === "1";
   }
   if (q.has("ep")) {
     if (!["wasm", "webgpu"].includes(q.get("ep"))) return bad(`ep= must be wasm or webgpu, got '${q.get("ep")}'`);

@@ -3,21 +3,23 @@
 // the content box, normalised by the box, and the trilinear features of every point at every level.
 // One loop per point instead of ONNX Runtime's tensor-at-a-time ops: the viewer's fast path.
 // A forward-facing student (enc.ndc set) first turns each world ray into its NDC ray (camera.js
-// ndcRay, core.ndc.ndc_rays) with a unit direction, as its graph does; every such ray is a hit.
+// ndcRay, core.ndc.ndc_rays) with a unit direction, as its graph does; every such ray is a hit. With an
+// empty-space grid (enc.occupancy), a ray none of whose K points lies in a set cell is a miss too (the
+// graph's test on the same points: core/skipgrid.py points_occupied), so it is never encoded.
 import { ndcFrame, ndcRay } from "./camera.js";
 
 /**
- * Features of rays (only those with hit[i] set), row-major [count, in_dim].
+ * Features of the rays that the student evaluates, row-major [hits, in_dim].
  * @param {Float32Array} o origins [N*3]   @param {Float32Array} d unit directions [N*3]
  * @param {Int32Array} rows indices of the rays to encode
  * @param {object} enc encoder facts (export/split.py encoder_facts)  @param {Float32Array} table features
- * @returns {{features: Float32Array, hit: Uint8Array}} hit: 0 where the exact test says the ray misses
- *   (always 1 for a forward-facing student)
+ * @param {{G: number, bits: Uint8Array}|null} cells the decoded empty-space grid (decodeCells), if any
+ * @returns {{features: Float32Array, hit: Uint8Array}} hit [rows.length]: 0 where the ray misses the box
+ *   or crosses only empty cells (a forward-facing student has no misses); features: one row per hit, in order
  */
-export function encodeRays(o, d, rows, enc, table) {
+export function encodeRays(o, d, rows, enc, table, cells = null) {
   const K = enc.n_points, g = enc.grid, L = g.n_levels, F = g.n_features, nf = enc.point_freqs;
   const inDim = enc.in_dim, count = rows.length;
-  const features = new Float32Array(count * inDim);
   const hit = new Uint8Array(count);
   const cx = enc.center[0], cy = enc.center[1], cz = enc.center[2];
   const hx = enc.half_extent[0], hy = enc.half_extent[1], hz = enc.half_extent[2];
@@ -29,8 +31,11 @@ export function encodeRays(o, d, rows, enc, table) {
   const sizes = Int32Array.from(g.sizes), offsets = Int32Array.from(g.offsets.slice(0, L));
   const dense = Uint8Array.from(g.resolutions, (r) => (r ** 3 <= T ? 1 : 0));
   // pass 1: the K points of every ray (normalised to the box, then to the grid's unit cube)
-  const pts = new Float64Array(count * K * 3), unit = new Float64Array(count * K * 3);
+  // pts (the box-normalised points) only feed the optional PE of the points
+  const pts = nf >= 0 ? new Float64Array(count * K * 3) : null, unit = new Float64Array(count * K * 3);
   const ndc = enc.ndc ? ndcFrame(enc.ndc) : null, r = new Float64Array(6);
+  const G = cells ? cells.G : 0, bits = cells ? cells.bits : null;
+  let n = 0; // rays kept so far: the points of ray j go to slot n
   for (let j = 0; j < count; j++) {
     const i = rows[j];
     let ox = o[3 * i], oy = o[3 * i + 1], oz = o[3 * i + 2], dx = d[3 * i], dy = d[3 * i + 1], dz = d[3 * i + 2];
@@ -48,36 +53,72 @@ export function encodeRays(o, d, rows, enc, table) {
     let tIn = Math.max(Math.min(ax, bx), Math.min(ay, by), Math.min(az, bz), near);
     let tOut = Math.min(Math.max(ax, bx), Math.max(ay, by), Math.max(az, bz), far);
     const ok = tIn < tOut;
-    hit[j] = ok || ndc ? 1 : 0;
-    // a miss: a zero-length segment inside [near, far], as core.rays / student.encoding give it (the page
-    // ignores its features, except in NDC, where no ray is a miss)
+    if (!ok && !ndc) continue; // a miss: the background, not encoded
+    // (in NDC a miss keeps a zero-length segment inside [near, far], as core.rays gives it)
     if (!ok) { tIn = Math.min(tIn, far); tOut = tIn; }
     if (!clip) { tIn = near; tOut = far; }
     const sx = (ox + tIn * dx - cx) / hx, sy = (oy + tIn * dy - cy) / hy, sz = (oz + tIn * dz - cz) / hz;
     const len = tOut - tIn;
     const vx = len * dx / hx, vy = len * dy / hy, vz = len * dz / hz;
-    for (let k = 0, q = j * K * 3; k < K; k++, q += 3) {
+    let set = bits ? 0 : 1;
+    for (let k = 0, q = n * K * 3; k < K; k++, q += 3) {
       const t = (k + 0.5) / K;
       const px = sx + t * vx, py = sy + t * vy, pz = sz + t * vz;
-      pts[q] = px; pts[q + 1] = py; pts[q + 2] = pz;
-      unit[q] = Math.min(Math.max((px + 1) * 0.5, 0), 1);
-      unit[q + 1] = Math.min(Math.max((py + 1) * 0.5, 0), 1);
-      unit[q + 2] = Math.min(Math.max((pz + 1) * 0.5, 0), 1);
+      if (pts) { pts[q] = px; pts[q + 1] = py; pts[q + 2] = pz; }
+      const ux = Math.min(Math.max((px + 1) * 0.5, 0), 1), uy = Math.min(Math.max((py + 1) * 0.5, 0), 1);
+      const uz = Math.min(Math.max((pz + 1) * 0.5, 0), 1);
+      unit[q] = ux; unit[q + 1] = uy; unit[q + 2] = uz;
+      if (!set) { // the empty-space test of the graph on the same point (floor(u G), clamped)
+        const c = (Math.min(Math.floor(ux * G), G - 1) * G + Math.min(Math.floor(uy * G), G - 1)) * G
+          + Math.min(Math.floor(uz * G), G - 1);
+        set = (bits[c >> 3] >> (7 - (c & 7))) & 1;
+      }
+    }
+    if (!set) continue;
+    hit[j] = 1;
+    n++;
+  }
+  const features = new Float32Array(n * inDim);
+  // pass 2: one level at a time over all points, so that level's part of the table stays in the cache
+  for (let l = 0; l < L; l++) {
+    encodeLevel(unit, n, K, l, L, F, inDim, scales[l], offsets[l], dense[l] === 1, res[l], sizes[l], mask,
+      p1, p2, table, features);
+  }
+  if (nf >= 0) { // [x, sin(2^k x), cos(2^k x)] of the K x 3 normalised coordinates, after the features
+    const n3 = K * 3;
+    for (let j = 0; j < n; j++) {
+      const pe = j * inDim + K * L * F;
+      for (let a = 0; a < n3; a++) {
+        const x = pts[j * n3 + a];
+        features[pe + a] = x;
+        for (let q = 0; q < nf; q++) {
+          const arg = x * 2 ** q;
+          features[pe + n3 + a * nf + q] = Math.sin(arg);
+          features[pe + n3 * (1 + nf) + a * nf + q] = Math.cos(arg);
+        }
+      }
     }
   }
-  // pass 2: one level at a time over all points, so that level's part of the table stays in the cache
-  const nPts = count * K;
-  for (let l = 0; l < L; l++) {
-    const s = scales[l], off = offsets[l], isDense = dense[l] === 1, R = res[l], R2 = R * R, size = sizes[l];
-    for (let m = 0; m < nPts; m++) {
+  return { features, hit };
+}
+
+/**
+ * Level l's trilinear features of every point (cuda/hashgrid_ref.py): corner c = x + 2 y + 4 z,
+ * separable weights; dense levels index the cells, hashed ones XOR the primes. The two kinds and the
+ * usual two features per level have loops of their own (no branch per point).
+ */
+function encodeLevel(unit, count, K, l, L, F, inDim, s, off, isDense, R, size, mask, p1, p2, table, features) {
+  const R2 = R * R;
+  let m = 0;
+  for (let j = 0; j < count; j++) {
+    for (let k = 0; k < K; k++, m++) {
       const qx = unit[3 * m] * s + 0.5, qy = unit[3 * m + 1] * s + 0.5, qz = unit[3 * m + 2] * s + 0.5;
       const fx0 = Math.floor(qx), fy0 = Math.floor(qy), fz0 = Math.floor(qz);
       const fx = qx - fx0, fy = qy - fy0, fz = qz - fz0;
       const ix = fx0 | 0, iy = fy0 | 0, iz = fz0 | 0;
-      // corner c = x + 2 y + 4 z: separable weights and indices (scalars: no memory round trips)
-      const wy0 = 1 - fy, wz0 = 1 - fz, wx0 = 1 - fx;
+      const wx0 = 1 - fx, wy0 = 1 - fy, wz0 = 1 - fz;
       const w00 = wy0 * wz0, w10 = fy * wz0, w01 = wy0 * fz, w11 = fy * fz;
-      let i0, i1, i2, i3, i4, i5, i6, i7;
+      let i0 = 0, i1 = 0, i2 = 0, i3 = 0, i4 = 0, i5 = 0, i6 = 0, i7 = 0;
       if (isDense) {
         const b0 = ix + iy * R + iz * R2;
         i0 = b0; i1 = b0 + 1; i2 = b0 + R; i3 = b0 + R + 1;
@@ -92,9 +133,18 @@ export function encodeRays(o, d, rows, enc, table) {
         i0 = (ix ^ a00) & mask; i1 = (x1 ^ a00) & mask; i2 = (ix ^ a10) & mask; i3 = (x1 ^ a10) & mask;
         i4 = (ix ^ a01) & mask; i5 = (x1 ^ a01) & mask; i6 = (ix ^ a11) & mask; i7 = (x1 ^ a11) & mask;
       }
-      const j = (m / K) | 0, out = j * inDim + ((m - j * K) * L + l) * F;
+      const out = j * inDim + (k * L + l) * F;
       const c0 = wx0 * w00, c1 = fx * w00, c2 = wx0 * w10, c3 = fx * w10;
       const c4 = wx0 * w01, c5 = fx * w01, c6 = wx0 * w11, c7 = fx * w11;
+      if (F === 2) {
+        const t0 = (off + i0) * 2, t1 = (off + i1) * 2, t2 = (off + i2) * 2, t3 = (off + i3) * 2;
+        const t4 = (off + i4) * 2, t5 = (off + i5) * 2, t6 = (off + i6) * 2, t7 = (off + i7) * 2;
+        features[out] = c0 * table[t0] + c1 * table[t1] + c2 * table[t2] + c3 * table[t3]
+          + c4 * table[t4] + c5 * table[t5] + c6 * table[t6] + c7 * table[t7];
+        features[out + 1] = c0 * table[t0 + 1] + c1 * table[t1 + 1] + c2 * table[t2 + 1] + c3 * table[t3 + 1]
+          + c4 * table[t4 + 1] + c5 * table[t5 + 1] + c6 * table[t6 + 1] + c7 * table[t7 + 1];
+        continue;
+      }
       for (let f = 0; f < F; f++) {
         features[out + f] = c0 * table[(off + i0) * F + f] + c1 * table[(off + i1) * F + f]
           + c2 * table[(off + i2) * F + f] + c3 * table[(off + i3) * F + f]
@@ -103,20 +153,4 @@ export function encodeRays(o, d, rows, enc, table) {
       }
     }
   }
-  if (nf >= 0) { // [x, sin(2^k x), cos(2^k x)] of the K x 3 normalised coordinates, after the features
-    const n3 = K * 3;
-    for (let j = 0; j < count; j++) {
-      const pe = j * inDim + K * L * F;
-      for (let a = 0; a < n3; a++) {
-        const x = pts[j * n3 + a];
-        features[pe + a] = x;
-        for (let q = 0; q < nf; q++) {
-          const arg = x * 2 ** q;
-          features[pe + n3 + a * nf + q] = Math.sin(arg);
-          features[pe + n3 * (1 + nf) + a * nf + q] = Math.cos(arg);
-        }
-      }
-    }
-  }
-  return { features, hit };
 }

@@ -13,10 +13,13 @@ const hud = document.getElementById("hud");
 const errorLine = document.getElementById("error");
 const selector = document.getElementById("variant");
 const DEFAULT_BATCH = 4096; // rays per inference call (dynamic-batch models)
+// rays per encoding batch of a split model: few ONNX Runtime calls (each costs ~1 ms), while the next
+// batch is encoded as the MLP runs on this one
+const SPLIT_BATCH = 16384;
 const COARSE = 0.25; // resolution of the frames drawn while the camera moves
 const IDLE_MS = 120; // no input for this long: draw at full resolution
 
-const state = { cells: null, encodeMs: 0, modelMs: 0, workers: [], table: null, session: null, entry: null, ep: "wasm", threads: 1, busy: false, dirty: true, full: false,
+const state = { cells: null, encCells: null, useCells: true, workerMs: 0, encodeMs: 0, modelMs: 0, workers: [], table: null, session: null, entry: null, ep: "wasm", threads: 1, busy: false, dirty: true, full: false,
   lastInput: 0, frames: 0, fpsTimes: [] };
 
 function showError(message) {
@@ -47,6 +50,7 @@ async function webgpuAvailable() {
 
 async function openSession(entry) {
   state.cells = entry.meta.occupancy ? decodeCells(entry.meta.occupancy) : null;
+  state.encCells = entry.kind === "split" && entry.encoder.occupancy ? decodeCells(entry.encoder.occupancy) : null;
   const providers = state.ep === "webgpu" ? ["webgpu", "wasm"] : ["wasm"];
   if (entry.kind === "split") { // the feature table of the JS encoding
     const resp = await fetch(entry.table);
@@ -94,22 +98,26 @@ async function startWorkers(entry, n) {
   }
 }
 
-function runWorker(worker, o, d) {
+function runWorker(worker, o, d, cells) {
   return new Promise((resolve) => {
     worker.onmessage = (ev) => resolve(ev.data);
-    worker.postMessage({ id: 0, o, d }, [o.buffer, d.buffer]);
+    worker.postMessage({ id: 0, o, d, cells }, [o.buffer, d.buffer]);
   });
 }
 
-/** Features of rays rows (split across the workers, or on this thread): a list of {features, hit, rows}. */
+/**
+ * Features of rays rows (interleaved over the workers, or on this thread): a list of {features, hit,
+ * rows}, features holding the rows with hit set (the empty-space grid applied, unless cells=0).
+ */
 async function encodeBatch(o, d, rows) {
   const enc = state.entry.encoder;
   const n = state.workers.length;
-  if (!n) return [{ ...encodeRays(o, d, rows, enc, state.table), rows }];
+  const cells = state.useCells ? state.encCells : null;
+  if (!n) return [{ ...encodeRays(o, d, rows, enc, state.table, cells), rows }];
   const parts = [];
-  const per = Math.ceil(rows.length / n);
-  for (let w = 0; w < n; w++) {
-    const part = rows.subarray(w * per, Math.min(rows.length, (w + 1) * per));
+  for (let w = 0; w < n; w++) { // every n-th ray: the workers get as many hits as each other
+    const part = new Int32Array(Math.ceil((rows.length - w) / n));
+    for (let r = 0; r < part.length; r++) part[r] = rows[w + r * n];
     if (!part.length) continue;
     const op = new Float32Array(part.length * 3), dp = new Float32Array(part.length * 3);
     for (let r = 0; r < part.length; r++) {
@@ -117,31 +125,46 @@ async function encodeBatch(o, d, rows) {
       op[3 * r] = o[i]; op[3 * r + 1] = o[i + 1]; op[3 * r + 2] = o[i + 2];
       dp[3 * r] = d[i]; dp[3 * r + 1] = d[i + 1]; dp[3 * r + 2] = d[i + 2];
     }
-    parts.push(runWorker(state.workers[w], op, dp).then((res) => ({ ...res, rows: part })));
+    parts.push(runWorker(state.workers[w], op, dp, Boolean(cells)).then((res) => ({ ...res, rows: part })));
   }
   return Promise.all(parts);
 }
 
 /**
- * Split model: features in JS (encoder.js, in workers), the MLP in ONNX Runtime; exact misses keep the
- * background. The next batch is encoded while the MLP runs on this one.
+ * Split model: features in JS (encoder.js, in workers), the MLP in ONNX Runtime on the rays the
+ * encoder kept; the others keep the background. The next batch is encoded while the MLP runs on this one.
  */
 async function shadeSplit(o, d, idx, pixels, batch) {
   const inDim = state.entry.encoder.in_dim;
   let next = idx.length ? encodeBatch(o, d, idx.subarray(0, batch)) : null;
+  let evaluated = 0;
   for (let start = 0; start < idx.length; start += batch) {
     const tw = performance.now();
     const parts = await next;
     const t1 = performance.now();
     state.encodeMs += t1 - tw; // time spent waiting for features
+    state.workerMs += Math.max(...parts.map((p) => p.ms || 0)); // the slowest worker's encoding time
     const after = start + batch;
     next = after < idx.length ? encodeBatch(o, d, idx.subarray(after, Math.min(after + batch, idx.length))) : null;
     for (const { features, hit, rows } of parts) {
-      const out = await state.session.run({ features: new ort.Tensor("float32", features, [rows.length, inDim]) });
-      writePixels(pixels, rows, 0, out.rgb.data, rows.length, hit);
+      const m = features.length / inDim;
+      if (!m) continue;
+      const out = await state.session.run({ features: new ort.Tensor("float32", features, [m, inDim]) });
+      const rgb = out.rgb.data;
+      for (let r = 0, q = 0; r < rows.length; r++) {
+        if (!hit[r]) continue;
+        const p = 4 * rows[r];
+        for (let c = 0; c < 3; c++) {
+          const v = rgb[3 * q + c];
+          pixels[p + c] = Math.floor((v < 0 ? 0 : v > 1 ? 1 : v) * 255 + 0.5);
+        }
+        q++;
+      }
+      evaluated += m;
     }
     state.modelMs += performance.now() - t1;
   }
+  return evaluated;
 }
 
 /**
@@ -151,20 +174,21 @@ async function shadeSplit(o, d, idx, pixels, batch) {
 async function shade(o, d, pixels, meta, batch) {
   const n = o.length / 3;
   const skip = meta.content_aabb && meta.ray_space !== "ndc";
+  const tPrep = performance.now();
   const hit = skip ? raysMeetBox(o, d, meta.content_aabb, meta.near, meta.far) : new Uint8Array(n).fill(1);
-  if (skip && state.cells) { // rays whose K points all lie in empty cells: the background
-    // the split model's MLP runs only where this says so: the graph's exact test (margin 0); a whole
-    // graph decides itself, so the page only skips what it surely gives the background
-    const margin = state.entry.kind === "split" ? 0 : 1e-3;
-    raysCrossCells(o, d, hit, meta.content_aabb, meta.near, meta.far, meta.student.n_points, state.cells, margin);
+  if (skip && state.cells && state.useCells && state.entry.kind !== "split") {
+    // rays whose K points all lie in empty cells: the background. A whole graph decides that itself, so
+    // the page skips only what it surely gives the background (a test widened by 1e-3 cells); the split
+    // model's encoder runs the graph's exact test on its own points (encoder.js)
+    raysCrossCells(o, d, hit, meta.content_aabb, meta.near, meta.far, meta.student.n_points, state.cells, 1e-3);
   }
   let count = 0;
   for (let i = 0; i < n; i++) count += hit[i];
+  canvas.dataset.prepMs = String(performance.now() - tPrep); // the box and empty-space tests
   const idx = new Int32Array(count);
   if (state.entry.kind === "split") {
     for (let i = 0, j = 0; i < n; i++) if (hit[i]) idx[j++] = i;
-    await shadeSplit(o, d, idx, pixels, batch);
-    return count;
+    return shadeSplit(o, d, idx, pixels, batch || SPLIT_BATCH);
   }
   const oh = new Float32Array(count * 3), dh = new Float32Array(count * 3);
   for (let i = 0, j = 0; i < n; i++) {
@@ -174,7 +198,7 @@ async function shade(o, d, pixels, meta, batch) {
     dh.set(d.subarray(3 * i, 3 * i + 3), 3 * j);
     j++;
   }
-  const step = meta.batch || batch;
+  const step = meta.batch || batch || DEFAULT_BATCH;
   for (let start = 0; start < count; start += step) {
     const m = Math.min(step, count - start);
     const rows = meta.batch || m; // a static model takes exactly its batch: pad the tail
@@ -207,7 +231,11 @@ async function render(pose, w, h, batch) {
   for (let p = 0; p < px.length; p += 4) { px[p] = bg[0]; px[p + 1] = bg[1]; px[p + 2] = bg[2]; px[p + 3] = 255; }
   state.encodeMs = 0;
   state.modelMs = 0;
+  state.workerMs = 0;
+  const tShade = performance.now();
   const rays = await shade(o, d, px, meta, batch);
+  canvas.dataset.shadeMs = String(performance.now() - tShade);
+  canvas.dataset.workerMs = String(state.workerMs);
   canvas.dataset.encodeMs = String(state.encodeMs); // of the last frame: JS encoding (split models) and ONNX Runtime
   canvas.dataset.modelMs = String(state.modelMs);
   return { image, rays };
@@ -225,6 +253,7 @@ function updateHud(ms, rays, w, h) {
 async function main() {
   const q = parseQuery(location.search);
   if (q.error) { showError(q.error); return; }
+  state.useCells = q.cells;
   const manifest = await (await fetch("models.json")).json();
   const name = q.model || manifest.default;
   const entry = manifest.models.find((m) => m.file === name);
@@ -264,7 +293,7 @@ async function main() {
   const fit = Math.max(1, Math.floor(Math.min(512 / Math.max(W, H), 4)));
   canvas.style.width = `${W * fit}px`;
   canvas.style.height = `${H * fit}px`;
-  const batch = q.batch || DEFAULT_BATCH;
+  const batch = q.batch || 0; // 0: the default of the model's kind
   const rig = rigOf(meta);
   const { basis, limits, speed, view: start } = rigView(rig); // a forward rig: its average pose, and near it
   let view = start;
