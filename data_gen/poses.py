@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from core.cameras import look_at
-from core.datasets import scene_center
+from core.rig import camera_elevations, object_rig, orbit_basis
 
 SAMPLERS = ("hemisphere", "jitter", "forward")
 MAX_ELEVATION_DEG = 89.0  # keeps look_at away from the pole, where "up" is undefined
@@ -79,51 +79,27 @@ class Rig:
 
 
 def build_rig(c2w: Tensor, K: Tensor) -> Rig:
-    """Describe a training rig.
+    """Describe a training rig: centre, up, radius and elevations of :func:`core.rig.object_rig`.
 
     Args:
         c2w: ``[C, 4, 4]`` training poses (OpenCV convention: column 1 points down in the image).
         K: ``[3, 3]`` intrinsics at the output image size.
     """
-    center = scene_center(c2w).double().numpy()
-    poses = c2w.double().numpy()
-    up = _rig_up(poses)
-    offsets = poses[:, :3, 3] - center
-    dist = np.linalg.norm(offsets, axis=-1)
-    elev = np.arcsin(np.clip(offsets @ up / dist, -1.0, 1.0))
+    record = object_rig(c2w)
+    center = torch.tensor(record["center"], dtype=torch.float64)
+    up = torch.tensor(record["up"], dtype=torch.float64)
+    elev = camera_elevations(c2w, center, up)[1].numpy()
     cap = math.radians(MAX_ELEVATION_DEG)
     lo, hi = float(np.clip(elev.min(), -cap, cap)), float(np.clip(elev.max(), -cap, cap))
+    poses = c2w.double().numpy()
     down = poses[:, :3, 1].mean(0)
-    return Rig(c2w=poses, K=K.double().numpy(), center=center, up=up, radius=float(np.median(dist)),
-               elevation=(lo, hi), down=down / np.linalg.norm(down))
-
-
-def _rig_up(poses: np.ndarray) -> np.ndarray:
-    """Up direction of a rig: the axis most perpendicular to every camera's right vector.
-
-    Cameras without roll have their right vector horizontal, so this recovers the world up exactly for
-    such rigs (the mean of the cameras' up vectors would tilt toward the rig's average view direction).
-    The sign follows the cameras' mean up vector.
-    """
-    right = poses[:, :3, 0]
-    _, vecs = np.linalg.eigh(right.T @ right)
-    up = vecs[:, 0]
-    if up @ -poses[:, :3, 1].mean(0) < 0:
-        up = -up
-    return up / np.linalg.norm(up)
+    return Rig(c2w=poses, K=K.double().numpy(), center=center.numpy(), up=up.numpy(),
+               radius=float(record["radius"]), elevation=(lo, hi), down=down / np.linalg.norm(down))
 
 
 def view_rng(seed: int, index: int) -> np.random.Generator:
     """The generator of view ``index`` under ``seed`` (independent of any other view)."""
     return np.random.default_rng([int(seed), int(index)])
-
-
-def _basis(up: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Two unit vectors completing ``up`` to a right-handed orthonormal basis."""
-    helper = np.array([1.0, 0.0, 0.0]) if abs(up[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
-    e1 = np.cross(up, helper)
-    e1 /= np.linalg.norm(e1)
-    return e1, np.cross(up, e1)
 
 
 def _look_at(eye: np.ndarray, rig: Rig) -> np.ndarray:
@@ -135,7 +111,7 @@ def _hemisphere(rng: np.random.Generator, rig: Rig, cfg: SamplerConfig) -> np.nd
     lo, hi = rig.elevation
     z = rng.uniform(math.sin(lo), math.sin(hi))  # uniform in sin(elevation): uniform on the band's area
     azimuth = rng.uniform(0.0, 2.0 * math.pi)
-    e1, e2 = _basis(rig.up)
+    e1, e2 = (e.numpy() for e in orbit_basis(torch.from_numpy(rig.up)))
     ring = math.sqrt(max(1.0 - z * z, 0.0))
     direction = ring * (math.cos(azimuth) * e1 + math.sin(azimuth) * e2) + z * rig.up
     radius = cfg.radius if cfg.radius is not None else rig.radius

@@ -34,11 +34,11 @@ from core.datasets import Scene, SceneConfig, load_scene
 from core.errors import UserError, exit_on_user_error
 from core.io import sha256_file, write_json
 from core.rays import generate_rays
+from core.rig import camera_rig
 from core.runlock import locked_run
 from core.seeding import seed_everything
 from export.fused import FusedEncodingStudent
 from export.parity import evaluate_variant, mean_view_psnr, scene_rays, split_rays, torch_rgb
-from export.paths import camera_rig
 from export.runtime import FORMAT, FORMAT_VERSION, ModelMeta
 from export.variants import (
     INT8_MODES,

@@ -1,10 +1,11 @@
-"""Camera paths for rendering: the training rig, the default path around it, and camera-path JSON files.
+"""Camera paths for rendering: the default path around the training rig, and camera-path JSON files.
 
-Two kinds of rig (``rig["kind"]``, stored in the ONNX metadata): an ``object`` rig, whose default path
-is an orbit around the point the cameras look at (:func:`orbit_poses`), and a ``forward``-facing rig
-(an LLFF-style capture: every camera looks the same way at a scene that fills the frame), whose
-default path is NeRF's ``render_path_spiral`` without the depth oscillation: a circle of cameras around
-the average position, in its image plane, all looking at a focus point in front (:func:`forward_poses`).
+Two kinds of rig (``rig["kind"]``, :mod:`core.rig`, stored in the ONNX metadata): an ``object`` rig,
+whose default path is an orbit around the point the cameras look at (:func:`orbit_poses`), and a
+``forward``-facing rig (an LLFF-style capture: every camera looks the same way at a scene that fills the
+frame), whose default path is NeRF's ``render_path_spiral`` without the depth oscillation: a circle of
+cameras around the average position, in its image plane, all looking at a focus point in front
+(:func:`forward_poses`).
 An orbit of a forward rig would go behind the scene, where nothing was seen.
 
 All poses returned are ``[C, 4, 4]`` camera-to-world in the OpenCV convention of ``core.cameras``;
@@ -23,80 +24,12 @@ import torch
 from torch import Tensor
 
 from core.cameras import RIGIDITY_TOLERANCE, intrinsics_matrix, look_at, opengl_to_opencv, rigidity_error
-from core.datasets import NDC_NEAR_FRACTION, scene_center
 from core.errors import UserError
-from core.ndc import NDCSpace, average_pose
+from core.rig import RIG_KINDS, orbit_basis
+from core.rig import camera_rig as camera_rig  # re-exported: the rig is defined in core.rig
+from core.rig import focus_depth as focus_depth
 
 log = logging.getLogger(__name__)
-
-RIG_KINDS = ("object", "forward")
-# NeRF's render_path_spiral focuses at the depth whose disparity mixes the nearest content's (weight
-# 1 - FOCUS_DT) and the far bound's (FOCUS_DT); with the far bound at infinity that is the nearest
-# depth (FOCUS_NEAR_MARGIN of the smallest near bound) / (1 - FOCUS_DT).
-FOCUS_DT = 0.75
-FOCUS_NEAR_MARGIN = 0.9
-PATH_RADIUS_QUANTILE = 0.9  # of the training centres' distances from their mean, in the image plane
-
-
-def camera_rig(c2w: Tensor, ndc: NDCSpace | None = None) -> dict[str, Any]:
-    """Summarise ``[C, 4, 4]`` training poses as the rig the default path follows.
-
-    Args:
-        c2w: ``[C, 4, 4]`` training poses.
-        ndc: the NDC frame of a forward-facing scene (then the rig is :func:`forward_rig`'s).
-
-    Returns:
-        An object rig: ``kind`` ``"object"``, ``center`` [3] (the point the cameras look at), ``up`` [3]
-        (mean image-up direction), ``radius`` (median distance to the centre) and ``elevation`` (median
-        angle above the plane normal to ``up``, radians).
-    """
-    if ndc is not None:
-        return forward_rig(c2w, ndc)
-    center = scene_center(c2w)
-    up = torch.nn.functional.normalize(-c2w[:, :3, 1].mean(0), dim=0)  # OpenCV: image up is -Y
-    offsets = c2w[:, :3, 3] - center
-    radius = offsets.norm(dim=-1)
-    elevation = torch.asin((offsets @ up / radius.clamp_min(1e-9)).clamp(-1, 1))
-    return {
-        "kind": "object",
-        "center": center.tolist(),
-        "up": up.tolist(),
-        "radius": float(radius.median()),
-        "elevation": float(elevation.median()),
-    }
-
-
-def focus_depth(ndc_near: float) -> float:
-    """NeRF's focus depth of a forward-facing rig from the NDC near plane (``core.datasets`` puts it
-    at ``NDC_NEAR_FRACTION`` of the nearest content), with the far bound at infinity."""
-    nearest = ndc_near / NDC_NEAR_FRACTION
-    return FOCUS_NEAR_MARGIN * nearest / (1.0 - FOCUS_DT)
-
-
-def forward_rig(c2w: Tensor, ndc: NDCSpace) -> dict[str, Any]:
-    """Summarise ``[C, 4, 4]`` forward-facing training poses as the rig of a circular path.
-
-    Args:
-        c2w: ``[C, 4, 4]`` training poses.
-        ndc: the scene's NDC frame (its near plane sets the focus depth, :func:`focus_depth`).
-
-    Returns:
-        ``kind`` ``"forward"``, ``c2w`` [4][4] (the average pose, :func:`core.ndc.average_pose`),
-        ``focus_depth`` (along its viewing axis), ``center`` [3] (the focus point: what the path looks
-        at), ``up`` [3] (its image-up direction) and ``path_radius`` (the ``PATH_RADIUS_QUANTILE``
-        quantile of the camera centres' distances from their mean, measured in its image plane).
-    """
-    avg = average_pose(c2w).double()
-    offsets = (c2w[:, :3, 3].double() - avg[:3, 3]) @ avg[:3, :2]  # [C, 2]: right, down
-    depth = focus_depth(ndc.near)
-    return {
-        "kind": "forward",
-        "c2w": avg.tolist(),
-        "center": (avg[:3, 3] + depth * avg[:3, 2]).tolist(),
-        "up": (-avg[:3, 1]).tolist(),
-        "focus_depth": depth,
-        "path_radius": float(torch.quantile(offsets.norm(dim=-1), PATH_RADIUS_QUANTILE)),
-    }
 
 
 def forward_poses(rig: dict[str, Any], n_frames: int, radius_scale: float = 1.0) -> Tensor:
@@ -106,7 +39,7 @@ def forward_poses(rig: dict[str, Any], n_frames: int, radius_scale: float = 1.0)
     starting on its right and turning towards image-down); every pose looks at ``rig["center"]``.
 
     Args:
-        rig: from :func:`forward_rig`.
+        rig: from :func:`core.rig.forward_rig`.
         n_frames: number of poses (evenly spaced in angle).
         radius_scale: multiplies the rig's path radius.
     """
@@ -144,7 +77,7 @@ def orbit_poses(rig: dict[str, Any], n_frames: int, elevation_deg: float | None 
     """``[n_frames, 4, 4]`` poses on a circle around ``rig["center"]``, looking at it.
 
     Args:
-        rig: from :func:`camera_rig` (also stored in the ONNX metadata).
+        rig: from :func:`core.rig.camera_rig` (also stored in the ONNX metadata).
         n_frames: number of poses (evenly spaced in azimuth).
         elevation_deg: elevation override in degrees (default: the rig's).
         radius_scale: multiplies the rig's radius.
@@ -154,9 +87,7 @@ def orbit_poses(rig: dict[str, Any], n_frames: int, elevation_deg: float | None 
                         f"(got {n_frames})")
     center = torch.tensor(rig["center"], dtype=torch.float32)
     up = torch.nn.functional.normalize(torch.tensor(rig["up"], dtype=torch.float32), dim=0)
-    helper = torch.tensor([1.0, 0.0, 0.0]) if abs(float(up[0])) < 0.9 else torch.tensor([0.0, 1.0, 0.0])
-    e1 = torch.nn.functional.normalize(torch.linalg.cross(up, helper), dim=0)
-    e2 = torch.linalg.cross(up, e1)
+    e1, e2 = orbit_basis(up)
     el = math.radians(elevation_deg) if elevation_deg is not None else float(rig["elevation"])
     az = torch.arange(n_frames, dtype=torch.float32) / n_frames * 2 * math.pi
     dirs = math.cos(el) * (torch.cos(az)[:, None] * e1 + torch.sin(az)[:, None] * e2) + math.sin(el) * up

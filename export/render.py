@@ -28,7 +28,8 @@ from core.config import ConfigValueError, at_least, in_range, one_of, positive, 
 from core.datasets import SceneConfig, load_scene
 from core.errors import UserError, exit_on_user_error
 from core.io import atomic_write
-from export.paths import camera_rig, default_path, read_camera_path
+from core.rig import camera_rig
+from export.paths import default_path, read_camera_path
 from export.runtime import DEFAULT_BATCH, LightField, MissingRuntimeError, ModelError
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,8 @@ import torch
 from core.cameras import opengl_to_opencv
 from core.errors import UserError
 from core.ndc import NDCSpace, average_pose
-from export.paths import camera_rig, default_path, focus_depth, forward_poses, orbit_poses, read_camera_path
+from core.rig import camera_rig, focus_depth
+from export.paths import default_path, forward_poses, orbit_poses, read_camera_path
 from export.render import OrbitConfig, RenderConfig, camera_path, run
 from export.runtime import LightField
 from tests.scenes import CAMERA_RADIUS, ring_poses

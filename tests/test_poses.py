@@ -20,6 +20,31 @@ def _rig_from_ring(elevations: tuple[float, ...] = (20.0, 50.0)):
     return build_rig(poses, K)
 
 
+def test_pose_samplers_and_export_share_one_rig() -> None:
+    """data_gen's sampler rig and the rig export stores (ONNX metadata, default path) are the same
+    numbers; on a half ring seen from one side the mean image-up would tilt, the rig's up does not."""
+    from core.rig import camera_rig, orbit_basis
+    from export.paths import orbit_poses
+
+    halves = [ring_poses(12, elevation_deg=e, offset=0.05 * i)[:6] for i, e in enumerate((20.0, 50.0))]
+    poses = torch.cat(halves)
+    tilted = torch.nn.functional.normalize(-poses[:, :3, 1].double().mean(0), dim=0)
+    assert float(tilted[2]) < 0.99  # the old export up
+    sampler = build_rig(poses, torch.tensor([[20.0, 0, 8], [0, 20.0, 8], [0, 0, 1]]))
+    stored = camera_rig(poses)
+    assert stored["kind"] == "object" and set(stored) == {"kind", "center", "up", "radius", "elevation"}
+    np.testing.assert_array_equal(sampler.center, stored["center"])
+    np.testing.assert_array_equal(sampler.up, stored["up"])
+    assert sampler.radius == stored["radius"]
+    assert sampler.elevation[0] <= stored["elevation"] <= sampler.elevation[1]
+    assert np.allclose(stored["up"], [0, 0, 1], atol=1e-6)
+    # one orbit basis: azimuth 0 of the export path is where the sampler's basis puts it
+    e1, _ = orbit_basis(torch.tensor(stored["up"], dtype=torch.float64))
+    eye = orbit_poses(stored, 4, elevation_deg=0.0)[0, :3, 3].double()
+    centre = torch.tensor(stored["center"], dtype=torch.float64)
+    assert torch.allclose(eye, centre + stored["radius"] * e1, atol=1e-5)
+
+
 def test_rig_recovers_up_radius_and_elevation_band() -> None:
     rig = _rig_from_ring((20.0, 50.0))
     assert np.allclose(rig.up, [0, 0, 1], atol=1e-5)
