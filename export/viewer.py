@@ -32,7 +32,7 @@ from export.runtime import ModelError, ModelMeta
 log = logging.getLogger(__name__)
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
-PAGE_FILES = ("index.html", "viewer.js", "camera.js", "encoder.js", "encode_worker.js")
+PAGE_FILES = ("index.html", "viewer.js", "camera.js", "encoder.js", "encode_worker.js", "hashgrid.wasm")
 ORT_PACKAGE_DIST = WEB_DIR / "node_modules" / "onnxruntime-web" / "dist"
 WASM_RUNTIME = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 WEBGPU_RUNTIME = ("ort.webgpu.min.js", "ort-wasm-simd-threaded.asyncify.mjs",

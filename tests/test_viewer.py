@@ -393,16 +393,19 @@ def _hash_student(point_freqs: int, ndc: NDCSpace | None = None, occupancy: torc
     return model
 
 
-def _js_encode(model: torch.nn.Module, o: torch.Tensor, d: torch.Tensor, tmp_path: Path
+def _js_encode(model: torch.nn.Module, o: torch.Tensor, d: torch.Tensor, tmp_path: Path, wasm: bool = False
                ) -> tuple[np.ndarray, np.ndarray]:
     """``features [hits, in_dim]`` (of the rays hit, in order) and ``hit [N]`` of ``encoder.js`` for world
-    rays ``o, d [N, 3]`` (with the student's empty-space grid, if it has one)."""
+    rays ``o, d [N, 3]`` (with the student's empty-space grid, if it has one; the lookup in
+    ``hashgrid.wasm`` with ``wasm``)."""
     from export.split import encoder_facts, table_bytes
 
     (tmp_path / "table.bin").write_bytes(table_bytes(model))
     (tmp_path / "case.json").write_text(json.dumps({"o": o.reshape(-1).tolist(), "d": d.reshape(-1).tolist(),
                                                     "enc": encoder_facts(model)}))
-    got = _run_js("import {encodeRays} from './encoder.js'; import {decodeCells} from './camera.js';"
+    kernel = "wasmKernel(fs.readFileSync('hashgrid.wasm'), table)" if wasm else "null"
+    got = _run_js("import {encodeRays, wasmKernel} from './encoder.js';"
+                  "import {decodeCells} from './camera.js';"
                   "import fs from 'fs';"
                   f"const c = JSON.parse(fs.readFileSync('{tmp_path / 'case.json'}'));"
                   f"const b = fs.readFileSync('{tmp_path / 'table.bin'}');"
@@ -410,15 +413,19 @@ def _js_encode(model: torch.nn.Module, o: torch.Tensor, d: torch.Tensor, tmp_pat
                   "const n = c.o.length / 3; const rows = Int32Array.from({length: n}, (_, i) => i);"
                   "const cells = c.enc.occupancy ? decodeCells(c.enc.occupancy) : null;"
                   "const o = new Float32Array(c.o), d = new Float32Array(c.d);"
-                  "const r = encodeRays(o, d, rows, c.enc, table, cells);"
+                  f"const kernel = {kernel};"
+                  "const r = encodeRays(o, d, rows, c.enc, table, cells, kernel);"
                   "console.log(JSON.stringify({f: Array.from(r.features), hit: Array.from(r.hit)}))")
     hit = np.array(got["hit"], dtype=bool)
     return np.array(got["f"], dtype=np.float32).reshape(int(hit.sum()), -1), hit
 
 
-@pytest.mark.parametrize(("point_freqs", "cells"), [(-1, False), (2, False), (-1, True)])
-def test_js_encoder_matches_the_student(point_freqs: int, cells: bool, tmp_path: Path) -> None:
-    """Same features and hits; with an empty-space grid the rays crossing only empty cells are misses."""
+@pytest.mark.parametrize(("point_freqs", "cells", "wasm"),
+                         [(-1, False, False), (2, False, False), (-1, True, False), (-1, True, True),
+                          (2, False, True)])
+def test_js_encoder_matches_the_student(point_freqs: int, cells: bool, wasm: bool, tmp_path: Path) -> None:
+    """Same features and hits (JS or WebAssembly lookup); with an empty-space grid the rays crossing
+    only empty cells are misses."""
     grid = torch.rand(7, 7, 7, generator=torch.Generator().manual_seed(8)) < 0.08 if cells else None
     model = _hash_student(point_freqs, occupancy=grid)
     assert not model.encoder.grid.spec.is_dense(2) and model.encoder.grid.spec.is_dense(0)
@@ -431,7 +438,7 @@ def test_js_encoder_matches_the_student(point_freqs: int, cells: bool, tmp_path:
     assert 30 < int(hit.sum()) < 290
     if cells:  # the grid turns some box hits into misses
         assert int(hit.sum()) < int(model.encoder.segment(o, d)[2].sum())
-    feats, got_hit = _js_encode(model, o, d, tmp_path)
+    feats, got_hit = _js_encode(model, o, d, tmp_path, wasm)
     np.testing.assert_array_equal(got_hit, hit.numpy())
     assert feats.shape[1] == model.encoder.out_dim
     np.testing.assert_allclose(feats, want.numpy()[got_hit], rtol=1e-4, atol=2e-5)
@@ -454,6 +461,15 @@ def test_js_encoder_matches_a_forward_facing_student(tmp_path: Path) -> None:
     np.testing.assert_allclose(feats, want.numpy(), rtol=1e-4, atol=2e-4)
 
 
+def test_wasm_kernel_is_built_from_its_source() -> None:
+    """hashgrid.wasm is what scripts/build_wasm.mjs makes of hashgrid.wat (wabt from npm)."""
+    assert NODE, "node is needed for the viewer's JS tests (it is installed with npm)"
+    repo = WEB_DIR.parents[1]
+    out = subprocess.run([NODE, "scripts/build_wasm.mjs", "--check"], cwd=repo, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+
+
 def test_split_mlp_equals_the_student() -> None:
     from export.split import mlp_int8, mlp_onnx, run_mlp
 
@@ -467,16 +483,22 @@ def test_split_mlp_equals_the_student() -> None:
     assert 0 < err8.max() < 0.05  # quantized, and close
 
 
-@pytest.mark.parametrize("threads", [1, 2])  # 1: encoding on the page's thread; 2: in two workers
-def test_page_split_model_equals_python_runtime(viewer_dirs: dict[str, Path], threads: int) -> None:
+@pytest.mark.parametrize(("threads", "wasm"), [(1, True), (2, True), (2, False)])
+def test_page_split_model_equals_python_runtime(viewer_dirs: dict[str, Path], threads: int, wasm: bool,
+                                                tmp_path: Path) -> None:
+    """1 thread: encoding on the page's thread; 2: in two workers; without hashgrid.wasm: the JS lookup."""
     folder = viewer_dirs["hash"]
+    if not wasm:
+        folder = Path(shutil.copytree(folder, tmp_path / "viewer"))
+        (folder / "hashgrid.wasm").unlink()
     manifest = json.loads((folder / "models.json").read_text())
     assert manifest["default"] == "student_mlp.onnx" and manifest["models"][0]["kind"] == "split"
     field = LightField(folder / "student.onnx")
     c2w = _rig_pose(field, 5)
     W, H = 36, 30
     state, pixels = _page_frame(folder, f"pose={_pose_query(c2w)}&size={W}x{H}&threads={threads}&batch=300")
-    assert state["error"] is None and "JS encoding" in state["hud"] and f"{threads} thread(s)" in state["hud"]
+    lookup = "wasm encoding" if wasm else "JS encoding"
+    assert state["error"] is None and lookup in state["hud"] and f"{threads} thread(s)" in state["hud"]
     _assert_same_frame(pixels, field.render(c2w, image_size=(H, W)))
 
 

@@ -1,12 +1,14 @@
 // A Web Worker that runs encoder.js for the page: the split model's features off the main thread,
-// one worker per core. Messages: {type: "init", enc, table} once, then {id, o, d, cells} (compact rays;
-// cells: apply the empty-space grid). Replies {id, features (hit rays only), hit, ms}.
+// one worker per core. Messages: {type: "init", enc, table, wasm} once (wasm: hashgrid.wasm's bytes, or
+// null: the JS lookup), then {id, o, d, cells} (compact rays; cells: apply the empty-space grid).
+// Replies {id, features (hit rays only), hit, ms}.
 import { decodeCells } from "./camera.js";
-import { encodeRays } from "./encoder.js";
+import { encodeRays, wasmKernel } from "./encoder.js";
 
 let enc = null;
 let table = null;
 let cells = null;
+let kernel = null;
 
 self.onmessage = (ev) => {
   const m = ev.data;
@@ -14,6 +16,7 @@ self.onmessage = (ev) => {
     enc = m.enc;
     table = new Float32Array(m.table);
     cells = enc.occupancy ? decodeCells(enc.occupancy) : null;
+    kernel = m.wasm ? wasmKernel(m.wasm, table) : null;
     self.postMessage({ type: "ready" });
     return;
   }
@@ -21,6 +24,6 @@ self.onmessage = (ev) => {
   const rows = new Int32Array(n);
   for (let i = 0; i < n; i++) rows[i] = i;
   const t0 = performance.now();
-  const { features, hit } = encodeRays(m.o, m.d, rows, enc, table, m.cells ? cells : null);
+  const { features, hit } = encodeRays(m.o, m.d, rows, enc, table, m.cells ? cells : null, kernel);
   self.postMessage({ id: m.id, features, hit, ms: performance.now() - t0 }, [features.buffer, hit.buffer]);
 };

@@ -17,7 +17,7 @@ import { ndcFrame, ndcRay } from "./camera.js";
  * @returns {{features: Float32Array, hit: Uint8Array}} hit [rows.length]: 0 where the ray misses the box
  *   or crosses only empty cells (a forward-facing student has no misses); features: one row per hit, in order
  */
-export function encodeRays(o, d, rows, enc, table, cells = null) {
+export function encodeRays(o, d, rows, enc, table, cells = null, kernel = null) {
   const K = enc.n_points, g = enc.grid, L = g.n_levels, F = g.n_features, nf = enc.point_freqs;
   const inDim = enc.in_dim, count = rows.length;
   const hit = new Uint8Array(count);
@@ -31,8 +31,11 @@ export function encodeRays(o, d, rows, enc, table, cells = null) {
   const sizes = Int32Array.from(g.sizes), offsets = Int32Array.from(g.offsets.slice(0, L));
   const dense = Uint8Array.from(g.resolutions, (r) => (r ** 3 <= T ? 1 : 0));
   // pass 1: the K points of every ray (normalised to the box, then to the grid's unit cube)
-  // pts (the box-normalised points) only feed the optional PE of the points
-  const pts = nf >= 0 ? new Float64Array(count * K * 3) : null, unit = new Float64Array(count * K * 3);
+  // pts (the box-normalised points) only feed the optional PE of the points; unit goes straight into
+  // the WebAssembly kernel's memory when there is one (two features per level: its only layout)
+  const wasm = kernel && F === 2 ? kernel.reserve(count * K * 3, count * inDim) : null;
+  const pts = nf >= 0 ? new Float64Array(count * K * 3) : null;
+  const unit = wasm ? wasm.unit : new Float64Array(count * K * 3);
   const ndc = enc.ndc ? ndcFrame(enc.ndc) : null, r = new Float64Array(6);
   const G = cells ? cells.G : 0, bits = cells ? cells.bits : null;
   let n = 0; // rays kept so far: the points of ray j go to slot n
@@ -78,11 +81,20 @@ export function encodeRays(o, d, rows, enc, table, cells = null) {
     hit[j] = 1;
     n++;
   }
-  const features = new Float32Array(n * inDim);
+  let features;
   // pass 2: one level at a time over all points, so that level's part of the table stays in the cache
-  for (let l = 0; l < L; l++) {
-    encodeLevel(unit, n, K, l, L, F, inDim, scales[l], offsets[l], dense[l] === 1, res[l], sizes[l], mask,
-      p1, p2, table, features);
+  if (wasm) {
+    for (let l = 0; l < L; l++) {
+      kernel.exports.level(wasm.unitPtr, n, K, wasm.featPtr, inDim * 4, L * F * 4, l * F * 4, scales[l],
+        offsets[l] * F * 4, dense[l], res[l], sizes[l], mask, p1, p2);
+    }
+    features = wasm.features(n * inDim); // a copy: it is handed over to the page
+  } else {
+    features = new Float32Array(n * inDim);
+    for (let l = 0; l < L; l++) {
+      encodeLevel(unit, n, K, l, L, F, inDim, scales[l], offsets[l], dense[l] === 1, res[l], sizes[l], mask,
+        p1, p2, table, features);
+    }
   }
   if (nf >= 0) { // [x, sin(2^k x), cos(2^k x)] of the K x 3 normalised coordinates, after the features
     const n3 = K * 3;
@@ -153,4 +165,33 @@ function encodeLevel(unit, count, K, l, L, F, inDim, s, off, isDense, R, size, m
       }
     }
   }
+}
+
+/**
+ * The WebAssembly lookup (hashgrid.wasm, compiled from hashgrid.wat) with the feature table copied into
+ * its memory at offset 0. reserve(unitFloats, featureFloats) grows the memory as needed and returns
+ * the f32 view to write the unit-cube points into and a function copying the features out.
+ * @param {BufferSource} bytes hashgrid.wasm  @param {Float32Array} table the feature table
+ */
+export function wasmKernel(bytes, table) {
+  const instance = new WebAssembly.Instance(new WebAssembly.Module(bytes), {});
+  const memory = instance.exports.memory;
+  const tableBytes = table.length * 4;
+  const ensure = (total) => {
+    const pages = Math.ceil(total / 65536) - memory.buffer.byteLength / 65536;
+    if (pages > 0) memory.grow(pages);
+  };
+  ensure(tableBytes);
+  new Float32Array(memory.buffer, 0, table.length).set(table);
+  return {
+    exports: instance.exports,
+    reserve(unitFloats, featureFloats) {
+      const unitPtr = tableBytes, featPtr = unitPtr + 4 * unitFloats;
+      ensure(featPtr + 4 * featureFloats);
+      return {
+        unitPtr, featPtr, unit: new Float32Array(memory.buffer, unitPtr, unitFloats),
+        features: (floats) => new Float32Array(memory.buffer, featPtr, floats).slice(),
+      };
+    },
+  };
 }
