@@ -33,9 +33,11 @@ from core.config import at_least, positive, to_dataclass
 from core.datasets import Scene, SceneConfig, load_scene
 from core.errors import UserError, exit_on_user_error
 from core.io import sha256_file, write_json
+from core.ndc import NDCSpace
 from core.rays import generate_rays
 from core.rig import camera_rig
 from core.runlock import locked_run
+from core.scene_facts import SceneFacts
 from core.seeding import seed_everything
 from export.fused import FusedEncodingStudent
 from export.parity import evaluate_variant, mean_view_psnr, scene_rays, split_rays, torch_rgb
@@ -114,31 +116,40 @@ class ExportConfig:
         at_least(self, 1, "opset", "threads")
 
 
-def build_meta(model: R2LStudent, scene_meta: dict[str, Any], scene: Scene, opset: int) -> ModelMeta:
-    """The metadata every variant carries (``precision`` and ``batch`` are set per file)."""
-    K = torch.as_tensor(scene_meta["K"], dtype=torch.float32).reshape(-1, 3, 3)[0]
+def build_meta(model: R2LStudent, facts: SceneFacts, opset: int) -> ModelMeta:
+    """The ONNX metadata of a student and its scene facts, which every variant carries (``precision``
+    and ``batch`` are set per file; a rig-less record of an older checkpoint gets none: see
+    :func:`facts_with_rig`)."""
     return ModelMeta(
-        scene_name=str(scene_meta.get("scene_name", scene.name)),
-        near=float(scene_meta["near"]),
-        far=float(scene_meta["far"]),
-        aabb=[float(v) for v in scene_meta["aabb"]],
-        content_aabb=model.encoder.box.tolist(),
-        image_size=[int(v) for v in scene_meta["image_size"]],
-        K=K.tolist(),
-        camera_convention=str(scene_meta.get("camera_convention", "opencv")),
-        background=[float(v) for v in scene_meta.get("background", scene.background)],
+        scene_name=facts.scene_name,
+        near=facts.near,
+        far=facts.far,
+        aabb=list(facts.aabb),
+        content_aabb=list(facts.content_aabb),
+        image_size=list(facts.image_size),
+        K=[list(row) for row in facts.K],
+        camera_convention=facts.camera_convention,
+        background=list(facts.background),
         opset=opset,
         student=dataclasses.asdict(model.cfg),
         flops_per_ray=flops_per_ray(model.cfg),
-        rig=camera_rig(scene.split("train").c2w, model.encoder.ndc),
-        ray_space="ndc" if model.encoder.ndc is not None else "world",
-        ndc=model.encoder.ndc.to_dict() if model.encoder.ndc is not None else None,
-        occupancy=model.encoder.occupancy_record(),
+        rig=dict(facts.rig or {}),
+        ray_space="ndc" if facts.ndc is not None else "world",
+        ndc=facts.ndc,
+        occupancy=facts.occupancy,
     )
 
 
-def _check_inputs(cfg: ExportConfig, scene_meta: dict[str, Any], scene: Scene, ckpt: Path,
-                  encoding: str) -> None:
+def facts_with_rig(facts: SceneFacts, scene: Scene) -> SceneFacts:
+    """``facts``, with the training rig of ``scene`` (:func:`core.rig.camera_rig`) if a checkpoint of
+    before the rig travelled in the scene facts left it out."""
+    if facts.rig is not None:
+        return facts
+    ndc = NDCSpace.from_dict(facts.ndc) if facts.ndc is not None else None
+    return dataclasses.replace(facts, rig=camera_rig(scene.split("train").c2w, ndc))
+
+
+def _check_inputs(cfg: ExportConfig, facts: SceneFacts, scene: Scene, ckpt: Path, encoding: str) -> None:
     unknown = set(cfg.variants + cfg.static_variants + cfg.fused_encoding) - set(PRECISIONS)
     if unknown or "fp32" not in cfg.variants:
         raise UserError(f"export variants must include fp32 and be among {list(PRECISIONS)}, "
@@ -149,11 +160,9 @@ def _check_inputs(cfg: ExportConfig, scene_meta: dict[str, Any], scene: Scene, c
         raise UserError(f"{ckpt}: the hash encoding needs opset >= 18 (BitwiseXor), got opset={cfg.opset}")
     if cfg.int8.mode not in INT8_MODES:
         raise UserError(f"int8.mode must be one of {list(INT8_MODES)}, got {cfg.int8.mode!r}")
-    if scene_meta.get("camera_convention", "opencv") != "opencv":
-        raise UserError(f"{ckpt}: camera convention {scene_meta.get('camera_convention')!r} is not 'opencv'")
     test_hw = list(scene.split("test").hw)
-    if [int(v) for v in scene_meta["image_size"]] != test_hw:
-        raise UserError(f"{ckpt}: student trained at image size {scene_meta['image_size']} but scene "
+    if list(facts.image_size) != test_hw:
+        raise UserError(f"{ckpt}: student trained at image size {facts.image_size} but scene "
                         f"{scene.root} has test images of {test_hw} (set scene.path / scene.downscale)")
 
 
@@ -236,11 +245,12 @@ def run(cfg: ExportConfig) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(cfg.seed)
     ckpt = Path(cfg.checkpoint or Path(cfg.run_dir) / "student" / "student.ckpt")
     out_dir = Path(cfg.out_dir or Path(cfg.run_dir) / "export")
-    model, scene_meta = load_student(ckpt)
+    model, facts = load_student(ckpt)
     ckpt_sha256 = sha256_file(ckpt)  # provenance: in every file's metadata and in export.json
     scene = load_scene(cfg.scene, splits=("train", "test"))
-    _check_inputs(cfg, scene_meta, scene, ckpt, model.cfg.encoding)
-    meta = dataclasses.replace(build_meta(model, scene_meta, scene, cfg.opset), checkpoint_sha256=ckpt_sha256)
+    _check_inputs(cfg, facts, scene, ckpt, model.cfg.encoding)
+    meta = dataclasses.replace(build_meta(model, facts_with_rig(facts, scene), cfg.opset),
+                               checkpoint_sha256=ckpt_sha256)
     staging = _staging_dir(out_dir)
     paths = _write_variants(cfg, model, meta, scene, staging, gen)
     report = _parity_report(cfg, model, meta, scene, paths, gen)

@@ -72,7 +72,7 @@ class ModelMeta:
         student: network shape (``encoding``, ``n_points``, ``n_freqs``, ``width``, ``depth``,
             ``ray_range``, ``grid``).
         flops_per_ray: multiply-add FLOPs (x2) of the MLP per ray.
-        rig: the training camera rig for default paths (``export.paths.camera_rig``): ``kind``
+        rig: the training camera rig for default paths (``core.rig.camera_rig``): ``kind``
             ``object`` (also when absent) with ``center`` [3], ``up`` [3], ``radius``, ``elevation``
             (radians above the plane normal to ``up``), for an orbit; or ``forward`` with ``c2w`` [4][4]
             (the average pose), ``focus_depth``, ``center`` [3] (the focus point), ``up`` [3] and

@@ -32,7 +32,9 @@ from core.errors import CheckpointError, UserError, exit_on_user_error
 from core.io import write_json
 from core.ndc import NDCSpace
 from core.provenance import check_or_record, fingerprint, json_sha256, scene_fingerprint
+from core.rig import camera_rig
 from core.runlock import locked_run
+from core.scene_facts import SceneFacts
 from core.seeding import seed_everything
 from core.shards import PseudoMeta, read_meta
 from core.skipgrid import dilate_grid, dilation_radius, unpack_grid
@@ -231,24 +233,25 @@ def _stage_datamodule(cfg: StudentConfig, name: str, model: R2LStudent, meta: Ps
 
 
 def scene_meta(scene: Scene, model: R2LStudent, background: list[float], meta: PseudoMeta | None
-               ) -> dict[str, Any]:
+               ) -> SceneFacts:
     """The scene facts ``save_student`` stores for export (scene box: the pseudo-data's, else the scene's)."""
     scene_box = torch.tensor(meta.aabb) if meta is not None else scene.aabb
     train = scene.split("train")
-    return {
-        "aabb": scene_box.tolist(),
-        "content_aabb": model.encoder.box.tolist(),
-        "near": model.encoder.near,
-        "far": model.encoder.far,
-        "image_size": list(train.hw),
-        "K": train.K[0].tolist(),
-        "camera_convention": scene.convention,
-        "scene_name": scene.name,
-        "background": list(background),
-        "ndc": model.encoder.ndc.to_dict() if model.encoder.ndc is not None else None,
-        "scene_kind": scene.kind,
-        "occupancy": model.encoder.occupancy_record(),
-    }
+    return SceneFacts(
+        aabb=scene_box.tolist(),
+        content_aabb=model.encoder.box.tolist(),
+        near=model.encoder.near,
+        far=model.encoder.far,
+        image_size=list(train.hw),
+        K=train.K[0].tolist(),
+        camera_convention=scene.convention,
+        scene_name=scene.name,
+        background=list(background),
+        ndc=model.encoder.ndc.to_dict() if model.encoder.ndc is not None else None,
+        scene_kind=scene.kind,
+        occupancy=model.encoder.occupancy_record(),
+        rig=camera_rig(train.c2w, model.encoder.ndc),
+    )
 
 
 def load_inputs(cfg: StudentConfig) -> tuple[PseudoMeta | None, Scene, list[float]]:

@@ -97,7 +97,7 @@ def tiny_pseudo_run(tiny_scene: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 
 def make_tiny_student_ckpt(path: Path, scene_root: Path, n_freqs: int = 10, encoding: str = "pe") -> Path:
-    """Save a small randomly initialised student for ``scene_root`` with its scene meta (export tests).
+    """Save a small randomly initialised student for ``scene_root`` with its scene facts (export tests).
 
     A forward-facing scene's student takes its NDC frame and the whole NDC box (as training does); an
     object scene's gets a content box smaller than the scene box and an empty-space grid (a ball of set
@@ -107,9 +107,9 @@ def make_tiny_student_ckpt(path: Path, scene_root: Path, n_freqs: int = 10, enco
     from student.checkpoint import save_student
     from student.encoding import GridConfig
     from student.model import R2LStudent, StudentModelConfig
+    from student.train import scene_meta
 
     scene = load_scene(SceneConfig(path=str(scene_root)), splits=("train",))
-    train = scene.split("train")
     # a content box smaller than the scene box, so that exports see rays that hit it and rays that miss it
     center, half = (scene.aabb[:3] + scene.aabb[3:]) / 2, (scene.aabb[3:] - scene.aabb[:3]) / 2
     box = torch.cat([center - 0.5 * half, center + 0.5 * half]) if scene.ndc is None else scene.aabb
@@ -122,12 +122,7 @@ def make_tiny_student_ckpt(path: Path, scene_root: Path, n_freqs: int = 10, enco
     if encoding == "hash":  # features of the size a trained table has, so the output depends on them
         with torch.no_grad():
             model.encoder.grid.params.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(3))
-    meta = {"aabb": scene.aabb.tolist(), "content_aabb": box.tolist(), "near": scene.near, "far": scene.far,
-            "image_size": list(train.hw),
-            "K": train.K[0].tolist(), "camera_convention": "opencv", "scene_name": scene.name,
-            "background": [1.0, 1.0, 1.0], "ndc": scene.ndc.to_dict() if scene.ndc is not None else None,
-            "occupancy": model.encoder.occupancy_record()}
-    return save_student(path, model, meta)
+    return save_student(path, model, scene_meta(scene, model, [1.0, 1.0, 1.0], None))
 
 
 @pytest.fixture(scope="session")

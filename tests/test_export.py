@@ -162,28 +162,28 @@ def test_fp16_keeps_the_encoding_in_fp32(tiny_scene: Path, tmp_path: Path) -> No
 
 def test_metadata_round_trip(exported_student: tuple[Path, dict]) -> None:
     run_dir, _ = exported_student
-    _, scene_meta = load_student(run_dir / "student" / "student.ckpt")
+    _, facts = load_student(run_dir / "student" / "student.ckpt")
     for stem, precision, batch in (("student", "fp32", 0), ("student_int8", "int8", 0),
                                    ("student_static", "fp32", 256)):
         meta = LightField(run_dir / "export" / f"{stem}.onnx").meta
         assert (meta.precision, meta.batch, meta.format_version) == (precision, batch, FORMAT_VERSION)
-        assert meta.near == pytest.approx(scene_meta["near"]) and meta.far == pytest.approx(scene_meta["far"])
-        assert np.allclose(meta.aabb, scene_meta["aabb"]) and np.allclose(meta.K, scene_meta["K"])
-        assert meta.image_size == list(scene_meta["image_size"]) and meta.camera_convention == "opencv"
+        assert meta.near == pytest.approx(facts.near) and meta.far == pytest.approx(facts.far)
+        assert np.allclose(meta.aabb, facts.aabb) and np.allclose(meta.K, facts.K)
+        assert meta.image_size == list(facts.image_size) and meta.camera_convention == "opencv"
         shape = {k: v for k, v in meta.student.items() if k != "grid"}
         assert shape == {"encoding": "pe", "n_points": 4, "n_freqs": 10, "width": 32, "depth": 6,
                          "ray_range": "box", "skip_empty": True}
-        assert np.allclose(meta.content_aabb, scene_meta["content_aabb"])  # type: ignore[arg-type]
-        assert meta.occupancy == scene_meta["occupancy"] and meta.occupancy["resolution"] == 9
+        assert np.allclose(meta.content_aabb, facts.content_aabb)  # type: ignore[arg-type]
+        assert meta.occupancy == facts.occupancy and meta.occupancy["resolution"] == 9
         assert meta.opset == 18 and meta.flops_per_ray > 0
         assert meta.rig["radius"] == pytest.approx(4.0, rel=1e-3) and meta.rig["kind"] == "object"
         assert meta.ray_space == "world" and meta.ndc is None
 
 
 def test_forward_metadata_has_the_ndc_frame_and_a_forward_rig(exported_forward: Path) -> None:
-    _, scene_meta = load_student(exported_forward / "student" / "student.ckpt")
+    _, facts = load_student(exported_forward / "student" / "student.ckpt")
     meta = LightField(exported_forward / "export" / "student.onnx").meta
-    assert meta.ray_space == "ndc" and meta.ndc == scene_meta["ndc"]
+    assert meta.ray_space == "ndc" and meta.ndc == facts.ndc
     rig = meta.rig
     assert rig["kind"] == "forward" and np.asarray(rig["c2w"]).shape == (4, 4)
     assert rig["focus_depth"] > meta.ndc["near"] and 0 < rig["path_radius"] < rig["focus_depth"]

@@ -62,8 +62,9 @@ def test_forward_scene_through_every_stage(tiny_forward_scene: Path, tmp_path: P
         "train.finetune.max_seconds=null", "train.finetune.batch_size=512", "train.finetune.warmup_steps=2",
         "train.finetune.val_every_steps=10", "eval.chunk=256"]), StudentConfig))
     assert metrics["test"]["psnr"] > 12.0
-    model, scene_meta = load_student(run_dir / "student" / "student.ckpt")
-    assert NDCSpace.from_dict(scene_meta["ndc"]) == scene.ndc and scene_meta["scene_kind"] == "forward"
+    model, facts = load_student(run_dir / "student" / "student.ckpt")
+    assert facts.ndc is not None and NDCSpace.from_dict(facts.ndc) == scene.ndc
+    assert facts.scene_kind == "forward" and facts.rig is not None and facts.rig["kind"] == "forward"
     # the student samples the whole NDC box and every ray is a hit, even one far outside the views
     assert torch.allclose(model.encoder.box, scene.aabb)
     test = scene.split("test")

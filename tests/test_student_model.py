@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import math
 from pathlib import Path
 
 import pytest
 import torch
 
-from core.errors import CheckpointError
+from core.checkpoint import save_checkpoint
+from core.errors import CheckpointError, UserError
+from core.rig import camera_rig
+from core.scene_facts import SceneFacts
 from student.checkpoint import load_student, save_student
 from student.encoding import RayEncoder, positional_encoding, ray_points, ray_segment, segment_points
 from student.model import R2LStudent, StudentModelConfig, count_linear_flops, flops_per_ray
+from tests.scenes import ring_poses
 
 AABB = torch.tensor([-2.0, -2.0, -2.0, 2.0, 2.0, 2.0])
 
@@ -129,21 +134,42 @@ def test_forward_shapes_jitter_only_in_training() -> None:
     assert not torch.equal(model(rays_o, rays_d), model(rays_o, rays_d))
 
 
+def _facts(**change: object) -> SceneFacts:
+    facts = SceneFacts(aabb=AABB.tolist(), content_aabb=AABB.tolist(), near=1.0, far=5.0, image_size=[8, 8],
+                       K=[[10.0, 0.0, 4.0], [0.0, 10.0, 4.0], [0.0, 0.0, 1.0]], scene_name="s",
+                       background=[1.0, 1.0, 1.0], rig=camera_rig(ring_poses(6)))
+    return dataclasses.replace(facts, **change)  # type: ignore[arg-type]
+
+
 def test_checkpoint_round_trip(tmp_path: Path) -> None:
     model = R2LStudent(StudentModelConfig(n_points=4, n_freqs=2, width=16, depth=6), AABB, 1.0, 5.0).eval()
-    meta = {"aabb": AABB.tolist(), "content_aabb": AABB.tolist(), "near": 1.0, "far": 5.0,
-            "image_size": [8, 8], "background": [1, 1, 1]}
-    save_student(tmp_path / "s.ckpt", model, meta)
-    loaded, scene = load_student(tmp_path / "s.ckpt")
+    save_student(tmp_path / "s.ckpt", model, _facts())
+    loaded, facts = load_student(tmp_path / "s.ckpt")
     rays_o, rays_d = torch.randn(5, 3), torch.nn.functional.normalize(torch.randn(5, 3), dim=-1)
-    assert scene == meta and torch.equal(loaded(rays_o, rays_d), model(rays_o, rays_d))
+    assert facts == _facts() and torch.equal(loaded(rays_o, rays_d), model(rays_o, rays_d))
     (tmp_path / "bad.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="bad.ckpt"):
         load_student(tmp_path / "bad.ckpt")
-    del meta["content_aabb"]  # a student of the previous layout
-    save_student(tmp_path / "old.ckpt", model, meta)
+    save_student(tmp_path / "far.ckpt", model, _facts(near=6.0))
+    with pytest.raises(CheckpointError, match=r"far.ckpt: config.scene: scene near/far"):
+        load_student(tmp_path / "far.ckpt")
+
+
+def test_checkpoint_of_a_plain_scene_dict_loads(tmp_path: Path) -> None:
+    """Checkpoints written before SceneFacts hold a plain dict of the same keys (no rig) in config.scene."""
+    model = R2LStudent(StudentModelConfig(n_points=4, n_freqs=2, width=16, depth=6), AABB, 1.0, 5.0).eval()
+    old = {k: v for k, v in _facts().to_dict().items() if k not in ("rig", "scene_kind", "occupancy")}
+    config = {"model": dataclasses.asdict(model.cfg), "scene": old}
+    save_checkpoint(tmp_path / "plain.ckpt", "student", model.state_dict(), config)
+    _, facts = load_student(tmp_path / "plain.ckpt")
+    assert facts == _facts(rig=None)
+    del old["content_aabb"]  # a student of an even older layout
+    save_checkpoint(tmp_path / "old.ckpt", "student", model.state_dict(), config)
     with pytest.raises(CheckpointError, match="old.ckpt.*older version"):
         load_student(tmp_path / "old.ckpt")
+    del old["K"]
+    with pytest.raises(UserError, match=r"x.ckpt: scene facts missing \['K', 'content_aabb'\]"):
+        SceneFacts.from_dict(old, "x.ckpt")
 
 
 def test_student_never_imports_teacher() -> None:

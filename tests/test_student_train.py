@@ -54,8 +54,9 @@ def test_distill_then_finetune_writes_outputs(tiny_scene: Path, tiny_pseudo_run:
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["test"]["psnr"] == pytest.approx(metrics["test"]["psnr"])
     assert saved["flops_per_ray"] > 0 and saved["n_params"] > 0 and "teacher_test_psnr" in saved
-    model, meta = load_student(out / "student.ckpt")
-    assert meta["image_size"] == [16, 16] and meta["background"] == [1.0, 1.0, 1.0]
+    model, facts = load_student(out / "student.ckpt")
+    assert facts.image_size == [16, 16] and facts.background == [1.0, 1.0, 1.0]
+    assert facts.rig is not None and facts.rig["kind"] == "object"
     assert len(list((out / "renders").glob("test_*.png"))) == 2
     assert (run_dir / "report.md").is_file() and (run_dir / "report.html").is_file()
     assert (run_dir / "report_files" / "curves.png").is_file()
