@@ -422,7 +422,7 @@ def _js_encode(model: torch.nn.Module, o: torch.Tensor, d: torch.Tensor, tmp_pat
 
 @pytest.mark.parametrize(("point_freqs", "cells", "wasm"),
                          [(-1, False, False), (2, False, False), (-1, True, False), (-1, True, True),
-                          (2, False, True)])
+                          (-1, False, True), (2, False, True)])  # wasm: points in the kernel unless PE
 def test_js_encoder_matches_the_student(point_freqs: int, cells: bool, wasm: bool, tmp_path: Path) -> None:
     """Same features and hits (JS or WebAssembly lookup); with an empty-space grid the rays crossing
     only empty cells are misses."""

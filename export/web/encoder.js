@@ -33,13 +33,23 @@ export function encodeRays(o, d, rows, enc, table, cells = null, kernel = null) 
   // pass 1: the K points of every ray (normalised to the box, then to the grid's unit cube)
   // pts (the box-normalised points) only feed the optional PE of the points; unit goes straight into
   // the WebAssembly kernel's memory when there is one (two features per level: its only layout)
-  const wasm = kernel && F === 2 ? kernel.reserve(count * K * 3, count * inDim) : null;
+  const G = cells ? cells.G : 0, bits = cells ? cells.bits : null;
+  const wasm = kernel && F === 2 ? kernel.reserve(count, K, inDim, bits) : null;
   const pts = nf >= 0 ? new Float64Array(count * K * 3) : null;
   const unit = wasm ? wasm.unit : new Float64Array(count * K * 3);
   const ndc = enc.ndc ? ndcFrame(enc.ndc) : null, r = new Float64Array(6);
-  const G = cells ? cells.G : 0, bits = cells ? cells.bits : null;
   let n = 0; // rays kept so far: the points of ray j go to slot n
-  for (let j = 0; j < count; j++) {
+  if (wasm && !ndc && !pts) { // the same pass in the kernel (world rays, no PE of the points)
+    for (let j = 0; j < count; j++) {
+      const i = 3 * rows[j];
+      wasm.o[3 * j] = o[i]; wasm.o[3 * j + 1] = o[i + 1]; wasm.o[3 * j + 2] = o[i + 2];
+      wasm.d[3 * j] = d[i]; wasm.d[3 * j + 1] = d[i + 1]; wasm.d[3 * j + 2] = d[i + 2];
+    }
+    n = kernel.exports.points(wasm.oPtr, wasm.dPtr, count, wasm.unitPtr, wasm.hitPtr, K, box[0], box[1], box[2],
+      box[3], box[4], box[5], near, far, cx, cy, cz, hx, hy, hz, clip ? 1 : 0, wasm.bitsPtr, G);
+    hit.set(wasm.hit);
+  }
+  for (let j = 0; j < count && !(wasm && !ndc && !pts); j++) {
     const i = rows[j];
     let ox = o[3 * i], oy = o[3 * i + 1], oz = o[3 * i + 2], dx = d[3 * i], dy = d[3 * i + 1], dz = d[3 * i + 2];
     if (ndc) {
@@ -169,8 +179,9 @@ function encodeLevel(unit, count, K, l, L, F, inDim, s, off, isDense, R, size, m
 
 /**
  * The WebAssembly lookup (hashgrid.wasm, compiled from hashgrid.wat) with the feature table copied into
- * its memory at offset 0. reserve(unitFloats, featureFloats) grows the memory as needed and returns
- * the f32 view to write the unit-cube points into and a function copying the features out.
+ * its memory at offset 0. reserve(count, K, inDim, bits) grows the memory for a batch of count rays
+ * (and copies the empty-space bits in) and returns the addresses and views of the rays (o, d), the
+ * hit bytes, the unit-cube points and a function copying the features out.
  * @param {BufferSource} bytes hashgrid.wasm  @param {Float32Array} table the feature table
  */
 export function wasmKernel(bytes, table) {
@@ -183,14 +194,20 @@ export function wasmKernel(bytes, table) {
   };
   ensure(tableBytes);
   new Float32Array(memory.buffer, 0, table.length).set(table);
+  const align = (x) => Math.ceil(x / 8) * 8;
   return {
     exports: instance.exports,
-    reserve(unitFloats, featureFloats) {
-      const unitPtr = tableBytes, featPtr = unitPtr + 4 * unitFloats;
-      ensure(featPtr + 4 * featureFloats);
+    reserve(count, K, inDim, bits) {
+      const bitsPtr = tableBytes, oPtr = align(bitsPtr + (bits ? bits.length : 0)), dPtr = oPtr + 12 * count;
+      const hitPtr = dPtr + 12 * count, unitPtr = align(hitPtr + count), featPtr = unitPtr + 12 * K * count;
+      ensure(featPtr + 4 * inDim * count);
+      const buf = memory.buffer;
+      if (bits) new Uint8Array(buf, bitsPtr, bits.length).set(bits);
       return {
-        unitPtr, featPtr, unit: new Float32Array(memory.buffer, unitPtr, unitFloats),
-        features: (floats) => new Float32Array(memory.buffer, featPtr, floats).slice(),
+        bitsPtr, oPtr, dPtr, hitPtr, unitPtr, featPtr,
+        o: new Float32Array(buf, oPtr, 3 * count), d: new Float32Array(buf, dPtr, 3 * count),
+        hit: new Uint8Array(buf, hitPtr, count), unit: new Float32Array(buf, unitPtr, 3 * K * count),
+        features: (floats) => new Float32Array(buf, featPtr, floats).slice(),
       };
     },
   };
