@@ -47,6 +47,15 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n"))
 
 
+def read_json(path: str | Path) -> dict[str, Any]:
+    """A JSON object from ``path``, or ``{}`` if the file is absent or unreadable (an optional input)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def write_bytes(path: str | Path, data: bytes) -> Path:
     """Atomically write raw bytes."""
     return atomic_write(path, lambda p: p.write_bytes(data))

@@ -6,8 +6,8 @@ checkpoints with Lightning and resumes after a kill; a finished stage is skipped
 ``ckpt/<stage>/last.ckpt`` is written atomically beside itself; an unreadable one is moved aside with a
 warning and that stage starts fresh (:mod:`training.checkpoints`). A second job on the same run folder
 is refused in one line (``student/.student.lock``, :mod:`core.runlock`). Outputs go
-to ``<run_dir>/student/`` (``student.ckpt``, ``metrics.json``, ``renders/``, ``logs/``) and the report to
-``<run_dir>/report.{md,html}``.
+to ``<run_dir>/student/`` (``student.ckpt``, ``metrics.json``, ``renders/``, ``logs/``); the run's report
+is the pipeline's last step (``python -m report``).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from core.checkpoint import check_state_shapes
 from core.config import to_dataclass
 from core.datasets import Scene, load_scene
 from core.errors import CheckpointError, UserError, exit_on_user_error
-from core.io import write_json
+from core.io import read_json, write_json
 from core.ndc import NDCSpace
 from core.provenance import check_or_record, fingerprint, json_sha256, scene_fingerprint
 from core.rig import camera_rig
@@ -53,7 +53,6 @@ from student.data import (
 from student.evaluate import evaluate_split, save_side_by_side, teacher_test_predictions
 from student.lit import StudentLitModule
 from student.model import R2LStudent, StudentModelConfig, flops_per_ray, lookups_per_ray, table_params
-from student.report import read_json, write_report
 from training.checkpoints import AtomicCheckpointIO, RandomState, last_checkpoint, resume_checkpoint
 
 log = logging.getLogger(__name__)
@@ -280,7 +279,7 @@ def _eval_views(cfg: StudentConfig, teacher_metrics: dict[str, Any]) -> int | No
 
 @locked_run("student", lambda cfg: Path(cfg.run_dir) / "student")
 def run(cfg: StudentConfig) -> dict[str, Any]:
-    """Train both stages, evaluate, write ``student.ckpt``, ``metrics.json``, renders and the report.
+    """Train both stages, evaluate, write ``student.ckpt``, ``metrics.json`` and renders.
 
     Returns:
         The metrics written to ``<run_dir>/student/metrics.json`` (empty on non-zero DDP ranks).
@@ -356,7 +355,7 @@ def finish(cfg: StudentConfig, model: R2LStudent, scene: Scene, background: list
            meta: PseudoMeta | None, stages: dict[str, Any], teacher_metrics: dict[str, Any],
            evaluated: tuple[dict[str, Any], torch.Tensor, torch.Tensor],
            provenance: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Renders, ``student.ckpt``, ``metrics.json`` and the report from the final test evaluation.
+    """Renders, ``student.ckpt`` and ``metrics.json`` from the final test evaluation.
 
     ``student.ckpt`` records ``provenance``: that of the last stage (which chains the earlier ones).
     """
@@ -371,21 +370,20 @@ def finish(cfg: StudentConfig, model: R2LStudent, scene: Scene, background: list
     metrics = _write_metrics(out, cfg, model, stages, teacher_metrics, test)
     metrics["renders_have_teacher"] = bool(teacher)
     write_json(out / "metrics.json", metrics)
-    write_report(Path(cfg.run_dir))
     return metrics
 
 
 @hydra.main(config_path="../conf", config_name="student", version_base="1.3")
 @exit_on_user_error
 def main(dcfg: DictConfig) -> None:
-    """CLI: ``python -m student.train [overrides]``; prints the report's metrics table."""
+    """CLI: ``python -m student.train [overrides]``; prints the student's test metrics."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = to_dataclass(dcfg, StudentConfig)
     metrics = run(cfg)
     if metrics:
-        from student.report import metrics_table
-
-        print(metrics_table(Path(cfg.run_dir)))
+        test = metrics["test"]
+        print(f"student test PSNR {test['psnr']:.2f} dB, SSIM {test['ssim']:.4f} "
+              f"({Path(cfg.run_dir) / 'student' / 'metrics.json'}); the run's report: python -m report")
 
 
 if __name__ == "__main__":

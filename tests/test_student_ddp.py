@@ -15,8 +15,8 @@ import torch
 from core.io import write_json
 from core.shards import PseudoMeta, ShardInfo, read_meta, shard_name
 from data_gen.shards import write_shard
+from report.build import read_curves
 from student.data import shard_loader
-from student.report import read_curves
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -35,7 +35,7 @@ def _copy_run(src: Path, dst: Path) -> Path:
 
 
 def _curve(run_dir: Path, stage: str, key: str = "train/loss") -> list[float]:
-    from student.report import read_curves
+    from report.build import read_curves
 
     return [v for _, v in read_curves(run_dir / "student" / "logs" / "csv" / stage)[key]]
 
@@ -58,6 +58,10 @@ def test_distill_then_finetune_writes_outputs(tiny_scene: Path, tiny_pseudo_run:
     assert facts.image_size == [16, 16] and facts.background == [1.0, 1.0, 1.0]
     assert facts.rig is not None and facts.rig["kind"] == "object"
     assert len(list((out / "renders").glob("test_*.png"))) == 2
+    assert not (run_dir / "report.md").exists()  # the report is the pipeline's last step, not the student's
+    from report.__main__ import main as report_main
+
+    report_main([f"run_dir={run_dir}", f"scene.path={tiny_scene}"])
     assert (run_dir / "report.md").is_file() and (run_dir / "report.html").is_file()
     assert (run_dir / "report_files" / "curves.png").is_file()
     assert "student (finetune)" in (run_dir / "report.md").read_text()
@@ -93,7 +97,7 @@ def test_resume_after_a_real_kill_finishes_like_an_uninterrupted_run(tiny_scene:
     again = run(student_cfg(tiny_scene, run_dir, steps))["stages"]["distill"]
     first = straight["stages"]["distill"]
     assert again["resumed"] and again["steps"] == first["steps"] == steps  # exactly, no 58 of 60
-    from student.report import read_curves
+    from report.build import read_curves
 
     curve = read_curves(run_dir / "student" / "logs" / "csv" / "distill")["train/loss"]
     assert max(s for s, _ in curve) >= steps - 10  # the rerun appended to the stage's curve

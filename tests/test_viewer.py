@@ -363,7 +363,7 @@ def test_viewer_stage_takes_a_screenshot(exported_student: tuple[Path, dict], tm
     shot = Path(res["screenshot"])
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and res["first_frame"]["frame"] >= 1
     # the report links the viewer and shows the screenshot
-    from student.report import viewer_lines
+    from report.build import viewer_lines
 
     run_copy = tmp_path / "run"
     shutil.copytree(shot.parent, run_copy / "viewer")

@@ -1,7 +1,8 @@
 """The run report: ``<run_dir>/report.md`` and ``report.html`` with metrics, images and curves.
 
-Reads only files: ``teacher/metrics.json``, ``pseudo/meta.json``, ``student/metrics.json``, the
-student's CSV logs and its side-by-side renders. Curves are drawn with matplotlib (Agg) into
+The pipeline's last step (``python -m report``, :mod:`report.__main__`). Reads only files:
+``teacher/metrics.json``, ``pseudo/meta.json``, ``student/metrics.json``, the student's CSV logs and its
+side-by-side renders. Curves are drawn with matplotlib (Agg) into
 ``<run_dir>/report_files/``.
 """
 
@@ -9,26 +10,16 @@ from __future__ import annotations
 
 import csv
 import html
-import json
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
-from core.io import atomic_write
+from core.io import atomic_write, read_json
 
 log = logging.getLogger(__name__)
 
 STAGES = ("distill", "finetune")
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from ``path``, or ``{}`` if the file is absent or unreadable."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def read_curves(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
@@ -216,26 +207,3 @@ def _html(run_dir: Path, curves: Path | None, renders: list[str], caption: str) 
         if (run_dir / "viewer" / "screenshot.png").is_file():
             parts += ["<img src='viewer/screenshot.png' width='540' alt='viewer'>"]
     return "\n".join(parts + ["</body></html>\n"])
-
-
-def main(argv: list[str] | None = None) -> None:
-    """CLI: ``python -m student.report [overrides]``: rewrite the report and print the metrics table.
-
-    Takes the same Hydra overrides as the other stages (``run_dir=...``, ``scene.path=...``) to find the
-    run folder.
-    """
-    import sys
-
-    from core.config import compose
-
-    cfg = compose("student", list(sys.argv[1:] if argv is None else argv))
-    run_dir = Path(str(cfg.run_dir))
-    md, _ = write_report(run_dir)
-    print(metrics_table(run_dir))
-    print(f"report: {md}")
-    if (run_dir / "viewer" / "index.html").is_file():
-        print(f"web viewer: python -m export.viewer run_dir={run_dir} serve=true (then open the URL)")
-
-
-if __name__ == "__main__":
-    main()
