@@ -125,6 +125,16 @@ def make_tiny_student_ckpt(path: Path, scene_root: Path, n_freqs: int = 10, enco
     return save_student(path, model, scene_meta(scene, model, [1.0, 1.0, 1.0], None))
 
 
+@pytest.fixture()
+def run_dir(tiny_teacher_run: Path, tmp_path: Path) -> Path:
+    """A fresh copy of the tiny teacher's run folder (so each test owns its pseudo/ folder)."""
+    import shutil
+
+    dst = tmp_path / "run"
+    shutil.copytree(tiny_teacher_run / "teacher", dst / "teacher")
+    return dst
+
+
 @pytest.fixture(scope="session")
 def exported_student(tmp_path_factory: pytest.TempPathFactory, tiny_scene: Path) -> tuple[Path, dict]:
     """A run dir with a tiny student exported by ``export.onnx.run`` (all variants, static fp32 + int8)."""

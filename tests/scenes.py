@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,6 +18,19 @@ from PIL import Image
 from core.cameras import focal_from_fov, intrinsics_matrix, look_at, opengl_to_opencv
 from core.rays import generate_rays
 
+REPO = Path(__file__).resolve().parents[1]
+# a deliberately small teacher (``python -m teacher.train`` overrides) so that a good run takes seconds
+TINY_TEACHER = [
+    "train.max_steps=2",
+    "train.max_seconds=60",
+    "train.batch_rays=256",
+    "train.progress_bar=false",
+    "eval.progress_bar=false",
+    "model.field.n_levels=4",
+    "model.field.log2_hashmap_size=12",
+    "model.field.max_resolution=64",
+    "model.occupancy.resolution=16",
+]
 SPHERE_RADIUS = 0.8
 CAMERA_RADIUS = 4.0
 FOV_X = 0.69
@@ -86,3 +104,36 @@ def make_photo_pseudo_run(run_dir: Path, scene_root: Path) -> Path:
                       sampler={"name": "train_photos", "seed": 0}, teacher={}, scene={"name": "tiny"})
     write_json(folder / "meta.json", meta.to_dict())
     return run_dir
+
+
+def run_cli(module: str, cwd: Path, overrides: list[str], timeout: float = 300
+            ) -> subprocess.CompletedProcess[str]:
+    """``python -m <module> <overrides>`` in ``cwd`` with this repository importable; output captured."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-m", module, *overrides], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def data_gen_cfg(scene: Path, run_dir: Path, *overrides: str) -> Any:
+    """The real composed ``data_gen`` config (a ``DataGenConfig``), shrunk: tiny scene at 8x8, few views,
+    no progress bar."""
+    from core.config import compose, to_dataclass
+    from data_gen.render import DataGenConfig
+
+    base = [f"scene.path={scene}", f"run_dir={run_dir}", "n_views=7", "views_per_shard=3", "image_scale=0.5",
+            "progress=false"]
+    return to_dataclass(compose("data_gen", base + list(overrides)), DataGenConfig)
+
+
+def shard_hashes(folder: Path) -> dict[str, str]:
+    """``{shard file name: sha256}`` of a pseudo-data folder."""
+    from core.io import sha256_file
+
+    return {p.name: sha256_file(p) for p in sorted(folder.glob("shard-*.tar"))}
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface now (for a gloo rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

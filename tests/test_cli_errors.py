@@ -7,9 +7,7 @@ empty (Hydra's output goes under ``run_dir``).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,38 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.scenes import make_procedural_scene
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.scenes import TINY_TEACHER, make_procedural_scene, run_cli
 
 pytestmark = pytest.mark.slow
-
-# a deliberately small teacher so that a good run takes seconds
-TINY = [
-    "train.max_steps=2",
-    "train.max_seconds=60",
-    "train.batch_rays=256",
-    "train.progress_bar=false",
-    "eval.progress_bar=false",
-    "model.field.n_levels=4",
-    "model.field.log2_hashmap_size=12",
-    "model.field.max_resolution=64",
-    "model.occupancy.resolution=16",
-]
-
-
-def run_cli(module: str, cwd: Path, overrides: list[str], timeout: float = 300
-            ) -> subprocess.CompletedProcess[str]:
-    """``python -m <module> <overrides>`` in ``cwd`` with this repository importable; output captured."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run(
-        [sys.executable, "-m", module, *overrides],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def _run_teacher(cwd: Path, overrides: list[str]) -> subprocess.CompletedProcess[str]:
@@ -78,7 +47,7 @@ def test_bad_scene_exits_1_with_one_line(tmp_path: Path, mutate: Callable[[Path]
     named = mutate(scene)
     cwd = tmp_path / "cwd"
     cwd.mkdir()
-    proc = _run_teacher(cwd, [f"scene.path={scene}", f"run_dir={tmp_path / 'run'}", *TINY])
+    proc = _run_teacher(cwd, [f"scene.path={scene}", f"run_dir={tmp_path / 'run'}", *TINY_TEACHER])
     assert proc.returncode == 1, proc.stderr[-3000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr[-3000:]
@@ -92,7 +61,7 @@ def test_missing_scene_folder(tmp_path: Path) -> None:
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     missing = tmp_path / "no_such_scene"
-    proc = _run_teacher(cwd, [f"scene.path={missing}", f"run_dir={tmp_path / 'run'}", *TINY])
+    proc = _run_teacher(cwd, [f"scene.path={missing}", f"run_dir={tmp_path / 'run'}", *TINY_TEACHER])
     assert proc.returncode == 1, proc.stderr[-3000:]
     lines = proc.stderr.strip().splitlines()
     assert lines == [f"error: {missing}: scene folder not found"], proc.stderr[-3000:]
@@ -103,7 +72,7 @@ def test_good_tiny_run_writes_only_into_run_dir(tmp_path: Path, tiny_scene: Path
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     run_dir = tmp_path / "run"
-    proc = _run_teacher(cwd, [f"scene.path={tiny_scene}", f"run_dir={run_dir}", *TINY])
+    proc = _run_teacher(cwd, [f"scene.path={tiny_scene}", f"run_dir={run_dir}", *TINY_TEACHER])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert list(cwd.iterdir()) == [], [p.name for p in cwd.iterdir()]
     metrics = json.loads((run_dir / "teacher" / "metrics.json").read_text())
@@ -167,7 +136,7 @@ def test_bad_llff_scene_exits_1_with_one_line(tmp_path: Path, mutate: Callable[[
     named, extra = mutate(scene)
     cwd = tmp_path / "cwd"
     cwd.mkdir()
-    proc = _run_teacher(cwd, [f"scene.path={scene}", f"run_dir={tmp_path / 'run'}", *TINY, *extra])
+    proc = _run_teacher(cwd, [f"scene.path={scene}", f"run_dir={tmp_path / 'run'}", *TINY_TEACHER, *extra])
     assert proc.returncode == 1, proc.stderr[-3000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0], proc.stderr[-3000:]

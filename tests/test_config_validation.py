@@ -23,8 +23,7 @@ from export.render import RenderConfig
 from export.viewer import ViewerConfig
 from student.config import StudentConfig
 from teacher.train import TeacherConfig
-from tests.scenes import make_procedural_scene
-from tests.test_cli_errors import TINY, run_cli
+from tests.scenes import TINY_TEACHER, make_procedural_scene, run_cli
 
 STAGES = {"teacher": TeacherConfig, "student": StudentConfig, "data_gen": DataGenConfig,
           "export": ExportConfig, "render": RenderConfig, "viewer": ViewerConfig}
@@ -150,7 +149,7 @@ STUDENT_TINY = ["model.depth=4", "model.width=32", "model.n_points=8", "model.n_
                 "train.finetune.max_steps=20", "train.finetune.batch_size=256",
                 "train.finetune.warmup_steps=0", "eval.chunk=128"]
 DIVERGING = [
-    ("teacher.train", [*TINY, "train.max_steps=20", "optim.lr=1e30"], "teacher", "teacher"),
+    ("teacher.train", [*TINY_TEACHER, "train.max_steps=20", "optim.lr=1e30"], "teacher", "teacher"),
     ("student.train", [*STUDENT_TINY, "train.finetune.lr=1e30"], "student finetune", "student"),
 ]
 

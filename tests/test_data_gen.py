@@ -24,32 +24,13 @@ from data_gen.job import JobMismatchError
 from data_gen.poses import SamplerConfig, build_rig, sample_view
 from data_gen.render import DataGenConfig, parse_shard_range, run
 from teacher.model import load_teacher
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def make_cfg(scene: Path, run_dir: Path, *overrides: str) -> DataGenConfig:
-    """The real composed config, shrunk: tiny scene at 8x8, few views, no progress bar."""
-    base = [f"scene.path={scene}", f"run_dir={run_dir}", "n_views=7", "views_per_shard=3", "image_scale=0.5",
-            "progress=false"]
-    return to_dataclass(compose("data_gen", base + list(overrides)), DataGenConfig)
-
-
-@pytest.fixture()
-def run_dir(tiny_teacher_run: Path, tmp_path: Path) -> Path:
-    """A fresh copy of the tiny teacher's run folder (so each test owns its pseudo/ folder)."""
-    dst = tmp_path / "run"
-    shutil.copytree(tiny_teacher_run / "teacher", dst / "teacher")
-    return dst
-
-
-def _hashes(folder: Path) -> dict[str, str]:
-    return {p.name: sha256_file(p) for p in sorted(folder.glob("shard-*.tar"))}
+from tests.scenes import REPO, data_gen_cfg, shard_hashes
 
 
 def test_round_trip_matches_the_teacher(tiny_scene: Path, run_dir: Path) -> None:
-    cfg = make_cfg(tiny_scene, run_dir, "depth=true", "alpha=true", "sampler_params.focal_scale=[1.0,1.5]",
-                   "batch_rays=130")  # 2 views per teacher call: batches cross no shard boundary
+    cfg = data_gen_cfg(tiny_scene, run_dir, "depth=true", "alpha=true",
+                       "sampler_params.focal_scale=[1.0,1.5]",
+                       "batch_rays=130")  # 2 views per teacher call: batches cross no shard boundary
     metrics = run(cfg)
     assert metrics["complete"] and metrics["written"] == 7 and metrics["n_shards"] == 3
     meta = read_meta(run_dir / "pseudo", verify_hashes=True)
@@ -79,10 +60,10 @@ def test_round_trip_matches_the_teacher(tiny_scene: Path, run_dir: Path) -> None
 
 
 def test_rerun_skips_complete_shards_and_repairs_damaged_ones(tiny_scene: Path, run_dir: Path) -> None:
-    cfg = make_cfg(tiny_scene, run_dir)
+    cfg = data_gen_cfg(tiny_scene, run_dir)
     run(cfg)
     folder = run_dir / "pseudo"
-    before = _hashes(folder)
+    before = shard_hashes(folder)
     assert run(cfg)["written"] == 0
     data = (folder / "shard-000001.tar").read_bytes()
     (folder / "shard-000001.tar").write_bytes(data[:-700])
@@ -90,19 +71,19 @@ def test_rerun_skips_complete_shards_and_repairs_damaged_ones(tiny_scene: Path, 
     (folder / "meta.json").unlink()
     metrics = run(cfg)
     assert metrics["written"] == 3 + 1 and metrics["skipped"] == 3 and metrics["complete"]
-    assert _hashes(folder) == before
+    assert shard_hashes(folder) == before
 
 
 def test_shard_ranges_split_a_job_and_meta_waits_for_all(tiny_scene: Path, run_dir: Path,
                                                          tmp_path: Path) -> None:
-    whole = make_cfg(tiny_scene, run_dir, f"out_dir={tmp_path / 'whole'}")
+    whole = data_gen_cfg(tiny_scene, run_dir, f"out_dir={tmp_path / 'whole'}")
     run(whole)
-    part = make_cfg(tiny_scene, run_dir, "shards=1:")
+    part = data_gen_cfg(tiny_scene, run_dir, "shards=1:")
     metrics = run(part)
     assert metrics["written"] == 4 and not metrics["complete"]
     assert not (run_dir / "pseudo" / "meta.json").exists()
-    assert run(make_cfg(tiny_scene, run_dir, "shards=:1"))["complete"]
-    assert _hashes(run_dir / "pseudo") == _hashes(tmp_path / "whole")
+    assert run(data_gen_cfg(tiny_scene, run_dir, "shards=:1"))["complete"]
+    assert shard_hashes(run_dir / "pseudo") == shard_hashes(tmp_path / "whole")
     assert read_meta(run_dir / "pseudo").shards == read_meta(tmp_path / "whole").shards
 
 
@@ -116,8 +97,8 @@ def test_parse_shard_range() -> None:
 
 
 def test_verify_reports_bad_shards_by_name(tiny_scene: Path, run_dir: Path) -> None:
-    run(make_cfg(tiny_scene, run_dir))
-    verify = make_cfg(tiny_scene, run_dir, "verify=true")
+    run(data_gen_cfg(tiny_scene, run_dir))
+    verify = data_gen_cfg(tiny_scene, run_dir, "verify=true")
     assert run(verify) == {"verified": 3, "problems": []}
     path = run_dir / "pseudo" / "shard-000002.tar"
     data = bytearray(path.read_bytes())
@@ -128,29 +109,29 @@ def test_verify_reports_bad_shards_by_name(tiny_scene: Path, run_dir: Path) -> N
 
 
 def test_folder_of_another_job_is_not_overwritten(tiny_scene: Path, run_dir: Path) -> None:
-    run(make_cfg(tiny_scene, run_dir))
-    before = _hashes(run_dir / "pseudo")
+    run(data_gen_cfg(tiny_scene, run_dir))
+    before = shard_hashes(run_dir / "pseudo")
     with pytest.raises(JobMismatchError, match=r"meta.json: .* different job \(sampler.seed: 0 on disk vs 1"):
-        run(make_cfg(tiny_scene, run_dir, "seed=1"))
+        run(data_gen_cfg(tiny_scene, run_dir, "seed=1"))
     (run_dir / "pseudo" / "meta.json").unlink()
     with pytest.raises(JobMismatchError, match=r"job.json: .* different job \(n_views: 7 on disk vs 8"):
-        run(make_cfg(tiny_scene, run_dir, "n_views=8"))
+        run(data_gen_cfg(tiny_scene, run_dir, "n_views=8"))
     shutil.rmtree(run_dir / "pseudo" / ".progress")
     with pytest.raises(JobMismatchError, match="holds shards of an unknown job"):
-        run(make_cfg(tiny_scene, run_dir))
-    assert _hashes(run_dir / "pseudo") == before
+        run(data_gen_cfg(tiny_scene, run_dir))
+    assert shard_hashes(run_dir / "pseudo") == before
 
 
 def test_bad_checkpoints_give_one_line_errors(tiny_scene: Path, run_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="checkpoint not found"):
-        run(make_cfg(tiny_scene, tmp_path / "empty_run"))
+        run(data_gen_cfg(tiny_scene, tmp_path / "empty_run"))
     ckpt = run_dir / "teacher" / "teacher.ckpt"
     corrupt = tmp_path / "corrupt.ckpt"
     corrupt.write_bytes(ckpt.read_bytes()[:200])
     with pytest.raises(CheckpointError, match="corrupt.ckpt: not a readable checkpoint"):
-        run(make_cfg(tiny_scene, run_dir, f"teacher_ckpt={corrupt}"))
+        run(data_gen_cfg(tiny_scene, run_dir, f"teacher_ckpt={corrupt}"))
     with pytest.raises(CheckpointError, match="teacher was trained with scene box"):
-        run(make_cfg(tiny_scene, run_dir, "scene.aabb=[-1,-1,-1,1,1,1]"))
+        run(data_gen_cfg(tiny_scene, run_dir, "scene.aabb=[-1,-1,-1,1,1,1]"))
     assert not (run_dir / "pseudo").exists()
 
 
@@ -165,7 +146,7 @@ def test_cli_prints_one_line_error_and_exits_1(tiny_scene: Path, tmp_path: Path)
 
 
 def test_meta_json_is_plain_json_with_the_documented_keys(tiny_scene: Path, run_dir: Path) -> None:
-    run(make_cfg(tiny_scene, run_dir, "rgb_format=npy16"))
+    run(data_gen_cfg(tiny_scene, run_dir, "rgb_format=npy16"))
     d = json.loads((run_dir / "pseudo" / "meta.json").read_text())
     assert list(d) == ["format", "format_version", "camera_convention", "image_size", "near", "far", "aabb",
                        "content_aabb", "background", "n_views", "views_per_shard", "rgb_format", "fields",
@@ -186,10 +167,10 @@ def test_profiles(profile: str, n_views: int, size: int) -> None:
 
 
 def test_max_rays_renders_views_smaller_with_the_same_field_of_view(tiny_scene: Path, run_dir: Path) -> None:
-    run(make_cfg(tiny_scene, run_dir, "image_scale=1.0", "out_dir=" + str(run_dir / "a")))
+    run(data_gen_cfg(tiny_scene, run_dir, "image_scale=1.0", "out_dir=" + str(run_dir / "a")))
     full = json.loads((run_dir / "a" / "meta.json").read_text())
     H, W = full["image_size"]
-    run(make_cfg(tiny_scene, run_dir, "image_scale=1.0", f"max_rays={7 * H * W // 4}",
+    run(data_gen_cfg(tiny_scene, run_dir, "image_scale=1.0", f"max_rays={7 * H * W // 4}",
                  "out_dir=" + str(run_dir / "b")))
     small = json.loads((run_dir / "b" / "meta.json").read_text())
     assert small["image_size"] == [H // 2, W // 2] and small["n_views"] == full["n_views"] == 7
@@ -197,4 +178,4 @@ def test_max_rays_renders_views_smaller_with_the_same_field_of_view(tiny_scene: 
     K_full, K_small = np.array(full["sampler"]["K"]), np.array(small["sampler"]["K"])
     assert np.allclose(K_small[:2], K_full[:2] / 2, rtol=1e-6)
     with pytest.raises(UserError, match="max_rays"):
-        run(make_cfg(tiny_scene, run_dir, "max_rays=3"))
+        run(data_gen_cfg(tiny_scene, run_dir, "max_rays=3"))

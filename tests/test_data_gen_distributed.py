@@ -11,16 +11,16 @@ import pytest
 from core.io import sha256_file
 from core.shards import read_meta
 from data_gen.render import run
-from tests.test_data_gen import REPO, make_cfg, run_dir  # noqa: F401  (run_dir is a fixture)
+from tests.scenes import REPO, data_gen_cfg
 
 OVERRIDES = ("n_views=9", "views_per_shard=2", "depth=true")
 
 
 @pytest.mark.slow
-def test_two_ranks_write_the_same_shards_as_one(tiny_scene: Path, run_dir: Path,  # noqa: F811
+def test_two_ranks_write_the_same_shards_as_one(tiny_scene: Path, run_dir: Path,
                                                 tmp_path: Path) -> None:
     single = tmp_path / "single"
-    run(make_cfg(tiny_scene, run_dir, *OVERRIDES, f"out_dir={single}"))
+    run(data_gen_cfg(tiny_scene, run_dir, *OVERRIDES, f"out_dir={single}"))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "data_gen.render", f"scene.path={tiny_scene}", f"run_dir={run_dir}", "image_scale=0.5",
            "progress=false", *OVERRIDES]

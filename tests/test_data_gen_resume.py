@@ -11,24 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from core.io import sha256_file
 from core.shards import read_meta
 from data_gen.render import run
-from tests.test_data_gen import REPO, make_cfg, run_dir  # noqa: F401  (run_dir is a fixture)
+from tests.scenes import REPO, data_gen_cfg, shard_hashes
 
 OVERRIDES = ("n_views=24", "views_per_shard=2")
 
 
-def _hashes(folder: Path) -> dict[str, str]:
-    return {p.name: sha256_file(p) for p in sorted(folder.glob("shard-*.tar"))}
-
-
 @pytest.mark.slow
-def test_sigkill_then_rerun_equals_uninterrupted_run(tiny_scene: Path, run_dir: Path,  # noqa: F811
+def test_sigkill_then_rerun_equals_uninterrupted_run(tiny_scene: Path, run_dir: Path,
                                                      tmp_path: Path) -> None:
     reference = tmp_path / "reference"
-    run(make_cfg(tiny_scene, run_dir, *OVERRIDES, f"out_dir={reference}"))
-    expected = _hashes(reference)
+    run(data_gen_cfg(tiny_scene, run_dir, *OVERRIDES, f"out_dir={reference}"))
+    expected = shard_hashes(reference)
     assert len(expected) == 12
 
     folder = run_dir / "pseudo"
@@ -48,9 +43,9 @@ def test_sigkill_then_rerun_equals_uninterrupted_run(tiny_scene: Path, run_dir: 
     done_before = len(list((folder / ".progress").glob("shard-*.json")))
     assert 1 <= done_before < 12
 
-    metrics = run(make_cfg(tiny_scene, run_dir, *OVERRIDES))
+    metrics = run(data_gen_cfg(tiny_scene, run_dir, *OVERRIDES))
     assert metrics["complete"] and metrics["skipped"] >= 2 * done_before
     assert metrics["written"] + metrics["skipped"] == 24
-    assert _hashes(folder) == expected
+    assert shard_hashes(folder) == expected
     assert read_meta(folder, verify_hashes=True).to_dict() == read_meta(reference).to_dict()
     assert not list(folder.glob(".*.tmp"))
