@@ -127,7 +127,7 @@ def _nerf_xl_nan(tmp: Path) -> Outcome:
     import torch
 
     from core.errors import TrainingDiverged
-    from teacher.partitioned_train import PartitionedSetup, train_step
+    from teacher.xl.train import PartitionedSetup, train_step
 
     weight = torch.nn.Parameter(torch.ones(3))
 

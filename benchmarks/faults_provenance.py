@@ -242,7 +242,8 @@ def data_gen_unfinished_partitioned(tmp: Path) -> Outcome:
     """The teacher.ckpt a NeRF-XL run writes while training (finished=False) given to data generation."""
     from core.datasets import load_scene
     from data_gen.render import run
-    from teacher.partitioned import build_partitioned_teacher, save_partitioned_teacher
+    from teacher.checkpoint import save_teacher
+    from teacher.xl.model import build_partitioned_teacher
 
     scene_dir = _scene(tmp / "scene")
     cfg = _teacher_cfg(scene_dir, tmp / "run")
@@ -251,7 +252,7 @@ def data_gen_unfinished_partitioned(tmp: Path) -> Outcome:
     boxes = torch.stack([scene.aabb.clone(), scene.aabb.clone()])
     boxes[0, 3], boxes[1, 0] = mid, mid
     teacher = build_partitioned_teacher(cfg.model, boxes, scene.aabb, scene.near, scene.far)
-    save_partitioned_teacher(tmp / "run" / "teacher" / "teacher.ckpt", teacher, step=3, finished=False)
+    save_teacher(tmp / "run" / "teacher" / "teacher.ckpt", teacher, step=3, finished=False)
     return _refusal(lambda: run(_data_gen_cfg(scene_dir, tmp / "run")), "teacher.ckpt", "not finished")
 
 

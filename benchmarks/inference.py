@@ -47,6 +47,7 @@ from export.runtime import DEFAULT_BATCH, LightField, ModelMeta, rays_meet_box
 from export.variants import save_checked, set_metadata, to_fp16, to_int8, trace_student
 from student.checkpoint import load_student
 from student.model import R2LStudent, StudentModelConfig, flops_per_ray
+from teacher.protocol import RenderableTeacher
 
 log = logging.getLogger(__name__)
 NOTES = (
@@ -150,17 +151,17 @@ def _copy(proto: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-def load_teacher_or_note(ckpt: Path) -> tuple[Any, str]:
+def load_teacher_or_note(ckpt: Path) -> tuple[RenderableTeacher | None, str]:
     """``(teacher, note)``; ``(None, reason)`` when there is no usable teacher checkpoint."""
     if not ckpt.is_file():
         return None, f"teacher skipped: no {ckpt}"
     try:
-        from teacher.model import load_teacher
+        from teacher.checkpoint import load_teacher
 
         teacher = load_teacher(ckpt, backend="auto")
     except Exception as exc:  # noqa: BLE001 - the benchmark reports any failure as a note and goes on
         return None, f"teacher skipped: {str(exc).splitlines()[0]}"
-    return teacher, f"teacher: {ckpt} (hash-grid backend {getattr(teacher, 'backend', '?')})"
+    return teacher, f"teacher: {ckpt} (hash-grid backend {teacher.backend})"
 
 
 def _fmt(value: float | None, spec: str = ".3g") -> str:
@@ -249,7 +250,7 @@ def _onnx_rgb(field: LightField, rays: Tensors, batch: int) -> np.ndarray:
 
 
 @torch.inference_mode()
-def _teacher_rgb(teacher: Any, rays: Tensors, bg: torch.Tensor) -> np.ndarray:
+def _teacher_rgb(teacher: RenderableTeacher, rays: Tensors, bg: torch.Tensor) -> np.ndarray:
     return teacher.render_rays(rays[0], rays[1], bg)["rgb"].float().numpy()
 
 

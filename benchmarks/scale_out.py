@@ -37,15 +37,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.results import markdown_table, write_section  # noqa: E402
 from core.config import compose, to_dataclass  # noqa: E402
 from core.datasets import load_scene  # noqa: E402
-from teacher.partitioned import SEGMENT_FIELDS  # noqa: E402
-from teacher.partitioned_train import (  # noqa: E402
+from teacher.train import TeacherConfig  # noqa: E402
+from teacher.xl.model import SEGMENT_FIELDS  # noqa: E402
+from teacher.xl.train import (  # noqa: E402
     batch_at,
     build_setup,
     partition_boxes,
     train_step,
     training_rays,
 )
-from teacher.train import TeacherConfig  # noqa: E402
 
 WARMUP = 3
 NERF_XL_FLOATS = 4  # segment color (3) + transmittance (1) per ray per region
@@ -90,7 +90,7 @@ def bare_all_gather(n_rays: int, repeats: int = 20) -> dict[str, float]:
     """Time the all-gather of one step's records alone (after a barrier), and count its bytes."""
     import torch.distributed as dist
 
-    from teacher.distributed import all_gather_records
+    from teacher.xl.distributed import all_gather_records
 
     record = torch.rand(n_rays, SEGMENT_FIELDS)
     dist.barrier()

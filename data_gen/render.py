@@ -35,6 +35,7 @@ from data_gen.job import JobFolder
 from data_gen.poses import Rig, SamplerConfig, build_rig, validate_sampler
 from data_gen.renderer import ShardRenderer, Timer, load_checked_teacher, teacher_info
 from teacher.field import validate_backend
+from teacher.protocol import RenderableTeacher
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +159,7 @@ def _resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def plan(cfg: DataGenConfig, scene: Scene, teacher: Any, ckpt: Path) -> tuple[PseudoMeta, Rig]:
+def plan(cfg: DataGenConfig, scene: Scene, teacher: RenderableTeacher, ckpt: Path) -> tuple[PseudoMeta, Rig]:
     """The job's meta (without shards) and the sampler rig, from the scene and the teacher."""
     train = scene.split("train")
     H, W = train.hw
@@ -202,7 +203,7 @@ def plan(cfg: DataGenConfig, scene: Scene, teacher: Any, ckpt: Path) -> tuple[Ps
     return meta, rig
 
 
-def occupancy_cover(teacher: Any, resolution: int) -> dict[str, Any] | None:
+def occupancy_cover(teacher: RenderableTeacher, resolution: int) -> dict[str, Any] | None:
     """The teacher's occupied cells covered by a ``resolution^3`` grid over its content box, packed for
     ``meta.json`` (:mod:`core.skipgrid`); ``None`` when switched off or for a forward-facing scene (whose
     rays all show something: there is no background to skip to)."""

@@ -19,6 +19,7 @@ from core.rays import generate_rays
 from core.shards import PseudoMeta
 from data_gen.poses import Rig, SamplerConfig, sample_views
 from data_gen.shards import encode_view, write_encoded
+from teacher.protocol import RenderableTeacher
 
 log = logging.getLogger(__name__)
 
@@ -50,16 +51,16 @@ def teacher_info(ckpt: Path) -> dict[str, Any]:
     return {"checkpoint_sha256": sha256_file(ckpt), "test_psnr": psnr}
 
 
-def load_checked_teacher(ckpt: Path, scene: Scene, device: torch.device, backend: str) -> Any:
+def load_checked_teacher(ckpt: Path, scene: Scene, device: torch.device, backend: str) -> RenderableTeacher:
     """Load the teacher and check it was trained on this scene's box.
 
     Raises:
         CheckpointError: missing/corrupt checkpoint (from ``load_teacher``), or a teacher whose scene box
             differs from the configured scene's (another scene or other ``scene.*`` settings).
     """
-    from teacher.model import load_teacher  # imported here: data_gen depends on teacher only to render
+    from teacher.checkpoint import load_teacher  # imported here: data_gen depends on teacher only to render
 
-    teacher: Any = load_teacher(ckpt, device=str(device), backend=backend)
+    teacher: RenderableTeacher = load_teacher(ckpt, device=str(device), backend=backend)
     aabb = teacher.aabb.detach().float().cpu()
     if aabb.shape != scene.aabb.shape or not torch.allclose(aabb, scene.aabb, atol=AABB_TOLERANCE):
         raise CheckpointError(
@@ -77,8 +78,8 @@ class ShardRenderer:
     renders the shard.
     """
 
-    def __init__(self, teacher: Any, rig: Rig, meta: PseudoMeta, sampler_cfg: SamplerConfig, batch_rays: int,
-                 device: torch.device, timer: Timer) -> None:
+    def __init__(self, teacher: RenderableTeacher, rig: Rig, meta: PseudoMeta, sampler_cfg: SamplerConfig,
+                 batch_rays: int, device: torch.device, timer: Timer) -> None:
         self.teacher = teacher
         self.rig = rig
         self.meta = meta

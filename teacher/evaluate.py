@@ -15,14 +15,14 @@ from core.datasets import SceneSplit
 from core.io import atomic_write
 from core.metrics import psnr, ssim
 from core.rays import generate_rays
-from teacher.model import Teacher
+from teacher.protocol import RayRenderer
 
 log = logging.getLogger(__name__)
 
 ERROR_GAIN = 4.0  # error maps show |pred - gt| x this, so small errors stay visible
 
 
-def render_view(teacher: Teacher, c2w: Tensor, K: Tensor, H: int, W: int, background: Tensor,
+def render_view(teacher: RayRenderer, c2w: Tensor, K: Tensor, H: int, W: int, background: Tensor,
                 chunk: int) -> Tensor:
     """``[H, W, 3]`` image of one camera (``c2w [4, 4]``, ``K [3, 3]``)."""
     rays_o, rays_d = generate_rays(c2w, K, H, W)
@@ -38,7 +38,7 @@ def save_comparison(path: Path, gt: Tensor, pred: Tensor) -> None:
 
 
 @torch.inference_mode()
-def evaluate(teacher: Teacher, split: SceneSplit, background: list[float], chunk: int = 4096,
+def evaluate(teacher: RayRenderer, split: SceneSplit, background: list[float], chunk: int = 4096,
              n_renders: int = 3, render_dir: Path | None = None, progress: bool = True) -> dict[str, float]:
     """Render every view of ``split`` on ``background`` and score it.
 

@@ -1,7 +1,7 @@
 """``Teacher``: the field, its occupancy grid and the renderer behind one ``render_rays`` call.
 
 A plain ``nn.Module`` (no Lightning), so data generation and export use it without a Trainer.
-:func:`load_teacher` rebuilds one from ``<run_dir>/teacher/teacher.ckpt``.
+:func:`teacher.checkpoint.load_teacher` rebuilds one from ``<run_dir>/teacher/teacher.ckpt``.
 """
 
 from __future__ import annotations
@@ -9,15 +9,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from core.checkpoint import load_checkpoint, save_checkpoint
-from core.config import to_dataclass, to_plain
-from core.errors import CheckpointError
 from core.ndc import NDCSpace, to_ndc
 from core.rays import ray_aabb_intersect
 from teacher.field import FieldConfig, TeacherField
@@ -25,9 +20,6 @@ from teacher.occupancy import OccupancyConfig, OccupancyGrid, carve_from_masks
 from teacher.render import RenderConfig, render_in_chunks, render_segment, step_size_for
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_KIND = "teacher"
-
 
 @dataclass
 class TeacherModelConfig:
@@ -139,49 +131,3 @@ def build_teacher(cfg: TeacherModelConfig, aabb: Tensor, near: float, far: float
     """Construct a teacher for a scene box and ray range (in the NDC frame ``ndc`` if given)."""
     with torch.device(device):
         return Teacher(cfg, aabb.to(device), near, far, ndc)
-
-
-def save_teacher(path: str | Path, teacher: Teacher, **extra: Any) -> Path:
-    """Write ``teacher.ckpt`` (kind ``teacher``): weights, occupancy grid, config and scene bounds."""
-    config = {"model": to_plain(teacher.cfg), "aabb": teacher.aabb.tolist(), "near": teacher.near,
-              "far": teacher.far, "ndc": teacher.ndc.to_dict() if teacher.ndc is not None else None}
-    state = {k: v.detach().cpu() for k, v in teacher.state_dict().items()}
-    return save_checkpoint(path, CHECKPOINT_KIND, state, config, **extra)
-
-
-def load_teacher(path: str | Path, device: torch.device | str = "cpu", backend: str = "auto") -> Teacher:
-    """Rebuild a teacher from a checkpoint written by :func:`save_teacher`.
-
-    Args:
-        path: ``<run_dir>/teacher/teacher.ckpt``.
-        device: where to put it.
-        backend: hash-grid backend to use (the checkpoint works with any).
-
-    Raises:
-        CheckpointError: missing, corrupt or mismatched file, or the resume point of a partitioned
-            training that has not finished (``finished=False``) (one line, naming it).
-    """
-    payload = load_checkpoint(path, kind=CHECKPOINT_KIND)
-    if payload.get("finished") is False:  # NeRF-XL writes teacher.ckpt while training, as its resume point
-        raise CheckpointError(f"{path}: the partitioned teacher's training has not finished (stopped at step "
-                              f"{payload.get('step')}); rerun python -m teacher.train with the same settings "
-                              f"to finish it before using it")
-    config = payload.get("config") or {}
-    if isinstance(config, dict) and "partitions" in config:  # NeRF-XL: all regions, rendered in-process
-        from teacher.partitioned import load_partitioned_teacher
-
-        return load_partitioned_teacher(path, payload, device, backend)  # type: ignore[return-value]
-    try:
-        model_cfg = to_dataclass(config["model"], TeacherModelConfig)
-        model_cfg.field.backend = backend
-        ndc = NDCSpace.from_dict(config["ndc"]) if config.get("ndc") is not None else None
-        teacher = build_teacher(model_cfg, torch.tensor(config["aabb"], dtype=torch.float32),
-                                float(config["near"]), float(config["far"]), device, ndc)
-    except (KeyError, TypeError, ValueError) as exc:  # UserError is a ValueError
-        raise CheckpointError(f"{path}: teacher config is missing or invalid ({exc})") from None
-    try:
-        teacher.load_state_dict(payload["state_dict"])
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(f"{path}: weights do not match the stored config ({first})") from None
-    return teacher.eval()

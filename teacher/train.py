@@ -16,12 +16,10 @@ line (:mod:`core.runlock`).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
 import warnings
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -33,86 +31,24 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import DictConfig
 
 from core.checkpoint import check_state_shapes
-from core.config import at_least, positive, to_dataclass, to_plain, torch_device, training_limits
-from core.datasets import Scene, SceneConfig, load_scene
-from core.errors import exit_on_user_error
+from core.config import to_dataclass, to_plain
+from core.datasets import Scene, load_scene
+from core.errors import CheckpointError, exit_on_user_error
 from core.io import sha256_file, write_json
-from core.provenance import check_or_record, fingerprint, scene_fingerprint
+from core.provenance import check_or_record
 from core.runlock import locked_run
 from core.seeding import seed_everything
 from teacher.callbacks import TrainingBudget
+from teacher.checkpoint import load_teacher, save_teacher
+from teacher.config import TeacherConfig, teacher_provenance
 from teacher.data import RayDataModule
-from teacher.distributed import DistributedConfig, env_world_size
 from teacher.evaluate import evaluate
-from teacher.lit_module import OptimConfig, TeacherLitModule
-from teacher.model import Teacher, TeacherModelConfig, build_teacher, load_teacher, save_teacher
+from teacher.lit_module import TeacherLitModule
+from teacher.model import Teacher, build_teacher
+from teacher.xl.distributed import env_world_size
 from training.checkpoints import AtomicCheckpointIO, RandomState, last_checkpoint, resume_checkpoint
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainConfig:
-    """Training loop.
-
-    Attributes:
-        max_steps: step budget (-1: none).
-        max_seconds: wall-clock budget of training, evaluation excluded (None: none).
-        batch_rays: rays per step.
-        checkpoint_seconds: interval between resume checkpoints (``last.ckpt``).
-        log_every: steps between logged metrics.
-        progress_bar: show Lightning's progress bar.
-        device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
-    """
-
-    max_steps: int = -1
-    max_seconds: float | None = 150.0
-    batch_rays: int = 2048
-    checkpoint_seconds: float = 30.0
-    log_every: int = 10
-    progress_bar: bool = True
-    device: str = "auto"
-
-    def validate(self) -> None:
-        """Raise :class:`core.config.ConfigValueError` for a bad value or a run without any limit."""
-        training_limits(self)
-        positive(self, "checkpoint_seconds")
-        at_least(self, 1, "batch_rays", "log_every")
-        torch_device(self, "device")
-
-
-@dataclass
-class EvalConfig:
-    """Evaluation on the test split (always the full split, full resolution).
-
-    Attributes:
-        chunk: rays rendered at once.
-        n_renders: test views saved as PNG comparisons.
-        progress_bar: show a progress bar.
-    """
-
-    chunk: int = 4096
-    n_renders: int = 3
-    progress_bar: bool = True
-
-    def validate(self) -> None:
-        """Raise :class:`core.config.ConfigValueError` for a bad value."""
-        at_least(self, 1, "chunk")
-        at_least(self, 0, "n_renders")
-
-
-@dataclass
-class TeacherConfig:
-    """The ``teacher`` stage (``conf/teacher.yaml``)."""
-
-    scene: SceneConfig = dataclasses.field(default_factory=SceneConfig)
-    run_dir: str = "runs/mic_100"
-    seed: int = 0
-    model: TeacherModelConfig = dataclasses.field(default_factory=TeacherModelConfig)
-    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
-    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
-    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
-    distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
 
 
 def _device(name: str) -> torch.device:
@@ -187,20 +123,6 @@ def new_teacher(cfg: TeacherConfig, scene: Scene, device: torch.device | str = "
     return teacher
 
 
-def teacher_provenance(cfg: TeacherConfig, scene: Scene) -> dict[str, Any]:
-    """What a teacher is made from (:mod:`core.provenance`): the scene's training views and the settings
-    that shape its weights (model without its backend or render chunk, optimizer, seed, rays per step,
-    partitioning). Budgets, device, checkpoint interval and evaluation settings are left out."""
-    model = to_plain(cfg.model)
-    model["field"].pop("backend", None)  # checkpoints move between backends
-    model["render"].pop("chunk", None)  # memory, not results
-    dist = cfg.distributed
-    partitions = ({"k": dist.partitions, "split_rays": dist.split_rays, "points_per_ray": dist.points_per_ray}
-                  if dist.partitions > 1 else None)
-    return fingerprint(scene=scene_fingerprint(scene), model=model, optim=to_plain(cfg.optim), seed=cfg.seed,
-                       batch_rays=cfg.train.batch_rays, partitions=partitions)
-
-
 @locked_run("teacher", lambda cfg: Path(cfg.run_dir) / "teacher")
 def run(cfg: TeacherConfig) -> dict[str, Any]:
     """Train (or resume) and evaluate the teacher; returns the metrics written to ``metrics.json``.
@@ -212,8 +134,8 @@ def run(cfg: TeacherConfig) -> dict[str, Any]:
             (:func:`teacher_provenance`).
         UserError: another live job trains the teacher of this run folder.
     """
-    if cfg.distributed.partitions > 1 or env_world_size() > 1:  # NeRF-XL (teacher.partitioned_train)
-        from teacher.partitioned_train import run_partitioned
+    if cfg.distributed.partitions > 1 or env_world_size() > 1:  # NeRF-XL (teacher.xl.train)
+        from teacher.xl.train import run_partitioned
 
         return run_partitioned(cfg)
     out = Path(cfg.run_dir) / "teacher"
@@ -231,7 +153,10 @@ def run(cfg: TeacherConfig) -> dict[str, Any]:
     device = _device(cfg.train.device)
     if ckpt_path.is_file():
         log.info("training already finished; evaluating %s", ckpt_path)
-        teacher = load_teacher(ckpt_path, device=device, backend=cfg.model.field.backend)
+        loaded = load_teacher(ckpt_path, device=device, backend=cfg.model.field.backend)
+        if not isinstance(loaded, Teacher):  # the provenance check above refuses this first
+            raise CheckpointError(f"{ckpt_path}: holds a partitioned teacher; set distributed.partitions")
+        teacher = loaded
         extra = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         stats = {k: extra.get(k, 0) for k in ("steps", "train_seconds", "samples")}
     else:

@@ -56,8 +56,9 @@ def make_tiny_teacher_run(run_dir: Path, scene_path: Path, seed: int = 0) -> Pat
     import json
 
     from core.datasets import SceneConfig, load_scene
+    from teacher.checkpoint import save_teacher
     from teacher.field import FieldConfig
-    from teacher.model import TeacherModelConfig, build_teacher, save_teacher
+    from teacher.model import TeacherModelConfig, build_teacher
     from teacher.occupancy import OccupancyConfig
     from teacher.render import RenderConfig
 

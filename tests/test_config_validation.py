@@ -173,7 +173,7 @@ def test_diverging_training_stops_with_one_line(tmp_path: Path, tiny_scene: Path
 
 def test_nerf_xl_step_with_a_non_finite_loss_leaves_the_weights_alone() -> None:
     from core.errors import TrainingDiverged
-    from teacher.partitioned_train import PartitionedSetup, train_step
+    from teacher.xl.train import PartitionedSetup, train_step
 
     weight = torch.nn.Parameter(torch.ones(3))
 

@@ -23,7 +23,7 @@ from core.skipgrid import unpack_grid
 from data_gen.job import JobMismatchError
 from data_gen.poses import SamplerConfig, build_rig, sample_view
 from data_gen.render import DataGenConfig, parse_shard_range, run
-from teacher.model import load_teacher
+from teacher.checkpoint import load_teacher
 from tests.scenes import REPO, data_gen_cfg, shard_hashes
 
 

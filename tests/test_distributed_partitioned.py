@@ -20,9 +20,9 @@ from teacher.field import FieldConfig
 from teacher.marching import march_rays
 from teacher.model import TeacherModelConfig
 from teacher.occupancy import OccupancyConfig
-from teacher.partition import median_split_boxes, ray_segments, sample_points_along_rays
-from teacher.partitioned import PartitionedTeacher, build_region
 from teacher.render import RenderConfig
+from teacher.xl.geometry import median_split_boxes, ray_segments, sample_points_along_rays
+from teacher.xl.model import PartitionedTeacher, build_region
 
 AABB = torch.tensor([-1.0, -1.0, -1.0, 1.0, 1.0, 1.0])
 NEAR, FAR = 0.5, 10.0
@@ -98,7 +98,7 @@ def free_port() -> int:
 def _worker(rank: int, world: int, port: int, folder: str) -> None:
     import torch.distributed as dist
 
-    from teacher.distributed import RegionWorker
+    from teacher.xl.distributed import RegionWorker
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)

@@ -14,9 +14,9 @@ import torch
 from benchmarks.faults_provenance import run_ranks
 from benchmarks.scale_out import free_port
 from core.config import compose, to_dataclass
-from teacher.model import load_teacher
-from teacher.partitioned import PartitionedTeacher
+from teacher.checkpoint import load_teacher
 from teacher.train import TeacherConfig, run
+from teacher.xl.model import PartitionedTeacher
 
 SMALL = [
     "model.field.n_levels=4", "model.field.log2_hashmap_size=10", "model.field.base_resolution=4",
@@ -89,7 +89,7 @@ def test_resume_after_a_real_kill_equals_uninterrupted(tiny_scene: Path, tmp_pat
     assert kill_job_when(partitioned_cmd(tiny_scene, tmp_path / "killed", steps), partitioned_saving(out))
     saved = torch.load(out / "teacher.ckpt", weights_only=True)
     assert 0 < saved["step"] < steps and not saved["finished"] and not (out / "metrics.json").exists()
-    with caplog.at_level(logging.INFO, logger="teacher.partitioned_train"):
+    with caplog.at_level(logging.INFO, logger="teacher.xl.train"):
         resumed = run(teacher_cfg(tiny_scene, tmp_path / "killed", steps, two))
     assert f"resumed partitioned training at step {saved['step']}" in caplog.text
     assert resumed["steps"] == straight["steps"] == steps and resumed["processes"] == 1
@@ -108,7 +108,7 @@ def test_unusable_region_file_warns_and_starts_fresh(tiny_scene: Path, tmp_path:
     """The policy of Lightning's ``last.ckpt`` (``training.checkpoints``): a truncated region file of the
     merged step is named in one warning, moved aside, and training starts fresh; a missing one likewise."""
     from benchmarks.faults_checkpoints import teacher_cfg
-    from teacher.partition_ckpt import region_file, resume_point
+    from teacher.xl.checkpoint import region_file, resume_point
 
     out, two = tmp_path / "teacher", "distributed.partitions=2"
     run(teacher_cfg(tiny_scene, tmp_path, 2, two))

@@ -31,7 +31,7 @@ def test_forward_scene_through_every_stage(tiny_forward_scene: Path, tmp_path: P
     from student.checkpoint import load_student
     from student.train import StudentConfig
     from student.train import run as student_run
-    from teacher.model import load_teacher
+    from teacher.checkpoint import load_teacher
     from teacher.train import TeacherConfig
     from teacher.train import run as teacher_run
 

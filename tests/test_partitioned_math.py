@@ -7,14 +7,14 @@ import torch
 
 from core.rays import ray_aabb_intersect
 from core.rendering import accumulate_along_rays, render_weights_from_density
-from teacher.partition import (
+from teacher.xl.geometry import (
     crossing_order,
     median_split_boxes,
     ray_segments,
     region_of_points,
     sample_points_along_rays,
 )
-from teacher.partitioned import composite_records, substitute_own_record
+from teacher.xl.model import composite_records, substitute_own_record
 
 AABB = torch.tensor([-1.0, -1.5, -0.5, 1.0, 1.5, 0.5], dtype=torch.float64)
 

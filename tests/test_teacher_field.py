@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from core.errors import CheckpointError
+from teacher.checkpoint import load_teacher, save_teacher
 from teacher.field import FieldConfig, TeacherField, sh_encode, trunc_exp
-from teacher.model import TeacherModelConfig, build_teacher, load_teacher, save_teacher
+from teacher.model import TeacherModelConfig, build_teacher
 from teacher.occupancy import OccupancyConfig
 from teacher.render import RenderConfig
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from core.config import compose, to_dataclass
-from teacher.model import load_teacher
+from teacher.checkpoint import load_teacher
 from teacher.train import TeacherConfig, run
 
 ROOT = Path(__file__).resolve().parents[1]

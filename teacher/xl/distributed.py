@@ -5,7 +5,7 @@ Launched by ``torchrun`` (which sets ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, `
 on the CPU. Rank ``k`` owns region ``k``.
 
 The forward exchange is one ``all_gather_into_tensor`` (named ``all_gather_single`` in torch >= 2.13)
-of every rank's ``[N, 5]`` segment records (:mod:`teacher.partitioned`), outside autograd; the
+of every rank's ``[N, 5]`` segment records (:mod:`teacher.xl.model`), outside autograd; the
 backward pass exchanges nothing.
 """
 
@@ -14,48 +14,21 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from typing import Self
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from core.config import at_least, one_of, positive
+from teacher.config import DistributedConfig
 from teacher.model import Teacher
-from teacher.partition import crossing_order, ray_segments
-from teacher.partitioned import composite_records, finish_rays, render_region_segment, substitute_own_record
+from teacher.xl.geometry import crossing_order, ray_segments
+from teacher.xl.model import composite_records, finish_rays, render_region_segment, substitute_own_record
 
 log = logging.getLogger(__name__)
 
 # ``all_gather_single`` is the name torch >= 2.13 gives ``all_gather_into_tensor`` (same collective).
 _ALL_GATHER = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
-
-
-@dataclass
-class DistributedConfig:
-    """The ``distributed`` config group of the teacher.
-
-    Attributes:
-        partitions: number of spatial regions ``K`` (NeRF-XL). 1 is the ordinary teacher; ``K > 1``
-            needs ``K`` processes (``torchrun --nproc_per_node=K``) or runs all regions in one
-            process when launched without ``torchrun``.
-        backend: ``auto`` (NCCL with CUDA, else gloo), ``gloo`` or ``nccl``.
-        points_per_ray: samples per training ray used to place the median splits.
-        split_rays: training rays sampled to place the splits.
-        timeout_s: collective timeout in seconds.
-    """
-
-    partitions: int = 1
-    backend: str = "auto"
-    points_per_ray: int = 16
-    split_rays: int = 8192
-    timeout_s: float = 600.0
-
-    def validate(self) -> None:
-        """Raise :class:`core.config.ConfigValueError` for a bad value."""
-        at_least(self, 1, "partitions", "points_per_ray", "split_rays")
-        one_of(self, "backend", ("auto", "gloo", "nccl"))
-        positive(self, "timeout_s")
 
 
 def env_world_size() -> int:
@@ -126,7 +99,8 @@ def barrier() -> None:
 class RegionWorker:
     """This rank's region of a partitioned teacher, rendering whole rays together with the other ranks.
 
-    Every rank must call :meth:`render_chunk` with the same rays (the exchange is collective).
+    Every rank must call :meth:`render_chunk` with the same rays (the exchange is collective). A
+    :class:`teacher.protocol.RayRenderer`, so :func:`teacher.evaluate.evaluate` takes it as it is.
 
     Args:
         region: the region's teacher (field + occupancy grid over ``boxes[rank]``).
@@ -142,6 +116,16 @@ class RegionWorker:
         self.boxes = boxes
         self.near = float(near)
         self.far = float(far)
+
+    @property
+    def aabb(self) -> Tensor:
+        """``[6]`` scene box: the union of the region boxes (on this rank's device)."""
+        return torch.cat([self.boxes[:, :3].amin(0), self.boxes[:, 3:].amax(0)])
+
+    def eval(self) -> Self:
+        """Put this rank's region in inference mode; returns the worker."""
+        self.region.eval()
+        return self
 
     def render_chunk(self, rays_o: Tensor, rays_d: Tensor, background: Tensor, seed: int | None = None,
                      ) -> dict[str, Tensor]:

@@ -4,7 +4,7 @@
 (gloo on the CPU, NCCL with one GPU per process); ``python -m teacher.train distributed.partitions=K``
 runs the same ``K`` regions in one process. Both draw the same ray batches, backgrounds, sample jitter
 and occupancy cells from the same seeds, and compute the same gradients (each rank's loss is the
-single-device loss with the other regions' records as constants, :func:`teacher.partitioned.
+single-device loss with the other regions' records as constants, :func:`teacher.xl.model.
 substitute_own_record`), so they train the same parameters. A plain loop rather than Lightning: its
 DDP strategy would average gradients of *different* parameters across ranks.
 """
@@ -23,12 +23,13 @@ from tqdm import tqdm
 
 from core.errors import UserError, raise_if_diverged
 from teacher.data import split_rays
-from teacher.distributed import RegionWorker, barrier, broadcast_tensor
 from teacher.lit_module import OptimConfig, lr_factor
 from teacher.model import Teacher, TeacherModelConfig
-from teacher.partition import median_split_boxes, sample_points_along_rays
-from teacher.partition_ckpt import load_region, merge_regions, resume_point, save_region
-from teacher.partitioned import (
+from teacher.protocol import RayRenderer
+from teacher.xl.checkpoint import load_region, merge_regions, resume_point, save_region
+from teacher.xl.distributed import RegionWorker, barrier, broadcast_tensor
+from teacher.xl.geometry import median_split_boxes, sample_points_along_rays
+from teacher.xl.model import (
     PartitionedTeacher,
     build_region,
     init_seed,
@@ -39,7 +40,9 @@ from teacher.partitioned import (
 log = logging.getLogger(__name__)
 
 
-class Renderer(Protocol):
+class Renderer(RayRenderer, Protocol):
+    """What trains the regions: the in-process :class:`PartitionedTeacher` or this rank's worker."""
+
     def render_chunk(self, rays_o: Tensor, rays_d: Tensor, background: Tensor, seed: int | None = None,
                      ) -> dict[str, Tensor]: ...
 
@@ -90,14 +93,14 @@ def build_setup(model_cfg: TeacherModelConfig, optim_cfg: OptimConfig, boxes: Te
     """Regions, renderer and optimizer of this process (``world == 1``: every region here)."""
     if world == 1:
         teacher = PartitionedTeacher(model_cfg, boxes, aabb, near, far, seed).to(device)
-        regions = dict(enumerate(teacher.regions))
+        regions = dict(enumerate(teacher.region_list))
         renderer: Renderer = teacher
     else:
         region = build_region(model_cfg, boxes[rank], aabb, near, far, init_seed(seed, rank)).to(device)
         regions = {rank: region}
         renderer = RegionWorker(region, rank, boxes.to(device), near, far)
-    optimizers = {k: make_optimizer(region, optim_cfg) for k, region in regions.items()}  # type: ignore[arg-type]
-    return PartitionedSetup(regions, renderer, optimizers, boxes, rank)  # type: ignore[arg-type]
+    optimizers = {k: make_optimizer(region, optim_cfg) for k, region in regions.items()}
+    return PartitionedSetup(regions, renderer, optimizers, boxes, rank)
 
 
 def batch_at(rays: tuple[Tensor, Tensor, Tensor], batch_size: int, seed: int, step: int,
@@ -229,7 +232,7 @@ def fit(setup: PartitionedSetup, cfg: Any, rays: tuple[Tensor, Tensor, Tensor], 
 
 def _join(cfg: Any) -> tuple[int, int, torch.device]:
     """``(rank, world, device)``: the torchrun process group, or one process holding every region."""
-    from teacher.distributed import launched_by_torchrun, setup_process_group
+    from teacher.xl.distributed import launched_by_torchrun, setup_process_group
 
     k = cfg.distributed.partitions
     if not launched_by_torchrun():
@@ -272,8 +275,8 @@ def run_partitioned(cfg: Any) -> dict[str, Any]:
     from core.io import sha256_file, write_json
     from core.provenance import check_or_record
     from core.seeding import seed_everything
+    from teacher.config import teacher_provenance
     from teacher.evaluate import evaluate
-    from teacher.train import teacher_provenance
 
     k = cfg.distributed.partitions
     rank, world, device = _join(cfg)
@@ -311,10 +314,7 @@ def run_partitioned(cfg: Any) -> dict[str, Any]:
             region.carve_occupancy(train.c2w, train.K, train.images[..., 3])
     stats = fit(setup, cfg, rays, out, scene.aabb, scene.near, scene.far, world, device,
                 int(resume_step.item()))
-    renderer: Any = setup.renderer
-    if world > 1:  # evaluate() needs .eval() and .aabb: the worker renders with every rank
-        renderer = _EvalAdapter(setup)
-    test = evaluate(renderer, scene.split("test"), scene.background, cfg.eval.chunk, cfg.eval.n_renders,
+    test = evaluate(setup.renderer, scene.split("test"), scene.background, cfg.eval.chunk, cfg.eval.n_renders,
                     out / "renders" if rank == 0 else None, cfg.eval.progress_bar and rank == 0)
     ckpt = out / "teacher.ckpt"
     n_params = sum(p.numel() for r in setup.regions.values() for p in r.parameters())
@@ -329,22 +329,6 @@ def run_partitioned(cfg: Any) -> dict[str, Any]:
                  test["psnr"], out / "metrics.json")
     barrier()
     return metrics
-
-
-class _EvalAdapter:
-    """Gives a :class:`RegionWorker` the ``eval()``/``aabb``/``render_rays`` surface ``evaluate`` uses."""
-
-    def __init__(self, setup: PartitionedSetup):
-        self.worker: RegionWorker = setup.renderer  # type: ignore[assignment]
-        self.aabb = self.worker.region.aabb
-
-    def eval(self) -> _EvalAdapter:
-        self.worker.region.eval()
-        return self
-
-    def render_rays(self, rays_o: Tensor, rays_d: Tensor, background: Tensor, chunk: int | None = None,
-                    ) -> dict[str, Tensor]:
-        return self.worker.render_rays(rays_o, rays_d, background, chunk)
 
 
 def _finished_metrics(out: Path, max_steps: int, max_seconds: float | None) -> dict[str, Any] | None:

@@ -1,8 +1,8 @@
 """NeRF-XL partitioned teacher: one field per spatial region, rays composited segment by segment.
 
-The scene box is split into ``K`` disjoint boxes (:mod:`teacher.partition`). Region ``k`` has its own
+The scene box is split into ``K`` disjoint boxes (:mod:`teacher.xl.geometry`). Region ``k`` has its own
 hash grid, density MLP, color MLP and occupancy grid; nothing is shared, so in distributed training
-(:mod:`teacher.distributed`) no gradient is ever exchanged and nothing needs DDP. (The color MLP is
+(:mod:`teacher.xl.distributed`) no gradient is ever exchanged and nothing needs DDP. (The color MLP is
 ~10k parameters against ~12M in a hash grid: a copy per region costs nothing, and NeRF-XL trains fully
 independent networks per region too. Sharing it would make its gradient a sum over ranks, i.e. one
 all-reduce per step.)
@@ -22,24 +22,20 @@ opacity are (NeRF-XL eq. 4)::
 
 which equals ordinary volume rendering over the union of the samples of all segments.
 :class:`PartitionedTeacher` evaluates every region in one process (rendering, data generation, and the
-reference of the tests); :mod:`teacher.distributed` evaluates one region per rank.
+reference of the tests); :mod:`teacher.xl.distributed` evaluates one region per rank.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import torch
 from torch import Tensor, nn
 
-from core.checkpoint import save_checkpoint
-from core.config import to_dataclass, to_plain
-from core.errors import CheckpointError
 from core.rendering import composite_segments
-from teacher.model import CHECKPOINT_KIND, Teacher, TeacherModelConfig
-from teacher.partition import crossing_order, ray_segments
+from teacher.model import Teacher, TeacherModelConfig
 from teacher.render import render_in_chunks, render_segment, step_size_for
+from teacher.xl.geometry import crossing_order, ray_segments
 
 SEGMENT_FIELDS = 5  # C (3), T, D
 
@@ -53,7 +49,7 @@ def composite_records(
     Args:
         records: ``[K, N, 5]`` records ``(C_k, T_k, D_k)`` indexed by region.
         order: ``[K, N]`` int64, ``order[i, n]`` = ``i``-th region crossed by ray ``n``
-            (:func:`teacher.partition.crossing_order`).
+            (:func:`teacher.xl.geometry.crossing_order`).
 
     Returns:
         ``rgb [N, 3]`` (before the background), ``depth_sum [N]`` and ``opacity [N]``.
@@ -110,7 +106,7 @@ class PartitionedTeacher(nn.Module):
 
     Args:
         cfg: model settings shared by the regions.
-        boxes: ``[K, 6]`` region boxes (:func:`teacher.partition.median_split_boxes`).
+        boxes: ``[K, 6]`` region boxes (:func:`teacher.xl.geometry.median_split_boxes`).
         aabb: ``[6]`` scene box (the union of the boxes).
         near: ray start distance.
         far: ray end distance.
@@ -118,7 +114,7 @@ class PartitionedTeacher(nn.Module):
     """
 
     aabb: Tensor
-    ndc = None  # object scenes only: forward-facing (NDC) scenes are refused by partitioned_train
+    ndc = None  # object scenes only: forward-facing (NDC) scenes are refused by teacher.xl.train
     boxes: Tensor
 
     def __init__(self, cfg: TeacherModelConfig, boxes: Tensor, aabb: Tensor, near: float, far: float,
@@ -285,55 +281,6 @@ def build_partitioned_teacher(cfg: TeacherModelConfig, boxes: Tensor, aabb: Tens
         return PartitionedTeacher(cfg, boxes.to(device), aabb.to(device), near, far, seed)
 
 
-def partitioned_config(model_cfg: TeacherModelConfig, boxes: Tensor, aabb: Tensor, near: float,
-                       far: float) -> dict[str, Any]:
-    """The checkpoint ``config`` of a partitioned teacher: the teacher's, plus ``partitions.boxes``."""
-    return {"model": to_plain(model_cfg), "aabb": [float(v) for v in aabb.tolist()], "near": float(near),
-            "far": float(far), "partitions": {"boxes": [[float(v) for v in b] for b in boxes.tolist()]}}
-
-
 def region_state_key(region: int, key: str) -> str:
     """Key of a region's tensor in a partitioned teacher's ``state_dict``."""
     return f"regions.{region}.{key}"
-
-
-def save_partitioned_teacher(path: str | Path, teacher: PartitionedTeacher, **extra: Any) -> Path:
-    """Write ``teacher.ckpt`` (kind ``teacher``) holding every region (atomic)."""
-    config = partitioned_config(teacher.cfg, teacher.boxes, teacher.aabb, teacher.near, teacher.far)
-    state = {k: v.detach().cpu() for k, v in teacher.state_dict().items()}
-    return save_checkpoint(path, CHECKPOINT_KIND, state, config, **extra)
-
-
-def is_partitioned(payload: dict[str, Any]) -> bool:
-    """Whether a loaded teacher checkpoint holds a partitioned teacher."""
-    return isinstance(payload.get("config"), dict) and "partitions" in payload["config"]
-
-
-def load_partitioned_teacher(path: str | Path, payload: dict[str, Any], device: torch.device | str = "cpu",
-                             backend: str = "auto") -> PartitionedTeacher:
-    """Rebuild a :class:`PartitionedTeacher` from a loaded checkpoint ``payload`` (see ``load_teacher``).
-
-    Raises:
-        CheckpointError: the config or the weights do not match (one line, naming ``path``).
-    """
-    config = payload["config"]
-    try:
-        model_cfg = to_dataclass(config["model"], TeacherModelConfig)
-        model_cfg.field.backend = backend
-        boxes = torch.tensor(config["partitions"]["boxes"], dtype=torch.float32)
-        if boxes.ndim != 2 or boxes.shape[1] != 6 or boxes.shape[0] < 1:
-            raise TypeError(f"partition boxes of shape {tuple(boxes.shape)}, expected [K, 6]")
-        aabb = torch.tensor(config["aabb"], dtype=torch.float32)
-        near, far = float(config["near"]), float(config["far"])
-        teacher = build_partitioned_teacher(model_cfg, boxes, aabb, near, far, device)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: partitioned teacher config is missing or invalid ({exc})") from None
-    try:
-        result = teacher.load_state_dict(payload["state_dict"], strict=False)
-    except RuntimeError as exc:  # a shape mismatch
-        detail = " ".join(str(exc).split())[:200]
-        raise CheckpointError(f"{path}: weights do not match the stored partitions ({detail})") from None
-    if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(f"{path}: weights do not match the stored partitions (missing "
-                              f"{result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})")
-    return teacher.eval()

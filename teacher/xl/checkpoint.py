@@ -2,8 +2,8 @@
 
 Each rank (or, in one process, each region) writes ``partitions/region-<k>-step-<S>.ckpt`` atomically
 (region weights, occupancy grid, optimizer state). After a barrier, rank 0 merges the ``K`` files of
-step ``S`` into ``teacher.ckpt`` (atomic; kind ``teacher``, loadable by ``teacher.model.load_teacher``
-as a :class:`teacher.partitioned.PartitionedTeacher`) and only then deletes older region files. A
+step ``S`` into ``teacher.ckpt`` (atomic; kind ``teacher``, loadable by ``teacher.checkpoint.load_teacher``
+as a :class:`teacher.xl.model.PartitionedTeacher`) and only then deletes older region files. A
 kill at any moment leaves a ``teacher.ckpt`` whose step has a complete set of region files, which
 is where training resumes (with any number of processes: the files are per region, not per rank).
 
@@ -25,8 +25,9 @@ from torch import Tensor
 
 from core.checkpoint import load_checkpoint, save_checkpoint
 from core.errors import CheckpointError
-from teacher.model import CHECKPOINT_KIND, Teacher, TeacherModelConfig
-from teacher.partitioned import is_partitioned, partitioned_config, region_state_key
+from teacher.checkpoint import CHECKPOINT_KIND, is_partitioned, partitioned_config
+from teacher.model import Teacher, TeacherModelConfig
+from teacher.xl.model import region_state_key
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,122 @@
+"""The teacher stage's config (``conf/teacher.yaml``): :class:`TeacherConfig` and its sub-configs.
+
+Each default lives here once; the YAML profiles state only what they change. Shared by both training
+loops: the Lightning one (:mod:`teacher.train`) and the NeRF-XL one (:mod:`teacher.xl.train`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from core.config import at_least, one_of, positive, to_plain, torch_device, training_limits
+from core.datasets import Scene, SceneConfig
+from core.provenance import fingerprint, scene_fingerprint
+from teacher.lit_module import OptimConfig
+from teacher.model import TeacherModelConfig
+
+
+@dataclass
+class DistributedConfig:
+    """The ``distributed`` config group of the teacher.
+
+    Attributes:
+        partitions: number of spatial regions ``K`` (NeRF-XL). 1 is the ordinary teacher; ``K > 1``
+            needs ``K`` processes (``torchrun --nproc_per_node=K``) or runs all regions in one
+            process when launched without ``torchrun``.
+        backend: ``auto`` (NCCL with CUDA, else gloo), ``gloo`` or ``nccl``.
+        points_per_ray: samples per training ray used to place the median splits.
+        split_rays: training rays sampled to place the splits.
+        timeout_s: collective timeout in seconds.
+    """
+
+    partitions: int = 1
+    backend: str = "auto"
+    points_per_ray: int = 16
+    split_rays: int = 8192
+    timeout_s: float = 600.0
+
+    def validate(self) -> None:
+        """Raise :class:`core.config.ConfigValueError` for a bad value."""
+        at_least(self, 1, "partitions", "points_per_ray", "split_rays")
+        one_of(self, "backend", ("auto", "gloo", "nccl"))
+        positive(self, "timeout_s")
+
+
+@dataclass
+class TrainConfig:
+    """Training loop.
+
+    Attributes:
+        max_steps: step budget (-1: none).
+        max_seconds: wall-clock budget of training, evaluation excluded (None: none).
+        batch_rays: rays per step.
+        checkpoint_seconds: interval between resume checkpoints (``last.ckpt``).
+        log_every: steps between logged metrics.
+        progress_bar: show Lightning's progress bar.
+        device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+    """
+
+    max_steps: int = -1
+    max_seconds: float | None = 150.0
+    batch_rays: int = 2048
+    checkpoint_seconds: float = 30.0
+    log_every: int = 10
+    progress_bar: bool = True
+    device: str = "auto"
+
+    def validate(self) -> None:
+        """Raise :class:`core.config.ConfigValueError` for a bad value or a run without any limit."""
+        training_limits(self)
+        positive(self, "checkpoint_seconds")
+        at_least(self, 1, "batch_rays", "log_every")
+        torch_device(self, "device")
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation on the test split (always the full split, full resolution).
+
+    Attributes:
+        chunk: rays rendered at once.
+        n_renders: test views saved as PNG comparisons.
+        progress_bar: show a progress bar.
+    """
+
+    chunk: int = 4096
+    n_renders: int = 3
+    progress_bar: bool = True
+
+    def validate(self) -> None:
+        """Raise :class:`core.config.ConfigValueError` for a bad value."""
+        at_least(self, 1, "chunk")
+        at_least(self, 0, "n_renders")
+
+
+@dataclass
+class TeacherConfig:
+    """The ``teacher`` stage (``conf/teacher.yaml``)."""
+
+    scene: SceneConfig = dataclasses.field(default_factory=SceneConfig)
+    run_dir: str = "runs/mic_100"
+    seed: int = 0
+    model: TeacherModelConfig = dataclasses.field(default_factory=TeacherModelConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
+
+
+def teacher_provenance(cfg: TeacherConfig, scene: Scene) -> dict[str, Any]:
+    """What a teacher is made from (:mod:`core.provenance`): the scene's training views and the settings
+    that shape its weights (model without its backend or render chunk, optimizer, seed, rays per step,
+    partitioning). Budgets, device, checkpoint interval and evaluation settings are left out."""
+    model = to_plain(cfg.model)
+    model["field"].pop("backend", None)  # checkpoints move between backends
+    model["render"].pop("chunk", None)  # memory, not results
+    dist = cfg.distributed
+    partitions = ({"k": dist.partitions, "split_rays": dist.split_rays, "points_per_ray": dist.points_per_ray}
+                  if dist.partitions > 1 else None)
+    return fingerprint(scene=scene_fingerprint(scene), model=model, optim=to_plain(cfg.optim), seed=cfg.seed,
+                       batch_rays=cfg.train.batch_rays, partitions=partitions)
