@@ -137,3 +137,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def run_js(source: str) -> Any:
+    """Run an ES module in node from the viewer's folder (its modules importable as ``./camera.js``...);
+    return the JSON it prints. Fails (never skips) without node: CI installs it with npm."""
+    import shutil
+
+    node = shutil.which("node")
+    assert node, "node is needed for the viewer's JS tests (it is installed with npm)"
+    out = subprocess.run([node, "--input-type=module", "-e", source], cwd=REPO / "export" / "web",
+                         capture_output=True, text=True, timeout=60, check=True)
+    return json.loads(out.stdout)

@@ -23,7 +23,7 @@ from core.skipgrid import (
 from export.runtime import occupancy_cells, rays_cross_cells, rays_meet_box
 from student.data import ContentRays
 from student.encoding import RayEncoder
-from tests.test_viewer import _run_js
+from tests.scenes import run_js
 
 
 def _random_cells(gen: torch.Generator, G: int, fraction: float) -> torch.Tensor:
@@ -145,7 +145,7 @@ def test_js_cells_test_matches_the_encoder(tmp_path: Path) -> None:
     data = tmp_path / "rays.json"
     data.write_text(json.dumps({"o": o.reshape(-1).tolist(), "d": d.reshape(-1).tolist(), "box": box.tolist(),
                                 "cells": pack_grid(cells)}))
-    got = _run_js("import {decodeCells, raysCrossCells, raysMeetBox} from './camera.js';"
+    got = run_js("import {decodeCells, raysCrossCells, raysMeetBox} from './camera.js';"
                   "import fs from 'fs';"
                   f"const x = JSON.parse(fs.readFileSync({json.dumps(str(data))}, 'utf8'));"
                   "const o = new Float32Array(x.o), d = new Float32Array(x.d), box = x.box;"

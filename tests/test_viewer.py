@@ -25,6 +25,7 @@ from export.browser import canvas_pixels, chromium_page, find_browser, wait_for_
 from export.runtime import LightField, rays_meet_box
 from export.viewer import ORT_PACKAGE_DIST, WEB_DIR, ViewerConfig, run, write_viewer
 from export.webserver import serving
+from tests.scenes import run_js
 
 NODE = shutil.which("node")
 
@@ -39,14 +40,6 @@ def _random_pose(gen: np.random.Generator, center: np.ndarray, radius: float) ->
     return look_at(eye[None], target, torch.tensor([0.0, 0.0, 1.0]))[0].numpy()
 
 
-def _run_js(source: str) -> object:
-    """Run an ES module with camera.js importable; return the JSON it prints."""
-    assert NODE, "node is needed for the viewer's JS tests (it is installed with npm)"
-    out = subprocess.run([NODE, "--input-type=module", "-e", source], cwd=WEB_DIR, capture_output=True,
-                         text=True, timeout=60, check=True)
-    return json.loads(out.stdout)
-
-
 def test_js_rays_match_core_rays_on_random_cameras() -> None:
     gen = np.random.default_rng(0)
     cases = []
@@ -58,7 +51,7 @@ def test_js_rays_match_core_rays_on_random_cameras() -> None:
                       [0, 0, 1]])
         c2w = _random_pose(gen, gen.normal(size=3), float(gen.uniform(1, 5)))
         cases.append({"c2w": c2w.reshape(-1).tolist(), "K": K.reshape(-1).tolist(), "H": H, "W": W})
-    got = _run_js("import {raysFromCamera} from './camera.js';"
+    got = run_js("import {raysFromCamera} from './camera.js';"
                   f"const cases = {json.dumps(cases)};"
                   "console.log(JSON.stringify(cases.map(c => {"
                   " const r = raysFromCamera(c.c2w, c.K, c.H, c.W);"
@@ -78,7 +71,7 @@ def test_js_box_test_matches_runtime() -> None:
     d[:40, 0] = 0.0  # rays parallel to a slab
     d /= np.linalg.norm(d, axis=1, keepdims=True)
     box = [-1.0, -0.5, -0.8, 1.2, 0.7, 0.9]
-    got = _run_js("import {raysMeetBox} from './camera.js';"
+    got = run_js("import {raysMeetBox} from './camera.js';"
                   f"const o = new Float32Array({o.reshape(-1).tolist()});"
                   f"const d = new Float32Array({d.reshape(-1).tolist()});"
                   f"console.log(JSON.stringify(Array.from(raysMeetBox(o, d, {box}, 0.5, 6.0))))")
@@ -89,7 +82,7 @@ def test_js_box_test_matches_runtime() -> None:
 
 def test_js_query_interface_parses_and_rejects() -> None:
     pose = ",".join(str(float(x)) for x in np.eye(4).reshape(-1))
-    got = _run_js("import {parseQuery} from './camera.js';"
+    got = run_js("import {parseQuery} from './camera.js';"
                   f"console.log(JSON.stringify([parseQuery('?pose={pose}&size=64x48&model=student_int8.onnx&threads=2&frames=5'),"
                   " parseQuery('?pose=1,2,3'), parseQuery('?size=0x5'), parseQuery('?model=../x.onnx'),"
                   " parseQuery('?frames=0'), parseQuery('?cells=0'), parseQuery('?cells=no')]))")
@@ -105,7 +98,7 @@ def test_js_orbit_matches_export_paths() -> None:
     from export.paths import orbit_poses
 
     rig = {"center": [0.1, -0.2, 0.3], "up": [0.1, 0.2, 0.97], "radius": 3.5, "elevation": 0.4}
-    got = _run_js("import {orbitBasis, orbitPose} from './camera.js';"
+    got = run_js("import {orbitBasis, orbitPose} from './camera.js';"
                   f"const rig = {json.dumps(rig)}; const b = orbitBasis(rig);"
                   "console.log(JSON.stringify([0, 1, 2, 3].map(i =>"
                   " orbitPose(b, rig.center, i / 4 * 2 * Math.PI,"
@@ -138,7 +131,7 @@ def test_js_ndc_rays_match_core_ndc_on_random_cameras() -> None:
         ndc = {"c2w": ref.tolist(), "scale": gen.uniform(0.8, 3.0, 2).tolist(),
                "near": float(gen.uniform(0.2, 2))}
         cases.append({"o": o.reshape(-1).tolist(), "d": d.reshape(-1).tolist(), "ndc": ndc})
-    got = _run_js("import {ndcRays} from './camera.js';"
+    got = run_js("import {ndcRays} from './camera.js';"
                   f"const cases = {json.dumps(cases)};"
                   "console.log(JSON.stringify(cases.map(c => {"
                   " const r = ndcRays(c.o, c.d, c.ndc); return {o: Array.from(r.o), d: Array.from(r.d)} })))")
@@ -180,7 +173,7 @@ def test_js_forward_view_starts_on_the_average_pose_and_stays_near_it() -> None:
 
     rig = _forward_rig()
     obj = camera_rig(ring_poses(8))
-    got = _run_js("import {clampView, orbitPose, rigView} from './camera.js';"
+    got = run_js("import {clampView, orbitPose, rigView} from './camera.js';"
                   f"const rigs = {json.dumps([rig, obj])};"
                   "console.log(JSON.stringify(rigs.map(rig => { const r = rigView(rig);"
                   " const pose = v => orbitPose(r.basis, v.target, v.az, v.el, v.radius);"
@@ -404,7 +397,7 @@ def _js_encode(model: torch.nn.Module, o: torch.Tensor, d: torch.Tensor, tmp_pat
     (tmp_path / "case.json").write_text(json.dumps({"o": o.reshape(-1).tolist(), "d": d.reshape(-1).tolist(),
                                                     "enc": encoder_facts(model)}))
     kernel = "wasmKernel(fs.readFileSync('hashgrid.wasm'), table)" if wasm else "null"
-    got = _run_js("import {encodeRays, wasmKernel} from './encoder.js';"
+    got = run_js("import {encodeRays, wasmKernel} from './encoder.js';"
                   "import {decodeCells} from './camera.js';"
                   "import fs from 'fs';"
                   f"const c = JSON.parse(fs.readFileSync('{tmp_path / 'case.json'}'));"
