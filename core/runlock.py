@@ -191,11 +191,14 @@ def run_lock(folder: str | Path, stage: str) -> Iterator[Path | None]:
     if not is_rank_zero():
         yield None
         return
+    created = not Path(folder).exists()
     path = acquire(folder, stage)
     try:
         yield path
     finally:
         release(path)
+        if created and not any(Path(folder).iterdir()):  # a job that failed at once leaves no empty folder
+            Path(folder).rmdir()
 
 
 def locked_run(stage: str, folder: Callable[..., str | Path | None]) -> Callable[[Callable[P, T]],
