@@ -13,8 +13,8 @@ from typing import Any
 from core.config import at_least, one_of, positive, to_plain, torch_device, training_limits
 from core.datasets import Scene, SceneConfig
 from core.provenance import fingerprint, scene_fingerprint
-from teacher.lit_module import OptimConfig
 from teacher.model import TeacherModelConfig
+from teacher.recipe import OptimConfig
 
 
 @dataclass

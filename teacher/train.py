@@ -72,9 +72,9 @@ def train_teacher(cfg: TeacherConfig, teacher: Teacher, scene_split: Any, out: P
     Returns:
         ``{"steps", "train_seconds", "samples"}``.
     """
-    lit = TeacherLitModule(teacher, cfg.optim)
-    data = RayDataModule(scene_split, cfg.train.batch_rays, cfg.seed)
     budget = TrainingBudget(cfg.train.max_seconds, cfg.train.max_steps)
+    lit = TeacherLitModule(teacher, cfg.optim, budget.progress)
+    data = RayDataModule(scene_split, cfg.train.batch_rays, cfg.seed)
     for callback in extra_callbacks or []:
         if hasattr(callback, "budget"):
             callback.budget = budget

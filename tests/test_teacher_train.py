@@ -135,8 +135,24 @@ def test_training_budget_counts_across_resumes() -> None:
         TrainingBudget(max_seconds=None, max_steps=-1)
 
 
+def test_budget_is_used_up_by_steps_or_seconds() -> None:
+    """The Lightning-free budget both loops share (the Lightning callback and the NeRF-XL loop)."""
+    from core.errors import UserError
+    from teacher.recipe import Budget
+
+    steps = Budget(max_seconds=None, max_steps=10)
+    assert not steps.used_up(9) and steps.used_up(10) and steps.progress(5) == pytest.approx(0.5)
+    seconds = Budget(max_seconds=30.0, max_steps=-1)
+    seconds.previous = 29.0
+    assert not seconds.used_up(10**6) and seconds.progress(0) == pytest.approx(29 / 30)
+    seconds.previous = 30.0
+    assert seconds.used_up(0) and seconds.progress(0) == 1.0
+    with pytest.raises(UserError, match="never stop"):
+        Budget(max_seconds=0.0, max_steps=-1)
+
+
 def test_lr_factor_decays_after_start() -> None:
-    from teacher.lit_module import OptimConfig, lr_factor
+    from teacher.recipe import OptimConfig, lr_factor
 
     cfg = OptimConfig(decay_start=0.5, final_lr_ratio=0.1)
     assert lr_factor(0.2, cfg) == 1.0 and lr_factor(0.5, cfg) == 1.0

@@ -6,7 +6,9 @@ runs the same ``K`` regions in one process. Both draw the same ray batches, back
 and occupancy cells from the same seeds, and compute the same gradients (each rank's loss is the
 single-device loss with the other regions' records as constants, :func:`teacher.xl.model.
 substitute_own_record`), so they train the same parameters. A plain loop rather than Lightning: its
-DDP strategy would average gradients of *different* parameters across ranks.
+DDP strategy would average gradients of *different* parameters across ranks. What is not NeRF-XL (the
+budget, learning-rate decay, optimizer and random-background target) is the plain teacher's recipe,
+:mod:`teacher.recipe`.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from core.datasets import SceneSplit
 from core.errors import UserError, raise_if_diverged
+from teacher.config import TeacherConfig, teacher_provenance
 from teacher.data import split_rays
-from teacher.lit_module import OptimConfig, lr_factor
 from teacher.model import Teacher, TeacherModelConfig
 from teacher.protocol import RayRenderer
+from teacher.recipe import Budget, OptimConfig, lr_factor, make_optimizer, target_on_background
 from teacher.xl.checkpoint import load_region, merge_regions, resume_point, save_region
 from teacher.xl.distributed import RegionWorker, barrier, broadcast_tensor
 from teacher.xl.geometry import median_split_boxes, sample_points_along_rays
@@ -80,13 +84,6 @@ def partition_boxes(rays: tuple[Tensor, Tensor, Tensor], aabb: Tensor, near: flo
     return median_split_boxes(points, aabb, n_regions).float()
 
 
-def make_optimizer(region: Teacher, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """Adam over one region's parameters (weight decay on the MLPs only, as the teacher)."""
-    groups = [{"params": [region.field.grid.params], "weight_decay": 0.0},
-              {"params": region.field.mlp_parameters(), "weight_decay": cfg.weight_decay}]
-    return torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)  # type: ignore[arg-type]
-
-
 def build_setup(model_cfg: TeacherModelConfig, optim_cfg: OptimConfig, boxes: Tensor, aabb: Tensor,
                 near: float, far: float, rank: int, world: int, device: torch.device, seed: int = 0,
                 ) -> PartitionedSetup:
@@ -115,8 +112,7 @@ def batch_at(rays: tuple[Tensor, Tensor, Tensor], batch_size: int, seed: int, st
     idx = torch.randint(0, rays[0].shape[0], (batch_size,), generator=gen)
     rays_o, rays_d, rgba = (t[idx].to(device) for t in rays)
     background = torch.rand(batch_size, 3, generator=gen).to(device)
-    alpha = rgba[:, 3:]
-    return rays_o, rays_d, rgba[:, :3] * alpha + background * (1.0 - alpha), background
+    return rays_o, rays_d, target_on_background(rgba, background), background
 
 
 def train_step(setup: PartitionedSetup, batch: tuple[Tensor, Tensor, Tensor, Tensor], step: int, seed: int,
@@ -176,48 +172,45 @@ def progress_bar(show: bool, start: int, total: int | None) -> tqdm:
     return tqdm(initial=start, total=total, desc="train (partitioned)", disable=not show, dynamic_ncols=True)
 
 
-def training_rays(split: Any) -> tuple[Tensor, Tensor, Tensor]:
+def training_rays(split: SceneSplit) -> tuple[Tensor, Tensor, Tensor]:
     """All training rays ``(rays_o, rays_d, rgba)`` of a scene split."""
     return split_rays(split)
 
 
-def fit(setup: PartitionedSetup, cfg: Any, rays: tuple[Tensor, Tensor, Tensor], folder: Path, aabb: Tensor,
-        near: float, far: float, world: int, device: torch.device, resume_step: int = 0) -> dict[str, Any]:
+def fit(setup: PartitionedSetup, cfg: TeacherConfig, rays: tuple[Tensor, Tensor, Tensor], folder: Path,
+        aabb: Tensor, near: float, far: float, world: int, device: torch.device, resume_step: int = 0,
+        ) -> dict[str, Any]:
     """Train until ``cfg.train.max_steps`` / ``max_seconds`` (resuming), checkpointing on the way.
 
     Rank 0 shows a progress bar and logs loss, samples per ray and exchange time every
     ``cfg.train.log_every`` steps to ``<folder>/logs/partitioned.csv``.
 
     Args:
-        cfg: the teacher's config (``train``, ``optim``, ``model``, ``seed`` are read).
+        cfg: the teacher's config (``train``, ``optim``, ``model``, ``seed`` are read); the budget, learning
+            rate decay, optimizer and targets are the plain teacher's (:mod:`teacher.recipe`).
         resume_step: the merged step to resume from, the same on every rank (0: a fresh start).
 
     Returns:
         ``{"steps", "train_seconds", "exchange_fraction"}``.
     """
     step = restore(setup, folder, resume_step)
-    previous = _previous_seconds(folder) if step else 0.0
-    max_steps, max_seconds = cfg.train.max_steps, cfg.train.max_seconds
-    if (max_seconds is None or max_seconds <= 0) and max_steps < 0:
-        raise UserError("set train.max_steps or train.max_seconds: training would never stop")
-    start = last_ckpt = time.perf_counter()
+    budget = Budget(cfg.train.max_seconds, cfg.train.max_steps)
+    budget.previous = _previous_seconds(folder) if step else 0.0
+    budget.start()
+    last_ckpt = time.perf_counter()
+    max_steps = cfg.train.max_steps
     bar = progress_bar(setup.rank == 0 and cfg.train.progress_bar, step, max_steps if max_steps > 0 else None)
     while True:
-        elapsed = previous + time.perf_counter() - start
-        done = (0 < max_steps <= step) or bool(max_seconds and elapsed >= max_seconds)
         due = time.perf_counter() - last_ckpt >= cfg.train.checkpoint_seconds
-        decision = rank0_decision(2 if done else int(due), device)
+        decision = rank0_decision(2 if budget.used_up(step) else int(due), device)
         if decision >= 1 and step > 0:
             checkpoint(setup, folder, cfg.model, aabb, near, far, step, world,
-                       train_seconds=round(elapsed, 2), finished=decision == 2)
+                       train_seconds=round(budget.elapsed, 2), finished=decision == 2)
             last_ckpt = time.perf_counter()
         if decision == 2:
             break
-        parts = [step / max_steps] if max_steps > 0 else []
-        if max_seconds:
-            parts.append(elapsed / max_seconds)
         batch = batch_at(rays, cfg.train.batch_rays, cfg.seed, step, device)
-        scale = lr_factor(min(1.0, max(parts)), cfg.optim)
+        scale = lr_factor(budget.progress(step), cfg.optim)
         stats = train_step(setup, batch, step, cfg.seed, scale, cfg.optim.lr)
         if setup.rank == 0 and step % max(cfg.train.log_every, 1) == 0:
             log_row(folder / "logs" / "partitioned.csv", step, stats)
@@ -226,11 +219,10 @@ def fit(setup: PartitionedSetup, cfg: Any, rays: tuple[Tensor, Tensor, Tensor], 
         bar.set_postfix(loss=f"{stats['loss']:.4f}", spr=f"{stats['samples_per_ray']:.0f}")
     bar.close()
     fraction = setup.timings["exchange"] / max(setup.timings["step"], 1e-9)
-    return {"steps": step, "train_seconds": round(previous + time.perf_counter() - start, 2),
-            "exchange_fraction": round(fraction, 4)}
+    return {"steps": step, "train_seconds": round(budget.elapsed, 2), "exchange_fraction": round(fraction, 4)}
 
 
-def _join(cfg: Any) -> tuple[int, int, torch.device]:
+def _join(cfg: TeacherConfig) -> tuple[int, int, torch.device]:
     """``(rank, world, device)``: the torchrun process group, or one process holding every region."""
     from teacher.xl.distributed import launched_by_torchrun, setup_process_group
 
@@ -262,7 +254,7 @@ def _previous_seconds(folder: Path) -> float:
     return float(payload.get("train_seconds", 0.0))
 
 
-def run_partitioned(cfg: Any) -> dict[str, Any]:
+def run_partitioned(cfg: TeacherConfig) -> dict[str, Any]:
     """``teacher.train.run`` for ``distributed.partitions > 1``: train, merge, evaluate.
 
     Under ``torchrun`` each of the ``K`` processes trains its region; without it one process trains all
@@ -275,7 +267,6 @@ def run_partitioned(cfg: Any) -> dict[str, Any]:
     from core.io import sha256_file, write_json
     from core.provenance import check_or_record
     from core.seeding import seed_everything
-    from teacher.config import teacher_provenance
     from teacher.evaluate import evaluate
 
     k = cfg.distributed.partitions
