@@ -331,9 +331,9 @@ def _finished_metrics(out: Path, max_steps: int, max_seconds: float | None) -> d
     ckpt, metrics_path = out / "teacher.ckpt", out / "metrics.json"
     if not (ckpt.is_file() and metrics_path.is_file()):
         return None
-    metrics = json.loads(metrics_path.read_text())
+    metrics: dict[str, Any] = json.loads(metrics_path.read_text())
     if metrics.get("checkpoint_sha256") != sha256_file(ckpt) or "partitions" not in metrics:
         return None
-    steps_done = max_steps > 0 and metrics.get("steps", 0) >= max_steps
-    time_done = bool(max_seconds) and metrics.get("train_seconds", 0.0) >= max_seconds  # type: ignore[operator]
-    return metrics if steps_done or time_done else None  # type: ignore[no-any-return]
+    spent = Budget(max_seconds, max_steps)  # the budget as the finished run left it
+    spent.previous = float(metrics.get("train_seconds", 0.0))
+    return metrics if spent.used_up(int(metrics.get("steps", 0))) else None
