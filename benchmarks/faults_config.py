@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 
 from benchmarks.faults import FaultCase, Outcome
-from tests.scenes import make_procedural_scene
-from tests.test_cli_errors import TINY, run_cli
-from tests.test_config_validation import STUDENT_TINY
+from tests.scenes import TINY_STUDENT as STUDENT_TINY
+from tests.scenes import TINY_TEACHER as TINY
+from tests.scenes import make_procedural_scene, run_cli
 
 GOOD_POSE = [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 4, 0, 0, 0, 1]
 

@@ -31,6 +31,11 @@ TINY_TEACHER = [
     "model.field.max_resolution=64",
     "model.occupancy.resolution=16",
 ]
+# a small student (``python -m student.train`` overrides): finetune only, 20 steps
+TINY_STUDENT = ["model.depth=4", "model.width=32", "model.n_points=8", "model.n_freqs=4",
+                "train.num_workers=0", "train.progress_bar=false", "train.distill.enabled=false",
+                "train.finetune.max_steps=20", "train.finetune.batch_size=256",
+                "train.finetune.warmup_steps=0", "eval.chunk=128"]
 SPHERE_RADIUS = 0.8
 CAMERA_RADIUS = 4.0
 FOV_X = 0.69

@@ -23,7 +23,7 @@ from export.render import RenderConfig
 from export.viewer import ViewerConfig
 from student.config import StudentConfig
 from teacher.train import TeacherConfig
-from tests.scenes import TINY_TEACHER, make_procedural_scene, run_cli
+from tests.scenes import TINY_STUDENT, TINY_TEACHER, make_procedural_scene, run_cli
 
 STAGES = {"teacher": TeacherConfig, "student": StudentConfig, "data_gen": DataGenConfig,
           "export": ExportConfig, "render": RenderConfig, "viewer": ViewerConfig}
@@ -144,10 +144,7 @@ def test_non_finite_loss_raises_training_diverged() -> None:
         assert isinstance(info.value, UserError)
 
 
-STUDENT_TINY = ["model.depth=4", "model.width=32", "model.n_points=8", "model.n_freqs=4",
-                "train.num_workers=0", "train.progress_bar=false", "train.distill.enabled=false",
-                "train.finetune.max_steps=20", "train.finetune.batch_size=256",
-                "train.finetune.warmup_steps=0", "eval.chunk=128"]
+STUDENT_TINY = TINY_STUDENT
 DIVERGING = [
     ("teacher.train", [*TINY_TEACHER, "train.max_steps=20", "optim.lr=1e30"], "teacher", "teacher"),
     ("student.train", [*STUDENT_TINY, "train.finetune.lr=1e30"], "student finetune", "student"),

@@ -32,10 +32,17 @@ from core.shards import (
 from data_gen.shards import check_shard, read_shard, write_shard
 
 
+def _random_K(rng: np.random.Generator) -> np.ndarray:
+    """Random intrinsics with positive focal lengths (what the shard reader accepts)."""
+    K = rng.normal(size=(3, 3))
+    K[0, 0], K[1, 1] = rng.uniform(0.5, 50.0, size=2)
+    return K
+
+
 def _views(first: int, n: int, hw: tuple[int, int] = (6, 5), seed: int = 0) -> list[dict]:
     rng = np.random.default_rng(seed + first)
     return [{"view_index": first + i, "rgb": rng.random((*hw, 3)), "c2w": rng.normal(size=(4, 4)),
-             "K": torch.tensor(rng.normal(size=(3, 3))), "depth": rng.random(hw).astype(np.float32)}
+             "K": torch.tensor(_random_K(rng)), "depth": rng.random(hw).astype(np.float32)}
             for i in range(n)]
 
 
@@ -228,7 +235,7 @@ def test_decode_sample_turns_fuzzed_fields_into_shard_errors() -> None:
     buf = io.BytesIO()
     Image.fromarray((rng.random((6, 5, 3)) * 255).astype(np.uint8)).save(buf, format="PNG")
     good = {"rgb.png": buf.getvalue(), "c2w.npy": _npy(rng.normal(size=(4, 4))),
-            "K.npy": _npy(rng.normal(size=(3, 3)))}
+            "K.npy": _npy(_random_K(rng))}
     decode_sample({"__key__": "0", **good})  # the undamaged sample decodes
     survived = 0
     for trial in range(1500):
