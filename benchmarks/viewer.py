@@ -73,6 +73,9 @@ def main() -> None:
                     default=["student_mlp.onnx", "student_mlp_int8.onnx", "student.onnx",
                              "student_int8.onnx"])
     ap.add_argument("--json", default="benchmarks/viewer.json")
+    ap.add_argument("--only", nargs="*", default=None,
+                    help="time only these page models (the others are still written: split models need "
+                         "their whole graph as the reference)")
     args = ap.parse_args()
 
     rows, records = [], []
@@ -84,6 +87,8 @@ def main() -> None:
         with serving(folder) as url:
             manifest = {m["file"]: m for m in json.loads((folder / "models.json").read_text())["models"]}
             for file in res["models"]:
+                if args.only is not None and file not in args.only:
+                    continue
                 # the split model (JS encoding + MLP) is compared with the whole graph of its precision
                 ref = file
                 if manifest[file].get("kind") == "split":
@@ -132,6 +137,8 @@ def main() -> None:
                "ratio", "page load to first frame (ms)", "PSNR page vs runtime (dB)", "max byte diff"]
     table = markdown_table(headers, rows)
     print(table)
+    if args.only is not None:  # a partial table: printed, not recorded
+        return
     write_json(args.json, {"threads": args.threads, "frames": args.frames, "rows": records})
     write_section("viewer", table + f"\n\nHeadless Chromium (Debian's), onnxruntime-web wasm provider with "
                   f"{args.threads} threads (cross-origin isolated), the rig's first orbit pose; both sides "
