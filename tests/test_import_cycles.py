@@ -8,8 +8,9 @@ module, and importing ``a.b.c`` counts as importing the packages ``a`` and ``a.b
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
+
+from tests.ast_imports import imported_modules
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("core", "cuda", "teacher", "data_gen", "student", "export", "training")
@@ -34,20 +35,8 @@ def import_graph(root: Path = REPO, packages: tuple[str, ...] = PACKAGES) -> dic
 def _imported(path: Path, name: str, is_package: bool, modules: set[str]) -> set[str]:
     """The modules among ``modules`` that the file of module ``name`` imports."""
     package = name if is_package else name.rpartition(".")[0]
-    wanted: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.Import):
-            wanted.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                source = ".".join([*base, node.module] if node.module else base)
-            else:
-                source = node.module or ""
-            wanted.add(source)
-            wanted.update(f"{source}.{alias.name}" for alias in node.names)
     found = set()
-    for dotted in wanted:
+    for dotted in imported_modules(path, tuple(package.split(".")), with_names=True):
         parts = dotted.split(".")
         found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
     return found & modules

@@ -7,10 +7,11 @@ calls with a literal name.
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
+
+from tests.ast_imports import imported_modules
 
 REPO = Path(__file__).resolve().parents[1]
 OURS = {"core", "cuda", "training", "teacher", "data_gen", "student", "export", "conf", "benchmarks", "tests",
@@ -32,29 +33,6 @@ ALLOWED: dict[str, set[str]] = {
 STRICT: dict[str, tuple[set[str], set[str]]] = {
     "export/runtime.py": (set(), {"torch", "lightning", "pytorch_lightning", "torchmetrics", "torchvision"}),
 }
-
-
-def imported_modules(path: Path, package_parts: tuple[str, ...]) -> set[str]:
-    """Dotted names of every module a file imports (relative imports resolved against its package)."""
-    tree = ast.parse(path.read_text(), filename=str(path))
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package_parts[: len(package_parts) - node.level + 1]
-                names.add(".".join([*base, node.module] if node.module else base))
-            elif node.module:
-                names.add(node.module)
-        elif isinstance(node, ast.Call):
-            func = node.func
-            fname = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-            if fname in ("import_module", "__import__") and node.args:
-                arg = node.args[0]
-                if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
-                    names.add(arg.value)
-    return names
 
 
 def violations(path: Path, root: Path = REPO) -> list[str]:
