@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.results import markdown_table, write_section
-from export.runtime import rays_cross_cells, rays_meet_box
+from export.runtime import rays_cross_cells
 
 
 def train(pseudo: Path, out: Path, skip: bool, distill_steps: int, finetune_steps: int) -> dict[str, Any]:
@@ -38,8 +38,8 @@ def train(pseudo: Path, out: Path, skip: bool, distill_steps: int, finetune_step
     return metrics
 
 
-def evaluated_share(pseudo: Path) -> float:
-    """Share of the pseudo-views' rays meeting the content box that the grid keeps (first 20 views)."""
+def evaluated_share(pseudo: Path, n_points: int) -> float:
+    """Share of the pseudo-rays meeting the content box (the first 400,000) that the dilated grid keeps."""
     from core.shards import read_meta
     from core.skipgrid import dilate_grid, dilation_radius, unpack_grid
     from student.data import load_shard_rays
@@ -52,10 +52,9 @@ def evaluated_share(pseudo: Path) -> float:
     import torch
 
     cells = unpack_grid(meta.occupancy, "meta.json")
-    cells = dilate_grid(torch.from_numpy(cells), dilation_radius(cells.shape[0], 32)).numpy()
-    box = meta.content_box
-    inside = rays_meet_box(o, d, box, meta.near, meta.far)
-    kept = rays_cross_cells(o[inside], d[inside], box, meta.near, meta.far, 32, cells, margin=0.0)
+    cells = dilate_grid(torch.from_numpy(cells), dilation_radius(cells.shape[0], n_points)).numpy()
+    # load_shard_rays keeps the rays that meet the content box already
+    kept = rays_cross_cells(o, d, meta.content_box, meta.near, meta.far, n_points, cells, margin=0.0)
     return float(np.mean(kept))
 
 
@@ -79,7 +78,7 @@ def main() -> None:
                      round(stages["distill"]["seconds"] + stages["finetune"]["seconds"]),
                      round(m["wall_seconds"])])
         print(rows[-1], flush=True)
-    share = evaluated_share(pseudo)
+    share = evaluated_share(pseudo, int(records["True"]["model"]["n_points"]))
     table = markdown_table(["student", "test PSNR after finetune (dB)", "after distill (dB)", "distill steps",
                             "finetune steps", "train s", "run s"], rows)
     print(table)
