@@ -454,6 +454,79 @@ def test_js_encoder_matches_a_forward_facing_student(tmp_path: Path) -> None:
     np.testing.assert_allclose(feats, want.numpy(), rtol=1e-4, atol=2e-4)
 
 
+def _level_reference(unit: np.ndarray, table: np.ndarray, scale: float, off: int, dense: bool, R: int,
+                     size: int, mask: int, primes: list[int]) -> np.ndarray:
+    """``[P, 2]`` features of one level in float32, in the operation order of hashgrid.wat's ``level``."""
+    f32 = np.float32
+    q = unit * f32(scale) + f32(0.5)
+    g = np.floor(q)
+    fr = q - g
+    ix, iy, iz = (g[:, a].astype(np.int64) for a in range(3))
+    corners = [(x, y, z) for z in (0, 1) for y in (0, 1) for x in (0, 1)]  # c = x + 2 y + 4 z
+    if dense:
+        idx = np.stack([ix + x + (iy + y) * R + (iz + z) * R * R for x, y, z in corners])
+        wrap = idx[7] >= size
+        idx[:, wrap] %= size
+    else:
+        u32 = np.uint32
+        hy = [(iy + y).astype(u32) * u32(primes[1]) for y in (0, 1)]
+        hz = [(iz + z).astype(u32) * u32(primes[2]) for z in (0, 1)]
+        idx = np.stack([((ix + x).astype(u32) ^ (hy[y] ^ hz[z])) & u32(mask) for x, y, z in corners])
+    one = f32(1)
+    fx, fy, fz = fr[:, 0], fr[:, 1], fr[:, 2]
+    w00, w10, w01, w11 = (one - fy) * (one - fz), fy * (one - fz), (one - fy) * fz, fy * fz
+    c = [(one - fx) * w00, fx * w00, (one - fx) * w10, fx * w10, (one - fx) * w01, fx * w01,
+         (one - fx) * w11, fx * w11]
+    t = table.reshape(-1, 2)[off + idx.astype(np.int64)]  # [8, P, 2]
+    p = [c[i][:, None] * t[i] for i in range(8)]
+    return ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]))
+
+
+def test_wasm_level_kernel_is_bit_exact(tmp_path: Path) -> None:
+    """hashgrid.wasm's SIMD lookup (four points at a time, across rays) equals the float32 arithmetic of
+    the scalar lookup bit for bit: dense and hashed levels, the boundary wrap of a dense level (points
+    on the cube's far corner), a last group of fewer than four points, rows wider than the features."""
+    from cuda.hashgrid_ref import PRIMES
+
+    primes = [int(p) for p in PRIMES]
+    model = _hash_student(-1)
+    spec = model.encoder.grid.spec
+    table = model.encoder.grid.params.detach().numpy().astype(np.float32).reshape(-1)
+    gen = np.random.default_rng(3)
+    n, K, L = 37, 5, spec.n_levels  # 185 points: 46 groups of four and one point
+    unit = gen.random((n * K, 3), dtype=np.float32)
+    unit[:6] = [[1, 1, 1], [0, 0, 0], [1, 0, 1], [0, 1, 1], [1, 1, 0], [0.999, 1, 1]]
+    unit[-1] = [1, 1, 1]
+    in_dim = K * L * 2 + 7  # room after the features (the PE of the points goes there)
+    T = 2**spec.log2_hashmap_size
+    levels = [{"scale": spec.scales[lv], "off": spec.offsets[lv], "R": spec.resolutions[lv],
+               "dense": int(spec.resolutions[lv] ** 3 <= T), "size": spec.sizes[lv]} for lv in range(L)]
+    assert {lv["dense"] for lv in levels} == {0, 1}
+    case = {"table": table.tolist(), "unit": unit.reshape(-1).tolist(), "levels": levels, "n": n, "K": K,
+            "L": L, "in_dim": in_dim, "mask": T - 1, "primes": primes}
+    (tmp_path / "case.json").write_text(json.dumps(case))
+    got = run_js("import fs from 'fs';"
+                 f"const c = JSON.parse(fs.readFileSync('{tmp_path / 'case.json'}'));"
+                 "const { instance } = await WebAssembly.instantiate(fs.readFileSync('hashgrid.wasm'));"
+                 "const mem = instance.exports.memory;"
+                 "const unitPtr = c.table.length * 4, featPtr = unitPtr + c.unit.length * 4 + 48;"
+                 "const end = featPtr + 4 * c.n * c.in_dim;"
+                 "mem.grow(Math.ceil(end / 65536) - mem.buffer.byteLength / 65536);"
+                 "new Float32Array(mem.buffer, 0, c.table.length).set(c.table);"
+                 "new Float32Array(mem.buffer, unitPtr, c.unit.length).set(c.unit);"
+                 "c.levels.forEach((v, l) => instance.exports.level(unitPtr, c.n, c.K, featPtr, 4 * c.in_dim,"
+                 " 8 * c.L, 8 * l, v.scale, 8 * v.off, v.dense, v.R, v.size, c.mask, c.primes[1] | 0,"
+                 " c.primes[2] | 0));"
+                 "const f = new Float32Array(mem.buffer, featPtr, c.n * c.in_dim);"
+                 "console.log(JSON.stringify(Array.from(f)))")
+    feats = np.array(got, dtype=np.float32).reshape(n, in_dim)
+    assert not feats[:, K * L * 2:].any()  # nothing written past the features of a row
+    for lv, v in enumerate(levels):
+        want = _level_reference(unit, table, v["scale"], v["off"], bool(v["dense"]), v["R"], v["size"], T - 1,
+                                primes).reshape(n, K, 2)
+        np.testing.assert_array_equal(feats[:, :K * L * 2].reshape(n, K, L, 2)[:, :, lv], want)
+
+
 def test_wasm_kernel_is_built_from_its_source() -> None:
     """hashgrid.wasm is what scripts/build_wasm.mjs makes of hashgrid.wat (wabt from npm)."""
     assert NODE, "node is needed for the viewer's JS tests (it is installed with npm)"
@@ -484,12 +557,11 @@ def test_page_split_model_equals_python_runtime(viewer_dirs: dict[str, Path], th
     if not wasm:
         folder = Path(shutil.copytree(folder, tmp_path / "viewer"))
         (folder / "hashgrid.wasm").unlink()
-    manifest = json.loads((folder / "models.json").read_text())
-    assert manifest["default"] == "student_mlp.onnx" and manifest["models"][0]["kind"] == "split"
     field = LightField(folder / "student.onnx")
     c2w = _rig_pose(field, 5)
     W, H = 36, 30
-    state, pixels = _page_frame(folder, f"pose={_pose_query(c2w)}&size={W}x{H}&threads={threads}&batch=300")
+    state, pixels = _page_frame(folder, f"pose={_pose_query(c2w)}&size={W}x{H}&threads={threads}&batch=300"
+                                        "&model=student_mlp.onnx")
     lookup = "wasm encoding" if wasm else "JS encoding"
     assert state["error"] is None and lookup in state["hud"] and f"{threads} thread(s)" in state["hud"]
     _assert_same_frame(pixels, field.render(c2w, image_size=(H, W)))

@@ -14,10 +14,14 @@ import { ndcFrame, ndcRay } from "./camera.js";
  * @param {Int32Array} rows indices of the rays to encode
  * @param {object} enc encoder facts (export/split.py encoder_facts)  @param {Float32Array} table features
  * @param {{G: number, bits: Uint8Array}|null} cells the decoded empty-space grid (decodeCells), if any
+ * @param {object|null} kernel the WebAssembly lookup (wasmKernel), if any
+ * @param {((hits: number) => Float32Array)|null} place where the features of the hits go (hits * in_dim
+ *   floats; called once, when their number is known), e.g. a slice of a SharedArrayBuffer that the
+ *   workers fill side by side; default a new array
  * @returns {{features: Float32Array, hit: Uint8Array}} hit [rows.length]: 0 where the ray misses the box
  *   or crosses only empty cells (a forward-facing student has no misses); features: one row per hit, in order
  */
-export function encodeRays(o, d, rows, enc, table, cells = null, kernel = null) {
+export function encodeRays(o, d, rows, enc, table, cells = null, kernel = null, place = null) {
   const K = enc.n_points, g = enc.grid, L = g.n_levels, F = g.n_features, nf = enc.point_freqs;
   const inDim = enc.in_dim, count = rows.length;
   const hit = new Uint8Array(count);
@@ -46,7 +50,7 @@ export function encodeRays(o, d, rows, enc, table, cells = null, kernel = null) 
       wasm.d[3 * j] = d[i]; wasm.d[3 * j + 1] = d[i + 1]; wasm.d[3 * j + 2] = d[i + 2];
     }
     n = kernel.exports.points(wasm.oPtr, wasm.dPtr, count, wasm.unitPtr, wasm.hitPtr, K, box[0], box[1], box[2],
-      box[3], box[4], box[5], near, far, cx, cy, cz, hx, hy, hz, clip ? 1 : 0, wasm.bitsPtr, G);
+      box[3], box[4], box[5], near, far, cx, cy, cz, hx, hy, hz, clip ? 1 : 0, wasm.bitsPtr, G, wasm.tsPtr);
     hit.set(wasm.hit);
   }
   for (let j = 0; j < count && !(wasm && !ndc && !pts); j++) {
@@ -91,16 +95,17 @@ export function encodeRays(o, d, rows, enc, table, cells = null, kernel = null) 
     hit[j] = 1;
     n++;
   }
-  let features;
   // pass 2: one level at a time over all points, so that level's part of the table stays in the cache
   if (wasm) {
     for (let l = 0; l < L; l++) {
       kernel.exports.level(wasm.unitPtr, n, K, wasm.featPtr, inDim * 4, L * F * 4, l * F * 4, scales[l],
         offsets[l] * F * 4, dense[l], res[l], sizes[l], mask, p1, p2);
     }
-    features = wasm.features(n * inDim); // a copy: it is handed over to the page
+  }
+  const features = place ? place(n) : new Float32Array(n * inDim);
+  if (wasm) {
+    features.set(wasm.features(n * inDim)); // a copy out of the kernel's memory
   } else {
-    features = new Float32Array(n * inDim);
     for (let l = 0; l < L; l++) {
       encodeLevel(unit, n, K, l, L, F, inDim, scales[l], offsets[l], dense[l] === 1, res[l], sizes[l], mask,
         p1, p2, table, features);
@@ -181,7 +186,9 @@ function encodeLevel(unit, count, K, l, L, F, inDim, s, off, isDense, R, size, m
  * The WebAssembly lookup (hashgrid.wasm, compiled from hashgrid.wat) with the feature table copied into
  * its memory at offset 0. reserve(count, K, inDim, bits) grows the memory for a batch of count rays
  * (and copies the empty-space bits in) and returns the addresses and views of the rays (o, d), the
- * hit bytes, the unit-cube points and a function copying the features out.
+ * hit bytes, the unit-cube points and a function viewing the features (valid until the next reserve).
+ * The module uses SIMD128: where WebAssembly has no SIMD it does not compile, and the caller keeps the
+ * JS lookup.
  * @param {BufferSource} bytes hashgrid.wasm  @param {Float32Array} table the feature table
  */
 export function wasmKernel(bytes, table) {
@@ -199,15 +206,18 @@ export function wasmKernel(bytes, table) {
     exports: instance.exports,
     reserve(count, K, inDim, bits) {
       const bitsPtr = tableBytes, oPtr = align(bitsPtr + (bits ? bits.length : 0)), dPtr = oPtr + 12 * count;
-      const hitPtr = dPtr + 12 * count, unitPtr = align(hitPtr + count), featPtr = unitPtr + 12 * K * count;
-      ensure(featPtr + 4 * inDim * count);
+      // the kernel reads the points in groups of four (48 bytes past the last) and keeps the K bin
+      // centres at tsPtr (f64, one spare: it computes points in pairs)
+      const hitPtr = dPtr + 12 * count, unitPtr = align(hitPtr + count), featPtr = unitPtr + 12 * K * count + 48;
+      const tsPtr = featPtr + 4 * inDim * count;
+      ensure(tsPtr + 8 * (K + 1));
       const buf = memory.buffer;
       if (bits) new Uint8Array(buf, bitsPtr, bits.length).set(bits);
       return {
-        bitsPtr, oPtr, dPtr, hitPtr, unitPtr, featPtr,
+        bitsPtr, oPtr, dPtr, hitPtr, unitPtr, featPtr, tsPtr,
         o: new Float32Array(buf, oPtr, 3 * count), d: new Float32Array(buf, dPtr, 3 * count),
         hit: new Uint8Array(buf, hitPtr, count), unit: new Float32Array(buf, unitPtr, 3 * K * count),
-        features: (floats) => new Float32Array(buf, featPtr, floats).slice(),
+        features: (floats) => new Float32Array(buf, featPtr, floats),
       };
     },
   };

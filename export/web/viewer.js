@@ -21,7 +21,7 @@ const COARSE = 0.25; // resolution of the frames drawn while the camera moves
 const IDLE_MS = 120; // no input for this long: draw at full resolution
 
 const state = { wasm: null, kernel: null, cells: null, encCells: null, useCells: true, workerMs: 0, encodeMs: 0, modelMs: 0, workers: [], table: null, session: null, entry: null, ep: "wasm", threads: 1, busy: false, dirty: true, full: false,
-  lastInput: 0, frames: 0, fpsTimes: [] };
+  lastInput: 0, frames: 0, fpsTimes: [], shared: [null, null], counts: [null, null], slot: 0 };
 
 function showError(message) {
   errorLine.textContent = message;
@@ -92,11 +92,14 @@ function writePixels(pixels, idx, start, rgb, m, keep) {
   }
 }
 
-/** Encoding workers for a split model (one per thread); none when workers cannot start (then: main thread). */
+/**
+ * Encoding workers for a split model (one per thread); none when workers cannot start or the page has
+ * no shared memory (not cross-origin isolated: then it runs on one thread anyway): then the main thread.
+ */
 async function startWorkers(entry, n) {
   for (const w of state.workers) w.terminate();
   state.workers = [];
-  if (n < 2 || typeof Worker === "undefined") return;
+  if (n < 2 || typeof Worker === "undefined" || typeof SharedArrayBuffer === "undefined") return;
   try {
     const workers = Array.from({ length: n }, () => new Worker("encode_worker.js", { type: "module" }));
     await Promise.all(workers.map((w) => new Promise((resolve, reject) => {
@@ -111,36 +114,52 @@ async function startWorkers(entry, n) {
   }
 }
 
-function runWorker(worker, o, d, cells) {
-  return new Promise((resolve) => {
-    worker.onmessage = (ev) => resolve(ev.data);
-    worker.postMessage({ id: 0, o, d, cells }, [o.buffer, d.buffer]);
+function runWorker(worker, message) {
+  return new Promise((resolve, reject) => {
+    worker.onmessage = (ev) => (ev.data.error ? reject(new Error(`encoding worker: ${ev.data.error}`))
+      : resolve(ev.data));
+    worker.postMessage(message, [message.o.buffer, message.d.buffer]);
   });
 }
 
 /**
- * Features of rays rows (interleaved over the workers, or on this thread): a list of {features, hit,
- * rows}, features holding the rows with hit set (the empty-space grid applied, unless cells=0).
+ * Features of rays rows (interleaved over the workers, or on this thread): {features, parts}, features
+ * [hits * in_dim] holding the rays kept (the empty-space grid applied, unless cells=0) of parts in
+ * order, each part {hit, rows, ms}: hit[r] set where rows[r] is kept. The workers write into a
+ * SharedArrayBuffer side by side (no copy to this thread, one ONNX Runtime call); two of them in turn,
+ * as the next batch is encoded while ONNX Runtime reads this one.
  */
 async function encodeBatch(o, d, rows) {
   const enc = state.entry.encoder;
   const n = state.workers.length;
   const cells = state.useCells ? state.encCells : null;
-  if (!n) return [{ ...encodeRays(o, d, rows, enc, state.table, cells, state.kernel), rows }];
+  if (!n) {
+    const { features, hit } = encodeRays(o, d, rows, enc, state.table, cells, state.kernel);
+    return { features, parts: [{ hit, rows }] };
+  }
+  const slot = state.slot = 1 - state.slot;
+  const bytes = 4 * rows.length * enc.in_dim; // room for every ray
+  if (!state.shared[slot] || state.shared[slot].byteLength < bytes) state.shared[slot] = new SharedArrayBuffer(bytes);
+  if (!state.counts[slot] || state.counts[slot].length < n) state.counts[slot] = new Int32Array(new SharedArrayBuffer(4 * n));
+  const shared = state.shared[slot], counts = state.counts[slot];
+  counts.fill(-1);
   const parts = [];
   for (let w = 0; w < n; w++) { // every n-th ray: the workers get as many hits as each other
     const part = new Int32Array(Math.ceil((rows.length - w) / n));
     for (let r = 0; r < part.length; r++) part[r] = rows[w + r * n];
-    if (!part.length) continue;
+    if (!part.length) { counts[w] = 0; continue; }
     const op = new Float32Array(part.length * 3), dp = new Float32Array(part.length * 3);
     for (let r = 0; r < part.length; r++) {
       const i = 3 * part[r];
       op[3 * r] = o[i]; op[3 * r + 1] = o[i + 1]; op[3 * r + 2] = o[i + 2];
       dp[3 * r] = d[i]; dp[3 * r + 1] = d[i + 1]; dp[3 * r + 2] = d[i + 2];
     }
-    parts.push(runWorker(state.workers[w], op, dp, Boolean(cells)).then((res) => ({ ...res, rows: part })));
+    const message = { id: 0, o: op, d: dp, cells: Boolean(cells), shared, counts, index: w };
+    parts.push(runWorker(state.workers[w], message).then((res) => ({ ...res, rows: part })));
   }
-  return Promise.all(parts);
+  const done = await Promise.all(parts);
+  const hits = done.reduce((sum, p) => sum + p.hits, 0);
+  return { features: new Float32Array(shared, 0, hits * enc.in_dim), parts: done };
 }
 
 /**
@@ -153,25 +172,27 @@ async function shadeSplit(o, d, idx, pixels, batch) {
   let evaluated = 0;
   for (let start = 0; start < idx.length; start += batch) {
     const tw = performance.now();
-    const parts = await next;
+    const { features, parts } = await next;
     const t1 = performance.now();
     state.encodeMs += t1 - tw; // time spent waiting for features
     state.workerMs += Math.max(...parts.map((p) => p.ms || 0)); // the slowest worker's encoding time
     const after = start + batch;
     next = after < idx.length ? encodeBatch(o, d, idx.subarray(after, Math.min(after + batch, idx.length))) : null;
-    for (const { features, hit, rows } of parts) {
-      const m = features.length / inDim;
-      if (!m) continue;
+    const m = features.length / inDim;
+    if (m) { // one call over the hits of all parts, in order
       const out = await state.session.run({ features: new ort.Tensor("float32", features, [m, inDim]) });
       const rgb = out.rgb.data;
-      for (let r = 0, q = 0; r < rows.length; r++) {
-        if (!hit[r]) continue;
-        const p = 4 * rows[r];
-        for (let c = 0; c < 3; c++) {
-          const v = rgb[3 * q + c];
-          pixels[p + c] = Math.floor((v < 0 ? 0 : v > 1 ? 1 : v) * 255 + 0.5);
+      let q = 0;
+      for (const { hit, rows } of parts) {
+        for (let r = 0; r < rows.length; r++) {
+          if (!hit[r]) continue;
+          const p = 4 * rows[r];
+          for (let c = 0; c < 3; c++) {
+            const v = rgb[3 * q + c];
+            pixels[p + c] = Math.floor((v < 0 ? 0 : v > 1 ? 1 : v) * 255 + 0.5);
+          }
+          q++;
         }
-        q++;
       }
       evaluated += m;
     }
