@@ -40,7 +40,7 @@ def ensure_teacher(path: str | None, train_seconds: float) -> tuple[Path, str]:
         return DEMO_CKPT, "demo run"
     if (BENCH_RUN / "teacher" / "teacher.ckpt").is_file():
         return BENCH_RUN / "teacher" / "teacher.ckpt", "trained earlier by this script"
-    from teacher.train import TeacherConfig
+    from teacher.config import TeacherConfig
     from teacher.train import run as train_teacher
 
     logging.getLogger(__name__).warning("%s not found: training a %.0f s teacher", DEMO_CKPT, train_seconds)

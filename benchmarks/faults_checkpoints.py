@@ -31,17 +31,15 @@ from typing import Any
 import torch
 
 from benchmarks.faults import FaultCase, Outcome
-from tests.scenes import make_photo_pseudo_run, make_procedural_scene
+from tests.scenes import TINY_TEACHER, make_photo_pseudo_run, make_procedural_scene
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# the teacher of tests/test_teacher_train.py, with a larger table: saves take long enough to be hit
+# the tests' tiny teacher with a larger table (saves take long enough to be hit), a save every step
 TEACHER = [
-    "model.field.n_levels=4", "model.field.log2_hashmap_size=14", "model.field.max_resolution=64",
-    "model.field.backend=torch", "model.occupancy.resolution=16", "model.occupancy.update_every=2",
-    "model.render.steps_per_diagonal=64", "train.batch_rays=128", "train.max_seconds=null",
-    "train.checkpoint_seconds=0.001", "train.progress_bar=false", "eval.progress_bar=false",
-    "eval.n_renders=1", "train.log_every=1",
+    *TINY_TEACHER, "model.field.grid.log2_hashmap_size=14", "model.field.grid.backend=torch",
+    "model.occupancy.update_every=2", "model.render.steps_per_diagonal=64", "train.batch_rays=128",
+    "train.max_seconds=null", "train.checkpoint_seconds=0.001", "eval.n_renders=1", "train.log_every=1",
 ]
 # the student of tests/test_student_train.py, one stage, a checkpoint every step
 STUDENT = [
@@ -56,8 +54,8 @@ STUDENT_LAST = Path("student/ckpt/distill/last.ckpt")
 
 def teacher_cmd(scene: Path, run_dir: Path, steps: int, *extra: str) -> list[str]:
     """``python -m teacher.train`` on ``scene`` with the tiny settings."""
-    return [sys.executable, "-m", "teacher.train", f"scene.path={scene}", f"run_dir={run_dir}",
-            f"train.max_steps={steps}", *TEACHER, *extra]
+    return [sys.executable, "-m", "teacher.train", f"scene.path={scene}", f"run_dir={run_dir}", *TEACHER,
+            f"train.max_steps={steps}", *extra]
 
 
 def partitioned_cmd(scene: Path, run_dir: Path, steps: int, *extra: str, ranks: int = 2) -> list[str]:
@@ -304,9 +302,9 @@ def warnings_of(name: str) -> Iterator[list[str]]:
 def teacher_cfg(scene: Path, run_dir: Path, steps: int, *extra: str) -> Any:
     """The ``TeacherConfig`` of :func:`teacher_cmd` (for a run in this process)."""
     from core.config import compose, to_dataclass
-    from teacher.train import TeacherConfig
+    from teacher.config import TeacherConfig
 
-    overrides = [f"scene.path={scene}", f"run_dir={run_dir}", f"train.max_steps={steps}", *TEACHER, *extra]
+    overrides = teacher_cmd(scene, run_dir, steps, *extra)[3:]  # after python -m teacher.train
     return to_dataclass(compose("teacher", overrides), TeacherConfig)
 
 
@@ -315,8 +313,7 @@ def student_cfg(scene: Path, run_dir: Path, steps: int, *extra: str) -> Any:
     from core.config import compose, to_dataclass
     from student.config import StudentConfig
 
-    overrides = [f"scene.path={scene}", f"run_dir={run_dir}", f"train.distill.max_steps={steps}", *STUDENT,
-                 *extra]
+    overrides = student_cmd(scene, run_dir, steps, *extra)[3:]  # after python -m student.train
     return to_dataclass(compose("student", overrides), StudentConfig)
 
 

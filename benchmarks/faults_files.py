@@ -120,8 +120,7 @@ def _killed_export(tmp: Path) -> Outcome:
 
 def _stale_build_lock(tmp: Path) -> Outcome:
     from cuda import build
-    from cuda.backend import HashGrid
-    from cuda.hashgrid_ref import HashGridSpec
+    from cuda.backend import HashGrid, HashGridConfig
 
     lock = tmp / f"lfd_hashgrid_cpu_{build._machine_tag()}" / "lock"
     lock.parent.mkdir()
@@ -136,7 +135,8 @@ def _stale_build_lock(tmp: Path) -> Outcome:
     os.environ.update({"TORCH_EXTENSIONS_DIR": str(tmp), build.LOCK_WAIT_ENV: "5"})
     grids: list[HashGrid] = []
     start = time.monotonic()
-    thread = threading.Thread(target=lambda: grids.append(HashGrid(HashGridSpec(n_levels=2))), daemon=True)
+    spec = HashGridConfig(n_levels=2).spec()
+    thread = threading.Thread(target=lambda: grids.append(HashGrid(spec)), daemon=True)
     try:
         thread.start()
         thread.join(30)

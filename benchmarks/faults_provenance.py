@@ -21,14 +21,16 @@ import torch
 
 from benchmarks.faults import FaultCase, Outcome
 from core.errors import UserError
+from tests.scenes import TINY_TEACHER
 
+# the tests' tiny teacher, smaller still: many runs of it
 TEACHER = [
-    "model.field.n_levels=2", "model.field.log2_hashmap_size=8", "model.field.base_resolution=4",
-    "model.field.max_resolution=16", "model.field.hidden_dim=16", "model.field.geo_dim=8",
-    "model.field.backend=torch", "model.occupancy.resolution=8", "model.occupancy.update_every=2",
-    "model.occupancy.warmup_steps=2", "model.occupancy.carve=false", "model.render.steps_per_diagonal=32",
-    "train.batch_rays=64", "train.max_seconds=null", "train.max_steps=2", "train.checkpoint_seconds=0.01",
-    "train.progress_bar=false", "eval.progress_bar=false", "eval.n_renders=0", "optim.decay_start=1.0",
+    *TINY_TEACHER, "model.field.grid.n_levels=2", "model.field.grid.log2_hashmap_size=8",
+    "model.field.grid.base_resolution=4", "model.field.grid.max_resolution=16", "model.field.hidden_dim=16",
+    "model.field.geo_dim=8", "model.field.grid.backend=torch", "model.occupancy.resolution=8",
+    "model.occupancy.update_every=2", "model.occupancy.warmup_steps=2", "model.occupancy.carve=false",
+    "model.render.steps_per_diagonal=32", "train.batch_rays=64", "train.max_seconds=null",
+    "train.checkpoint_seconds=0.01", "eval.n_renders=0", "optim.decay_start=1.0",
 ]
 STUDENT = [
     "model.depth=4", "model.width=16", "model.n_points=4", "model.n_freqs=2", "model.encoding=pe",
@@ -48,7 +50,7 @@ def _scene(root: Path, seed: int = 3) -> Path:
 
 def _teacher_cfg(scene: Path, run_dir: Path, *overrides: str) -> Any:
     from core.config import compose, to_dataclass
-    from teacher.train import TeacherConfig
+    from teacher.config import TeacherConfig
 
     cfg = compose("teacher", [*TEACHER, f"scene.path={scene}", f"run_dir={run_dir}", *overrides])
     return to_dataclass(cfg, TeacherConfig)
@@ -110,7 +112,7 @@ def teacher_same_inputs(tmp: Path) -> Outcome:
     scene, run_dir = _copy_teacher(tmp)
     ckpt = run_dir / "teacher" / "teacher.ckpt"
     before = sha256_file(ckpt)
-    cfg = _teacher_cfg(scene, run_dir, "train.max_steps=50", "eval.n_renders=1", "train.device=cpu",
+    cfg = _teacher_cfg(scene, run_dir, "train.max_steps=50", "eval.n_renders=1", "device=cpu",
                        "model.render.chunk=512")
     metrics = run(cfg)
     recorded = embedded_provenance(ckpt)
@@ -276,7 +278,7 @@ def run_ranks(cfg: Any, world: int = 2) -> None:
     """Run ``teacher.train.run(cfg)`` in ``world`` spawned processes, as ``torchrun`` would."""
     import torch.multiprocessing as mp
 
-    from benchmarks.scale_out import free_port
+    from core.run import free_port
 
     mp.spawn(_rank, args=(world, free_port(), cfg), nprocs=world, join=True)
 

@@ -26,7 +26,8 @@ from benchmarks.results import markdown_table, write_section
 from core.config import compose, to_dataclass
 from core.io import write_json
 from core.llff import load_llff
-from teacher.train import TeacherConfig, run
+from teacher.config import TeacherConfig
+from teacher.train import run
 
 OUT_JSON = Path(__file__).resolve().parent / "forward_rays.json"
 

@@ -26,6 +26,7 @@ from collections.abc import Callable
 import torch
 
 from benchmarks.results import markdown_table, write_section
+from cuda.backend import HashGridConfig
 from cuda.hashgrid import hash_encode
 from cuda.hashgrid_ref import HashGridSpec, hash_encode_ref
 
@@ -112,7 +113,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    spec = HashGridSpec()
+    spec = HashGridConfig().spec()
     bandwidth = memory_bandwidth()
     rows = bench_rows(spec, args.sizes, args.repeats, bandwidth)
     headers = ["impl", "points", "fwd Mpt/s", "fwd+bwd Mpt/s", "fwd vs ref", "fwd+bwd vs ref",

@@ -42,7 +42,7 @@ from core.datasets import load_scene
 from core.io import write_json
 from export.fused import FusedEncodingStudent
 from export.onnx import Int8Config, calibration_rays
-from export.parity import mean_view_psnr, random_scene_rays, split_rays, torch_rgb
+from export.parity import mean_view_psnr, random_scene_rays, torch_rgb, view_rays
 from export.runtime import DEFAULT_BATCH, LightField, ModelMeta, rays_meet_box
 from export.variants import save_checked, set_metadata, to_fp16, to_int8, trace_student
 from student.checkpoint import load_student
@@ -198,7 +198,7 @@ def main() -> None:
     scene = load_scene(None, splits=("train", "test"))
     test = scene.split("test")
     model, trained, student_note = get_student(run_dir, args.shape)
-    views = split_rays(test, args.psnr_views)
+    views = view_rays(test, args.psnr_views)
     gt = test.rgb(scene.background)[: len(views)].reshape(len(views), -1, 3).numpy()
     frame = views[0]
     if args.size:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -37,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.results import markdown_table, write_section  # noqa: E402
 from core.config import compose, to_dataclass  # noqa: E402
 from core.datasets import load_scene  # noqa: E402
-from teacher.train import TeacherConfig  # noqa: E402
+from core.run import free_port  # noqa: E402
+from teacher.config import TeacherConfig  # noqa: E402
 from teacher.xl.model import SEGMENT_FIELDS  # noqa: E402
 from teacher.xl.train import (  # noqa: E402
     batch_at,
@@ -55,7 +55,7 @@ PER_SAMPLE_FLOATS = 4  # color (3) + density (1) of every sample
 def load_cfg(args: argparse.Namespace) -> TeacherConfig:
     return to_dataclass(compose("teacher", [f"train.batch_rays={args.batch_rays}",
                                             f"distributed.partitions={args.partitions}",
-                                            f"model.field.backend={args.backend}"]), TeacherConfig)
+                                            f"model.field.grid.backend={args.backend}"]), TeacherConfig)
 
 
 def run_steps(cfg: TeacherConfig, rank: int, world: int, steps: int) -> dict[str, Any]:
@@ -113,12 +113,6 @@ def _worker(rank: int, world: int, port: int, args: argparse.Namespace, out: str
         Path(out, f"rank{rank}.json").write_text(json.dumps(result))
     finally:
         dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def main() -> None:

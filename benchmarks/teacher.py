@@ -27,8 +27,9 @@ from core.config import compose, to_dataclass
 from core.datasets import SceneSplit, load_scene
 from core.seeding import seed_everything
 from cuda.backend import AUTO_ORDER, resolve_backend
+from teacher.config import TeacherConfig
 from teacher.evaluate import evaluate
-from teacher.train import TeacherConfig, new_teacher, train_teacher
+from teacher.train import new_teacher, train_teacher
 
 log = logging.getLogger("benchmarks.teacher")
 
@@ -67,7 +68,8 @@ class EvaluateAtMarks(L.Callback):
 
 def bench_backend(backend: str, marks: list[float], eval_every: int, overrides: list[str]) -> list[dict]:
     """Train with one backend until the last mark; one row per mark."""
-    overrides = [f"model.field.backend={backend}", f"train.max_seconds={marks[-1]}", "train.max_steps=-1",
+    overrides = [f"model.field.grid.backend={backend}", f"train.max_seconds={marks[-1]}",
+        "train.max_steps=-1",
                  "train.checkpoint_seconds=100000", *overrides]
     cfg = to_dataclass(compose("teacher", overrides), TeacherConfig)
     seed_everything(cfg.seed)
@@ -87,7 +89,7 @@ def available_backends(cfg: TeacherConfig) -> list[str]:
     for name in AUTO_ORDER:
         try:
             if name != "torch":
-                resolve_backend(name, cfg.model.field.grid_spec(), torch.device("cpu"))
+                resolve_backend(name, cfg.model.field.grid.spec(), torch.device("cpu"))
                 names.append(name)
         except ValueError:
             continue

@@ -1,17 +1,23 @@
-"""Config plumbing: Hydra YAML in ``conf/`` checked against typed dataclasses.
+"""Config plumbing: typed dataclasses are the configs, ``conf/`` only composes them.
 
-Entry points call :func:`to_dataclass` once; below them code sees dataclasses, never a ``DictConfig``.
+Each stage's dataclass (a :class:`core.run.RunConfig`) holds every default once and is registered as
+the structured config ``<stage>_schema`` (:func:`register_stage`); ``conf/<stage>.yaml`` holds only the
+defaults list (that schema, then the profile) and Hydra's own settings; ``conf/<stage>_profile/<p>.yaml``
+holds only what profile ``p`` changes (a stage a profile does not change has no file). Entry points call
+:func:`to_dataclass` once; below them code sees dataclasses, never a ``DictConfig``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 import re
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any, TypeVar
 
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -20,6 +26,10 @@ from core.errors import UserError
 T = TypeVar("T")
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+PROFILES = ("cpu", "gpu", "paper")  # profile=<p>: each stage applies conf/<stage>_profile/<p>.yaml if any
+# the module that registers each stage's schema (imported by :func:`compose`; entry points import it anyway)
+STAGE_MODULES = {"teacher": "teacher.config", "data_gen": "data_gen.render", "student": "student.config",
+                 "export": "export.onnx", "render": "export.render", "viewer": "export.viewer"}
 
 
 def _scene_name(path: str | None, name: str | None = None) -> str:
@@ -30,6 +40,13 @@ def _scene_name(path: str | None, name: str | None = None) -> str:
 
 if not OmegaConf.has_resolver("scene_name"):
     OmegaConf.register_new_resolver("scene_name", _scene_name)
+for _profile in PROFILES:  # the choices of the profile group: names only, no settings of their own
+    ConfigStore.instance().store(group="profile", name=_profile, node={}, package="_global_")
+
+
+def register_stage(name: str, cls: type) -> None:
+    """Make dataclass ``cls`` the base of ``conf/<name>.yaml`` (its defaults list names ``<name>_schema``)."""
+    ConfigStore.instance().store(name=f"{name}_schema", node=cls)
 
 
 def to_dataclass(cfg: DictConfig | dict[str, Any], cls: type[T]) -> T:
@@ -73,7 +90,8 @@ class ConfigValueError(UserError):
 def validate(obj: Any, prefix: str = "") -> None:
     """Check a config tree once: the ``validate()`` method of every dataclass in it, innermost first.
 
-    A dataclass opts in with a ``validate(self) -> None`` method that raises :class:`ConfigValueError`
+    A dataclass opts in with a ``validate(self) -> None`` method (for its own fields: a base class's
+    ``validate`` runs too, first, without a ``super()`` call) that raises :class:`ConfigValueError`
     naming its own key (the helpers :func:`at_least`, :func:`positive`, :func:`in_range`, :func:`one_of`
     do); the error is re-raised with the key's dotted path from the root (``train.distill.lr=0: ...``).
 
@@ -86,12 +104,13 @@ def validate(obj: Any, prefix: str = "") -> None:
         for index, item in items:
             if dataclasses.is_dataclass(item) and not isinstance(item, type):
                 validate(item, f"{prefix}{f.name}." if index is None else f"{prefix}{f.name}.{index}.")
-    check = getattr(obj, "validate", None)
-    if callable(check):
-        try:
-            check()
-        except ConfigValueError as exc:
-            raise exc.under(prefix) from None
+    for cls in reversed(type(obj).__mro__):  # a base's checks too (the run section), base first
+        check = cls.__dict__.get("validate")
+        if callable(check):
+            try:
+                check(obj)
+            except ConfigValueError as exc:
+                raise exc.under(prefix) from None
 
 
 def _values(cfg: Any, keys: tuple[str, ...]) -> list[tuple[str, Any]]:
@@ -153,6 +172,8 @@ def compose(config_name: str, overrides: list[str] | None = None) -> DictConfig:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    if config_name in STAGE_MODULES:
+        importlib.import_module(STAGE_MODULES[config_name])  # registers the stage's schema
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return hydra_compose(config_name=config_name, overrides=overrides or [])
 

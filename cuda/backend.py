@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -114,22 +114,42 @@ def resolve_backend(name: str, spec: HashGridSpec, device: torch.device) -> tupl
     raise ValueError(f"hash grid backend {name!r} is not available on {device}")
 
 
-def validate_grid_config(cfg: Any) -> None:
-    """Check a grid config's shape and ``backend`` (the ``validate()`` of teacher and student grids).
+@dataclass
+class HashGridConfig:
+    """A hash grid as a config names it: its shape (the fields of :class:`HashGridSpec`, which derives the
+    level layout from them) and the backend that runs it. Defaults: Instant-NGP's.
 
-    Args:
-        cfg: has ``n_levels``, ``n_features``, ``log2_hashmap_size``, ``base_resolution``,
-            ``max_resolution`` and ``backend``.
-
-    Raises:
-        ConfigValueError: the first bad key.
+    Attributes:
+        n_levels: resolution levels ``L``.
+        n_features: features per level ``F``.
+        log2_hashmap_size: ``log2 T``, entries per level at most (coarse levels that fit are dense).
+        base_resolution: ``N_min``, the coarsest level's cells per axis.
+        max_resolution: ``N_max``, the finest level's (the paper: 2048 x scene scale).
+        backend: ``auto`` (our kernel when it builds, else PyTorch), ``torch``, ``tcnn`` or any
+            registered backend.
     """
-    at_least(cfg, 1, "n_levels", "n_features", "base_resolution")
-    at_least(cfg, cfg.base_resolution, "max_resolution")
-    if not 4 <= cfg.log2_hashmap_size <= 30:
-        raise ConfigValueError("log2_hashmap_size", "invalid hash grid shape: must be in 4..30",
-                               cfg.log2_hashmap_size)
-    one_of(cfg, "backend", backend_names())
+
+    n_levels: int = 16
+    n_features: int = 2
+    log2_hashmap_size: int = 19
+    base_resolution: int = 16
+    max_resolution: int = 2048
+    backend: str = "auto"
+
+    def spec(self) -> HashGridSpec:
+        """The level layout of this shape."""
+        return HashGridSpec(n_levels=self.n_levels, n_features=self.n_features,
+                            log2_hashmap_size=self.log2_hashmap_size, base_resolution=self.base_resolution,
+                            max_resolution=self.max_resolution)
+
+    def validate(self) -> None:
+        """Raise :class:`core.config.ConfigValueError` for an unusable shape or an unknown backend."""
+        at_least(self, 1, "n_levels", "n_features", "base_resolution")
+        at_least(self, self.base_resolution, "max_resolution")
+        if not 4 <= self.log2_hashmap_size <= 30:
+            raise ConfigValueError("log2_hashmap_size", "invalid hash grid shape: must be in 4..30",
+                                   self.log2_hashmap_size)
+        one_of(self, "backend", backend_names())
 
 
 def backend_names() -> list[str]:

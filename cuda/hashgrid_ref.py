@@ -27,13 +27,15 @@ PRIMES = (1, 2654435761, 805459861)
 
 @dataclass(frozen=True)
 class HashGridSpec:
-    """Shape of a hash grid. ``per_level_scale`` of 0 derives it from ``max_resolution``."""
+    """Level layout of a hash grid of a given shape (a config names one as
+    :class:`cuda.backend.HashGridConfig`, whose defaults are Instant-NGP's). ``per_level_scale`` of 0
+    derives it from ``max_resolution``."""
 
-    n_levels: int = 16
-    n_features: int = 2
-    log2_hashmap_size: int = 19
-    base_resolution: int = 16
-    max_resolution: int = 2048
+    n_levels: int
+    n_features: int
+    log2_hashmap_size: int
+    base_resolution: int
+    max_resolution: int
     per_level_scale: float = 0.0
     scales: tuple[float, ...] = field(init=False)
     resolutions: tuple[int, ...] = field(init=False)

@@ -14,10 +14,7 @@ from contextlib import contextmanager
 import torch
 import torch.distributed as dist
 
-
-def local_rank() -> int:
-    """``LOCAL_RANK`` set by torchrun (0 outside it)."""
-    return int(os.environ.get("LOCAL_RANK", "0"))
+from core.run import collective_backend, local_rank
 
 
 def _active() -> bool:
@@ -29,7 +26,7 @@ def process_group() -> Iterator[tuple[int, int]]:
     """Yield ``(rank, world_size)``, joining the process group described by the environment if needed."""
     joined = False
     if not _active() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        backend = collective_backend()
         if backend == "nccl":
             torch.cuda.set_device(local_rank())
         dist.init_process_group(backend=backend)

@@ -24,9 +24,10 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from core.cameras import scale_intrinsics
-from core.config import to_dataclass, torch_device
-from core.datasets import Scene, SceneConfig, load_scene
+from core.config import register_stage, to_dataclass
+from core.datasets import Scene, load_scene
 from core.errors import UserError, exit_on_user_error
+from core.run import RunConfig, apply_threads, resolve_device
 from core.runlock import locked_run
 from core.shards import META_NAME, OPTIONAL_FIELDS, RGB_FORMATS, PseudoMeta
 from core.skipgrid import cover_grid, pack_grid
@@ -41,19 +42,18 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class DataGenConfig:
-    """Settings of the data generation stage (``conf/data_gen.yaml``).
+class DataGenConfig(RunConfig):
+    """Settings of the data generation stage (``conf/data_gen.yaml``): the run section (its scene's
+    training cameras drive the sampler; ``seed``: view ``i`` of seed ``s`` is always the same camera),
+    then the stage's own.
 
     Attributes:
-        scene: the scene the teacher was trained on (its training cameras drive the sampler).
-        run_dir: run folder; the teacher is read from ``<run_dir>/teacher/``.
         teacher_ckpt: teacher checkpoint; ``None`` = ``<run_dir>/teacher/teacher.ckpt``.
         out_dir: output folder; ``None`` = ``<run_dir>/pseudo``.
         n_views: number of pseudo-views.
         views_per_shard: views per tar file.
         sampler: ``auto`` (``forward`` for a forward-facing scene, else ``hemisphere``),
             ``hemisphere``, ``jitter`` or ``forward`` (:mod:`data_gen.poses`).
-        seed: sampler seed (view ``i`` of seed ``s`` is always the same camera).
         sampler_params: sampler settings (zoom range, jitter size, radius).
         image_scale: output size relative to the scene's images.
         image_size: ``[H, W]`` output size; overrides ``image_scale`` and ``max_rays`` when set.
@@ -71,19 +71,15 @@ class DataGenConfig:
             and float64 (the page) could pick different cells.
         shards: ``"START:END"`` renders only those shards (Python slice of the shard list).
         verify: only re-hash and decode an existing folder, report problems by file, render nothing.
-        device: ``auto`` (CUDA if present), ``cpu`` or ``cuda[:i]``.
         backend: hash-grid backend for the teacher (``auto``, ``torch``, ...).
         progress: show a progress bar.
     """
 
-    scene: SceneConfig = field(default_factory=SceneConfig)
-    run_dir: str = "runs/mic_100"
     teacher_ckpt: str | None = None
     out_dir: str | None = None
     n_views: int = 1000
     views_per_shard: int = 100
     sampler: str = "auto"
-    seed: int = 0
     sampler_params: SamplerConfig = field(default_factory=SamplerConfig)
     image_scale: float = 1.0
     image_size: list[int] | None = None
@@ -95,14 +91,12 @@ class DataGenConfig:
     occupancy_resolution: int = 63
     shards: str | None = None
     verify: bool = False
-    device: str = "auto"
     backend: str = "auto"
     progress: bool = True
 
     def validate(self) -> None:
-        """Raise :class:`core.config.ConfigValueError` for an unknown device or backend (the other
-        settings: :func:`validate`)."""
-        torch_device(self, "device")
+        """Raise :class:`core.config.ConfigValueError` for an unknown backend (the other settings:
+        :func:`validate`)."""
         validate_backend(self)
 
 
@@ -149,14 +143,6 @@ def paths(cfg: DataGenConfig) -> tuple[Path, Path]:
     run_dir = Path(cfg.run_dir)
     ckpt = Path(cfg.teacher_ckpt) if cfg.teacher_ckpt else run_dir / "teacher" / "teacher.ckpt"
     return ckpt, Path(cfg.out_dir) if cfg.out_dir else run_dir / "pseudo"
-
-
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", dist_utils.local_rank())
-        return torch.device("cpu")
-    return torch.device(name)
 
 
 def plan(cfg: DataGenConfig, scene: Scene, teacher: RenderableTeacher, ckpt: Path) -> tuple[PseudoMeta, Rig]:
@@ -246,7 +232,8 @@ def run(cfg: DataGenConfig) -> dict[str, Any]:
         return _verify_only(JobFolder.from_disk(paths(cfg)[1]))
     with dist_utils.process_group() as (rank, world):
         ckpt, out_dir = paths(cfg)
-        device = _resolve_device(cfg.device)
+        device = resolve_device(cfg.device)
+        apply_threads(cfg.threads)
         scene = load_scene(cfg.scene, splits=("train",))
         teacher = load_checked_teacher(ckpt, scene, device, cfg.backend)
         meta, rig = plan(cfg, scene, teacher, ckpt)
@@ -294,6 +281,9 @@ def _render_shards(job: JobFolder, indices: list[int], renderer: ShardRenderer,
             job.record(index, sha)
             written += n
     return written, skipped
+
+
+register_stage("data_gen", DataGenConfig)
 
 
 @hydra.main(config_path="../conf", config_name="data_gen", version_base="1.3")

@@ -29,18 +29,19 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from core.config import at_least, positive, to_dataclass
-from core.datasets import Scene, SceneConfig, load_scene
+from core.config import at_least, positive, register_stage, to_dataclass
+from core.datasets import Scene, load_scene
 from core.errors import UserError, exit_on_user_error
 from core.io import sha256_file, write_json
 from core.ndc import NDCSpace
 from core.rays import generate_rays
 from core.rig import camera_rig
+from core.run import RunConfig
 from core.runlock import locked_run
 from core.scene_facts import SceneFacts
 from core.seeding import seed_everything
 from export.fused import FusedEncodingStudent
-from export.parity import evaluate_variant, mean_view_psnr, scene_rays, split_rays, torch_rgb
+from export.parity import evaluate_variant, mean_view_psnr, scene_rays, torch_rgb, view_rays
 from export.runtime import FORMAT, FORMAT_VERSION, ModelMeta
 from export.variants import (
     INT8_MODES,
@@ -66,7 +67,7 @@ STAGING_PREFIX = ".staging-"  # this run's files until they pass the gate
 class Int8Config:
     """int8 quantization: ``mode`` qdq (static, calibrated) or dynamic; calibration rays from train views."""
 
-    mode: str = "qdq"
+    mode: str = "dynamic"
     calib_rays: int = 16384
     calib_batches: int = 4
     per_channel: bool = True
@@ -94,11 +95,11 @@ class ParityConfig:
 
 
 @dataclass
-class ExportConfig:
-    """``conf/export.yaml``."""
+class ExportConfig(RunConfig):
+    """``conf/export.yaml``: the run section (``threads``: ONNX Runtime's in the parity checks; ``seed``:
+    their random rays; ``device``: unused, the export and its checks run on the CPU), then the export's
+    own."""
 
-    scene: SceneConfig = field(default_factory=SceneConfig)
-    run_dir: str = "runs/mic_100"
     checkpoint: str | None = None
     out_dir: str | None = None
     opset: int = 18
@@ -108,12 +109,10 @@ class ExportConfig:
     fused_encoding: list[str] = field(default_factory=lambda: ["fp16", "int8"])
     int8: Int8Config = field(default_factory=Int8Config)
     parity: ParityConfig = field(default_factory=ParityConfig)
-    threads: int | None = None
-    seed: int = 0
 
     def validate(self) -> None:
         """Raise :class:`core.config.ConfigValueError` for a bad value (variant names: checked at export)."""
-        at_least(self, 1, "opset", "threads")
+        at_least(self, 1, "opset")
 
 
 def build_meta(model: R2LStudent, facts: SceneFacts, opset: int) -> ModelMeta:
@@ -311,7 +310,7 @@ def _parity_report(cfg: ExportConfig, model: R2LStudent, meta: ModelMeta, scene:
     if cfg.parity.max_test_rays is not None:
         by_rays = max(1, cfg.parity.max_test_rays // (test.hw[0] * test.hw[1]))
         n_views = by_rays if n_views is None else min(n_views, by_rays)
-    views = split_rays(test, n_views)
+    views = view_rays(test, n_views)
     gt = test.rgb(meta.background)[: len(views)].reshape(len(views), -1, 3).numpy()
     rays = scene_rays(scene, torch.tensor(meta.aabb), cfg.parity.n_rays, gen)
     torch_random = torch_rgb(model, *rays).numpy()
@@ -339,6 +338,9 @@ def _parity_report(cfg: ExportConfig, model: R2LStudent, meta: ModelMeta, scene:
         del res["views"]
     return {"n_test_views": len(views), "torch": {"test_psnr": torch_psnr}, "parity": parity,
             "variants": variants}
+
+
+register_stage("export", ExportConfig)
 
 
 @hydra.main(config_path="../conf", config_name="export", version_base="1.3")

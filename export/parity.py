@@ -77,7 +77,7 @@ def torch_rgb(model: torch.nn.Module, rays_o: Tensor, rays_d: Tensor, chunk: int
     return torch.cat([model(rays_o[i:i + chunk], rays_d[i:i + chunk]) for i in starts])
 
 
-def split_rays(split: SceneSplit, max_views: int | None = None) -> list[tuple[Tensor, Tensor]]:
+def view_rays(split: SceneSplit, max_views: int | None = None) -> list[tuple[Tensor, Tensor]]:
     """Per view ``(rays_o [H*W, 3], rays_d [H*W, 3])`` of the first ``max_views`` views of ``split``."""
     H, W = split.hw
     n = split.n_views if max_views is None else min(max_views, split.n_views)

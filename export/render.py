@@ -24,11 +24,12 @@ import imageio.v2 as imageio
 import numpy as np
 from omegaconf import DictConfig
 
-from core.config import ConfigValueError, at_least, in_range, one_of, positive, to_dataclass
-from core.datasets import SceneConfig, load_scene
+from core.config import ConfigValueError, at_least, in_range, one_of, positive, register_stage, to_dataclass
+from core.datasets import load_scene
 from core.errors import UserError, exit_on_user_error
 from core.io import atomic_write
 from core.rig import camera_rig
+from core.run import RunConfig, ort_providers
 from export.paths import default_path, read_camera_path
 from export.runtime import DEFAULT_BATCH, LightField, MissingRuntimeError, ModelError
 
@@ -55,11 +56,10 @@ class OrbitConfig:
 
 
 @dataclass
-class RenderConfig:
-    """``conf/render.yaml``."""
+class PathRenderConfig(RunConfig):
+    """``conf/render.yaml``: the run section (``device``: the ONNX Runtime providers, ``threads``: its
+    intra-op threads), then the camera path's own."""
 
-    scene: SceneConfig = field(default_factory=SceneConfig)
-    run_dir: str = "runs/mic_100"
     model: str | None = None
     poses: str | None = None
     orbit: OrbitConfig = field(default_factory=OrbitConfig)
@@ -69,29 +69,27 @@ class RenderConfig:
     image_size: list[int] | None = None
     max_pixels: int | None = 40000
     save_frames: bool = True
-    providers: list[str] | None = None
-    threads: int | None = None
     batch_size: int = DEFAULT_BATCH
 
     def validate(self) -> None:
         """Raise :class:`core.config.ConfigValueError` for a bad value."""
         one_of(self, "video", VIDEO_FORMATS)
-        at_least(self, 1, "fps", "max_pixels", "threads", "batch_size")
+        at_least(self, 1, "fps", "max_pixels", "batch_size")
         size = self.image_size
         if size is not None and (len(size) != 2 or min(size) < 1):
             raise ConfigValueError("image_size", "must be [H, W] with H, W >= 1", list(size))
 
 
-def load_field(cfg: RenderConfig) -> LightField:
+def load_field(cfg: PathRenderConfig) -> LightField:
     """Open the model; runtime errors become one-line :class:`UserError` s."""
     path = Path(cfg.model or Path(cfg.run_dir) / "export" / "student.onnx")
     try:
-        return LightField(path, providers=cfg.providers, threads=cfg.threads)
+        return LightField(path, providers=ort_providers(cfg.device), threads=cfg.threads)
     except (ModelError, MissingRuntimeError) as exc:
         raise UserError(str(exc)) from None
 
 
-def camera_path(cfg: RenderConfig, field: LightField) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+def camera_path(cfg: PathRenderConfig, field: LightField) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
     """``c2w [C, 4, 4]``, ``K [C, 3, 3]`` and ``(H, W)`` of the frames to render."""
     H, W = (int(cfg.image_size[0]), int(cfg.image_size[1])) if cfg.image_size else field.image_size
     if not cfg.image_size and cfg.max_pixels and H * W > cfg.max_pixels:  # same aspect, fewer pixels
@@ -133,7 +131,7 @@ def write_video(frames: list[Any], path: Path, fps: int) -> Path:
     return path
 
 
-def run(cfg: RenderConfig) -> dict[str, Any]:
+def run(cfg: PathRenderConfig) -> dict[str, Any]:
     """Render the path.
 
     Returns:
@@ -168,11 +166,14 @@ def run(cfg: RenderConfig) -> dict[str, Any]:
             "frames_dir": str(frames_dir) if cfg.save_frames else None, "providers": field.providers}
 
 
+register_stage("render", PathRenderConfig)
+
+
 @hydra.main(config_path="../conf", config_name="render", version_base="1.3")
 @exit_on_user_error
 def main(dcfg: DictConfig) -> None:
     """Hydra entry point: ``python -m export.render [overrides]``."""
-    res = run(to_dataclass(dcfg, RenderConfig))
+    res = run(to_dataclass(dcfg, PathRenderConfig))
     print(f"rendered {res['n_frames']} frames of {res['image_size'][0]}x{res['image_size'][1]} on "
           f"{res['providers'][0]}: {res['ms_per_frame']:.2f} ms per frame, {res['fps']:.1f} FPS "
           f"(first frame {res['first_frame_ms']:.1f} ms)")

@@ -1,11 +1,11 @@
-"""Typed configuration of the student stage (``conf/student.yaml`` is checked against these)."""
+"""Typed configuration of the student stage: every key and its default (``conf/student.yaml`` composes it)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from core.config import at_least, in_range, one_of, positive, training_limits
-from core.datasets import SceneConfig
+from core.config import at_least, in_range, one_of, positive, register_stage, training_limits
+from core.run import RunConfig
 from student.model import StudentModelConfig
 
 PRECISIONS = {"bf16": "bf16-mixed", "fp32": "32-true"}  # train.precision -> Lightning's precision
@@ -30,15 +30,15 @@ class StageConfig:
     """
 
     enabled: bool = True
-    max_steps: int = 2000
+    max_steps: int = 20000
     max_seconds: float | None = None
-    lr: float = 1e-3
+    lr: float = 5e-4
     encoding_lr: float | None = None
-    lr_final: float = 1e-5
-    warmup_steps: int = 100
+    lr_final: float = 5e-6
+    warmup_steps: int = 500
     decay_steps: int | None = None
     batch_size: int = 4096
-    val_every_steps: int = 500
+    val_every_steps: int = 1000
 
     def validate(self) -> None:
         """Raise :class:`core.config.ConfigValueError` for a bad value or a stage without any limit."""
@@ -69,16 +69,16 @@ class HardMiningConfig:
 
 
 @dataclass
-class TrainConfig:
+class StudentTrainConfig:
     """Settings shared by the stages.
 
     Attributes:
         distill: the pseudo-data stage.
         finetune: the real-photo stage.
         precision: ``"bf16"`` (autocast, fp32 master weights) or ``"fp32"``.
-        devices: processes per node (DDP over the shards when > 1; gloo on CPU, NCCL on GPUs).
+        devices: processes per node (DDP over the shards when > 1; gloo on CPU, NCCL on GPUs: the run
+            section's ``device`` says which).
         num_nodes: machines (Lightning reads the cluster's environment: torchrun, SLURM, ...).
-        accelerator: ``"cpu"``, ``"gpu"`` or ``"auto"``.
         num_workers: DataLoader workers decoding shards (per process; capped by the shards it reads).
         shuffle_buffer: rays held in the cross-view shuffle buffer (per worker).
         ray_cache_gb: the distill stage reads the shards once and holds their rays in memory when all
@@ -88,17 +88,16 @@ class TrainConfig:
         ckpt_every_steps: Lightning checkpoint interval (for resume after a kill).
         resume: resume an interrupted stage from its ``last.ckpt``.
         progress_bar: show Lightning's progress bar.
-        threads: torch intra-op threads (``null``: torch's default).
     """
 
     distill: StageConfig = field(default_factory=StageConfig)
-    finetune: StageConfig = field(
-        default_factory=lambda: StageConfig(max_steps=500, lr=2e-4, lr_final=1e-5, warmup_steps=20)
+    finetune: StageConfig = field(  # the distill stage's defaults, except:
+        default_factory=lambda: StageConfig(max_steps=2000, lr=1e-4, lr_final=1e-6, warmup_steps=100,
+                                            val_every_steps=500)
     )
     precision: str = "bf16"
     devices: int = 1
     num_nodes: int = 1
-    accelerator: str = "cpu"
     num_workers: int = 2
     shuffle_buffer: int = 65536
     ray_cache_gb: float = 2.0
@@ -106,18 +105,16 @@ class TrainConfig:
     ckpt_every_steps: int = 200
     resume: bool = True
     progress_bar: bool = True
-    threads: int | None = None
 
     def validate(self) -> None:
         """Raise :class:`core.config.ConfigValueError` for a bad value."""
         one_of(self, "precision", PRECISIONS)
-        one_of(self, "accelerator", ("cpu", "gpu", "auto"))
-        at_least(self, 1, "devices", "num_nodes", "shuffle_buffer", "ckpt_every_steps", "threads")
+        at_least(self, 1, "devices", "num_nodes", "shuffle_buffer", "ckpt_every_steps")
         at_least(self, 0, "num_workers", "ray_cache_gb")
 
 
 @dataclass
-class EvalConfig:
+class StudentEvalConfig:
     """Test evaluation.
 
     Attributes:
@@ -138,26 +135,22 @@ class EvalConfig:
 
 
 @dataclass
-class StudentConfig:
-    """The ``student.train`` entry point.
+class StudentConfig(RunConfig):
+    """The ``student.train`` entry point: the run section (the scene's train photos feed ``finetune``,
+    its test split the evaluation; ``run_dir``: reads ``<run_dir>/pseudo`` and ``<run_dir>/teacher``,
+    writes ``<run_dir>/student``; ``device``: Lightning's accelerator), then the student's own.
 
     Attributes:
-        scene: the scene (its train photos feed ``finetune``, its test split the evaluation).
-        run_dir: run folder; reads ``<run_dir>/pseudo`` and ``<run_dir>/teacher``, writes
-            ``<run_dir>/student`` and ``<run_dir>/report.{md,html}``.
         pseudo_dir: pseudo-data folder (``null``: ``<run_dir>/pseudo``).
         model: network shape.
         train: training settings.
         eval: evaluation settings.
-        seed: random seed.
     """
 
-    scene: SceneConfig = field(default_factory=SceneConfig)
-    run_dir: str = "runs/mic_100"
     pseudo_dir: str | None = None
-    model: StudentModelConfig = field(
-        default_factory=lambda: StudentModelConfig(n_points=16, n_freqs=10, width=128, depth=16)
-    )
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    seed: int = 0
+    model: StudentModelConfig = field(default_factory=StudentModelConfig)
+    train: StudentTrainConfig = field(default_factory=StudentTrainConfig)
+    eval: StudentEvalConfig = field(default_factory=StudentEvalConfig)
+
+
+register_stage("student", StudentConfig)

@@ -53,7 +53,7 @@ def view_to_rays(rgb: Tensor, c2w: Tensor, K: Tensor) -> Tensor:
     return torch.cat([rays_o, rays_d, rgb.reshape(-1, 3)], dim=-1)
 
 
-def split_rays(packed: Tensor) -> RayBatch:
+def unpack_rays(packed: Tensor) -> RayBatch:
     """``[B, 9]`` packed rays -> ``{"rays_o", "rays_d", "rgb"}`` (each ``[B, 3]``)."""
     return {"rays_o": packed[:, 0:3], "rays_d": packed[:, 3:6], "rgb": packed[:, 6:9]}
 
@@ -189,7 +189,7 @@ def shard_loader(meta: PseudoMeta, batch_size: int, buffer_size: int, num_worker
                        workersplitter=wds.split_by_worker, empty_check=False, seed=seed)
         .compose(_RaysFromViews(batch_size, buffer_size, seed,
                                 keep or _content_filter(meta, content_only)))
-        .map(split_rays)
+        .map(unpack_rays)
         .with_epoch(per_stream)
     )
     return DataLoader(dataset, batch_size=None, num_workers=workers, persistent_workers=workers > 0,
@@ -261,7 +261,7 @@ class InMemoryRays(IterableDataset):
         n_batches = max(1, n // self.batch_size)
         for i in range(self.steps):
             j = (i * world + rank) % n_batches
-            yield split_rays(self.packed[order[j * self.batch_size:(j + 1) * self.batch_size]])
+            yield unpack_rays(self.packed[order[j * self.batch_size:(j + 1) * self.batch_size]])
 
 
 def photo_rays(scene: Scene, background: list[float], split: str = "train", keep: ContentRays | None = None

@@ -34,45 +34,28 @@ from core.config import at_least
 from core.ndc import NDCSpace, ndc_rays
 from core.rays import ray_aabb_intersect
 from core.skipgrid import bits_record, pack_bits, points_occupied
-from cuda.backend import HashGrid, validate_grid_config
+from cuda.backend import HashGrid, HashGridConfig
 from cuda.hashgrid_graph import hash_encode_graph
-from cuda.hashgrid_ref import HashGridSpec
 
 RAY_RANGES = ("box", "near_far")
 ENCODINGS = ("pe", "hash")
 
 
 @dataclass
-class GridConfig:
-    """The learned (``hash``) encoding's feature store: a multiresolution hash grid over the content box.
+class GridConfig(HashGridConfig):
+    """The learned (``hash``) encoding's feature store: a multiresolution hash grid over the content box
+    (:class:`cuda.backend.HashGridConfig`: shape and training backend; the student's own, smaller, shape
+    is the default of :attr:`student.model.StudentModelConfig.grid`), plus the points' own encoding.
 
     Attributes:
-        n_levels: resolution levels.
-        n_features: features per level and point.
-        log2_hashmap_size: entries per level at most (``2^T``); coarse levels that fit are dense.
-        base_resolution: coarsest level's cells per axis.
-        max_resolution: finest level's cells per axis.
         point_freqs: octaves of a positional encoding of the points concatenated to the features
             (``-1``: none; ``0``: the normalised coordinates themselves).
-        backend: hash-grid backend for training (``auto``: our CPU kernel here; see ``cuda.backend``).
     """
 
-    n_levels: int = 4
-    n_features: int = 2
-    log2_hashmap_size: int = 17
-    base_resolution: int = 16
-    max_resolution: int = 128
     point_freqs: int = -1
-    backend: str = "auto"
-
-    def spec(self) -> HashGridSpec:
-        return HashGridSpec(n_levels=self.n_levels, n_features=self.n_features,
-                            log2_hashmap_size=self.log2_hashmap_size, base_resolution=self.base_resolution,
-                            max_resolution=self.max_resolution)
 
     def validate(self) -> None:
-        """Raise :class:`core.config.ConfigValueError` for an unusable shape or an unknown backend."""
-        validate_grid_config(self)
+        """Raise :class:`core.config.ConfigValueError` for a bad ``point_freqs`` (the shape: the base's)."""
         at_least(self, -1, "point_freqs")
 
 

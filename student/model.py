@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,14 +40,15 @@ class StudentModelConfig:
     width: int = 256
     depth: int = 88
     ray_range: str = "box"
-    grid: GridConfig = field(default_factory=GridConfig)
+    grid: GridConfig = field(  # the student's grid: 4 x 2 features, 2^17 entries, 16 to 128 cells
+        default_factory=lambda: GridConfig(n_levels=4, log2_hashmap_size=17, max_resolution=128))
     skip_empty: bool = True
 
     @classmethod
     def from_dict(cls, d: dict) -> StudentModelConfig:
         """The config saved by ``dataclasses.asdict`` (a checkpoint from before encodings is ``pe``)."""
         d = dict(d)
-        grid = GridConfig(**d.pop("grid", {}))
+        grid = GridConfig(**{**dataclasses.asdict(cls().grid), **d.pop("grid", {})})
         return cls(**d, grid=grid)
 
     @property

@@ -33,6 +33,7 @@ from core.io import read_json, write_json
 from core.ndc import NDCSpace
 from core.provenance import check_or_record, fingerprint, json_sha256, scene_fingerprint
 from core.rig import camera_rig
+from core.run import apply_threads, lightning_accelerator, resolve_device
 from core.runlock import locked_run
 from core.scene_facts import SceneFacts
 from core.seeding import seed_everything
@@ -47,7 +48,7 @@ from student.data import (
     ShardDataModule,
     photo_rays,
     ray_bytes,
-    split_rays,
+    unpack_rays,
     view_to_rays,
 )
 from student.evaluate import evaluate_split, save_side_by_side, teacher_test_predictions
@@ -94,7 +95,7 @@ def validation_batches(scene: Scene, background: list[float], n_views: int, chun
     rgb = views.rgb(background)
     n = min(n_views, views.n_views)
     packed = torch.cat([view_to_rays(rgb[i], views.c2w[i], views.K[i]) for i in range(n)])
-    return [split_rays(p) for p in packed.split(chunk)]
+    return [unpack_rays(p) for p in packed.split(chunk)]
 
 
 def _resume_step(ckpt: Path) -> int:
@@ -105,14 +106,22 @@ def _resume_step(ckpt: Path) -> int:
     return int(torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True).get("global_step", 0))
 
 
+def _lightning_devices(cfg: StudentConfig) -> int | list[int]:
+    """``train.devices`` processes, or the one GPU that ``device=cuda:N`` names."""
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and device.index is not None and cfg.device != "auto" and cfg.train.devices == 1:
+        return [device.index]
+    return cfg.train.devices
+
+
 def build_trainer(cfg: StudentConfig, stage: StageConfig, name: str, out: Path) -> L.Trainer:
     """A Trainer for one stage: limits, precision, DDP, CSV + TensorBoard logs, periodic checkpoints."""
     if cfg.train.precision not in PRECISIONS:
         raise UserError(f"train.precision must be one of {sorted(PRECISIONS)}, got {cfg.train.precision!r}")
     logs = out / "logs"
     return L.Trainer(
-        accelerator=cfg.train.accelerator,
-        devices=cfg.train.devices,
+        accelerator=lightning_accelerator(cfg.device),
+        devices=_lightning_devices(cfg),
         num_nodes=cfg.train.num_nodes,
         strategy="ddp" if cfg.train.devices * cfg.train.num_nodes > 1 else "auto",
         precision=PRECISIONS[cfg.train.precision],  # type: ignore[arg-type]
@@ -287,8 +296,7 @@ def run(cfg: StudentConfig) -> dict[str, Any]:
     Raises:
         UserError: another live job trains the student of this run folder (or any bad input).
     """
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    apply_threads(cfg.threads)
     seed_everything(cfg.seed)
     out = Path(cfg.run_dir) / "student"
     meta, scene, background = load_inputs(cfg)

@@ -7,6 +7,7 @@ state holds every region (``regions.<k>.<key>``). This module sits above both mo
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from core.checkpoint import load_checkpoint, save_checkpoint
 from core.config import to_dataclass, to_plain
 from core.errors import CheckpointError
 from core.ndc import NDCSpace
+from cuda.backend import HashGridConfig
 from teacher.model import Teacher, TeacherModelConfig, build_teacher
 from teacher.xl.model import PartitionedTeacher, build_partitioned_teacher
 
@@ -51,6 +53,23 @@ def save_teacher(path: str | Path, teacher: Teacher | PartitionedTeacher, **extr
     return save_checkpoint(path, CHECKPOINT_KIND, state, config, **extra)
 
 
+def saved_model_config(saved: dict[str, Any]) -> TeacherModelConfig:
+    """The model config stored in a checkpoint; one written before the field nested its grid (the grid's
+    keys beside ``hidden_dim``) reads the same.
+
+    Raises:
+        UserError: an unknown key or a bad value.
+    """
+    saved = dict(saved)
+    field = dict(saved.get("field") or {})
+    grid_keys = [f.name for f in dataclasses.fields(HashGridConfig)]
+    flat = {key: field.pop(key) for key in grid_keys if key in field}
+    if flat:
+        field["grid"] = {**field.get("grid", {}), **flat}
+        saved["field"] = field
+    return to_dataclass(saved, TeacherModelConfig)
+
+
 def load_teacher(path: str | Path, device: torch.device | str = "cpu", backend: str = "auto",
                  ) -> Teacher | PartitionedTeacher:
     """Rebuild a teacher from a checkpoint written by :func:`save_teacher` (or merged by NeRF-XL training).
@@ -76,8 +95,8 @@ def load_teacher(path: str | Path, device: torch.device | str = "cpu", backend: 
         return _load_partitioned(path, payload, device, backend)
     config = payload.get("config") or {}
     try:
-        model_cfg = to_dataclass(config["model"], TeacherModelConfig)
-        model_cfg.field.backend = backend
+        model_cfg = saved_model_config(config["model"])
+        model_cfg.field.grid.backend = backend
         ndc = NDCSpace.from_dict(config["ndc"]) if config.get("ndc") is not None else None
         teacher = build_teacher(model_cfg, torch.tensor(config["aabb"], dtype=torch.float32),
                                 float(config["near"]), float(config["far"]), device, ndc)
@@ -100,8 +119,8 @@ def _load_partitioned(path: str | Path, payload: dict[str, Any], device: torch.d
     """
     config = payload["config"]
     try:
-        model_cfg = to_dataclass(config["model"], TeacherModelConfig)
-        model_cfg.field.backend = backend
+        model_cfg = saved_model_config(config["model"])
+        model_cfg.field.grid.backend = backend
         boxes = torch.tensor(config["partitions"]["boxes"], dtype=torch.float32)
         if boxes.ndim != 2 or boxes.shape[1] != 6 or boxes.shape[0] < 1:
             raise TypeError(f"partition boxes of shape {tuple(boxes.shape)}, expected [K, 6]")

@@ -10,9 +10,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from core.config import at_least, one_of, positive, to_plain, torch_device, training_limits
-from core.datasets import Scene, SceneConfig
+from core.config import at_least, one_of, positive, register_stage, to_plain, training_limits
+from core.datasets import Scene
 from core.provenance import fingerprint, scene_fingerprint
+from core.run import RunConfig
 from teacher.model import TeacherModelConfig
 from teacher.recipe import OptimConfig
 
@@ -45,7 +46,7 @@ class DistributedConfig:
 
 
 @dataclass
-class TrainConfig:
+class TeacherTrainConfig:
     """Training loop.
 
     Attributes:
@@ -55,7 +56,6 @@ class TrainConfig:
         checkpoint_seconds: interval between resume checkpoints (``last.ckpt``).
         log_every: steps between logged metrics.
         progress_bar: show Lightning's progress bar.
-        device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
     """
 
     max_steps: int = -1
@@ -64,18 +64,16 @@ class TrainConfig:
     checkpoint_seconds: float = 30.0
     log_every: int = 10
     progress_bar: bool = True
-    device: str = "auto"
 
     def validate(self) -> None:
         """Raise :class:`core.config.ConfigValueError` for a bad value or a run without any limit."""
         training_limits(self)
         positive(self, "checkpoint_seconds")
         at_least(self, 1, "batch_rays", "log_every")
-        torch_device(self, "device")
 
 
 @dataclass
-class EvalConfig:
+class TeacherEvalConfig:
     """Evaluation on the test split (always the full split, full resolution).
 
     Attributes:
@@ -95,16 +93,13 @@ class EvalConfig:
 
 
 @dataclass
-class TeacherConfig:
-    """The ``teacher`` stage (``conf/teacher.yaml``)."""
+class TeacherConfig(RunConfig):
+    """The ``teacher`` stage (``conf/teacher.yaml``): the run section, then the teacher's own."""
 
-    scene: SceneConfig = dataclasses.field(default_factory=SceneConfig)
-    run_dir: str = "runs/mic_100"
-    seed: int = 0
     model: TeacherModelConfig = dataclasses.field(default_factory=TeacherModelConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
-    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
-    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    train: TeacherTrainConfig = dataclasses.field(default_factory=TeacherTrainConfig)
+    eval: TeacherEvalConfig = dataclasses.field(default_factory=TeacherEvalConfig)
     distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
 
 
@@ -113,10 +108,13 @@ def teacher_provenance(cfg: TeacherConfig, scene: Scene) -> dict[str, Any]:
     that shape its weights (model without its backend or render chunk, optimizer, seed, rays per step,
     partitioning). Budgets, device, checkpoint interval and evaluation settings are left out."""
     model = to_plain(cfg.model)
-    model["field"].pop("backend", None)  # checkpoints move between backends
+    model["field"]["grid"].pop("backend", None)  # checkpoints move between backends
     model["render"].pop("chunk", None)  # memory, not results
     dist = cfg.distributed
     partitions = ({"k": dist.partitions, "split_rays": dist.split_rays, "points_per_ray": dist.points_per_ray}
                   if dist.partitions > 1 else None)
     return fingerprint(scene=scene_fingerprint(scene), model=model, optim=to_plain(cfg.optim), seed=cfg.seed,
                        batch_rays=cfg.train.batch_rays, partitions=partitions)
+
+
+register_stage("teacher", TeacherConfig)

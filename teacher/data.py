@@ -18,7 +18,7 @@ from core.datasets import SceneSplit
 from core.rays import generate_rays
 
 
-def split_rays(split: SceneSplit) -> tuple[Tensor, Tensor, Tensor]:
+def rays_with_pixels(split: SceneSplit) -> tuple[Tensor, Tensor, Tensor]:
     """All rays of a split with their pixels.
 
     Returns:
@@ -65,7 +65,7 @@ class RayDataModule(L.LightningDataModule):
 
     def __init__(self, split: SceneSplit, batch_size: int, seed: int = 0):
         super().__init__()
-        self.dataset = RayBatches(split_rays(split), batch_size, seed)
+        self.dataset = RayBatches(rays_with_pixels(split), batch_size, seed)
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.dataset, batch_size=None, num_workers=0)

@@ -8,15 +8,13 @@ and the degree-4 spherical-harmonics encoding of the view direction to RGB.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
 from core.config import at_least, one_of
-from cuda.backend import HashGrid, backend_names, validate_grid_config
-from cuda.hashgrid_ref import HashGridSpec
+from cuda.backend import HashGrid, HashGridConfig, backend_names
 
 SH_DIM = 16  # degree 4: 1 + 3 + 5 + 7 coefficients
 
@@ -26,42 +24,22 @@ class FieldConfig:
     """Shape of the radiance field.
 
     Attributes:
-        n_levels: hash-grid levels ``L``.
-        n_features: features per level ``F``.
-        log2_hashmap_size: ``log2 T``, entries per hashed level.
-        base_resolution: ``N_min``.
-        max_resolution: ``N_max`` (the paper: 2048 x scene scale).
+        grid: the hash grid and its backend (Instant-NGP's by default).
         hidden_dim: width of both MLPs.
         geo_dim: outputs of the density MLP (the first is the log-density).
-        backend: hash-grid backend (``auto``, ``torch``, ``tcnn``, or any registered one).
     """
 
-    n_levels: int = 16
-    n_features: int = 2
-    log2_hashmap_size: int = 19
-    base_resolution: int = 16
-    max_resolution: int = 2048
+    grid: HashGridConfig = field(default_factory=HashGridConfig)
     hidden_dim: int = 64
     geo_dim: int = 16
-    backend: str = "auto"
-
-    def grid_spec(self) -> HashGridSpec:
-        return HashGridSpec(
-            n_levels=self.n_levels,
-            n_features=self.n_features,
-            log2_hashmap_size=self.log2_hashmap_size,
-            base_resolution=self.base_resolution,
-            max_resolution=self.max_resolution,
-        )
 
     def validate(self) -> None:
-        """Raise :class:`core.config.ConfigValueError` for an unusable shape or an unknown backend."""
-        validate_grid_config(self)
+        """Raise :class:`core.config.ConfigValueError` for an unusable MLP (``grid`` checks itself)."""
         at_least(self, 1, "hidden_dim", "geo_dim")
 
 
-def validate_backend(cfg: Any) -> None:
-    """``cfg.backend`` is ``auto`` or a registered hash-grid backend (for configs naming the teacher's)."""
+def validate_backend(cfg: object) -> None:
+    """``cfg.backend`` is ``auto`` or a registered hash-grid backend (for a config naming the teacher's)."""
     one_of(cfg, "backend", backend_names())
 
 
@@ -133,7 +111,7 @@ class TeacherField(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.register_buffer("aabb", torch.as_tensor(aabb, dtype=torch.float32).clone())
-        self.grid = HashGrid(cfg.grid_spec(), backend=cfg.backend, device=self.aabb.device)
+        self.grid = HashGrid(cfg.grid.spec(), backend=cfg.grid.backend, device=self.aabb.device)
         h = cfg.hidden_dim
         self.density_mlp = nn.Sequential(
             nn.Linear(self.grid.n_output_dims, h, bias=False),

@@ -17,7 +17,7 @@ from core.ndc import NDCSpace, to_ndc
 from core.rays import ray_aabb_intersect
 from teacher.field import FieldConfig, TeacherField
 from teacher.occupancy import OccupancyConfig, OccupancyGrid, carve_from_masks
-from teacher.render import RenderConfig, render_in_chunks, render_segment, step_size_for
+from teacher.render import MarchConfig, render_in_chunks, render_segment, step_size_for
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ class TeacherModelConfig:
 
     field: FieldConfig = dataclasses.field(default_factory=FieldConfig)
     occupancy: OccupancyConfig = dataclasses.field(default_factory=OccupancyConfig)
-    render: RenderConfig = dataclasses.field(default_factory=RenderConfig)
+    render: MarchConfig = dataclasses.field(default_factory=MarchConfig)
 
 
 class Teacher(nn.Module):

@@ -20,7 +20,7 @@ from teacher.marching import RaySamples, early_termination_mask, march_rays
 
 
 @dataclass
-class RenderConfig:
+class MarchConfig:
     """Ray-marching settings.
 
     Attributes:
@@ -45,7 +45,7 @@ class RenderConfig:
         in_range(self, 0.0, 1.0, "min_transmittance", "alpha_threshold")
 
 
-def step_size_for(aabb: Tensor, cfg: RenderConfig) -> float:
+def step_size_for(aabb: Tensor, cfg: MarchConfig) -> float:
     """Marching step of a box ``[6]``: its diagonal over ``cfg.steps_per_diagonal``."""
     return float((aabb[3:] - aabb[:3]).norm()) / cfg.steps_per_diagonal
 
@@ -58,7 +58,7 @@ def render_segment(
     t_max: Tensor,  # [N]
     occupancy: Tensor | None,  # [R^3] bool
     step_size: float,
-    cfg: RenderConfig,
+    cfg: MarchConfig,
 ) -> dict[str, Tensor]:
     """Render rays over ``[t_min, t_max]`` with empty-space skipping and early termination.
 

@@ -32,10 +32,11 @@ from omegaconf import DictConfig
 
 from core.checkpoint import check_state_shapes
 from core.config import to_dataclass, to_plain
-from core.datasets import Scene, load_scene
+from core.datasets import Scene, SceneSplit, load_scene
 from core.errors import CheckpointError, exit_on_user_error
 from core.io import sha256_file, write_json
 from core.provenance import check_or_record
+from core.run import apply_threads, resolve_device
 from core.runlock import locked_run
 from core.seeding import seed_everything
 from teacher.callbacks import TrainingBudget
@@ -51,13 +52,7 @@ from training.checkpoints import AtomicCheckpointIO, RandomState, last_checkpoin
 log = logging.getLogger(__name__)
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def train_teacher(cfg: TeacherConfig, teacher: Teacher, scene_split: Any, out: Path,
+def train_teacher(cfg: TeacherConfig, teacher: Teacher, scene_split: SceneSplit, out: Path,
                   extra_callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
     """Fit ``teacher`` with Lightning (resuming from ``out/lightning/last.ckpt`` if present).
 
@@ -141,6 +136,7 @@ def run(cfg: TeacherConfig) -> dict[str, Any]:
     out = Path(cfg.run_dir) / "teacher"
     ckpt_path, metrics_path = out / "teacher.ckpt", out / "metrics.json"
     seed_everything(cfg.seed)
+    apply_threads(cfg.threads)
     scene = load_scene(cfg.scene, splits=("train", "test"))
     provenance = teacher_provenance(cfg, scene)
     check_or_record(out, provenance, [ckpt_path, out / "lightning" / "last.ckpt"],
@@ -150,10 +146,10 @@ def run(cfg: TeacherConfig) -> dict[str, Any]:
         if metrics.get("checkpoint_sha256") == sha256_file(ckpt_path):
             log.info("teacher already trained and evaluated: %s", metrics_path)
             return metrics
-    device = _device(cfg.train.device)
+    device = resolve_device(cfg.device)
     if ckpt_path.is_file():
         log.info("training already finished; evaluating %s", ckpt_path)
-        loaded = load_teacher(ckpt_path, device=device, backend=cfg.model.field.backend)
+        loaded = load_teacher(ckpt_path, device=device, backend=cfg.model.field.grid.backend)
         if not isinstance(loaded, Teacher):  # the provenance check above refuses this first
             raise CheckpointError(f"{ckpt_path}: holds a partitioned teacher; set distributed.partitions")
         teacher = loaded

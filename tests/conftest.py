@@ -56,18 +56,19 @@ def make_tiny_teacher_run(run_dir: Path, scene_path: Path, seed: int = 0) -> Pat
     import json
 
     from core.datasets import SceneConfig, load_scene
+    from cuda.backend import HashGridConfig
     from teacher.checkpoint import save_teacher
     from teacher.field import FieldConfig
     from teacher.model import TeacherModelConfig, build_teacher
     from teacher.occupancy import OccupancyConfig
-    from teacher.render import RenderConfig
+    from teacher.render import MarchConfig
 
     scene = load_scene(SceneConfig(path=str(scene_path)), splits=("train",))
     cfg = TeacherModelConfig(
-        field=FieldConfig(n_levels=2, log2_hashmap_size=8, base_resolution=4, max_resolution=16,
-                          hidden_dim=16, backend="torch"),
+        field=FieldConfig(grid=HashGridConfig(n_levels=2, log2_hashmap_size=8, base_resolution=4,
+                                              max_resolution=16, backend="torch"), hidden_dim=16),
         occupancy=OccupancyConfig(resolution=8),
-        render=RenderConfig(steps_per_diagonal=32, chunk=1024),
+        render=MarchConfig(steps_per_diagonal=32, chunk=1024),
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

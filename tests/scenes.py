@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -26,9 +25,9 @@ TINY_TEACHER = [
     "train.batch_rays=256",
     "train.progress_bar=false",
     "eval.progress_bar=false",
-    "model.field.n_levels=4",
-    "model.field.log2_hashmap_size=12",
-    "model.field.max_resolution=64",
+    "model.field.grid.n_levels=4",
+    "model.field.grid.log2_hashmap_size=12",
+    "model.field.grid.max_resolution=64",
     "model.occupancy.resolution=16",
 ]
 # a small student (``python -m student.train`` overrides): finetune only, 20 steps
@@ -119,6 +118,16 @@ def run_cli(module: str, cwd: Path, overrides: list[str], timeout: float = 300
                           text=True, timeout=timeout)
 
 
+def teacher_cfg(scene: Path, run_dir: Path, *overrides: str) -> Any:
+    """The real composed ``teacher`` config (a ``TeacherConfig``) shrunk to :data:`TINY_TEACHER`, then
+    ``overrides``."""
+    from core.config import compose, to_dataclass
+    from teacher.config import TeacherConfig
+
+    base = [*TINY_TEACHER, f"scene.path={scene}", f"run_dir={run_dir}"]
+    return to_dataclass(compose("teacher", base + list(overrides)), TeacherConfig)
+
+
 def data_gen_cfg(scene: Path, run_dir: Path, *overrides: str) -> Any:
     """The real composed ``data_gen`` config (a ``DataGenConfig``), shrunk: tiny scene at 8x8, few views,
     no progress bar."""
@@ -135,13 +144,6 @@ def shard_hashes(folder: Path) -> dict[str, str]:
     from core.io import sha256_file
 
     return {p.name: sha256_file(p) for p in sorted(folder.glob("shard-*.tar"))}
-
-
-def free_port() -> int:
-    """A TCP port free on the loopback interface now (for a gloo rendezvous)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run_js(source: str) -> Any:

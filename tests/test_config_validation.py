@@ -19,14 +19,14 @@ from torch import Tensor
 from core.config import ConfigValueError, compose, to_dataclass
 from data_gen.render import DataGenConfig
 from export.onnx import ExportConfig
-from export.render import RenderConfig
+from export.render import PathRenderConfig
 from export.viewer import ViewerConfig
 from student.config import StudentConfig
-from teacher.train import TeacherConfig
+from teacher.config import TeacherConfig
 from tests.scenes import TINY_STUDENT, TINY_TEACHER, make_procedural_scene, run_cli
 
 STAGES = {"teacher": TeacherConfig, "student": StudentConfig, "data_gen": DataGenConfig,
-          "export": ExportConfig, "render": RenderConfig, "viewer": ViewerConfig}
+          "export": ExportConfig, "render": PathRenderConfig, "viewer": ViewerConfig}
 
 # (config, overrides, the start of the message)
 BAD = [
@@ -35,10 +35,12 @@ BAD = [
      "train.max_steps=-1: with max_seconds=null"),
     ("teacher", ["train.max_steps=0"], "train.max_steps=0: must be >= 1, or -1"),
     ("teacher", ["train.max_seconds=-5"], "train.max_seconds=-5.0: must be a finite number > 0"),
-    ("teacher", ["train.device=gpu"], "train.device=gpu: must be auto, cpu, cuda"),
-    ("teacher", ["model.field.backend=nope"], "model.field.backend=nope: must be one of ['auto', 'torch'"),
-    ("teacher", ["model.field.log2_hashmap_size=40"], "model.field.log2_hashmap_size=40: invalid hash grid"),
-    ("teacher", ["model.field.max_resolution=8"], "model.field.max_resolution=8: must be >= 16"),
+    ("teacher", ["device=gpu"], "device=gpu: must be auto, cpu, cuda"),
+    ("teacher",
+        ["model.field.grid.backend=nope"], "model.field.grid.backend=nope: must be one of ['auto', 'torch'"),
+    ("teacher", ["model.field.grid.log2_hashmap_size=40"],
+     "model.field.grid.log2_hashmap_size=40: invalid hash grid"),
+    ("teacher", ["model.field.grid.max_resolution=8"], "model.field.grid.max_resolution=8: must be >= 16"),
     ("teacher", ["model.render.chunk=-1"], "model.render.chunk=-1: must be >= 1"),
     ("teacher", ["model.occupancy.decay=1.5"], "model.occupancy.decay=1.5: must be in [0.0, 1.0]"),
     ("teacher", ["model.occupancy.sample_fraction=-0.1"], "model.occupancy.sample_fraction=-0.1: must be in"),
@@ -68,7 +70,7 @@ BAD = [
     ("student", ["train.hard_mining.fraction=1.5"], "train.hard_mining.fraction=1.5: must be in [0.0, 1.0]"),
     ("student", ["train.hard_mining.pool_size=0"], "train.hard_mining.pool_size=0: must be >= 1"),
     ("student", ["train.precision=fp8"], "train.precision=fp8: must be one of ['bf16', 'fp32']"),
-    ("student", ["train.accelerator=tpu"], "train.accelerator=tpu: must be one of"),
+    ("student", ["threads=0"], "threads=0: must be >= 1"),
     ("student", ["train.num_workers=-1"], "train.num_workers=-1: must be >= 0"),
     ("student", ["eval.chunk=-4096"], "eval.chunk=-4096: must be >= 1"),
     ("data_gen", ["backend=nope"], "backend=nope: must be one of ['auto', 'torch'"),
@@ -112,7 +114,7 @@ CLI = [
     ("student.train", ["train.finetune.lr=0"], "train.finetune.lr=0.0"),
     ("student.train", ["model.depth=15"], "model.depth=15"),
     ("teacher.train", ["train.batch_rays=0"], "train.batch_rays=0"),
-    ("teacher.train", ["model.field.backend=nope"], "model.field.backend=nope"),
+    ("teacher.train", ["model.field.grid.backend=nope"], "model.field.grid.backend=nope"),
     ("data_gen.render", ["backend=nope"], "backend=nope"),
     ("export.onnx", ["parity.batch_size=-1"], "parity.batch_size=-1"),
     ("export.render", ["fps=0"], "fps=0"),

@@ -17,6 +17,16 @@ from core.cameras import (
 )
 from core.rays import generate_rays, generate_rays_from_pixels, pixel_centers, ray_aabb_intersect
 
+# the first training pose of the NeRF-synthetic "mic" scene (OpenGL, as Blender writes it), facing the origin
+MIC_POSE_GL = torch.tensor(
+    [
+        [-0.9244644045829773, -0.2542489469051361, 0.28411802649497986, 1.1453163623809814],
+        [0.38126838207244873, -0.6164793968200684, 0.6889031529426575, 2.777057409286499],
+        [0.0, 0.7451903820037842, 0.6668503284454346, 2.688159465789795],
+        [0.0, 0.0, 0.0, 1.0],
+    ]
+)
+
 
 def _unit(*v: float) -> torch.Tensor:
     t = torch.tensor(v, dtype=torch.float32)
@@ -58,14 +68,7 @@ def test_opengl_to_opencv_identity_and_involution() -> None:
 
 def test_opengl_to_opencv_on_blender_pose() -> None:
     """The first training pose of the NeRF-synthetic "mic" scene: a camera looking at the origin."""
-    gl = torch.tensor(
-        [
-            [-0.9244644045829773, -0.2542489469051361, 0.28411802649497986, 1.1453163623809814],
-            [0.38126838207244873, -0.6164793968200684, 0.6889031529426575, 2.777057409286499],
-            [0.0, 0.7451903820037842, 0.6668503284454346, 2.688159465789795],
-            [0.0, 0.0, 0.0, 1.0],
-        ]
-    )
+    gl = MIC_POSE_GL.clone()
     cv = opengl_to_opencv(gl)
     centre = cv[:3, 3]
     # OpenCV: the optical axis is +Z of the camera; it must point at the origin
@@ -93,14 +96,7 @@ def test_look_at_hand_computed() -> None:
 
 def test_look_at_matches_blender_convention() -> None:
     """look_at from a Blender camera's centre gives that camera's converted pose (no roll)."""
-    gl = torch.tensor(
-        [
-            [-0.9244644045829773, -0.2542489469051361, 0.28411802649497986, 1.1453163623809814],
-            [0.38126838207244873, -0.6164793968200684, 0.6889031529426575, 2.777057409286499],
-            [0.0, 0.7451903820037842, 0.6668503284454346, 2.688159465789795],
-            [0.0, 0.0, 0.0, 1.0],
-        ]
-    )
+    gl = MIC_POSE_GL.clone()
     cv = opengl_to_opencv(gl)
     mine = look_at(cv[None, :3, 3], torch.zeros(3), torch.tensor([0.0, 0.0, 1.0]))[0]
     assert torch.allclose(mine, cv, atol=1e-4)

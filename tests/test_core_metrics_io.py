@@ -233,15 +233,12 @@ def test_to_dataclass_validates() -> None:
         to_dataclass({"steps": "many"}, _Cfg)
 
 
-def test_scene_config_name_resolver(tmp_path: Path) -> None:
-    """conf/scene/default.yaml names the scene after its folder (the demo scene: mic_100)."""
-    from omegaconf import OmegaConf
+def test_run_dir_is_named_after_the_scene(tmp_path: Path) -> None:
+    """The run section's default run_dir is runs/<scene folder> (the demo scene: mic_100), or scene.name."""
+    from core.run import RunConfig
 
-    from core.config import CONF_DIR
-
-    cfg = OmegaConf.create({"scene": OmegaConf.load(CONF_DIR / "scene" / "default.yaml"), "steps": 1})
-    assert to_dataclass(cfg, _Cfg).scene.name == "mic_100"
-    cfg.scene.path = str(tmp_path / "lego")
-    assert to_dataclass(cfg, _Cfg).scene.name == "lego"
-    cfg.scene.name = "custom"
-    assert to_dataclass(cfg, _Cfg).scene.name == "custom"
+    assert to_dataclass({}, RunConfig).run_dir == "runs/mic_100"
+    assert to_dataclass({"scene": {"path": str(tmp_path / "lego")}}, RunConfig).run_dir == "runs/lego"
+    named = {"scene": {"path": str(tmp_path / "lego"), "name": "custom"}}
+    assert to_dataclass(named, RunConfig).run_dir == "runs/custom"
+    assert to_dataclass({**named, "run_dir": "elsewhere"}, RunConfig).run_dir == "elsewhere"

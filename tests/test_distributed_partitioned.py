@@ -8,7 +8,6 @@ their outputs for the parent to compare.
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -16,11 +15,13 @@ import torch
 import torch.multiprocessing as mp
 
 from core.rendering import accumulate_along_rays, render_weights_from_density
+from core.run import free_port
+from cuda.backend import HashGridConfig
 from teacher.field import FieldConfig
 from teacher.marching import march_rays
 from teacher.model import TeacherModelConfig
 from teacher.occupancy import OccupancyConfig
-from teacher.render import RenderConfig
+from teacher.render import MarchConfig
 from teacher.xl.geometry import median_split_boxes, ray_segments, sample_points_along_rays
 from teacher.xl.model import PartitionedTeacher, build_region
 
@@ -32,10 +33,11 @@ N_RAYS = 96
 def tiny_model_config() -> TeacherModelConfig:
     """A few-thousand-parameter teacher; no early termination so the union reference is exact."""
     return TeacherModelConfig(
-        field=FieldConfig(n_levels=4, n_features=2, log2_hashmap_size=10, base_resolution=4,
-                          max_resolution=32, hidden_dim=16, geo_dim=8, backend="torch"),
+        field=FieldConfig(grid=HashGridConfig(n_levels=4, n_features=2, log2_hashmap_size=10,
+                                              base_resolution=4, max_resolution=32, backend="torch"),
+                          hidden_dim=16, geo_dim=8),
         occupancy=OccupancyConfig(resolution=8, update_every=2, warmup_steps=2, chunk=4096),
-        render=RenderConfig(steps_per_diagonal=48, min_transmittance=0.0, chunk=1 << 16, jitter=False),
+        render=MarchConfig(steps_per_diagonal=48, min_transmittance=0.0, chunk=1 << 16, jitter=False),
     )
 
 
@@ -87,12 +89,6 @@ def union_render(teacher: PartitionedTeacher, rays_o: torch.Tensor, rays_d: torc
 def loss_fn(out: dict[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
     """A loss touching color, depth and opacity (all three paths of a region's record)."""
     return ((out["rgb"] - target) ** 2).mean() + 1e-2 * out["depth"].mean() + 0.1 * out["opacity"].mean()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _worker(rank: int, world: int, port: int, folder: str) -> None:

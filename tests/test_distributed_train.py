@@ -12,26 +12,26 @@ import pytest
 import torch
 
 from benchmarks.faults_provenance import run_ranks
-from benchmarks.scale_out import free_port
 from core.config import compose, to_dataclass
+from core.run import free_port
 from teacher.checkpoint import load_teacher
-from teacher.train import TeacherConfig, run
+from teacher.config import TeacherConfig
+from teacher.train import run
 from teacher.xl.model import PartitionedTeacher
+from tests.scenes import teacher_cfg
 
-SMALL = [
-    "model.field.n_levels=4", "model.field.log2_hashmap_size=10", "model.field.base_resolution=4",
-    "model.field.max_resolution=32", "model.field.hidden_dim=16", "model.field.geo_dim=8",
-    "model.field.backend=torch", "model.occupancy.resolution=8", "model.occupancy.update_every=2",
+# smaller still than TINY_TEACHER: K regions of it train in one process
+SMALLER = [
+    "model.field.grid.log2_hashmap_size=10", "model.field.grid.base_resolution=4",
+    "model.field.grid.max_resolution=32", "model.field.hidden_dim=16", "model.field.geo_dim=8",
+    "model.field.grid.backend=torch", "model.occupancy.resolution=8", "model.occupancy.update_every=2",
     "model.occupancy.warmup_steps=2", "model.render.steps_per_diagonal=64", "train.batch_rays=128",
-    "train.max_seconds=null", "train.progress_bar=false", "eval.progress_bar=false", "eval.n_renders=1",
-    "optim.decay_start=1.0",
+    "train.max_seconds=null", "eval.n_renders=1", "optim.decay_start=1.0",
 ]
 
 
 def make_cfg(scene: Path, run_dir: Path, steps: int, k: int = 2) -> TeacherConfig:
-    overrides = [*SMALL, f"scene.path={scene}", f"run_dir={run_dir}", f"train.max_steps={steps}",
-                 f"distributed.partitions={k}"]
-    return to_dataclass(compose("teacher", overrides), TeacherConfig)
+    return teacher_cfg(scene, run_dir, *SMALLER, f"train.max_steps={steps}", f"distributed.partitions={k}")
 
 
 @pytest.fixture

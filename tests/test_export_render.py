@@ -18,7 +18,7 @@ from core.errors import UserError
 from core.ndc import NDCSpace, average_pose
 from core.rig import camera_rig, focus_depth
 from export.paths import default_path, forward_poses, orbit_poses, read_camera_path
-from export.render import OrbitConfig, RenderConfig, camera_path, run
+from export.render import OrbitConfig, PathRenderConfig, camera_path, run
 from export.runtime import LightField
 from tests.scenes import CAMERA_RADIUS, ring_poses
 
@@ -87,23 +87,23 @@ def test_render_forward_default_path(exported_forward: Path, tiny_forward_scene:
                                      tmp_path: Path) -> None:
     from core.datasets import SceneConfig
 
-    res = run(RenderConfig(run_dir=str(exported_forward), out_dir=str(tmp_path), video="none",
-                           orbit=OrbitConfig(n_frames=3)))
+    res = run(PathRenderConfig(run_dir=str(exported_forward), out_dir=str(tmp_path), video="none",
+                               orbit=OrbitConfig(n_frames=3)))
     field = LightField(exported_forward / "export" / "student.onnx")
     assert field.meta.rig["kind"] == "forward" and res["n_frames"] == 3
     first = forward_poses(field.meta.rig, 3)[0].numpy()
     expected = (np.clip(field.render(first), 0, 1) * 255 + 0.5).astype(np.uint8)
     assert np.array_equal(imageio.imread(tmp_path / "frames" / "00000.png"), expected)
     # the same path from the scene's training cameras
-    cfg = RenderConfig(scene=SceneConfig(path=str(tiny_forward_scene)), run_dir=str(exported_forward),
-                       orbit=OrbitConfig(n_frames=3, from_scene=True))
+    cfg = PathRenderConfig(scene=SceneConfig(path=str(tiny_forward_scene)), run_dir=str(exported_forward),
+                           orbit=OrbitConfig(n_frames=3, from_scene=True))
     want = forward_poses(field.meta.rig, 3).numpy()
     np.testing.assert_allclose(camera_path(cfg, field)[0], want, atol=1e-5)
 
 
 def test_render_two_orbit_frames(exported_student: tuple[Path, dict], tmp_path: Path) -> None:
     run_dir, _ = exported_student
-    res = run(RenderConfig(run_dir=str(run_dir), out_dir=str(tmp_path), orbit=OrbitConfig(n_frames=2)))
+    res = run(PathRenderConfig(run_dir=str(run_dir), out_dir=str(tmp_path), orbit=OrbitConfig(n_frames=2)))
     frames = sorted((tmp_path / "frames").glob("*.png"))
     assert [f.name for f in frames] == ["00000.png", "00001.png"]
     assert imageio.imread(frames[0]).shape == (16, 16, 3)
@@ -126,8 +126,8 @@ def test_render_nerfstudio_camera_path_gif(exported_student: tuple[Path, dict], 
     c2w, K, hw = read_camera_path(path, (16, 16))
     assert hw == (12, 18) and torch.allclose(c2w, c2w_cv, atol=1e-6)
     assert float(K[0, 1, 1]) == pytest.approx(6 / math.tan(math.radians(20.0)))
-    res = run(RenderConfig(run_dir=str(run_dir), out_dir=str(tmp_path / "out"), poses=str(path), video="gif",
-                           save_frames=False))
+    res = run(PathRenderConfig(run_dir=str(run_dir), out_dir=str(tmp_path / "out"), poses=str(path),
+                               video="gif", save_frames=False))
     assert res["n_frames"] == 2 and res["image_size"] == [12, 18] and res["frames_dir"] is None
     assert len(imageio.mimread(tmp_path / "out" / "render.gif")) == 2
 

@@ -32,18 +32,16 @@ def test_forward_scene_through_every_stage(tiny_forward_scene: Path, tmp_path: P
     from student.train import StudentConfig
     from student.train import run as student_run
     from teacher.checkpoint import load_teacher
-    from teacher.train import TeacherConfig
     from teacher.train import run as teacher_run
+    from tests.scenes import teacher_cfg
 
     run_dir = tmp_path / "run"
     common = [f"scene.path={tiny_forward_scene}", f"run_dir={run_dir}"]
     scene = load_scene(SceneConfig(path=str(tiny_forward_scene)))
     assert scene.kind == "forward" and scene.ndc is not None and scene.near == 0.0
 
-    teacher = teacher_run(to_dataclass(compose("teacher", common + [
-        "train.max_steps=60", "train.max_seconds=null", "train.batch_rays=512", "train.progress_bar=false",
-        "eval.progress_bar=false", "model.field.n_levels=4", "model.field.log2_hashmap_size=12",
-        "model.field.max_resolution=64", "model.occupancy.resolution=16"]), TeacherConfig))
+    teacher = teacher_run(teacher_cfg(tiny_forward_scene, run_dir, "train.max_steps=60",
+                                      "train.max_seconds=null", "train.batch_rays=512"))
     assert teacher["test"]["psnr"] > 12.0
     loaded = load_teacher(run_dir / "teacher" / "teacher.ckpt")
     assert loaded.ndc == scene.ndc
@@ -83,7 +81,7 @@ def test_forward_scene_through_every_stage(tiny_forward_scene: Path, tmp_path: P
 
 def test_partitioned_teacher_refuses_a_forward_scene(tiny_forward_scene: Path, tmp_path: Path) -> None:
     from core.errors import UserError
-    from teacher.train import TeacherConfig
+    from teacher.config import TeacherConfig
     from teacher.train import run as teacher_run
 
     cfg = to_dataclass(compose("teacher", [f"scene.path={tiny_forward_scene}", f"run_dir={tmp_path}",

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from cuda import build
-from cuda.backend import AUTO_ORDER, HashGrid
+from cuda.backend import AUTO_ORDER, HashGrid, HashGridConfig
 from cuda.hashgrid import hash_encode
 from cuda.hashgrid_ref import HashGridSpec, hash_encode_ref
 from tests.conftest import requires_cuda, requires_cxx, requires_nvcc
@@ -22,7 +22,7 @@ pytestmark = requires_cxx
 ROOT = Path(__file__).resolve().parents[1]
 # Dense levels 0-2 (R^3 <= 2^10) and hashed levels 3-7: every code path, cheap to run.
 SMALL = HashGridSpec(n_levels=8, n_features=2, log2_hashmap_size=10, base_resolution=3, max_resolution=96)
-DEFAULT = HashGridSpec()
+DEFAULT = HashGridConfig().spec()
 SPECS = {"small": SMALL, "default": DEFAULT, "f4": HashGridSpec(n_levels=4, n_features=4, log2_hashmap_size=8,
                                                                   base_resolution=2, max_resolution=32)}
 RTOL = 1e-5
@@ -243,20 +243,16 @@ def test_cuda_sources_compile_with_nvcc() -> None:
 
 @pytest.mark.slow
 def test_teacher_trains_alike_with_each_backend(tiny_scene: Path, tmp_path: Path) -> None:
-    from core.config import compose, to_dataclass
-    from teacher.train import TeacherConfig, run
+    from teacher.train import run
+    from tests.scenes import teacher_cfg
 
     psnr = {}
-    for backend in ("cpu", "torch"):
-        overrides = [
-            f"scene.path={tiny_scene}", f"run_dir={tmp_path / backend}", f"model.field.backend={backend}",
-            "train.max_steps=200", "train.max_seconds=null", "train.batch_rays=64",
-            "train.progress_bar=false", "eval.progress_bar=false", "eval.n_renders=0",
-            "model.field.n_levels=8", "model.field.log2_hashmap_size=12", "model.field.max_resolution=128",
-            "model.field.hidden_dim=32", "model.render.steps_per_diagonal=32",
-            "model.occupancy.resolution=16", "model.occupancy.warmup_steps=64",
-        ]
-        metrics = run(to_dataclass(compose("teacher", overrides), TeacherConfig))
+    for backend in ("cpu", "torch"):  # a finer grid than TINY_TEACHER's: 8 levels up to 128 cells
+        metrics = run(teacher_cfg(
+            tiny_scene, tmp_path / backend, f"model.field.grid.backend={backend}", "train.max_steps=200",
+            "train.max_seconds=null", "train.batch_rays=64", "eval.n_renders=0",
+            "model.field.grid.n_levels=8", "model.field.grid.max_resolution=128", "model.field.hidden_dim=32",
+            "model.render.steps_per_diagonal=32", "model.occupancy.warmup_steps=64"))
         assert metrics["backend"] == backend and metrics["steps"] == 200
         psnr[backend] = metrics["test"]["psnr"]
     assert psnr["cpu"] > 15, psnr  # it learned something, so the comparison means something

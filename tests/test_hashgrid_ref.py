@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
+from cuda.backend import HashGridConfig
 from cuda.hashgrid_ref import PRIMES, HashGridSpec, grid_index_ref, hash_encode_ref
+
+INSTANT_NGP_CFG = HashGridConfig()  # the paper's grid
+INSTANT_NGP = INSTANT_NGP_CFG.spec()
 
 
 def _tcnn_layout(n_levels: int, log2_t: int, base: int, per_level_scale: float) -> list[tuple[int, int]]:
@@ -27,7 +32,7 @@ def _tcnn_layout(n_levels: int, log2_t: int, base: int, per_level_scale: float) 
 
 
 def test_default_layout_matches_tiny_cuda_nn() -> None:
-    spec = HashGridSpec()
+    spec = INSTANT_NGP
     assert spec.per_level_scale == pytest.approx(2 ** (7 / 15))  # (2048 / 16) ** (1 / 15)
     layout = _tcnn_layout(16, 19, 16, spec.per_level_scale)
     assert list(spec.resolutions) == [r for r, _ in layout]
@@ -53,9 +58,9 @@ def test_other_layouts_match_tiny_cuda_nn(levels: int, log2_t: int, base: int, m
 
 def test_invalid_spec_rejected() -> None:
     with pytest.raises(ValueError, match="log2_hashmap_size=40"):
-        HashGridSpec(log2_hashmap_size=40)
+        replace(INSTANT_NGP_CFG, log2_hashmap_size=40).spec()
     with pytest.raises(ValueError, match="n_levels=0"):
-        HashGridSpec(n_levels=0)
+        replace(INSTANT_NGP_CFG, n_levels=0).spec()
 
 
 def _xor_prime_hash(i: int, j: int, k: int, size: int) -> int:
@@ -66,7 +71,7 @@ def _xor_prime_hash(i: int, j: int, k: int, size: int) -> int:
 
 def test_hashed_index_is_xor_prime_hash() -> None:
     assert PRIMES == (1, 2654435761, 805459861)
-    spec = HashGridSpec()
+    spec = INSTANT_NGP
     level = 10
     assert not spec.is_dense(level)
     corners = [(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (3, 5, 7), (2047, 2048, 1999), (1234, 1, 4321)]
@@ -78,7 +83,7 @@ def test_hashed_index_is_xor_prime_hash() -> None:
 
 
 def test_dense_index_is_row_major() -> None:
-    spec = HashGridSpec()
+    spec = INSTANT_NGP
     r = spec.resolutions[2]  # 31
     corners = torch.tensor([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [30, 30, 30], [31, 0, 0]])
     got = grid_index_ref(corners, spec, 2).tolist()
@@ -112,7 +117,7 @@ def test_coarse_dense_level_is_trilinear_interpolation() -> None:
 
 def test_vertex_reads_one_hashed_entry() -> None:
     """At a grid vertex of a hashed level, the feature is exactly the entry the hash names."""
-    spec = HashGridSpec()
+    spec = INSTANT_NGP
     level = 12
     params = torch.randn(spec.n_params, dtype=torch.float64)
     corner = (517, 33, 901)

@@ -8,13 +8,15 @@ import pytest
 import torch
 
 from core.errors import CheckpointError
+from cuda.backend import HashGridConfig
 from teacher.checkpoint import load_teacher, save_teacher
 from teacher.field import FieldConfig, TeacherField, sh_encode, trunc_exp
 from teacher.model import TeacherModelConfig, build_teacher
 from teacher.occupancy import OccupancyConfig
-from teacher.render import RenderConfig
+from teacher.render import MarchConfig
 
-SMALL_FIELD = FieldConfig(n_levels=4, log2_hashmap_size=12, max_resolution=64, backend="torch")
+SMALL_FIELD = FieldConfig(grid=HashGridConfig(n_levels=4, log2_hashmap_size=12, max_resolution=64,
+                                              backend="torch"))
 
 
 def test_sh_encode_worked_values() -> None:
@@ -65,7 +67,7 @@ def test_field_shapes_and_outside_density() -> None:
 
 def _small_teacher() -> torch.nn.Module:
     cfg = TeacherModelConfig(field=SMALL_FIELD, occupancy=OccupancyConfig(resolution=8),
-                             render=RenderConfig(steps_per_diagonal=64))
+                             render=MarchConfig(steps_per_diagonal=64))
     return build_teacher(cfg, torch.tensor([-1.0, -1.0, -1.0, 1.0, 1.0, 1.0]), 0.5, 6.0)
 
 

@@ -7,10 +7,11 @@ import math
 import torch
 
 from core.rendering import composite_segments
+from cuda.backend import HashGridConfig
 from teacher.field import FieldConfig, TeacherField
 from teacher.marching import early_termination_mask, march_rays
 from teacher.occupancy import OccupancyConfig, OccupancyGrid, carve_from_masks, cell_indices
-from teacher.render import RenderConfig, render_segment
+from teacher.render import MarchConfig, render_segment
 
 AABB = torch.tensor([-1.0, -1.0, -1.0, 1.0, 1.0, 1.0])
 
@@ -125,7 +126,8 @@ def test_carving_keeps_the_visual_hull() -> None:
 
 
 def _field() -> TeacherField:
-    cfg = FieldConfig(n_levels=4, log2_hashmap_size=12, max_resolution=32, backend="torch")
+    grid = HashGridConfig(n_levels=4, log2_hashmap_size=12, max_resolution=32, backend="torch")
+    cfg = FieldConfig(grid=grid)
     field = TeacherField(cfg, AABB)
     with torch.no_grad():
         field.grid.params.uniform_(-2, 2)
@@ -137,7 +139,7 @@ def test_render_segment_matches_dense_quadrature() -> None:
     field = _field()
     rays_o, rays_d = _random_rays(5, gen)
     t_min, t_max = torch.full((5,), 1.5), torch.full((5,), 3.5)
-    cfg = RenderConfig(min_transmittance=0.0)
+    cfg = MarchConfig(min_transmittance=0.0)
     with torch.no_grad():
         seg = render_segment(field, rays_o, rays_d, t_min, t_max, None, 0.02, cfg)
         ts = torch.arange(100) * 0.02 + 1.5  # the same 100 intervals, dense [N, S] layout
@@ -160,7 +162,7 @@ def test_two_segments_composite_to_the_whole_ray() -> None:
     field = _field()
     rays_o, rays_d = _random_rays(7, gen)
     a, m, b = torch.full((7,), 1.5), torch.full((7,), 2.5), torch.full((7,), 3.5)
-    cfg = RenderConfig(min_transmittance=0.0)
+    cfg = MarchConfig(min_transmittance=0.0)
     with torch.no_grad():
         whole = render_segment(field, rays_o, rays_d, a, b, None, 0.02, cfg)
         parts = [render_segment(field, rays_o, rays_d, lo, hi, None, 0.02, cfg)
@@ -179,13 +181,13 @@ def test_training_pass_keeps_only_contributing_samples() -> None:
         field.grid.params.mul_(3)  # dense enough that rays terminate early
     rays_o, rays_d = _random_rays(6, gen)
     t_min, t_max = torch.full((6,), 1.5), torch.full((6,), 3.5)
-    cfg = RenderConfig(min_transmittance=0.5, jitter=False)
+    cfg = MarchConfig(min_transmittance=0.5, jitter=False)
     seg = render_segment(field, rays_o, rays_d, t_min, t_max, None, 0.02, cfg)
     assert 0 < int(seg["n_samples"]) < 500  # fewer than the 6 x 100 marched
     with torch.no_grad():  # the one-pass inference path truncates the same samples
         once = render_segment(field.eval(), rays_o, rays_d, t_min, t_max, None, 0.02, cfg)
         full = render_segment(field, rays_o, rays_d, t_min, t_max, None, 0.02,
-                              RenderConfig(min_transmittance=0))
+                              MarchConfig(min_transmittance=0))
     torch.testing.assert_close(seg["rgb"].detach(), once["rgb"], rtol=1e-5, atol=1e-6)
     assert int(once["n_samples"]) == int(seg["n_samples"])
     assert float((full["rgb"] - once["rgb"]).abs().max()) > 0

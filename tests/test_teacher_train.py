@@ -10,23 +10,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.config import compose, to_dataclass
 from teacher.checkpoint import load_teacher
-from teacher.train import TeacherConfig, run
+from teacher.config import TeacherConfig
+from teacher.train import run
+from tests.scenes import teacher_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _config(scene: Path, run_dir: Path, *overrides: str) -> TeacherConfig:
-    cfg = compose("teacher", [
-        f"scene.path={scene}", f"run_dir={run_dir}",
-        "model.field.n_levels=4", "model.field.log2_hashmap_size=12", "model.field.max_resolution=64",
-        "model.field.backend=torch", "model.occupancy.resolution=16", "model.occupancy.update_every=2",
-        "model.render.steps_per_diagonal=64", "train.batch_rays=128", "train.max_seconds=null",
-        "train.checkpoint_seconds=0.001", "train.progress_bar=false", "eval.progress_bar=false",
-        "eval.n_renders=1", "train.log_every=1", *overrides,
-    ])
-    return to_dataclass(cfg, TeacherConfig)
+    return teacher_cfg(scene, run_dir, "model.field.grid.backend=torch", "model.occupancy.update_every=2",
+                       "model.render.steps_per_diagonal=64", "train.batch_rays=128", "train.max_seconds=null",
+                       "train.checkpoint_seconds=0.001", "eval.n_renders=1", "train.log_every=1", *overrides)
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from core.run import collective_backend
 from teacher.config import DistributedConfig
 from teacher.model import Teacher
 from teacher.xl.geometry import crossing_order, ray_segments
@@ -47,9 +48,7 @@ def setup_process_group(cfg: DistributedConfig) -> tuple[int, int, torch.device]
     Returns:
         ``(rank, world_size, device)``: ``cuda:LOCAL_RANK`` with NCCL, else ``cpu``.
     """
-    backend = cfg.backend
-    if backend == "auto":
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    backend = collective_backend(cfg.backend)
     if backend not in ("gloo", "nccl"):
         raise ValueError(f"distributed.backend must be auto, gloo or nccl, got {cfg.backend!r}")
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

@@ -25,8 +25,9 @@ from tqdm import tqdm
 
 from core.datasets import SceneSplit
 from core.errors import UserError, raise_if_diverged
+from core.run import apply_threads, resolve_device
 from teacher.config import TeacherConfig, teacher_provenance
-from teacher.data import split_rays
+from teacher.data import rays_with_pixels
 from teacher.model import Teacher, TeacherModelConfig
 from teacher.protocol import RayRenderer
 from teacher.recipe import Budget, OptimConfig, lr_factor, make_optimizer, target_on_background
@@ -174,7 +175,7 @@ def progress_bar(show: bool, start: int, total: int | None) -> tqdm:
 
 def training_rays(split: SceneSplit) -> tuple[Tensor, Tensor, Tensor]:
     """All training rays ``(rays_o, rays_d, rgba)`` of a scene split."""
-    return split_rays(split)
+    return rays_with_pixels(split)
 
 
 def fit(setup: PartitionedSetup, cfg: TeacherConfig, rays: tuple[Tensor, Tensor, Tensor], folder: Path,
@@ -228,10 +229,7 @@ def _join(cfg: TeacherConfig) -> tuple[int, int, torch.device]:
 
     k = cfg.distributed.partitions
     if not launched_by_torchrun():
-        name = cfg.train.device
-        if name == "auto":
-            name = "cuda" if torch.cuda.is_available() else "cpu"
-        return 0, 1, torch.device(name)
+        return 0, 1, resolve_device(cfg.device)
     rank, world, device = setup_process_group(cfg.distributed)
     if world != k:
         raise UserError(f"torchrun started {world} processes but distributed.partitions={k}: the teacher "
@@ -272,6 +270,7 @@ def run_partitioned(cfg: TeacherConfig) -> dict[str, Any]:
     k = cfg.distributed.partitions
     rank, world, device = _join(cfg)
     seed_everything(cfg.seed)
+    apply_threads(cfg.threads)
     out = Path(cfg.run_dir) / "teacher"
     scene = load_scene(cfg.scene, splits=("train", "test"))
     provenance = teacher_provenance(cfg, scene)
