@@ -13,11 +13,13 @@ import dataclasses
 import importlib
 import math
 import re
-from collections.abc import Collection
+import sys
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from hydra.core.config_store import ConfigStore
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -44,9 +46,13 @@ for _profile in PROFILES:  # the choices of the profile group: names only, no se
     ConfigStore.instance().store(group="profile", name=_profile, node={}, package="_global_")
 
 
+_REGISTERED: set[str] = set()  # stages whose schema is in the ConfigStore
+
+
 def register_stage(name: str, cls: type) -> None:
     """Make dataclass ``cls`` the base of ``conf/<name>.yaml`` (its defaults list names ``<name>_schema``)."""
     ConfigStore.instance().store(name=f"{name}_schema", node=cls)
+    _REGISTERED.add(name)
 
 
 def to_dataclass(cfg: DictConfig | dict[str, Any], cls: type[T]) -> T:
@@ -172,10 +178,30 @@ def compose(config_name: str, overrides: list[str] | None = None) -> DictConfig:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    if config_name in STAGE_MODULES:
-        importlib.import_module(STAGE_MODULES[config_name])  # registers the stage's schema
+    if config_name in STAGE_MODULES and config_name not in _REGISTERED:
+        # registers the stage's schema (not again when that module runs as __main__: its own class counts)
+        importlib.import_module(STAGE_MODULES[config_name])
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return hydra_compose(config_name=config_name, overrides=overrides or [])
+
+
+def check_command_line(config_name: str, argv: Sequence[str] | None = None) -> None:
+    """Compose ``config_name`` with the command line's overrides before Hydra does, so that a bad
+    override (an unknown key, a value of the wrong type, a profile that does not exist) exits 1 with one
+    line, ``error: <override>: <problem>``, instead of Hydra's report of several. A command line with
+    flags (``--cfg job``, ``--help``, ``-m``) is left to Hydra, and so are ``hydra.*`` overrides."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if any(arg.startswith("-") for arg in args):
+        return
+    try:
+        compose(config_name, [arg for arg in args if not arg.lstrip("+~").startswith("hydra.")])
+    except (HydraException, OmegaConfBaseException) as exc:
+        problem = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        cause = exc.__cause__
+        if cause is not None and str(cause).strip():
+            problem += f" ({str(cause).strip().splitlines()[0]})"
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(1)
 
 
 def replace(obj: T, **changes: Any) -> T:

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from core.cameras import scale_intrinsics
-from core.config import register_stage, to_dataclass
+from core.config import check_command_line, register_stage, to_dataclass
 from core.datasets import Scene, load_scene
 from core.errors import UserError, exit_on_user_error
 from core.run import RunConfig, apply_threads, resolve_device
@@ -303,4 +303,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_command_line("data_gen")
     main()

@@ -29,7 +29,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from core.config import at_least, positive, register_stage, to_dataclass
+from core.config import at_least, check_command_line, positive, register_stage, to_dataclass
 from core.datasets import Scene, load_scene
 from core.errors import UserError, exit_on_user_error
 from core.io import sha256_file, write_json
@@ -357,4 +357,5 @@ def main(dcfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_command_line("export")
     main()

@@ -24,7 +24,16 @@ import imageio.v2 as imageio
 import numpy as np
 from omegaconf import DictConfig
 
-from core.config import ConfigValueError, at_least, in_range, one_of, positive, register_stage, to_dataclass
+from core.config import (
+    ConfigValueError,
+    at_least,
+    check_command_line,
+    in_range,
+    one_of,
+    positive,
+    register_stage,
+    to_dataclass,
+)
 from core.datasets import load_scene
 from core.errors import UserError, exit_on_user_error
 from core.io import atomic_write
@@ -181,4 +190,5 @@ def main(dcfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_command_line("render")
     main()

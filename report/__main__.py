@@ -8,13 +8,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from core.config import compose
+from core.config import check_command_line, compose
 from report.build import metrics_table, write_report
 
 
 def main(argv: list[str] | None = None) -> None:
     """Write ``report.md``/``report.html`` into the run folder; print the metrics table and where it went."""
-    cfg = compose("student", list(sys.argv[1:] if argv is None else argv))
+    args = list(sys.argv[1:] if argv is None else argv)
+    check_command_line("student", args)
+    cfg = compose("student", args)
     run_dir = Path(str(cfg.run_dir))
     md, _ = write_report(run_dir)
     print(metrics_table(run_dir))

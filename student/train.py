@@ -26,7 +26,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import DictConfig
 
 from core.checkpoint import check_state_shapes
-from core.config import to_dataclass
+from core.config import check_command_line, to_dataclass
 from core.datasets import Scene, load_scene
 from core.errors import CheckpointError, UserError, exit_on_user_error
 from core.io import read_json, write_json
@@ -395,4 +395,5 @@ def main(dcfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_command_line("student")
     main()

@@ -31,7 +31,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import DictConfig
 
 from core.checkpoint import check_state_shapes
-from core.config import to_dataclass, to_plain
+from core.config import check_command_line, to_dataclass, to_plain
 from core.datasets import Scene, SceneSplit, load_scene
 from core.errors import CheckpointError, exit_on_user_error
 from core.io import sha256_file, write_json
@@ -190,4 +190,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_command_line("teacher")
     main()

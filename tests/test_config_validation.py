@@ -136,6 +136,28 @@ def test_cli_bad_value_is_one_line(tmp_path: Path, module: str, overrides: list[
     assert time.perf_counter() - start < 60
 
 
+# overrides Hydra itself refuses (checked before Hydra runs: one line instead of Hydra's several)
+UNCOMPOSABLE = [
+    ("teacher.train", "model.field.n_levels=3", "'n_levels' not in 'FieldConfig'"),
+    ("student.train", "train.distill.max_steps=many", "could not be converted to Integer"),
+    ("data_gen.render", "profile=tpu", "Could not find 'profile/tpu'"),
+    ("export.render", "orbit.frames=3", "'frames' not in 'OrbitConfig'"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module, override, problem", UNCOMPOSABLE,
+                         ids=[f"{m} {o}" for m, o, _ in UNCOMPOSABLE])
+def test_cli_uncomposable_override_is_one_line(tmp_path: Path, module: str, override: str,
+                                               problem: str) -> None:
+    proc = run_cli(module, tmp_path, [f"run_dir={tmp_path / 'run'}", override], timeout=120)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and problem in lines[0], proc.stderr[-2000:]
+    assert override.split("=")[0].split(".")[-1] in lines[0] or "profile" in lines[0]
+    assert not (tmp_path / "run").exists()
+
+
 def test_non_finite_loss_raises_training_diverged() -> None:
     from core.errors import TrainingDiverged, UserError, raise_if_diverged
 
