@@ -127,7 +127,7 @@ def main() -> None:
                     records.append({"file": file, "python_file": ref, "size": size, "rays_in_box": n_box,
                                     "rays_evaluated": n_rays,
                                     "page_ms": page["ms"], "encode_wait_ms": page["encode_ms"],
-                                    "onnx_ms": page["model_ms"],
+                                    "worker_ms": page["worker_ms"], "onnx_ms": page["model_ms"],
                                     "python_ms": py_ms, "load_to_first_frame_ms": page["load_ms"],
                                     "psnr_page_vs_runtime": page_psnr, "max_byte_diff": max_diff,
                                     "hud": page["hud"]})

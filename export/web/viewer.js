@@ -203,17 +203,18 @@ async function shadeSplit(o, d, idx, pixels, batch) {
 
 /**
  * Colours of the rays that meet the content box, in batches; the others keep the background. A
- * forward-facing (ndc) model has no misses: every ray goes to the model.
+ * forward-facing (ndc) model has no misses: every ray goes to the model. A split model's encoder runs
+ * the graph's exact box and empty-space tests on every ray itself (in the workers: encoder.js), so
+ * this thread tests nothing for it.
  */
 async function shade(o, d, pixels, meta, batch) {
   const n = o.length / 3;
-  const skip = meta.content_aabb && meta.ray_space !== "ndc";
+  const skip = meta.content_aabb && meta.ray_space !== "ndc" && state.entry.kind !== "split";
   const tPrep = performance.now();
   const hit = skip ? raysMeetBox(o, d, meta.content_aabb, meta.near, meta.far) : new Uint8Array(n).fill(1);
-  if (skip && state.cells && state.useCells && state.entry.kind !== "split") {
+  if (skip && state.cells && state.useCells) {
     // rays whose K points all lie in empty cells: the background. A whole graph decides that itself, so
-    // the page skips only what it surely gives the background (a test widened by 1e-3 cells); the split
-    // model's encoder runs the graph's exact test on its own points (encoder.js)
+    // the page skips only what it surely gives the background (a test widened by 1e-3 cells)
     raysCrossCells(o, d, hit, meta.content_aabb, meta.near, meta.far, meta.student.n_points, state.cells, 1e-3);
   }
   let count = 0;
