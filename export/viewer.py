@@ -23,7 +23,7 @@ import hydra
 import onnx
 from omegaconf import DictConfig
 
-from core.config import ConfigValueError, in_range, register_stage, to_dataclass
+from core.config import ConfigValueError, check_command_line, in_range, register_stage, to_dataclass
 from core.errors import UserError, exit_on_user_error
 from core.io import write_bytes, write_json
 from core.run import RunConfig
@@ -288,4 +288,5 @@ def main(dcfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_command_line("viewer")
     main()
