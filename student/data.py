@@ -105,6 +105,8 @@ class ContentRays:
         n_points: the student's ``K`` (with ``skip_bits``).
         skip_bits: the encoder's packed empty-space grid (:class:`student.encoding.RayEncoder`), or None.
         skip_resolution: its cells per axis.
+        chunk: rays tested at once (the grid test's temporaries are ``K x 3`` values a ray: a real
+            capture's 11M photo rays at once took over 20 GB).
     """
 
     box: list[float]  # [6]
@@ -113,6 +115,7 @@ class ContentRays:
     n_points: int = 0
     skip_bits: Tensor | None = None
     skip_resolution: int = 0
+    chunk: int = 1 << 16
 
     @classmethod
     def of(cls, enc: RayEncoder) -> ContentRays:
@@ -122,15 +125,19 @@ class ContentRays:
 
     def __call__(self, packed: Tensor) -> Tensor:
         """``[N, 9]`` packed rays -> the ``[M, 9]`` rows the student evaluates."""
+        return packed[torch.cat([self.mask(part) for part in packed.split(self.chunk)])]
+
+    def mask(self, packed: Tensor) -> Tensor:
+        """``[N]`` bool: which of the ``[N, 9]`` packed rays the student evaluates (all at once)."""
         box = torch.tensor(self.box, dtype=packed.dtype)
         rays_o, rays_d = packed[:, 0:3], packed[:, 3:6]
         if self.skip_bits is None:
-            return packed[ray_aabb_intersect(rays_o, rays_d, box, self.near, self.far)[2]]
+            return ray_aabb_intersect(rays_o, rays_d, box, self.near, self.far)[2]
         start, span, hit = ray_segment(rays_o, rays_d, box, self.near, self.far, clip_to_box=True)
         center, half = (box[:3] + box[3:]) / 2, (box[3:] - box[:3]) / 2
         hit &= segment_occupied((start - center) / half, span / half, self.n_points, self.skip_bits,
                                 self.skip_resolution)
-        return packed[hit]
+        return hit
 
 
 class _RaysFromViews:

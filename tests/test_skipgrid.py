@@ -3,6 +3,7 @@ runtime's numpy, the training filter and the page's JS."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -132,6 +133,11 @@ def test_runtime_and_training_filter_agree_with_the_encoder() -> None:
     packed = torch.cat([torch.from_numpy(o), torch.from_numpy(d), torch.zeros(len(o), 3)], 1)
     kept = ContentRays.of(enc)(packed)
     assert torch.equal(kept[:, :6], packed[torch.from_numpy(hit)][:, :6])
+    # in chunks (a real capture's photo rays do not fit at once): the same rows, in order
+    chunked = dataclasses.replace(ContentRays.of(enc), chunk=577)(packed)
+    assert torch.equal(chunked, kept)
+    box_only = ContentRays(box.tolist(), 0.5, 9.0)
+    assert torch.equal(dataclasses.replace(box_only, chunk=577)(packed), box_only(packed))
 
 
 def test_js_cells_test_matches_the_encoder(tmp_path: Path) -> None:
