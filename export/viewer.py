@@ -137,9 +137,11 @@ def split_files(cfg: ViewerConfig, export_dir: Path, base: dict[str, Any], out: 
     write_bytes(out / SPLIT_TABLE, table)
     facts = encoder_facts(model)
     rows = []
-    # int8 first: the page's default when `default` is null (the first model written). Its MLP costs
-    # 0.045 dB of test PSNR on the demo student (31.196 against 31.241 dB over the 200 test views)
-    for name, proto, precision in ((SPLIT_MLP_INT8, mlp_int8(mlp), "int8"), (SPLIT_MLP, mlp, "fp32")):
+    # fp32 first: the page's default when `default` is null (the first model written). The int8 MLP
+    # (0.045 dB below on the demo student's 200 test views) was no faster across scenes: 0.94x the fp32
+    # frame on mic, 1.14x on the tankard at 200x200, and its page took 3.3-3.7 s to a first frame there
+    # against 1.0-1.4 s (benchmarks/RESULTS.md, viewer)
+    for name, proto, precision in ((SPLIT_MLP, mlp, "fp32"), (SPLIT_MLP_INT8, mlp_int8(mlp), "int8")):
         write_bytes(out / name, proto.SerializeToString())
         meta = {**base["meta"], "precision": precision, "batch": 0}
         rows.append({"file": name, "precision": precision, "kind": "split", "table": SPLIT_TABLE,
