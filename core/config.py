@@ -46,13 +46,21 @@ for _profile in PROFILES:  # the choices of the profile group: names only, no se
     ConfigStore.instance().store(group="profile", name=_profile, node={}, package="_global_")
 
 
-_REGISTERED: set[str] = set()  # stages whose schema is in the ConfigStore
+_SCHEMAS: dict[str, type] = {}  # stage -> its dataclass, as registered in the ConfigStore
 
 
 def register_stage(name: str, cls: type) -> None:
     """Make dataclass ``cls`` the base of ``conf/<name>.yaml`` (its defaults list names ``<name>_schema``)."""
     ConfigStore.instance().store(name=f"{name}_schema", node=cls)
-    _REGISTERED.add(name)
+    _SCHEMAS[name] = cls
+
+
+def stage_schema(name: str) -> type:
+    """The dataclass of stage ``name`` (one of :data:`STAGE_MODULES`), importing its module to register it
+    unless it is registered (not again when that module runs as ``__main__``: its own class counts)."""
+    if name not in _SCHEMAS:
+        importlib.import_module(STAGE_MODULES[name])
+    return _SCHEMAS[name]
 
 
 def to_dataclass(cfg: DictConfig | dict[str, Any], cls: type[T]) -> T:
@@ -178,9 +186,8 @@ def compose(config_name: str, overrides: list[str] | None = None) -> DictConfig:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    if config_name in STAGE_MODULES and config_name not in _REGISTERED:
-        # registers the stage's schema (not again when that module runs as __main__: its own class counts)
-        importlib.import_module(STAGE_MODULES[config_name])
+    if config_name in STAGE_MODULES:
+        stage_schema(config_name)  # registered before Hydra reads its defaults list
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return hydra_compose(config_name=config_name, overrides=overrides or [])
 

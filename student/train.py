@@ -33,7 +33,7 @@ from core.io import read_json, write_json
 from core.ndc import NDCSpace
 from core.provenance import check_or_record, fingerprint, json_sha256, scene_fingerprint
 from core.rig import camera_rig
-from core.run import apply_threads, lightning_accelerator, resolve_device
+from core.run import apply_threads, lightning_accelerator
 from core.runlock import locked_run
 from core.scene_facts import SceneFacts
 from core.seeding import seed_everything
@@ -108,9 +108,8 @@ def _resume_step(ckpt: Path) -> int:
 
 def _lightning_devices(cfg: StudentConfig) -> int | list[int]:
     """``train.devices`` processes, or the one GPU that ``device=cuda:N`` names."""
-    device = resolve_device(cfg.device)
-    if device.type == "cuda" and device.index is not None and cfg.device != "auto" and cfg.train.devices == 1:
-        return [device.index]
+    if cfg.device.startswith("cuda:") and cfg.train.devices == 1:  # validated: cuda:N
+        return [int(cfg.device.split(":")[1])]
     return cfg.train.devices
 
 

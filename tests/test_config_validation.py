@@ -16,17 +16,8 @@ import pytest
 import torch
 from torch import Tensor
 
-from core.config import ConfigValueError, compose, to_dataclass
-from data_gen.render import DataGenConfig
-from export.onnx import ExportConfig
-from export.render import PathRenderConfig
-from export.viewer import ViewerConfig
-from student.config import StudentConfig
-from teacher.config import TeacherConfig
+from core.config import STAGE_MODULES, ConfigValueError, compose, stage_schema, to_dataclass
 from tests.scenes import TINY_STUDENT, TINY_TEACHER, make_procedural_scene, run_cli
-
-STAGES = {"teacher": TeacherConfig, "student": StudentConfig, "data_gen": DataGenConfig,
-          "export": ExportConfig, "render": PathRenderConfig, "viewer": ViewerConfig}
 
 # (config, overrides, the start of the message)
 BAD = [
@@ -91,17 +82,17 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("name", sorted(STAGES))
+@pytest.mark.parametrize("name", sorted(STAGE_MODULES))
 @pytest.mark.parametrize("profile", ["cpu", "gpu", "paper"])
 def test_shipped_configs_are_valid(name: str, profile: str) -> None:
     overrides = [f"profile={profile}"] if name in ("teacher", "student", "data_gen", "export") else []
-    to_dataclass(compose(name, overrides), STAGES[name])
+    to_dataclass(compose(name, overrides), stage_schema(name))
 
 
 @pytest.mark.parametrize("name, overrides, message", BAD, ids=[" ".join(o) for _, o, _ in BAD])
 def test_bad_value_is_named_by_its_dotted_key(name: str, overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigValueError) as info:
-        to_dataclass(compose(name, overrides), STAGES[name])
+        to_dataclass(compose(name, overrides), stage_schema(name))
     assert str(info.value).startswith(message), str(info.value)
     assert "\n" not in str(info.value)
 

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from core.run import collective_backend
+from core.run import collective_backend, local_rank
 from teacher.config import DistributedConfig
 from teacher.model import Teacher
 from teacher.xl.geometry import crossing_order, ray_segments
@@ -51,8 +51,7 @@ def setup_process_group(cfg: DistributedConfig) -> tuple[int, int, torch.device]
     backend = collective_backend(cfg.backend)
     if backend not in ("gloo", "nccl"):
         raise ValueError(f"distributed.backend must be auto, gloo or nccl, got {cfg.backend!r}")
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = torch.device("cuda", local_rank) if backend == "nccl" else torch.device("cpu")
+    device = torch.device("cuda", local_rank()) if backend == "nccl" else torch.device("cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():
