@@ -1,8 +1,8 @@
 """COLMAP on photos with known poses: registration, camera-centre error, phase times, and the teacher.
 
 Renders ``--views`` photos (``--size`` px) of the textured procedural object of
-:mod:`benchmarks.textured_scene` with masks, runs ``core.colmap.reconstruct`` on them (what
-``python -m core.colmap PHOTOS OUT --masks MASKS`` does) and compares the recovered cameras with the
+:mod:`benchmarks.textured_scene` with masks, runs ``scenes.colmap.reconstruct`` on them (what
+``python -m scenes.colmap PHOTOS OUT --masks MASKS`` does) and compares the recovered cameras with the
 true ones after a similarity (Umeyama) alignment: centre error as a fraction of the rig radius, viewing
 axis error, focal length error. Then the teacher is trained twice with the same fixed step count (so
 that load on the shared CPU does not change the result), once on the recovered scene and once on the
@@ -33,8 +33,8 @@ import torch
 from benchmarks.results import markdown_table
 from benchmarks.textured_scene import RADIUS, align_similarity, write_photos, write_true_scene
 from core.cameras import opengl_to_opencv
-from core.colmap import reconstruct
 from core.io import write_json
+from scenes.colmap import reconstruct
 
 REPO = Path(__file__).resolve().parents[1]
 OUT_JSON = Path(__file__).resolve().parent / "colmap.json"

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.results import markdown_table, write_section
-from core.config import compose, to_dataclass
 from data_gen.render import DataGenConfig, run
+from pipeline.config import to_dataclass
+from testing.stages import compose
 
 DEMO_CKPT = Path("runs/mic_100/teacher/teacher.ckpt")
 BENCH_RUN = Path("runs/mic_100_bench")

@@ -301,8 +301,9 @@ def warnings_of(name: str) -> Iterator[list[str]]:
 
 def teacher_cfg(scene: Path, run_dir: Path, steps: int, *extra: str) -> Any:
     """The ``TeacherConfig`` of :func:`teacher_cmd` (for a run in this process)."""
-    from core.config import compose, to_dataclass
+    from pipeline.config import to_dataclass
     from teacher.config import TeacherConfig
+    from testing.stages import compose
 
     overrides = teacher_cmd(scene, run_dir, steps, *extra)[3:]  # after python -m teacher.train
     return to_dataclass(compose("teacher", overrides), TeacherConfig)
@@ -310,8 +311,9 @@ def teacher_cfg(scene: Path, run_dir: Path, steps: int, *extra: str) -> Any:
 
 def student_cfg(scene: Path, run_dir: Path, steps: int, *extra: str) -> Any:
     """The ``StudentConfig`` of :func:`student_cmd` (for a run in this process)."""
-    from core.config import compose, to_dataclass
+    from pipeline.config import to_dataclass
     from student.config import StudentConfig
+    from testing.stages import compose
 
     overrides = student_cmd(scene, run_dir, steps, *extra)[3:]  # after python -m student.train
     return to_dataclass(compose("student", overrides), StudentConfig)
@@ -369,7 +371,7 @@ def _changed_interval(tmp: Path) -> Outcome:
 
 def _second_live_job(tmp: Path) -> Outcome:
     from core.errors import UserError
-    from core.runlock import lock_path
+    from pipeline.runlock import lock_path
     from teacher.train import run as run_teacher
 
     scene = make_procedural_scene(tmp / "scene")
@@ -397,7 +399,7 @@ def _second_live_job(tmp: Path) -> Outcome:
 def _stale_lock(tmp: Path) -> Outcome:
     import json
 
-    from core.runlock import lock_path
+    from pipeline.runlock import lock_path
     from student.train import run as run_student
 
     scene = make_procedural_scene(tmp / "scene")
@@ -409,7 +411,7 @@ def _stale_lock(tmp: Path) -> Outcome:
     import socket
 
     lock.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "stage": "student"}))
-    with warnings_of("core.runlock") as said:
+    with warnings_of("pipeline.runlock") as said:
         steps = run_student(student_cfg(scene, run_dir, 2))["stages"]["distill"]["steps"]
     named = [m for m in said if str(lock) in m and str(dead.pid) in m]
     ok = len(named) == 1 and steps == 2 and not lock.exists()

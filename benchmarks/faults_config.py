@@ -83,7 +83,7 @@ def _camera_path(tmp: Path, **changes: Any) -> Path:
 
 def _read_path(**changes: Any) -> Callable[[Path], Any]:
     def call(tmp: Path) -> Any:
-        from export.paths import read_camera_path
+        from export.runtime.paths import read_camera_path
 
         return read_camera_path(_camera_path(tmp, **changes), (16, 16))
 
@@ -91,7 +91,7 @@ def _read_path(**changes: Any) -> Callable[[Path], Any]:
 
 
 def _nan_cx(tmp: Path) -> Any:
-    from core.datasets import SceneConfig, load_scene
+    from scenes.load import SceneConfig, load_scene
 
     scene = make_procedural_scene(tmp / "scene")
     path = scene / "transforms_train.json"
@@ -168,7 +168,8 @@ CASES: list[FaultCase] = [
                   needle="model.field.grid.backend=nope: ")),
     FaultCase("data_gen", "bad value", "unknown backend", _cli_error("data_gen.render", "backend=nope",
                                                                      needle="backend=nope: ")),
-    FaultCase("export", "bad value", "render fps=0", _cli_error("export.render", "fps=0", needle="fps=0: ")),
+    FaultCase("export", "bad value", "render fps=0",
+              _cli_error("export.runtime.render", "fps=0", needle="fps=0: ")),
     FaultCase("export", "bad value", "parity.batch_size=-1",
               _cli_error("export.onnx", "parity.batch_size=-1", needle="parity.batch_size=-1: ")),
     FaultCase("export", "bad value", "viewer port=-1",

@@ -51,8 +51,8 @@ export_onnx.run(export_config(sys.argv[1], sys.argv[2]))
 
 def export_config(scene: str | Path, run_dir: str | Path) -> Any:
     """A quick export: fp32 and fp16 with a dynamic batch, a few parity rays, one test view."""
-    from core.datasets import SceneConfig
     from export.onnx import ExportConfig, ParityConfig
+    from scenes.load import SceneConfig
 
     return ExportConfig(scene=SceneConfig(path=str(scene)), run_dir=str(run_dir), variants=["fp32", "fp16"],
                         static_variants=[], parity=ParityConfig(n_rays=256, max_test_views=1))
@@ -158,11 +158,12 @@ def _stale_build_lock(tmp: Path) -> Outcome:
 
 def _bad_shard_name(name: Callable[[Path], str]) -> Callable[[Path], Outcome]:
     def case(tmp: Path) -> Outcome:
-        from core.config import compose, to_dataclass
         from core.errors import UserError
         from core.io import write_json
+        from pipeline.config import to_dataclass
         from student.config import StudentConfig
         from student.train import run
+        from testing.stages import compose
 
         scene = make_procedural_scene(tmp / "scene")
         run_dir = make_photo_pseudo_run(tmp / "run", scene)

@@ -1,6 +1,6 @@
 """Fault cases: outputs reused on a rerun only when they were made from the same inputs (provenance).
 
-A stage records what it made each output from (:mod:`core.provenance`); a rerun with other inputs must
+A stage records what it made each output from (:mod:`pipeline.provenance`); a rerun with other inputs must
 refuse in one line naming the file, a rerun with the same inputs must reuse it. Also: data generation
 resumes after the teacher was only re-evaluated, refuses a partitioned teacher whose training has not
 finished, and the partitioned teacher resumes across launch modes. Tiny configs: a few seconds each.
@@ -49,8 +49,9 @@ def _scene(root: Path, seed: int = 3) -> Path:
 
 
 def _teacher_cfg(scene: Path, run_dir: Path, *overrides: str) -> Any:
-    from core.config import compose, to_dataclass
+    from pipeline.config import to_dataclass
     from teacher.config import TeacherConfig
+    from testing.stages import compose
 
     cfg = compose("teacher", [*TEACHER, f"scene.path={scene}", f"run_dir={run_dir}", *overrides])
     return to_dataclass(cfg, TeacherConfig)
@@ -104,9 +105,9 @@ def teacher_other_settings(tmp: Path) -> Outcome:
 
 def teacher_same_inputs(tmp: Path) -> Outcome:
     """Rerun with the same scene and model but other budgets and evaluation settings: reused as it is."""
-    from core.datasets import load_scene
     from core.io import sha256_file
-    from core.provenance import embedded_provenance
+    from pipeline.provenance import embedded_provenance
+    from scenes.load import load_scene
     from teacher.train import run, teacher_provenance
 
     scene, run_dir = _copy_teacher(tmp)
@@ -140,10 +141,10 @@ def teacher_changed_shape(tmp: Path) -> Outcome:
 
 def _pseudo(folder: Path, scene: Path, background: list[float]) -> None:
     """Shards of the scene's training photos on ``background`` (2 shards), with their meta.json."""
-    from core.datasets import SceneConfig, load_scene
     from core.io import write_json
     from core.shards import PseudoMeta, ShardInfo, shard_name
     from data_gen.shards import write_shard
+    from scenes.load import SceneConfig, load_scene
 
     loaded = load_scene(SceneConfig(path=str(scene)), splits=("train",))
     train = loaded.split("train")
@@ -161,9 +162,10 @@ def _pseudo(folder: Path, scene: Path, background: list[float]) -> None:
 
 def student_after_new_shards(tmp: Path) -> Outcome:
     """stage_distill.ckpt (and, after a kill, last.ckpt) of old shards, rerun after the shards changed."""
-    from core.config import compose, to_dataclass
+    from pipeline.config import to_dataclass
     from student.config import StudentConfig
     from student.train import run
+    from testing.stages import compose
 
     scene, run_dir = _scene(tmp / "scene"), tmp / "run"
     _pseudo(run_dir / "pseudo", scene, [1.0, 1.0, 1.0])
@@ -186,10 +188,10 @@ def export_after_new_checkpoint(tmp: Path) -> Outcome:
     carry the new checkpoint's sha256 in their metadata and in export.json."""
     import onnx
 
-    from core.datasets import SceneConfig, load_scene
     from core.io import sha256_file
     from export.onnx import ExportConfig, ParityConfig
     from export.onnx import run as export
+    from scenes.load import SceneConfig, load_scene
     from student.checkpoint import save_student
     from student.model import R2LStudent, StudentModelConfig
     from student.train import scene_meta
@@ -217,8 +219,9 @@ def export_after_new_checkpoint(tmp: Path) -> Outcome:
 
 
 def _data_gen_cfg(scene: Path, run_dir: Path, *overrides: str) -> Any:
-    from core.config import compose, to_dataclass
     from data_gen.render import DataGenConfig
+    from pipeline.config import to_dataclass
+    from testing.stages import compose
 
     overrides = (f"scene.path={scene}", f"run_dir={run_dir}", "n_views=4", "views_per_shard=2",
                  "backend=torch", "progress=false", "device=cpu", *overrides)
@@ -242,8 +245,8 @@ def data_gen_after_reevaluation(tmp: Path) -> Outcome:
 
 def data_gen_unfinished_partitioned(tmp: Path) -> Outcome:
     """The teacher.ckpt a NeRF-XL run writes while training (finished=False) given to data generation."""
-    from core.datasets import load_scene
     from data_gen.render import run
+    from scenes.load import load_scene
     from teacher.checkpoint import save_teacher
     from teacher.xl.model import build_partitioned_teacher
 
@@ -278,7 +281,7 @@ def run_ranks(cfg: Any, world: int = 2) -> None:
     """Run ``teacher.train.run(cfg)`` in ``world`` spawned processes, as ``torchrun`` would."""
     import torch.multiprocessing as mp
 
-    from core.run import free_port
+    from pipeline.run import free_port
 
     mp.spawn(_rank, args=(world, free_port(), cfg), nprocs=world, join=True)
 

@@ -23,11 +23,12 @@ from typing import Any
 import torch
 
 from benchmarks.results import markdown_table, write_section
-from core.config import compose, to_dataclass
 from core.io import write_json
-from core.llff import load_llff
+from pipeline.config import to_dataclass
+from scenes.llff import load_llff
 from teacher.config import TeacherConfig
 from teacher.train import run
+from testing.stages import compose
 
 OUT_JSON = Path(__file__).resolve().parent / "forward_rays.json"
 

@@ -37,17 +37,18 @@ import onnx
 import torch
 
 from benchmarks.results import markdown_table, write_section
-from core.config import compose, to_dataclass
-from core.datasets import load_scene
 from core.io import write_json
 from export.fused import FusedEncodingStudent
 from export.onnx import Int8Config, calibration_rays
 from export.parity import mean_view_psnr, random_scene_rays, torch_rgb, view_rays
 from export.runtime import DEFAULT_BATCH, LightField, ModelMeta, rays_meet_box
 from export.variants import save_checked, set_metadata, to_fp16, to_int8, trace_student
+from pipeline.config import to_dataclass
+from scenes.load import load_scene
 from student.checkpoint import load_student
 from student.model import R2LStudent, StudentModelConfig, flops_per_ray
 from teacher.protocol import RenderableTeacher
+from testing.stages import compose
 
 log = logging.getLogger(__name__)
 NOTES = (

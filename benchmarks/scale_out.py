@@ -34,9 +34,9 @@ import torch.multiprocessing as mp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.results import markdown_table, write_section  # noqa: E402
-from core.config import compose, to_dataclass  # noqa: E402
-from core.datasets import load_scene  # noqa: E402
-from core.run import free_port  # noqa: E402
+from pipeline.config import to_dataclass  # noqa: E402
+from pipeline.run import free_port  # noqa: E402
+from scenes.load import load_scene  # noqa: E402
 from teacher.config import TeacherConfig  # noqa: E402
 from teacher.xl.model import SEGMENT_FIELDS  # noqa: E402
 from teacher.xl.train import (  # noqa: E402
@@ -46,6 +46,7 @@ from teacher.xl.train import (  # noqa: E402
     train_step,
     training_rays,
 )
+from testing.stages import compose
 
 WARMUP = 3
 NERF_XL_FLOATS = 4  # segment color (3) + transmittance (1) per ray per region

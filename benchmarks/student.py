@@ -27,14 +27,15 @@ import lightning as L
 import torch
 
 from benchmarks.results import markdown_table, write_section
-from core.config import compose, to_dataclass
-from core.datasets import SceneConfig, load_scene
 from core.io import write_json
 from core.shards import PseudoMeta, ShardInfo, read_meta, shard_name
+from pipeline.config import to_dataclass
+from scenes.load import SceneConfig, load_scene
 from student.config import StudentConfig
 from student.data import shard_loader
 from student.model import R2LStudent, StudentModelConfig, flops_per_ray, layer_shapes
 from student.train import load_inputs, run_stage, validation_batches
+from testing.stages import compose
 
 QUALITY_MARKS = (0.25, 0.5, 0.75, 1.0)
 PAPER = StudentModelConfig(n_points=16, n_freqs=10, width=256, depth=88)

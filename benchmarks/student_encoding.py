@@ -108,7 +108,7 @@ def run_variant(run: Path, v: Variant, args: argparse.Namespace, scene_path: str
           "parity.max_test_views=8"], log)
     metrics = json.loads((out / "student" / "metrics.json").read_text())
     export = json.loads((out / "export" / "export.json").read_text())
-    from core.datasets import SceneConfig, load_scene
+    from scenes.load import SceneConfig, load_scene
 
     scene = load_scene(SceneConfig(path=scene_path), splits=("test",))
     (out / "export" / "pose0.json").write_text(json.dumps(scene.split("test").c2w[0].tolist()))

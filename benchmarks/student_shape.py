@@ -23,10 +23,10 @@ import numpy as np
 import torch
 
 from benchmarks.results import markdown_table, write_section
-from core.datasets import SceneConfig, load_scene
 from core.metrics import psnr
 from core.rays import generate_rays
 from core.shards import PseudoMeta, read_meta
+from scenes.load import SceneConfig, load_scene
 from student.data import ContentRays, load_shard_rays
 from student.evaluate import render_rays
 from student.model import R2LStudent, StudentModelConfig, flops_per_ray

@@ -23,13 +23,14 @@ import lightning as L
 import torch
 
 from benchmarks.results import markdown_table, write_section
-from core.config import compose, to_dataclass
-from core.datasets import SceneSplit, load_scene
-from core.seeding import seed_everything
 from cuda.backend import AUTO_ORDER, resolve_backend
+from pipeline.config import to_dataclass
+from pipeline.seeding import seed_everything
+from scenes.load import SceneSplit, load_scene
 from teacher.config import TeacherConfig
 from teacher.evaluate import evaluate
 from teacher.train import new_teacher, train_teacher
+from testing.stages import compose
 
 log = logging.getLogger("benchmarks.teacher")
 

@@ -3,7 +3,7 @@
 A sphere and an off-centre box coloured by multi-octave 3D value noise (no repeating pattern, so
 features match unambiguously), lit by a fixed light, on a plain grey background, seen from random
 upper-hemisphere cameras looking at the origin. :func:`write_photos` writes RGB photos and their
-masks (255 = object) the way a user would hand them to ``python -m core.colmap``; the true poses
+masks (255 = object) the way a user would hand them to ``python -m scenes.colmap``; the true poses
 come back for comparison, and :func:`write_true_scene` writes the same photos with the true poses as
 a ``transforms.json`` scene. :func:`align_similarity` is the Umeyama alignment used to compare a
 reconstruction with the truth (a reconstruction is only defined up to a similarity).

@@ -29,11 +29,11 @@ import numpy as np
 
 from benchmarks.results import markdown_table, write_section
 from core.io import write_json
-from export.browser import canvas_pixels, chromium_page, wait_for_frame
-from export.paths import orbit_poses
 from export.runtime import LightField, rays_cross_cells, rays_from_camera, rays_meet_box
-from export.viewer import ViewerConfig, write_viewer
-from export.webserver import serving
+from export.runtime.paths import orbit_poses
+from export.viewer.browser import canvas_pixels, chromium_page, wait_for_frame
+from export.viewer.page import ViewerConfig, write_viewer
+from export.viewer.server import serving
 
 
 def page_frame(url: str, file: str, c2w: np.ndarray, size: int, frames: int, threads: int,

@@ -12,7 +12,7 @@ scenes, +Z up).
 
 Blender / NeRF-synthetic / nerfstudio / instant-ngp files store OpenGL-style poses (+Y up, looking
 along -Z). They are converted once, at load time, by :func:`opengl_to_opencv`; LLFF's
-``poses_bounds.npy`` (rotation columns down, right, backwards) by :func:`core.llff.llff_to_opencv`. No
+``poses_bounds.npy`` (rotation columns down, right, backwards) by :func:`scenes.llff.llff_to_opencv`. No
 other module flips axes.
 """
 

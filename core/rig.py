@@ -1,14 +1,14 @@
 """The training camera rig: where the cameras look, which way is up, how far away and how high they are.
 
 One definition for every user: the pose samplers of the pseudo-data (``data_gen.poses.build_rig``), the
-default render path (``export.paths``) and the ``rig`` record that travels in the student checkpoint's
+default render path (``export.runtime.paths``) and the ``rig`` record that travels in the student checkpoint's
 scene facts (:class:`core.scene_facts.SceneFacts`) into the ONNX metadata, where the web viewer reads it
 (``export/web/camera.js``: ``rigOf``, ``rigView``).
 
 The record is a JSON-able dict of one of two kinds (``kind``):
 
 * ``object`` (cameras around a thing): ``center`` [3] (the point the cameras look at,
-  :func:`core.datasets.scene_center`), ``up`` [3] (:func:`rig_up`), ``radius`` (median camera distance to
+  :func:`scenes.load.scene_center`), ``up`` [3] (:func:`rig_up`), ``radius`` (median camera distance to
   the centre) and ``elevation`` (median camera angle above the plane normal to ``up``, radians);
 * ``forward`` (an LLFF-style capture, every camera looking the same way): ``c2w`` [4][4] (the average
   pose, :func:`core.ndc.average_pose`), ``focus_depth`` (:func:`focus_depth`), ``center`` [3] (the focus
@@ -25,16 +25,31 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from core.datasets import NDC_NEAR_FRACTION, scene_center
 from core.ndc import NDCSpace, average_pose
 
 RIG_KINDS = ("object", "forward")
+NDC_NEAR_FRACTION = 0.75  # NeRF's bd_factor: the NDC near plane sits at 3/4 of the nearest content
 # NeRF's render_path_spiral focuses at the depth whose disparity mixes the nearest content's (weight
 # 1 - FOCUS_DT) and the far bound's (FOCUS_DT); with the far bound at infinity that is the nearest
 # depth (FOCUS_NEAR_MARGIN of the smallest near bound) / (1 - FOCUS_DT).
 FOCUS_DT = 0.75
 FOCUS_NEAR_MARGIN = 0.9
 PATH_RADIUS_QUANTILE = 0.9  # of the training centres' distances from their mean, in the image plane
+
+
+def scene_center(c2w: Tensor) -> Tensor:
+    """Least-squares point closest to all optical axes of ``[C, 4, 4]`` cameras (``[3]``).
+
+    Falls back to the mean camera centre when the axes are (nearly) parallel.
+    """
+    origins = c2w[:, :3, 3].double()
+    dirs = torch.nn.functional.normalize(c2w[:, :3, 2].double(), dim=-1)
+    proj = torch.eye(3, dtype=torch.float64) - dirs[:, :, None] * dirs[:, None, :]  # [C, 3, 3]
+    A = proj.sum(0)
+    b = (proj @ origins[:, :, None]).sum(0)[:, 0]
+    if torch.linalg.cond(A) > 1e6:
+        return origins.mean(0).float()
+    return torch.linalg.solve(A, b).float()
 
 
 def rig_up(c2w: Tensor) -> Tensor:
@@ -109,7 +124,7 @@ def object_rig(c2w: Tensor) -> dict[str, Any]:
 
 
 def focus_depth(ndc_near: float) -> float:
-    """NeRF's focus depth of a forward-facing rig from the NDC near plane (``core.datasets`` puts it
+    """NeRF's focus depth of a forward-facing rig from the NDC near plane (``scenes.load`` puts it
     at ``NDC_NEAR_FRACTION`` of the nearest content), with the far bound at infinity."""
     nearest = ndc_near / NDC_NEAR_FRACTION
     return FOCUS_NEAR_MARGIN * nearest / (1.0 - FOCUS_DT)

@@ -20,7 +20,7 @@ from core.ndc import NDCSpace
 from core.rig import RIG_KINDS
 from core.skipgrid import unpack_grid
 
-FACT_KINDS = ("object", "forward")  # a loaded scene's kind (``core.datasets`` resolves "auto")
+FACT_KINDS = ("object", "forward")  # a loaded scene's kind (``scenes.load`` resolves "auto")
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from core.config import ConfigValueError, at_least, one_of
+from core.checks import ConfigValueError, at_least, one_of
 from cuda.build import try_load_hashgrid_extension
 from cuda.hashgrid import hash_encode, kernel_supports
 from cuda.hashgrid_graph import hash_encode_graph
@@ -143,7 +143,7 @@ class HashGridConfig:
                             max_resolution=self.max_resolution)
 
     def validate(self) -> None:
-        """Raise :class:`core.config.ConfigValueError` for an unusable shape or an unknown backend."""
+        """Raise :class:`core.checks.ConfigValueError` for an unusable shape or an unknown backend."""
         at_least(self, 1, "n_levels", "n_features", "base_resolution")
         at_least(self, self.base_resolution, "max_resolution")
         if not 4 <= self.log2_hashmap_size <= 30:

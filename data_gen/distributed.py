@@ -14,7 +14,7 @@ from contextlib import contextmanager
 import torch
 import torch.distributed as dist
 
-from core.run import collective_backend, local_rank
+from pipeline.run import collective_backend, local_rank
 
 
 def _active() -> bool:

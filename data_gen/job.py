@@ -23,9 +23,9 @@ from typing import Any
 
 from core.errors import UserError
 from core.io import sha256_file, write_json
-from core.provenance import first_difference
 from core.shards import META_NAME, SHARD_GLOB, PseudoMeta, ShardFormatError, ShardInfo, parse_meta, shard_name
 from data_gen.shards import check_shard
+from pipeline.provenance import first_difference
 
 log = logging.getLogger(__name__)
 

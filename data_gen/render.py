@@ -6,7 +6,7 @@ them in batches of rays under ``torch.inference_mode`` and writes ``<run_dir>/ps
 by hash) and renders the rest; ``shards=START:END`` renders part of the job; ``verify=true`` only checks
 an existing folder. Under ``torchrun`` (``WORLD_SIZE > 1``) the ranks split the shards; rank 0 writes
 ``meta.json`` after a barrier. The shards are the same bytes whichever way the job is split. One job at
-a time renders into a folder (``.data_gen.lock``, :mod:`core.runlock`).
+a time renders into a folder (``.data_gen.lock``, :mod:`pipeline.runlock`).
 """
 
 from __future__ import annotations
@@ -24,17 +24,17 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from core.cameras import scale_intrinsics
-from core.config import check_command_line, register_stage, to_dataclass
-from core.datasets import Scene, load_scene
 from core.errors import UserError, exit_on_user_error
-from core.run import RunConfig, apply_threads, resolve_device
-from core.runlock import locked_run
 from core.shards import META_NAME, OPTIONAL_FIELDS, RGB_FORMATS, PseudoMeta
 from core.skipgrid import cover_grid, pack_grid
 from data_gen import distributed as dist_utils
 from data_gen.job import JobFolder
 from data_gen.poses import Rig, SamplerConfig, build_rig, validate_sampler
 from data_gen.renderer import ShardRenderer, Timer, load_checked_teacher, teacher_info
+from pipeline.config import check_command_line, register_stage, to_dataclass
+from pipeline.run import RunConfig, apply_threads, resolve_device
+from pipeline.runlock import locked_run
+from scenes.load import Scene, load_scene
 from teacher.field import validate_backend
 from teacher.protocol import RenderableTeacher
 
@@ -95,7 +95,7 @@ class DataGenConfig(RunConfig):
     progress: bool = True
 
     def validate(self) -> None:
-        """Raise :class:`core.config.ConfigValueError` for an unknown backend (the other settings:
+        """Raise :class:`core.checks.ConfigValueError` for an unknown backend (the other settings:
         :func:`validate`)."""
         validate_backend(self)
 
@@ -219,8 +219,9 @@ def _verify_only(job: JobFolder) -> dict[str, Any]:
 def run(cfg: DataGenConfig) -> dict[str, Any]:
     """Render (or verify) the pseudo-data job described by ``cfg``.
 
-    Holds ``<out_dir>/.data_gen.lock`` while rendering (:mod:`core.runlock`; rank 0 under ``torchrun``), so
-    that a second job on the same folder is refused in one line; ``verify=true`` only reads and takes none.
+    Holds ``<out_dir>/.data_gen.lock`` while rendering (:mod:`pipeline.runlock`; rank 0 under
+    ``torchrun``), so that a second job on the same folder is refused in one line; ``verify=true`` only
+    reads and takes none.
 
     Returns:
         Metrics: ``n_views``, ``n_shards``, ``written``, ``skipped``, ``complete`` (meta.json written),

@@ -12,13 +12,13 @@ from typing import Any
 
 import torch
 
-from core.datasets import Scene
 from core.errors import CheckpointError
 from core.io import sha256_file
 from core.rays import generate_rays
 from core.shards import PseudoMeta
 from data_gen.poses import Rig, SamplerConfig, sample_views
 from data_gen.shards import encode_view, write_encoded
+from scenes.load import Scene
 from teacher.protocol import RenderableTeacher
 
 log = logging.getLogger(__name__)

@@ -29,17 +29,13 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from core.config import at_least, check_command_line, positive, register_stage, to_dataclass
-from core.datasets import Scene, load_scene
+from core.checks import at_least, positive
 from core.errors import UserError, exit_on_user_error
 from core.io import sha256_file, write_json
 from core.ndc import NDCSpace
 from core.rays import generate_rays
 from core.rig import camera_rig
-from core.run import RunConfig
-from core.runlock import locked_run
 from core.scene_facts import SceneFacts
-from core.seeding import seed_everything
 from export.fused import FusedEncodingStudent
 from export.parity import evaluate_variant, mean_view_psnr, scene_rays, torch_rgb, view_rays
 from export.runtime import FORMAT, FORMAT_VERSION, ModelMeta
@@ -53,6 +49,11 @@ from export.variants import (
     trace_student,
     variant_filename,
 )
+from pipeline.config import check_command_line, register_stage, to_dataclass
+from pipeline.run import RunConfig
+from pipeline.runlock import locked_run
+from pipeline.seeding import seed_everything
+from scenes.load import Scene, load_scene
 from student.checkpoint import load_student
 from student.model import R2LStudent, flops_per_ray
 
@@ -73,7 +74,7 @@ class Int8Config:
     per_channel: bool = True
 
     def validate(self) -> None:
-        """Raise :class:`core.config.ConfigValueError` for a bad value (``mode``: checked at export)."""
+        """Raise :class:`core.checks.ConfigValueError` for a bad value (``mode``: checked at export)."""
         at_least(self, 1, "calib_rays", "calib_batches")
 
 
@@ -89,7 +90,7 @@ class ParityConfig:
     batch_size: int = 1024
 
     def validate(self) -> None:
-        """Raise :class:`core.config.ConfigValueError` for a bad value."""
+        """Raise :class:`core.checks.ConfigValueError` for a bad value."""
         at_least(self, 1, "n_rays", "max_test_views", "max_test_rays", "batch_size")
         positive(self, "fp32_tol")
 
@@ -111,7 +112,7 @@ class ExportConfig(RunConfig):
     parity: ParityConfig = field(default_factory=ParityConfig)
 
     def validate(self) -> None:
-        """Raise :class:`core.config.ConfigValueError` for a bad value (variant names: checked at export)."""
+        """Raise :class:`core.checks.ConfigValueError` for a bad value (variant names: checked at export)."""
         at_least(self, 1, "opset")
 
 
@@ -232,7 +233,7 @@ def _fit(rays_o: np.ndarray, rays_d: np.ndarray, n: int) -> tuple[np.ndarray, np
 def run(cfg: ExportConfig) -> dict[str, Any]:
     """Export, check and measure; returns the content of ``export.json``.
 
-    Holds ``<out_dir>/.export.lock`` while it runs (:mod:`core.runlock`).
+    Holds ``<out_dir>/.export.lock`` while it runs (:mod:`pipeline.runlock`).
 
     Raises:
         UserError: missing/corrupt checkpoint, a scene that does not match it, bad settings, or another

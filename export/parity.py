@@ -11,10 +11,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from core.datasets import Scene, SceneSplit
 from core.io import sha256_file
 from core.rays import generate_rays, generate_rays_from_pixels
 from export.runtime import LightField
+from scenes.load import Scene, SceneSplit
 
 
 def random_scene_rays(

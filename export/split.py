@@ -5,7 +5,7 @@ Exported whole, the hash lookup runs in ONNX Runtime as one elementwise op after
 loop over the points; onnxruntime-web is slower still. The viewer therefore also ships the student in
 two parts: the feature table (``student_grid.bin``, float32 little-endian, the layout of
 :class:`cuda.hashgrid_ref.HashGridSpec`) with the encoder's facts (``encoder_facts``), which
-``export/web/encoder.js`` turns into features in one loop per point, and the MLP alone
+``export/viewer/web/encoder.js`` turns into features in one loop per point, and the MLP alone
 (``features [N, in_dim] -> rgb [N, 3]``) as ONNX. A forward-facing student's facts carry its NDC frame
 (``ndc``): the page turns world rays into NDC rays before the lookup, as the graph does. The page's
 frames are checked against :meth:`export.runtime.LightField.render` of the whole graph in the browser

@@ -8,7 +8,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from core.config import check_command_line, compose
+import student.config  # noqa: F401  (registers the student schema, whose run section finds the run folder)
+from pipeline.config import check_command_line, compose
 from report.build import metrics_table, write_report
 
 

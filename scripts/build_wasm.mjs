@@ -1,12 +1,12 @@
-// Compile the viewer's WebAssembly kernels (export/web/*.wat) into the .wasm files the page loads, with
-// wabt from npm (a devDependency of export/web/package.json). Run from the repository root:
-//   node scripts/build_wasm.mjs           write export/web/<name>.wasm
+// Compile the viewer's WebAssembly kernels (export/viewer/web/*.wat) into the .wasm files the page loads, with
+// wabt from npm (a devDependency of export/viewer/web/package.json). Run from the repository root:
+//   node scripts/build_wasm.mjs           write export/viewer/web/<name>.wasm
 //   node scripts/build_wasm.mjs --check   exit 1 if a committed .wasm differs from its source
 import fs from "fs";
 import path from "path";
 import { createRequire } from "module";
 
-const web = path.resolve("export/web");
+const web = path.resolve("export/viewer/web");
 const require = createRequire(path.join(web, "package.json"));
 const wabt = await require("wabt")();
 const check = process.argv.includes("--check");

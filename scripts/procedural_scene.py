@@ -31,8 +31,8 @@ import torch
 from PIL import Image
 
 from core.cameras import focal_from_fov, intrinsics_matrix, look_at, opengl_to_opencv
-from core.llff import LLFF_POSES, opencv_to_llff
 from core.rays import generate_rays
+from scenes.llff import LLFF_POSES, opencv_to_llff
 
 FOV_X = 0.6911112070083618  # NeRF synthetic's camera_angle_x
 RADIUS = 4.031  # NeRF synthetic's camera distance

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from core.config import at_least, in_range, one_of, positive, register_stage, training_limits
-from core.run import RunConfig
+from core.checks import at_least, in_range, one_of, positive, training_limits
+from pipeline.config import register_stage
+from pipeline.run import RunConfig
 from student.model import StudentModelConfig
 
 PRECISIONS = {"bf16": "bf16-mixed", "fp32": "32-true"}  # train.precision -> Lightning's precision
@@ -41,7 +42,7 @@ class StageConfig:
     val_every_steps: int = 1000
 
     def validate(self) -> None:
-        """Raise :class:`core.config.ConfigValueError` for a bad value or a stage without any limit."""
+        """Raise :class:`core.checks.ConfigValueError` for a bad value or a stage without any limit."""
         training_limits(self)
         positive(self, "lr", "encoding_lr", "lr_final")
         at_least(self, 0, "warmup_steps")
@@ -63,7 +64,7 @@ class HardMiningConfig:
     pool_size: int = 65536
 
     def validate(self) -> None:
-        """Raise :class:`core.config.ConfigValueError` for a bad value."""
+        """Raise :class:`core.checks.ConfigValueError` for a bad value."""
         in_range(self, 0.0, 1.0, "fraction")
         at_least(self, 1, "pool_size")
 
@@ -107,7 +108,7 @@ class StudentTrainConfig:
     progress_bar: bool = True
 
     def validate(self) -> None:
-        """Raise :class:`core.config.ConfigValueError` for a bad value."""
+        """Raise :class:`core.checks.ConfigValueError` for a bad value."""
         one_of(self, "precision", PRECISIONS)
         at_least(self, 1, "devices", "num_nodes", "shuffle_buffer", "ckpt_every_steps")
         at_least(self, 0, "num_workers", "ray_cache_gb")
@@ -130,7 +131,7 @@ class StudentEvalConfig:
     save_renders: bool = True
 
     def validate(self) -> None:
-        """Raise :class:`core.config.ConfigValueError` for a bad value."""
+        """Raise :class:`core.checks.ConfigValueError` for a bad value."""
         at_least(self, 1, "chunk", "max_views", "val_views")
 
 

@@ -21,10 +21,10 @@ import webdataset as wds
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
-from core.datasets import Scene
 from core.errors import UserError
 from core.rays import generate_rays, ray_aabb_intersect
 from core.shards import PseudoMeta, decode_sample
+from scenes.load import Scene
 from student.encoding import RayEncoder, ray_segment, segment_occupied
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from core.config import at_least
+from core.checks import at_least
 from core.ndc import NDCSpace, ndc_rays
 from core.rays import ray_aabb_intersect
 from core.skipgrid import bits_record, pack_bits, points_occupied
@@ -55,7 +55,7 @@ class GridConfig(HashGridConfig):
     point_freqs: int = -1
 
     def validate(self) -> None:
-        """Raise :class:`core.config.ConfigValueError` for a bad ``point_freqs`` (the shape: the base's)."""
+        """Raise :class:`core.checks.ConfigValueError` for a bad ``point_freqs`` (the shape: the base's)."""
         at_least(self, -1, "point_freqs")
 
 

@@ -10,10 +10,10 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from core.datasets import SceneSplit
 from core.io import atomic_write
 from core.metrics import psnr, ssim
 from core.rays import generate_rays
+from scenes.load import SceneSplit
 from student.model import R2LStudent
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from core.config import ConfigValueError, at_least, one_of, validate
+from core.checks import ConfigValueError, at_least, one_of, validate
 from core.ndc import NDCSpace
 from student.encoding import ENCODINGS, RAY_RANGES, GridConfig, HashRayEncoder, RayEncoder, point_features_dim
 
@@ -56,7 +56,7 @@ class StudentModelConfig:
         return (self.depth - 2) // 2
 
     def validate(self) -> None:
-        """Raise :class:`core.config.ConfigValueError` for a bad value (``grid`` checks itself)."""
+        """Raise :class:`core.checks.ConfigValueError` for a bad value (``grid`` checks itself)."""
         one_of(self, "encoding", ENCODINGS)
         one_of(self, "ray_range", RAY_RANGES)
         if self.depth < 4 or self.depth % 2:

@@ -5,7 +5,7 @@ training photos (composited on the pseudo-data's background) with a lower learni
 checkpoints with Lightning and resumes after a kill; a finished stage is skipped on re-run. The per-stage
 ``ckpt/<stage>/last.ckpt`` is written atomically beside itself; an unreadable one is moved aside with a
 warning and that stage starts fresh (:mod:`training.checkpoints`). A second job on the same run folder
-is refused in one line (``student/.student.lock``, :mod:`core.runlock`). Outputs go
+is refused in one line (``student/.student.lock``, :mod:`pipeline.runlock`). Outputs go
 to ``<run_dir>/student/`` (``student.ckpt``, ``metrics.json``, ``renders/``, ``logs/``); the run's report
 is the pipeline's last step (``python -m report``).
 """
@@ -26,19 +26,19 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import DictConfig
 
 from core.checkpoint import check_state_shapes
-from core.config import check_command_line, to_dataclass
-from core.datasets import Scene, load_scene
 from core.errors import CheckpointError, UserError, exit_on_user_error
 from core.io import read_json, write_json
 from core.ndc import NDCSpace
-from core.provenance import check_or_record, fingerprint, json_sha256, scene_fingerprint
 from core.rig import camera_rig
-from core.run import apply_threads, lightning_accelerator
-from core.runlock import locked_run
 from core.scene_facts import SceneFacts
-from core.seeding import seed_everything
 from core.shards import PseudoMeta, read_meta
 from core.skipgrid import dilate_grid, dilation_radius, unpack_grid
+from pipeline.config import check_command_line, to_dataclass
+from pipeline.provenance import check_or_record, fingerprint, json_sha256, scene_fingerprint
+from pipeline.run import apply_threads, lightning_accelerator
+from pipeline.runlock import locked_run
+from pipeline.seeding import seed_everything
+from scenes.load import Scene, load_scene
 from student.checkpoint import load_student, save_student
 from student.config import PRECISIONS, StageConfig, StudentConfig
 from student.data import (
@@ -167,7 +167,7 @@ def _check_resume_shapes(last: Path, model: R2LStudent) -> None:
 
 def stage_provenance(cfg: StudentConfig, name: str, meta: PseudoMeta | None, scene: Scene,
                      background: list[float], before: dict[str, Any] | None) -> dict[str, Any]:
-    """What stage ``name`` is made from (:mod:`core.provenance`).
+    """What stage ``name`` is made from (:mod:`pipeline.provenance`).
 
     Its data (distill: the pseudo-data's ``meta.json``, which lists every shard's sha256, without the
     scene folder's path; finetune: the scene's training views and the background), the network (without

@@ -15,10 +15,10 @@ import torch
 from torch import Tensor
 
 from core.checkpoint import load_checkpoint, save_checkpoint
-from core.config import to_dataclass, to_plain
 from core.errors import CheckpointError
 from core.ndc import NDCSpace
 from cuda.backend import HashGridConfig
+from pipeline.config import to_dataclass, to_plain
 from teacher.model import Teacher, TeacherModelConfig, build_teacher
 from teacher.xl.model import PartitionedTeacher, build_partitioned_teacher
 

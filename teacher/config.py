@@ -10,10 +10,11 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from core.config import at_least, one_of, positive, register_stage, to_plain, training_limits
-from core.datasets import Scene
-from core.provenance import fingerprint, scene_fingerprint
-from core.run import RunConfig
+from core.checks import at_least, one_of, positive, training_limits
+from pipeline.config import register_stage, to_plain
+from pipeline.provenance import fingerprint, scene_fingerprint
+from pipeline.run import RunConfig
+from scenes.load import Scene
 from teacher.model import TeacherModelConfig
 from teacher.recipe import OptimConfig
 
@@ -39,7 +40,7 @@ class DistributedConfig:
     timeout_s: float = 600.0
 
     def validate(self) -> None:
-        """Raise :class:`core.config.ConfigValueError` for a bad value."""
+        """Raise :class:`core.checks.ConfigValueError` for a bad value."""
         at_least(self, 1, "partitions", "points_per_ray", "split_rays")
         one_of(self, "backend", ("auto", "gloo", "nccl"))
         positive(self, "timeout_s")
@@ -66,7 +67,7 @@ class TeacherTrainConfig:
     progress_bar: bool = True
 
     def validate(self) -> None:
-        """Raise :class:`core.config.ConfigValueError` for a bad value or a run without any limit."""
+        """Raise :class:`core.checks.ConfigValueError` for a bad value or a run without any limit."""
         training_limits(self)
         positive(self, "checkpoint_seconds")
         at_least(self, 1, "batch_rays", "log_every")
@@ -87,7 +88,7 @@ class TeacherEvalConfig:
     progress_bar: bool = True
 
     def validate(self) -> None:
-        """Raise :class:`core.config.ConfigValueError` for a bad value."""
+        """Raise :class:`core.checks.ConfigValueError` for a bad value."""
         at_least(self, 1, "chunk")
         at_least(self, 0, "n_renders")
 
@@ -104,7 +105,7 @@ class TeacherConfig(RunConfig):
 
 
 def teacher_provenance(cfg: TeacherConfig, scene: Scene) -> dict[str, Any]:
-    """What a teacher is made from (:mod:`core.provenance`): the scene's training views and the settings
+    """What a teacher is made from (:mod:`pipeline.provenance`): the scene's training views and the settings
     that shape its weights (model without its backend or render chunk, optimizer, seed, rays per step,
     partitioning). Budgets, device, checkpoint interval and evaluation settings are left out."""
     model = to_plain(cfg.model)

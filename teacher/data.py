@@ -14,8 +14,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
-from core.datasets import SceneSplit
 from core.rays import generate_rays
+from scenes.load import SceneSplit
 
 
 def rays_with_pixels(split: SceneSplit) -> tuple[Tensor, Tensor, Tensor]:

@@ -11,10 +11,10 @@ from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
-from core.datasets import SceneSplit
 from core.io import atomic_write
 from core.metrics import psnr, ssim
 from core.rays import generate_rays
+from scenes.load import SceneSplit
 from teacher.protocol import RayRenderer
 
 log = logging.getLogger(__name__)

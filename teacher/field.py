@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from core.config import at_least, one_of
+from core.checks import at_least, one_of
 from cuda.backend import HashGrid, HashGridConfig, backend_names
 
 SH_DIM = 16  # degree 4: 1 + 3 + 5 + 7 coefficients
@@ -34,7 +34,7 @@ class FieldConfig:
     geo_dim: int = 16
 
     def validate(self) -> None:
-        """Raise :class:`core.config.ConfigValueError` for an unusable MLP (``grid`` checks itself)."""
+        """Raise :class:`core.checks.ConfigValueError` for an unusable MLP (``grid`` checks itself)."""
         at_least(self, 1, "hidden_dim", "geo_dim")
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from core.config import at_least, in_range
+from core.checks import at_least, in_range
 
 
 @dataclass
@@ -52,7 +52,7 @@ class OccupancyConfig:
     carve_min_views: int = 3
 
     def validate(self) -> None:
-        """Raise :class:`core.config.ConfigValueError` for a bad value."""
+        """Raise :class:`core.checks.ConfigValueError` for a bad value."""
         at_least(self, 1, "resolution", "update_every", "chunk", "carve_min_views")
         at_least(self, 0, "warmup_steps", "carve_dilation")
         in_range(self, 0.0, 1.0, "decay", "threshold", "sample_fraction")

@@ -16,7 +16,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
-from core.config import ConfigValueError, at_least, in_range, positive
+from core.checks import ConfigValueError, at_least, in_range, positive
 from core.errors import UserError
 from teacher.model import Teacher
 
@@ -42,7 +42,7 @@ class OptimConfig:
     final_lr_ratio: float = 0.1
 
     def validate(self) -> None:
-        """Raise :class:`core.config.ConfigValueError` for a bad value."""
+        """Raise :class:`core.checks.ConfigValueError` for a bad value."""
         positive(self, "lr", "final_lr_ratio")
         at_least(self, 0.0, "eps", "weight_decay")
         in_range(self, 0.0, 1.0, "decay_start")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from core.config import at_least, in_range, positive
+from core.checks import at_least, in_range, positive
 from core.rendering import accumulate_along_rays, render_weights_from_density
 from teacher.field import TeacherField
 from teacher.marching import RaySamples, early_termination_mask, march_rays
@@ -39,7 +39,7 @@ class MarchConfig:
     jitter: bool = True
 
     def validate(self) -> None:
-        """Raise :class:`core.config.ConfigValueError` for a bad value."""
+        """Raise :class:`core.checks.ConfigValueError` for a bad value."""
         at_least(self, 1, "steps_per_diagonal", "chunk")
         positive(self, "min_transmittance")
         in_range(self, 0.0, 1.0, "min_transmittance", "alpha_threshold")

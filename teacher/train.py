@@ -11,7 +11,7 @@ what they were made from (the scene's cameras and image list, the settings that 
 settings is refused in one line instead of reusing them (budgets may change: :func:`teacher_provenance`).
 ``last.ckpt`` is written atomically beside itself; an unreadable one is moved aside with a warning and
 training starts fresh (:mod:`training.checkpoints`). A second job on one run folder is refused in one
-line (:mod:`core.runlock`).
+line (:mod:`pipeline.runlock`).
 """
 
 from __future__ import annotations
@@ -31,14 +31,14 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import DictConfig
 
 from core.checkpoint import check_state_shapes
-from core.config import check_command_line, to_dataclass, to_plain
-from core.datasets import Scene, SceneSplit, load_scene
 from core.errors import CheckpointError, exit_on_user_error
 from core.io import sha256_file, write_json
-from core.provenance import check_or_record
-from core.run import apply_threads, resolve_device
-from core.runlock import locked_run
-from core.seeding import seed_everything
+from pipeline.config import check_command_line, to_dataclass, to_plain
+from pipeline.provenance import check_or_record
+from pipeline.run import apply_threads, resolve_device
+from pipeline.runlock import locked_run
+from pipeline.seeding import seed_everything
+from scenes.load import Scene, SceneSplit, load_scene
 from teacher.callbacks import TrainingBudget
 from teacher.checkpoint import load_teacher, save_teacher
 from teacher.config import TeacherConfig, teacher_provenance
@@ -122,7 +122,8 @@ def new_teacher(cfg: TeacherConfig, scene: Scene, device: torch.device | str = "
 def run(cfg: TeacherConfig) -> dict[str, Any]:
     """Train (or resume) and evaluate the teacher; returns the metrics written to ``metrics.json``.
 
-    Holds ``<run_dir>/teacher/.teacher.lock`` (:mod:`core.runlock`; rank 0 of a NeRF-XL job) while it runs.
+    Holds ``<run_dir>/teacher/.teacher.lock`` (:mod:`pipeline.runlock`; rank 0 of a NeRF-XL job) while it
+    runs.
 
     Raises:
         CheckpointError: ``teacher.ckpt`` or ``last.ckpt`` was made from another scene or other settings

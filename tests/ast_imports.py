@@ -5,12 +5,15 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+COMPUTED = "<computed>"  # what an import_module / __import__ call with a non-literal name gives
+
 
 def imported_modules(path: Path, package_parts: tuple[str, ...], with_names: bool = False) -> set[str]:
     """Dotted names of every module a file imports (relative imports resolved against its package).
 
     With ``with_names``, ``from pkg import x`` also gives ``pkg.x`` (``x`` may be a module: the import
-    graph of tests/test_import_cycles.py needs it).
+    graph of tests/test_import_cycles.py needs it). An ``import_module`` / ``__import__`` call whose name is
+    not a literal string gives :data:`COMPUTED`.
     """
     tree = ast.parse(path.read_text(), filename=str(path))
     names: set[str] = set()
@@ -34,4 +37,6 @@ def imported_modules(path: Path, package_parts: tuple[str, ...], with_names: boo
                 arg = node.args[0]
                 if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
                     names.add(arg.value)
+                else:
+                    names.add(COMPUTED)
     return names

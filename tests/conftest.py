@@ -55,8 +55,8 @@ def make_tiny_teacher_run(run_dir: Path, scene_path: Path, seed: int = 0) -> Pat
     ``<run_dir>/teacher/teacher.ckpt`` with a ``metrics.json``; returns the checkpoint path."""
     import json
 
-    from core.datasets import SceneConfig, load_scene
     from cuda.backend import HashGridConfig
+    from scenes.load import SceneConfig, load_scene
     from teacher.checkpoint import save_teacher
     from teacher.field import FieldConfig
     from teacher.model import TeacherModelConfig, build_teacher
@@ -105,7 +105,7 @@ def make_tiny_student_ckpt(path: Path, scene_root: Path, n_freqs: int = 10, enco
     object scene's gets a content box smaller than the scene box and an empty-space grid (a ball of set
     cells in a 9^3 grid), so exports see rays that miss the box, rays the grid skips and rays evaluated.
     """
-    from core.datasets import SceneConfig, load_scene
+    from scenes.load import SceneConfig, load_scene
     from student.checkpoint import save_student
     from student.encoding import GridConfig
     from student.model import R2LStudent, StudentModelConfig
@@ -140,8 +140,8 @@ def run_dir(tiny_teacher_run: Path, tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def exported_student(tmp_path_factory: pytest.TempPathFactory, tiny_scene: Path) -> tuple[Path, dict]:
     """A run dir with a tiny student exported by ``export.onnx.run`` (all variants, static fp32 + int8)."""
-    from core.datasets import SceneConfig
     from export.onnx import ExportConfig, run
+    from scenes.load import SceneConfig
 
     run_dir = tmp_path_factory.mktemp("export_run")
     make_tiny_student_ckpt(run_dir / "student" / "student.ckpt", tiny_scene)
@@ -153,8 +153,8 @@ def exported_student(tmp_path_factory: pytest.TempPathFactory, tiny_scene: Path)
 @pytest.fixture(scope="session")
 def exported_forward(tmp_path_factory: pytest.TempPathFactory, tiny_forward_scene: Path) -> Path:
     """A run dir with a tiny hash-grid student of ``tiny_forward_scene`` (rays in NDC) exported in fp32."""
-    from core.datasets import SceneConfig
     from export.onnx import ExportConfig, run
+    from scenes.load import SceneConfig
 
     run_dir = tmp_path_factory.mktemp("forward_run")
     make_tiny_student_ckpt(run_dir / "student" / "student.ckpt", tiny_forward_scene, encoding="hash")

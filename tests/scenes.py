@@ -87,10 +87,10 @@ def make_photo_pseudo_run(run_dir: Path, scene_root: Path) -> Path:
     Three shards (3 + 3 + 2 views of an 8-view scene) on a white background, written with
     ``data_gen.shards.write_shard``, and their ``meta.json``.
     """
-    from core.datasets import SceneConfig, load_scene
     from core.io import write_json
     from core.shards import PseudoMeta, ShardInfo, shard_name
     from data_gen.shards import write_shard
+    from scenes.load import SceneConfig, load_scene
 
     folder = run_dir / "pseudo"
     scene = load_scene(SceneConfig(path=str(scene_root)), splits=("train", "test"))
@@ -121,8 +121,9 @@ def run_cli(module: str, cwd: Path, overrides: list[str], timeout: float = 300
 def teacher_cfg(scene: Path, run_dir: Path, *overrides: str) -> Any:
     """The real composed ``teacher`` config (a ``TeacherConfig``) shrunk to :data:`TINY_TEACHER`, then
     ``overrides``."""
-    from core.config import compose, to_dataclass
+    from pipeline.config import to_dataclass
     from teacher.config import TeacherConfig
+    from testing.stages import compose
 
     base = [*TINY_TEACHER, f"scene.path={scene}", f"run_dir={run_dir}"]
     return to_dataclass(compose("teacher", base + list(overrides)), TeacherConfig)
@@ -131,8 +132,9 @@ def teacher_cfg(scene: Path, run_dir: Path, *overrides: str) -> Any:
 def data_gen_cfg(scene: Path, run_dir: Path, *overrides: str) -> Any:
     """The real composed ``data_gen`` config (a ``DataGenConfig``), shrunk: tiny scene at 8x8, few views,
     no progress bar."""
-    from core.config import compose, to_dataclass
     from data_gen.render import DataGenConfig
+    from pipeline.config import to_dataclass
+    from testing.stages import compose
 
     base = [f"scene.path={scene}", f"run_dir={run_dir}", "n_views=7", "views_per_shard=3", "image_scale=0.5",
             "progress=false"]

@@ -1,4 +1,4 @@
-"""``core.colmap``: COLMAP models (text and binary) and pycolmap's structure from motion into a scene folder.
+"""``scenes.colmap``: COLMAP models (text and binary) and pycolmap's SfM into a scene folder.
 
 A hand-written three-image model has poses worked out by hand: image ``a`` sits at ``(0, 0, -5)``
 looking along +Z (identity rotation), ``b`` at ``(0, 0, 5)`` looking along -Z (180 degrees about Y,
@@ -25,9 +25,9 @@ from PIL import Image
 
 from benchmarks.textured_scene import RADIUS, align_similarity, write_photos
 from core.cameras import opengl_to_opencv
-from core.colmap import main
-from core.colmap_model import CAMERA_MODELS, read_model
-from core.datasets import SceneConfig, load_scene
+from scenes.colmap import main
+from scenes.colmap_model import CAMERA_MODELS, read_model
+from scenes.load import SceneConfig, load_scene
 
 REPO = Path(__file__).resolve().parents[1]
 S = math.sqrt(0.5)
@@ -86,9 +86,9 @@ def write_small_photos(folder: Path, names: tuple[str, ...] = tuple(CENTRES), si
 
 
 def run_cli(*args: object, without_pycolmap: bool = False) -> subprocess.CompletedProcess[str]:
-    """``python -m core.colmap ARGS`` (or its ``main`` with pycolmap made unimportable)."""
-    prog = (["-c", "import sys; sys.modules['pycolmap'] = None; from core.colmap import main; main()"]
-            if without_pycolmap else ["-m", "core.colmap"])
+    """``python -m scenes.colmap ARGS`` (or its ``main`` with pycolmap made unimportable)."""
+    prog = (["-c", "import sys; sys.modules['pycolmap'] = None; from scenes.colmap import main; main()"]
+            if without_pycolmap else ["-m", "scenes.colmap"])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     return subprocess.run([sys.executable, *prog, *map(str, args)], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=300)

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from omegaconf import OmegaConf
 
-from core.config import CONF_DIR, PROFILES, STAGE_MODULES, compose, stage_schema
+from pipeline.config import CONF_DIR, PROFILES
+from testing.stages import STAGE_MODULES, compose, stage_schema
 
 
 def _profile_file(stage: str, profile: str) -> Path:

@@ -1,6 +1,6 @@
 """Config values are checked once, when the config is read: one line naming the dotted key, exit 1.
 
-The validators run inside :func:`core.config.to_dataclass`; these tests compose the real configs of every
+The validators run inside :func:`pipeline.config.to_dataclass`; these tests compose the real configs of every
 stage with one bad override each, and run a representative few through the real CLIs.
 """
 
@@ -16,7 +16,9 @@ import pytest
 import torch
 from torch import Tensor
 
-from core.config import STAGE_MODULES, ConfigValueError, compose, stage_schema, to_dataclass
+from core.checks import ConfigValueError
+from pipeline.config import to_dataclass
+from testing.stages import STAGE_MODULES, compose, stage_schema
 from tests.scenes import TINY_STUDENT, TINY_TEACHER, make_procedural_scene, run_cli
 
 # (config, overrides, the start of the message)
@@ -108,7 +110,7 @@ CLI = [
     ("teacher.train", ["model.field.grid.backend=nope"], "model.field.grid.backend=nope"),
     ("data_gen.render", ["backend=nope"], "backend=nope"),
     ("export.onnx", ["parity.batch_size=-1"], "parity.batch_size=-1"),
-    ("export.render", ["fps=0"], "fps=0"),
+    ("export.runtime.render", ["fps=0"], "fps=0"),
     ("export.viewer", ["port=-1"], "port=-1"),
 ]
 
@@ -132,7 +134,7 @@ UNCOMPOSABLE = [
     ("teacher.train", "model.field.n_levels=3", "'n_levels' not in 'FieldConfig'"),
     ("student.train", "train.distill.max_steps=many", "could not be converted to Integer"),
     ("data_gen.render", "profile=tpu", "Could not find 'profile/tpu'"),
-    ("export.render", "orbit.frames=3", "'frames' not in 'OrbitConfig'"),
+    ("export.runtime.render", "orbit.frames=3", "'frames' not in 'OrbitConfig'"),
 ]
 
 
@@ -226,7 +228,7 @@ def _nerfstudio(tmp_path: Path, **changes: object) -> Path:
 ], ids=["fov-0", "fov-180", "height-0", "width-negative", "fps-0", "scaled", "reflection", "nan"])
 def test_bad_camera_path_is_one_line_naming_the_file(tmp_path: Path, changes: dict, message: str) -> None:
     from core.errors import UserError
-    from export.paths import read_camera_path
+    from export.runtime.paths import read_camera_path
 
     path = _nerfstudio(tmp_path, **changes)
     with pytest.raises(UserError, match=message) as info:
@@ -236,7 +238,7 @@ def test_bad_camera_path_is_one_line_naming_the_file(tmp_path: Path, changes: di
 
 def test_camera_path_zero_focal_and_zero_image_size(tmp_path: Path) -> None:
     from core.errors import UserError
-    from export.paths import read_camera_path
+    from export.runtime.paths import read_camera_path
 
     eye = np.eye(4).tolist()
     path = tmp_path / "poses.json"
@@ -250,8 +252,8 @@ def test_camera_path_zero_focal_and_zero_image_size(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("key", ["cx", "cy"])
 def test_scene_with_a_non_finite_principal_point(tmp_path: Path, key: str) -> None:
-    from core.datasets import SceneConfig, load_scene
     from core.errors import SceneError
+    from scenes.load import SceneConfig, load_scene
 
     scene = make_procedural_scene(tmp_path / "scene")
     path = scene / "transforms_train.json"

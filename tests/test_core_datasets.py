@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 
 from core.cameras import focal_from_fov, rigidity_error
-from core.datasets import SceneConfig, load_scene
 from core.errors import SceneError, UserError
+from scenes.load import SceneConfig, load_scene
 from tests.scenes import FOV_X, make_procedural_scene
 
 SIZE = 16
@@ -441,7 +441,7 @@ def test_bad_background_rejected(tmp_path: Path) -> None:
 
 
 def test_scene_center_of_a_ring_and_parallel_fallback() -> None:
-    from core.datasets import scene_center
+    from core.rig import scene_center
     from tests.scenes import ring_poses
 
     poses = ring_poses(6)

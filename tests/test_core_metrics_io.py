@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from core.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
-from core.config import to_dataclass, to_plain
-from core.datasets import SceneConfig
 from core.errors import CheckpointError, UserError, exit_on_user_error
 from core.io import atomic_write, sha256_file, write_bytes, write_json
 from core.metrics import mse_to_psnr, psnr, ssim
-from core.seeding import seed_everything
+from pipeline.config import to_dataclass, to_plain
+from pipeline.seeding import seed_everything
+from scenes.load import SceneConfig
 
 # ------------------------------------------------------------------------------------- metrics
 
@@ -235,7 +235,7 @@ def test_to_dataclass_validates() -> None:
 
 def test_run_dir_is_named_after_the_scene(tmp_path: Path) -> None:
     """The run section's default run_dir is runs/<scene folder> (the demo scene: mic_100), or scene.name."""
-    from core.run import RunConfig
+    from pipeline.run import RunConfig
 
     assert to_dataclass({}, RunConfig).run_dir == "runs/mic_100"
     assert to_dataclass({"scene": {"path": str(tmp_path / "lego")}}, RunConfig).run_dir == "runs/lego"

@@ -13,8 +13,6 @@ import pytest
 import torch
 import webdataset as wds
 
-from core.config import compose, to_dataclass
-from core.datasets import SceneConfig, load_scene
 from core.errors import CheckpointError, UserError
 from core.io import sha256_file
 from core.rays import generate_rays
@@ -23,7 +21,10 @@ from core.skipgrid import unpack_grid
 from data_gen.job import JobMismatchError
 from data_gen.poses import SamplerConfig, build_rig, sample_view
 from data_gen.render import DataGenConfig, parse_shard_range, run
+from pipeline.config import to_dataclass
+from scenes.load import SceneConfig, load_scene
 from teacher.checkpoint import load_teacher
+from testing.stages import compose
 from tests.scenes import REPO, data_gen_cfg, shard_hashes
 
 

@@ -15,8 +15,8 @@ import torch
 import torch.multiprocessing as mp
 
 from core.rendering import accumulate_along_rays, render_weights_from_density
-from core.run import free_port
 from cuda.backend import HashGridConfig
+from pipeline.run import free_port
 from teacher.field import FieldConfig
 from teacher.marching import march_rays
 from teacher.model import TeacherModelConfig

@@ -12,12 +12,13 @@ import pytest
 import torch
 
 from benchmarks.faults_provenance import run_ranks
-from core.config import compose, to_dataclass
-from core.run import free_port
+from pipeline.config import to_dataclass
+from pipeline.run import free_port
 from teacher.checkpoint import load_teacher
 from teacher.config import TeacherConfig
 from teacher.train import run
 from teacher.xl.model import PartitionedTeacher
+from testing.stages import compose
 from tests.scenes import teacher_cfg
 
 # smaller still than TINY_TEACHER: K regions of it train in one process

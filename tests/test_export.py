@@ -13,7 +13,6 @@ import onnx
 import pytest
 import torch
 
-from core.datasets import SceneConfig, load_scene
 from core.errors import CheckpointError, UserError
 from core.rays import generate_rays, ray_aabb_intersect
 from export.fused import FusedEncodingStudent
@@ -21,6 +20,7 @@ from export.onnx import ExportConfig, Int8Config, ParityConfig, calibration_rays
 from export.parity import random_scene_rays, torch_rgb
 from export.runtime import FORMAT_VERSION, LightField, ModelError
 from export.variants import encoding_nodes, to_fp16, trace_student
+from scenes.load import SceneConfig, load_scene
 from student.checkpoint import load_student
 from tests.conftest import make_tiny_student_ckpt
 

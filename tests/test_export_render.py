@@ -1,4 +1,4 @@
-"""export.render and export.paths: orbits from the rig, camera-path JSON, frames and video."""
+"""export.runtime.render and export.runtime.paths: orbits from the rig, camera-path JSON, frames and video."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from core.cameras import opengl_to_opencv
 from core.errors import UserError
 from core.ndc import NDCSpace, average_pose
 from core.rig import camera_rig, focus_depth
-from export.paths import default_path, forward_poses, orbit_poses, read_camera_path
-from export.render import OrbitConfig, PathRenderConfig, camera_path, run
 from export.runtime import LightField
+from export.runtime.paths import default_path, forward_poses, orbit_poses, read_camera_path
+from export.runtime.render import OrbitConfig, PathRenderConfig, camera_path, run
 from tests.scenes import CAMERA_RADIUS, ring_poses
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,7 +85,7 @@ def test_forward_rig_and_its_circle() -> None:
 
 def test_render_forward_default_path(exported_forward: Path, tiny_forward_scene: Path,
                                      tmp_path: Path) -> None:
-    from core.datasets import SceneConfig
+    from scenes.load import SceneConfig
 
     res = run(PathRenderConfig(run_dir=str(exported_forward), out_dir=str(tmp_path), video="none",
                                orbit=OrbitConfig(n_frames=3)))
@@ -152,8 +152,8 @@ def test_render_cli_errors_are_one_line(exported_student: tuple[Path, dict], tmp
     cases = (([f"run_dir={tmp_path}", f"model={tmp_path / 'none.onnx'}"], "model file not found"),
              ([f"run_dir={exported_student[0]}", f"poses={bad}", f"out_dir={tmp_path}"], "4x4"))
     for args, message in cases:
-        proc = subprocess.run([sys.executable, "-m", "export.render", *args], cwd=REPO, capture_output=True,
-                              text=True, timeout=120)
+        proc = subprocess.run([sys.executable, "-m", "export.runtime.render", *args], cwd=REPO,
+                              capture_output=True, text=True, timeout=120)
         assert proc.returncode == 1, proc.stderr
         lines = proc.stderr.strip().splitlines()
         assert lines[-1].startswith("error: ") and message in lines[-1] and "Traceback" not in proc.stderr

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from core.config import compose, to_dataclass
-from core.datasets import SceneConfig, load_scene
 from core.ndc import NDCSpace
 from core.rays import generate_rays
+from pipeline.config import to_dataclass
+from scenes.load import SceneConfig, load_scene
+from testing.stages import compose
 
 pytestmark = pytest.mark.slow
 

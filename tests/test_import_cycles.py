@@ -13,7 +13,8 @@ from pathlib import Path
 from tests.ast_imports import imported_modules
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("core", "cuda", "teacher", "data_gen", "student", "export", "training")
+PACKAGES = ("core", "scenes", "pipeline", "cuda", "teacher", "data_gen", "student", "export", "training", "testing",
+            "report")
 
 
 def module_name(path: Path, root: Path) -> str:

@@ -13,8 +13,8 @@ from PIL import Image
 
 from core.cameras import rigidity_error
 from core.errors import SceneError
-from core.llff import LLFF_POSES, choose_image_folder, is_llff, llff_to_opencv, load_llff, opencv_to_llff
 from core.rays import generate_rays_from_pixels
+from scenes.llff import LLFF_POSES, choose_image_folder, is_llff, llff_to_opencv, load_llff, opencv_to_llff
 
 FULL_HW = (96, 128)  # full resolution of the tiny scenes: images_8 is 12 x 16
 FOCAL = 100.0

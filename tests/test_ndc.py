@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from core.cameras import intrinsics_matrix, look_at
-from core.datasets import scene_kind
 from core.ndc import NDCSpace, average_pose, ndc_box, ndc_points, ndc_rays, to_ndc
 from core.rays import generate_rays
-from core.views import SceneSplit
 from data_gen.poses import SamplerConfig, build_rig, grown_box, sample_view
+from scenes.images import SceneSplit
+from scenes.load import scene_kind
 
 
 def _random_pose(gen: torch.Generator) -> torch.Tensor:

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from core.cameras import rigidity_error
-from core.datasets import SceneConfig, load_scene
 from data_gen.poses import SamplerConfig, build_rig, sample_view, sample_views, validate_sampler
+from scenes.load import SceneConfig, load_scene
 from tests.scenes import CAMERA_RADIUS, ring_poses
 
 
@@ -24,7 +24,7 @@ def test_pose_samplers_and_export_share_one_rig() -> None:
     """data_gen's sampler rig and the rig export stores (ONNX metadata, default path) are the same
     numbers; on a half ring seen from one side the mean image-up would tilt, the rig's up does not."""
     from core.rig import camera_rig, orbit_basis
-    from export.paths import orbit_poses
+    from export.runtime.paths import orbit_poses
 
     halves = [ring_poses(12, elevation_deg=e, offset=0.05 * i)[:6] for i, e in enumerate((20.0, 50.0))]
     poses = torch.cat(halves)

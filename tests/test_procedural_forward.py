@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from core.cameras import rigidity_error
-from core.llff import LLFF_POSES, load_llff
+from scenes.llff import LLFF_POSES, load_llff
 from scripts.procedural_scene import FORWARD_FACTOR, FORWARD_GRID, SUPERSAMPLE, main, render_forward
 
 WIDTH, HEIGHT = 32, 24

@@ -1,4 +1,4 @@
-"""``core.provenance``: fingerprints compared key by key, outputs refused, reused or recorded."""
+"""``pipeline.provenance``: fingerprints compared key by key, outputs refused, reused or recorded."""
 
 from __future__ import annotations
 
@@ -10,7 +10,13 @@ import torch
 
 from core.checkpoint import save_checkpoint
 from core.errors import CheckpointError
-from core.provenance import PROVENANCE_NAME, check_or_record, fingerprint, first_difference, scene_fingerprint
+from pipeline.provenance import (
+    PROVENANCE_NAME,
+    check_or_record,
+    fingerprint,
+    first_difference,
+    scene_fingerprint,
+)
 
 
 def test_first_difference_names_the_dotted_key() -> None:
@@ -47,7 +53,7 @@ def test_check_or_record_refuses_reuses_and_records(tmp_path: Path, caplog: pyte
 def test_scene_fingerprint_ignores_the_folder_but_not_the_cameras(tiny_scene: Path, tmp_path: Path) -> None:
     import shutil
 
-    from core.datasets import SceneConfig, load_scene
+    from scenes.load import SceneConfig, load_scene
     from tests.scenes import make_procedural_scene
 
     moved = shutil.copytree(tiny_scene, tmp_path / "moved")

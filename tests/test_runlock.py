@@ -1,4 +1,4 @@
-"""``core.runlock``: one live job per stage and folder; a dead owner's lock is taken over."""
+"""``pipeline.runlock``: one live job per stage and folder; a dead owner's lock is taken over."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import UserError
-from core.runlock import acquire, lock_path, locked_run, run_lock
+from pipeline.runlock import acquire, lock_path, locked_run, run_lock
 
 
 def _dead_pid() -> int:
@@ -40,7 +40,7 @@ def test_a_dead_owner_is_taken_over_with_a_warning(tmp_path: Path, caplog: pytes
     lock = lock_path(tmp_path, "student")
     dead = _dead_pid()
     lock.write_text(json.dumps({"pid": dead, "host": socket.gethostname(), "stage": "student"}))
-    with caplog.at_level(logging.WARNING, logger="core.runlock"), run_lock(tmp_path, "student") as held:
+    with caplog.at_level(logging.WARNING, logger="pipeline.runlock"), run_lock(tmp_path, "student") as held:
         assert held == lock and json.loads(lock.read_text())["pid"] != dead
     assert not lock.exists()  # released
     assert [r for r in caplog.records if str(lock) in r.getMessage() and str(dead) in r.getMessage()]

@@ -12,7 +12,7 @@ import torch
 
 from core.cameras import look_at
 from core.rays import generate_rays, ray_aabb_intersect
-from export.runtime import (
+from export.runtime.lightfield import (
     LightField,
     ModelError,
     check_pose,

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from core.config import compose, to_dataclass
 from core.errors import UserError
+from pipeline.config import to_dataclass
 from student.checkpoint import load_student
 from student.config import StudentConfig
 from student.train import run
+from testing.stages import compose
 
 
 def tiny_cfg(scene: Path, run_dir: Path, *overrides: str) -> StudentConfig:
@@ -104,7 +105,7 @@ def test_resume_after_a_real_kill_finishes_like_an_uninterrupted_run(tiny_scene:
     assert again["train_loss"] == pytest.approx(first["train_loss"], rel=0.5)  # same regime, other rays
 
 def test_finetune_reads_the_real_photos(tiny_scene: Path) -> None:
-    from core.datasets import SceneConfig, load_scene
+    from scenes.load import SceneConfig, load_scene
     from student.data import photo_rays
 
     scene = load_scene(SceneConfig(path=str(tiny_scene)), splits=("train", "test"))
@@ -185,10 +186,10 @@ def test_hash_student_trains_exports_and_runs(tiny_scene: Path, tiny_pseudo_run:
     import numpy as np
     import torch
 
-    from core.datasets import SceneConfig
     from export.onnx import ExportConfig
     from export.onnx import run as export_run
     from export.runtime import LightField
+    from scenes.load import SceneConfig
 
     run_dir = _copy_run(tiny_pseudo_run, tmp_path / "run")
     metrics = run(tiny_cfg(tiny_scene, run_dir, *HASH))

@@ -39,7 +39,7 @@ def test_run_trains_evaluates_and_writes_outputs(tiny_scene: Path, tmp_path: Pat
 
 
 def metrics_near(scene: Path) -> float:
-    from core.datasets import SceneConfig, load_scene
+    from scenes.load import SceneConfig, load_scene
 
     return load_scene(SceneConfig(path=str(scene)), splits=("train",)).near
 

@@ -21,10 +21,10 @@ from core.errors import UserError
 from core.metrics import psnr
 from core.ndc import NDCSpace
 from core.rays import generate_rays
-from export.browser import canvas_pixels, chromium_page, find_browser, wait_for_frame
 from export.runtime import LightField, rays_meet_box
-from export.viewer import ORT_PACKAGE_DIST, WEB_DIR, ViewerConfig, run, write_viewer
-from export.webserver import serving
+from export.viewer.browser import canvas_pixels, chromium_page, find_browser, wait_for_frame
+from export.viewer.page import ORT_PACKAGE_DIST, WEB_DIR, ViewerConfig, run, write_viewer
+from export.viewer.server import serving
 from tests.scenes import run_js
 
 NODE = shutil.which("node")
@@ -95,7 +95,7 @@ def test_js_query_interface_parses_and_rejects() -> None:
 
 
 def test_js_orbit_matches_export_paths() -> None:
-    from export.paths import orbit_poses
+    from export.runtime.paths import orbit_poses
 
     rig = {"center": [0.1, -0.2, 0.3], "up": [0.1, 0.2, 0.97], "radius": 3.5, "elevation": 0.4}
     got = run_js("import {orbitBasis, orbitPose} from './camera.js';"
@@ -149,7 +149,7 @@ def test_js_ndc_rays_match_core_ndc_on_random_cameras() -> None:
 
 def _forward_rig() -> dict:
     from core.ndc import average_pose
-    from export.paths import camera_rig
+    from export.runtime.paths import camera_rig
     from scripts.procedural_scene import forward_poses, world_from_rig
 
     c2w = (world_from_rig(3) @ forward_poses(3)).float()
@@ -168,7 +168,7 @@ def _check_near_the_rig(c2w: np.ndarray, rig: dict) -> None:
 
 
 def test_js_forward_view_starts_on_the_average_pose_and_stays_near_it() -> None:
-    from export.paths import camera_rig
+    from export.runtime.paths import camera_rig
     from tests.scenes import ring_poses
 
     rig = _forward_rig()
@@ -243,9 +243,9 @@ def test_browser_is_installed() -> None:
 def viewer_dirs(exported_student: tuple[Path, dict], tiny_scene: Path,
                 tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Viewers of the tiny pe student and of a tiny hash-grid student (Gather, BitwiseXor in the graph)."""
-    from core.datasets import SceneConfig
     from export.onnx import ExportConfig
     from export.onnx import run as export_run
+    from scenes.load import SceneConfig
     from tests.conftest import make_tiny_student_ckpt
 
     run_dir, _ = exported_student
@@ -266,7 +266,7 @@ def _pose_query(c2w: np.ndarray) -> str:
 
 
 def _rig_pose(field: LightField, az: float) -> np.ndarray:
-    from export.paths import orbit_poses
+    from export.runtime.paths import orbit_poses
 
     return orbit_poses(field.meta.rig, 8)[int(az)].numpy()
 
@@ -614,7 +614,7 @@ def forward_viewer(exported_forward: Path) -> Path:
 
 @pytest.mark.parametrize("model", ["student_mlp.onnx", "student.onnx"])  # split (JS encoding), whole graph
 def test_page_forward_frame_equals_python_runtime(forward_viewer: Path, model: str) -> None:
-    from export.paths import default_path
+    from export.runtime.paths import default_path
 
     manifest = json.loads((forward_viewer / "models.json").read_text())
     entry = next(m for m in manifest["models"] if m["file"] == model)

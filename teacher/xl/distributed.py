@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from core.run import collective_backend, local_rank
+from pipeline.run import collective_backend, local_rank
 from teacher.config import DistributedConfig
 from teacher.model import Teacher
 from teacher.xl.geometry import crossing_order, ray_segments

@@ -23,9 +23,9 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from core.datasets import SceneSplit
 from core.errors import UserError, raise_if_diverged
-from core.run import apply_threads, resolve_device
+from pipeline.run import apply_threads, resolve_device
+from scenes.load import SceneSplit
 from teacher.config import TeacherConfig, teacher_provenance
 from teacher.data import rays_with_pixels
 from teacher.model import Teacher, TeacherModelConfig
@@ -65,7 +65,7 @@ class PartitionedSetup:
     optimizers: dict[int, torch.optim.Optimizer]
     boxes: Tensor
     rank: int = 0
-    provenance: dict[str, Any] = field(default_factory=dict)  # stored in teacher.ckpt (core.provenance)
+    provenance: dict[str, Any] = field(default_factory=dict)  # stored in teacher.ckpt (pipeline.provenance)
     timings: dict[str, float] = field(default_factory=lambda: {"step": 0.0, "exchange": 0.0})
 
 
@@ -261,10 +261,10 @@ def run_partitioned(cfg: TeacherConfig) -> dict[str, Any]:
     Returns:
         The metrics (on every rank).
     """
-    from core.datasets import load_scene
     from core.io import sha256_file, write_json
-    from core.provenance import check_or_record
-    from core.seeding import seed_everything
+    from pipeline.provenance import check_or_record
+    from pipeline.seeding import seed_everything
+    from scenes.load import load_scene
     from teacher.evaluate import evaluate
 
     k = cfg.distributed.partitions

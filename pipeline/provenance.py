@@ -41,7 +41,7 @@ def json_sha256(obj: Any) -> str:
 
 
 def scene_fingerprint(scene: Any) -> dict[str, Any]:
-    """The training views of a loaded :class:`core.datasets.Scene`: hashes of their cameras (poses,
+    """The training views of a loaded :class:`scenes.load.Scene`: hashes of their cameras (poses,
     intrinsics, image size) and of their image list (names relative to the scene folder), the scene kind
     and the resolved box and ray range. The folder's location is not part of it."""
     train = scene.split("train")

@@ -1,10 +1,11 @@
 """``python -m export.viewer``: write the static web viewer of an exported student, optionally serve it.
 
-``<run_dir>/viewer/`` gets ``index.html``, the page's JS (``export/web/``), the chosen ONNX variants,
+``<run_dir>/viewer/`` gets ``index.html``, the page's JS (``export/viewer/web/``), the chosen ONNX variants,
 ``models.json`` (each variant's file, size and metadata, which the page builds its rays from) and the
 onnxruntime-web runtime files, copied from the npm package that ``scripts/setup.sh`` installs into
-``export/web/node_modules`` (pinned by ``export/web/package-lock.json``). The folder is complete: any
-static host that sends the two cross-origin isolation headers (``export/webserver.py``) serves it, and
+``export/viewer/web/node_modules`` (pinned by ``export/viewer/web/package-lock.json``). The folder is
+complete: any static host that sends the two cross-origin isolation headers (``export/viewer/server.py``)
+serves it, and
 the page fetches nothing else. ``serve=true`` serves it on 127.0.0.1 and prints the URL.
 """
 
@@ -23,11 +24,12 @@ import hydra
 import onnx
 from omegaconf import DictConfig
 
-from core.config import ConfigValueError, check_command_line, in_range, register_stage, to_dataclass
+from core.checks import ConfigValueError, in_range
 from core.errors import UserError, exit_on_user_error
 from core.io import write_bytes, write_json
-from core.run import RunConfig
 from export.runtime import ModelError, ModelMeta
+from pipeline.config import register_stage, to_dataclass
+from pipeline.run import RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,7 @@ class ViewerConfig(RunConfig):
     port: int = 8000
 
     def validate(self) -> None:
-        """Raise :class:`core.config.ConfigValueError` for a bad value."""
+        """Raise :class:`core.checks.ConfigValueError` for a bad value."""
         in_range(self, 0, 65535, "port")
         if not self.variants:
             raise ConfigValueError("variants", "must name at least one exported file", [])
@@ -211,8 +213,8 @@ def write_viewer(cfg: ViewerConfig) -> dict[str, Any]:
 
 def take_screenshot(out: Path, browser: str | None, timeout_s: float = 120.0) -> dict[str, Any]:
     """Open the viewer in headless Chromium, wait for the first full frame, save ``screenshot.png``."""
-    from export.browser import chromium_page, wait_for_frame
-    from export.webserver import serving
+    from export.viewer.browser import chromium_page, wait_for_frame
+    from export.viewer.server import serving
 
     with serving(out) as url, chromium_page(browser, timeout_s) as page:
         page.set_viewport_size({"width": 720, "height": 640})
@@ -232,7 +234,7 @@ def run(cfg: ViewerConfig) -> dict[str, Any]:
     out = Path(res["out_dir"])
     want = cfg.screenshot
     if want is None:
-        from export.browser import find_browser
+        from export.viewer.browser import find_browser
 
         try:
             import playwright  # noqa: F401
@@ -252,7 +254,7 @@ def run(cfg: ViewerConfig) -> dict[str, Any]:
 
 def serve(out: Path, host: str, port: int) -> None:
     """Serve the viewer folder until interrupted."""
-    from export.webserver import make_server
+    from export.viewer.server import make_server
 
     try:
         server = make_server(out, host, port)
@@ -270,7 +272,7 @@ def serve(out: Path, host: str, port: int) -> None:
 register_stage("viewer", ViewerConfig)
 
 
-@hydra.main(config_path="../conf", config_name="viewer", version_base="1.3")
+@hydra.main(config_path="../../conf", config_name="viewer", version_base="1.3")
 @exit_on_user_error
 def main(dcfg: DictConfig) -> None:
     """Hydra entry point: ``python -m export.viewer [serve=true] [overrides]``."""
@@ -288,7 +290,3 @@ def main(dcfg: DictConfig) -> None:
               f"(or serve {out} with the headers Cross-Origin-Opener-Policy: same-origin and "
               "Cross-Origin-Embedder-Policy: require-corp)")
 
-
-if __name__ == "__main__":
-    check_command_line("viewer")
-    main()

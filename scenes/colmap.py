@@ -2,10 +2,10 @@
 
 ::
 
-    python -m core.colmap PHOTOS_DIR OUT_DIR [--masks DIR]        # structure from motion (pycolmap, CPU)
-    python -m core.colmap PHOTOS_DIR OUT_DIR --model SPARSE_DIR    # an existing model (no pycolmap needed)
+    python -m scenes.colmap PHOTOS_DIR OUT_DIR [--masks DIR]        # structure from motion (pycolmap, CPU)
+    python -m scenes.colmap PHOTOS_DIR OUT_DIR --model SPARSE_DIR    # an existing model (no pycolmap needed)
 
-Writes ``OUT_DIR/transforms.json`` (nerfstudio layout, which :func:`core.datasets.load_scene` reads):
+Writes ``OUT_DIR/transforms.json`` (nerfstudio layout, which :func:`scenes.load.load_scene` reads):
 per frame ``file_path`` (``images/<photo>``), ``transform_matrix`` (camera-to-world, OpenGL
 convention: COLMAP's world-to-camera inverted, then flipped by :func:`core.cameras.opengl_to_opencv`,
 which is its own inverse), ``colmap_im_id``, ``bounds`` (``[near, far]``: the 0.1 and 99.9
@@ -44,10 +44,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from core.colmap_model import ColmapModel, distortion_pixels, pinhole, read_model
-from core.colmap_sfm import CAMERA_MODES, MATCHERS, SFM_CAMERA_MODELS, SfmOptions, import_pycolmap, run_sfm
 from core.errors import SceneError, UserError, exit_on_user_error
 from core.io import atomic_write, write_json
+from scenes.colmap_model import ColmapModel, distortion_pixels, pinhole, read_model
+from scenes.colmap_sfm import CAMERA_MODES, MATCHERS, SFM_CAMERA_MODELS, SfmOptions, import_pycolmap, run_sfm
 
 log = logging.getLogger(__name__)
 
@@ -369,7 +369,7 @@ def _replace_dir(src: Path, dst: Path) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m core.colmap", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m scenes.colmap", description=__doc__.splitlines()[0])
     parser.add_argument("photos", type=Path, metavar="PHOTOS_DIR", help="folder of the photos")
     parser.add_argument("out", type=Path, metavar="OUT_DIR", help="scene folder to write (transforms.json)")
     parser.add_argument("--masks", type=Path, metavar="DIR",

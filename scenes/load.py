@@ -12,7 +12,7 @@ Layouts understood:
   ``train_filenames``/``test_filenames``/``val_filenames`` if present, else every 8th frame is held
   out for test and val. A frame may name a ``mask_path`` (single channel, 0 = background: the alpha
   channel) and ``bounds`` (``[near, far]`` depths of its content, as LLFF's).
-* LLFF: ``poses_bounds.npy`` with ``images[_<f>]/`` and optional ``masks[_<f>]/`` (:mod:`core.llff`).
+* LLFF: ``poses_bounds.npy`` with ``images[_<f>]/`` and optional ``masks[_<f>]/`` (:mod:`scenes.llff`).
 
 ``file_path`` is relative to the JSON file, with or without extension.
 
@@ -44,11 +44,12 @@ from core.cameras import (
     opengl_to_opencv,
     rigidity_error,
 )
-from core.config import ConfigValueError, at_least, positive
+from core.checks import ConfigValueError, at_least, positive
 from core.errors import SceneError
-from core.llff import is_llff, load_llff
 from core.ndc import NDCSpace, average_pose, ndc_box
-from core.views import SceneSplit, downscale_image, read_image, read_mask
+from core.rig import NDC_NEAR_FRACTION, scene_center
+from scenes.images import SceneSplit, downscale_image, read_image, read_mask
+from scenes.llff import is_llff, load_llff
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,6 @@ FORWARD_MAX_ANGLE_DEG = 40.0  # LLFF captures stay within ~20 deg; object rigs s
 # object box <= this x the median view's half-width: with 1.1, 0.8% of the tankard's masked rays
 # had their depth range outside the box (its handle was clipped); none with 1.25
 FRUSTUM_MARGIN = 1.5
-NDC_NEAR_FRACTION = 0.75  # NeRF's bd_factor: the NDC near plane sits at 3/4 of the nearest content
 
 
 @dataclass
@@ -72,7 +72,7 @@ class SceneConfig:
         name: short name for run folders; ``None`` takes the folder name.
         downscale: integer factor by which images are reduced (area average on premultiplied alpha);
             ``None``: 1 for ``transforms.json`` scenes, for LLFF the factor folder that fits a CPU
-            (:func:`core.llff.load_llff`).
+            (:func:`scenes.llff.load_llff`).
         kind: ``auto``, ``object`` or ``forward`` (see the module docstring).
         holdout_every: every n-th view is a test (and val) view when the scene names no split.
         background: RGB in ``[0, 1]`` that evaluation composites RGBA images onto.
@@ -94,7 +94,7 @@ class SceneConfig:
     max_views: int | None = None
 
     def validate(self) -> None:
-        """Raise :class:`core.config.ConfigValueError` for a bad box, near/far or view cap (the folder
+        """Raise :class:`core.checks.ConfigValueError` for a bad box, near/far or view cap (the folder
         dependent checks are :func:`load_scene`'s)."""
         at_least(self, 1, "max_views")
         positive(self, "near", "far")
@@ -401,21 +401,6 @@ def _load_split(root: Path, json_path: Path, meta: dict, frames: list, downscale
     # numpy's stack: torch.stack of many images took seconds here (thread contention on a busy CPU)
     stacked = torch.from_numpy(np.stack([img.numpy() for img in images]))
     return SceneSplit(images=stacked, c2w=torch.stack(poses), K=torch.stack(Ks), files=files)
-
-
-def scene_center(c2w: Tensor) -> Tensor:
-    """Least-squares point closest to all optical axes of ``[C, 4, 4]`` cameras (``[3]``).
-
-    Falls back to the mean camera centre when the axes are (nearly) parallel.
-    """
-    origins = c2w[:, :3, 3].double()
-    dirs = torch.nn.functional.normalize(c2w[:, :3, 2].double(), dim=-1)
-    proj = torch.eye(3, dtype=torch.float64) - dirs[:, :, None] * dirs[:, None, :]  # [C, 3, 3]
-    A = proj.sum(0)
-    b = (proj @ origins[:, :, None]).sum(0)[:, 0]
-    if torch.linalg.cond(A) > 1e6:
-        return origins.mean(0).float()
-    return torch.linalg.solve(A, b).float()
 
 
 def _scene_bounds(c2w: Tensor, cfg: SceneConfig, K: Tensor, hw: tuple[int, int]

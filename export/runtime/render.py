@@ -1,8 +1,9 @@
-"""``python -m export.render``: render a camera path with the ONNX runtime to PNG frames and a video.
+"""``python -m export.runtime.render``: render a camera path with the ONNX runtime to PNG frames and a video.
 
 The default path follows the training camera rig (read from the model's metadata, or from the scene's
 training cameras with ``orbit.from_scene=true``): an orbit around an object scene, a circle around the
-average camera of a forward-facing one, looking at its focus point (:func:`export.paths.default_path`);
+average camera of a forward-facing one, looking at its focus point
+(:func:`export.runtime.paths.default_path`);
 or the poses of a JSON file (``poses=...``:
 nerfstudio camera-path JSON, ``{"c2w": [...]}`` or a list of 4x4 OpenCV poses). Inference runs in
 :mod:`export.runtime` (numpy + ONNX Runtime); torch is only used here to build the camera path.
@@ -24,23 +25,15 @@ import imageio.v2 as imageio
 import numpy as np
 from omegaconf import DictConfig
 
-from core.config import (
-    ConfigValueError,
-    at_least,
-    check_command_line,
-    in_range,
-    one_of,
-    positive,
-    register_stage,
-    to_dataclass,
-)
-from core.datasets import load_scene
+from core.checks import ConfigValueError, at_least, in_range, one_of, positive
 from core.errors import UserError, exit_on_user_error
 from core.io import atomic_write
 from core.rig import camera_rig
-from core.run import RunConfig, ort_providers
-from export.paths import default_path, read_camera_path
 from export.runtime import DEFAULT_BATCH, LightField, MissingRuntimeError, ModelError
+from export.runtime.paths import default_path, read_camera_path
+from pipeline.config import check_command_line, register_stage, to_dataclass
+from pipeline.run import RunConfig, ort_providers
+from scenes.load import load_scene
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +51,7 @@ class OrbitConfig:
     radius_scale: float = 1.0
 
     def validate(self) -> None:
-        """Raise :class:`core.config.ConfigValueError` for a bad value."""
+        """Raise :class:`core.checks.ConfigValueError` for a bad value."""
         at_least(self, 1, "n_frames")
         in_range(self, -90.0, 90.0, "elevation_deg")
         positive(self, "radius_scale")
@@ -81,7 +74,7 @@ class PathRenderConfig(RunConfig):
     batch_size: int = DEFAULT_BATCH
 
     def validate(self) -> None:
-        """Raise :class:`core.config.ConfigValueError` for a bad value."""
+        """Raise :class:`core.checks.ConfigValueError` for a bad value."""
         one_of(self, "video", VIDEO_FORMATS)
         at_least(self, 1, "fps", "max_pixels", "batch_size")
         size = self.image_size
@@ -178,10 +171,10 @@ def run(cfg: PathRenderConfig) -> dict[str, Any]:
 register_stage("render", PathRenderConfig)
 
 
-@hydra.main(config_path="../conf", config_name="render", version_base="1.3")
+@hydra.main(config_path="../../conf", config_name="render", version_base="1.3")
 @exit_on_user_error
 def main(dcfg: DictConfig) -> None:
-    """Hydra entry point: ``python -m export.render [overrides]``."""
+    """Hydra entry point: ``python -m export.runtime.render [overrides]``."""
     res = run(to_dataclass(dcfg, PathRenderConfig))
     print(f"rendered {res['n_frames']} frames of {res['image_size'][0]}x{res['image_size'][1]} on "
           f"{res['providers'][0]}: {res['ms_per_frame']:.2f} ms per frame, {res['fps']:.1f} FPS "

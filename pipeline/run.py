@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from core.config import at_least, torch_device
-from core.datasets import SceneConfig
+from core.checks import at_least, torch_device
+from scenes.load import SceneConfig
 
-# the scene's folder name (the demo scene: mic_100) unless scene.name is set (resolver: core.config)
+# the scene's folder name (the demo scene: mic_100) unless scene.name is set (resolver: pipeline.config)
 RUN_DIR_DEFAULT = "runs/${scene_name:${scene.path},${scene.name}}"
 
 
@@ -27,7 +27,7 @@ class RunConfig:
     """The run section shared by every stage.
 
     Attributes:
-        scene: the scene (:class:`core.datasets.SceneConfig`).
+        scene: the scene (:class:`scenes.load.SceneConfig`).
         run_dir: the run's folder; each stage reads its inputs and writes its outputs below it.
         seed: random seed of everything a stage draws (poses, batches, initial weights, parity rays).
         device: ``auto`` (CUDA when present, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``; stages that
@@ -42,7 +42,7 @@ class RunConfig:
     threads: int | None = None
 
     def validate(self) -> None:
-        """Raise :class:`core.config.ConfigValueError` for an unknown device or a thread count below 1."""
+        """Raise :class:`core.checks.ConfigValueError` for an unknown device or a thread count below 1."""
         torch_device(self, "device")
         at_least(self, 1, "threads")
 

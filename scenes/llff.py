@@ -33,7 +33,7 @@ from torch import Tensor
 
 from core.cameras import RIGIDITY_TOLERANCE, rigidity_error
 from core.errors import SceneError
-from core.views import SceneSplit, downscale_image, read_image, read_mask
+from scenes.images import SceneSplit, downscale_image, read_image, read_mask
 
 LLFF_POSES = "poses_bounds.npy"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # compared lower-case
@@ -149,7 +149,7 @@ def load_llff(root: Path, splits: tuple[str, ...], downscale: int | None, max_vi
              for i in sorted(set().union(*indices.values()))}
     loaded = {}
     for name, idx in indices.items():
-        # numpy's stack: torch.stack of many images is slow on a busy CPU (see core.datasets)
+        # numpy's stack: torch.stack of many images is slow on a busy CPU (see scenes.load)
         images = torch.from_numpy(np.stack([views[i].numpy() for i in idx]))
         loaded[name] = SceneSplit(images=images, c2w=c2w[idx], K=K[idx], files=[str(files[i]) for i in idx])
     return LLFFData(splits=loaded, c2w=c2w, bounds=torch.from_numpy(bounds).float(),

@@ -3,7 +3,7 @@
 pycolmap is an optional extra (``pip install -e '.[colmap]'``) and is imported only when a function
 here runs. :func:`run_sfm` leaves COLMAP's database and models in a work folder and returns the
 folder of the largest reconstruction (COLMAP's binary sparse model), which
-:func:`core.colmap_model.read_model` reads like any other.
+:func:`scenes.colmap_model.read_model` reads like any other.
 
 Matching: exhaustive (every pair) up to ``EXHAUSTIVE_MAX_PHOTOS`` photos; above that, sequential in
 name order (each photo against the next ``SEQUENTIAL_OVERLAP`` and at quadratically growing

@@ -212,7 +212,7 @@ export function lookAt(eye, target, up) {
 }
 
 /**
- * The orbit of the training rig (export.paths.orbit_poses): a camera at azimuth az and elevation el
+ * The orbit of the training rig (export.runtime.paths.orbit_poses): a camera at azimuth az and elevation el
  * (radians) at distance radius from target, looking at it, with the rig's up.
  * @param {{center: number[], up: number[], radius: number, elevation: number}} rig
  */
@@ -231,7 +231,7 @@ export function orbitPose(basis, target, az, el, radius) {
 }
 
 /**
- * The orbit basis of a forward-facing rig (export.paths.forward_rig): azimuth and elevation 0 at
+ * The orbit basis of a forward-facing rig (export.runtime.paths.forward_rig): azimuth and elevation 0 at
  * distance focus_depth from the focus point put the camera on the rig's average pose, and small
  * angles swing it about the focus point.
  */

@@ -1,0 +1,25 @@
+"""Run an exported light field with numpy and ONNX Runtime only: no torch, none of our other packages.
+
+:class:`LightField` renders a camera; ``python -m export.runtime.render`` renders a camera path to frames
+and a video. A test imports this package with torch and our training packages made unimportable.
+"""
+
+from export.runtime.lightfield import (
+    DEFAULT_BATCH,
+    FORMAT,
+    FORMAT_VERSION,
+    INPUT_NAMES,
+    OUTPUT_NAME,
+    LightField,
+    MissingRuntimeError,
+    ModelError,
+    ModelMeta,
+    occupancy_cells,
+    rays_cross_cells,
+    rays_from_camera,
+    rays_meet_box,
+)
+
+__all__ = ["DEFAULT_BATCH", "FORMAT", "FORMAT_VERSION", "INPUT_NAMES", "OUTPUT_NAME", "LightField",
+           "MissingRuntimeError", "ModelError", "ModelMeta", "occupancy_cells", "rays_cross_cells",
+           "rays_from_camera", "rays_meet_box"]
