@@ -13,7 +13,8 @@ from pathlib import Path
 from tests.ast_imports import imported_modules
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("core", "scenes", "pipeline", "cuda", "teacher", "data_gen", "student", "export", "training", "testing",
+PACKAGES = ("core", "scenes", "pipeline", "cuda", "teacher", "data_gen", "student", "export", "training",
+            "testing",
             "report")
 
 

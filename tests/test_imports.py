@@ -55,7 +55,7 @@ def violations(path: Path, root: Path = REPO) -> list[str]:
     out = []
     for name in sorted(imported_modules(path, tuple(package_parts))):
         if name == COMPUTED:
-            out.append(f"{rel}: imports a module by a computed name (import_module/__import__ of a non-literal)")
+            out.append(f"{rel}: imports a module by a computed name (import_module or __import__)")
             continue
         top = name.split(".")[0]
         if top in OURS and top not in allowed:

@@ -5,21 +5,24 @@ and a video. A test imports this package with torch and our training packages ma
 """
 
 from export.runtime.lightfield import (
+    LightField,
+    check_pose,
+    rays_cross_cells,
+    rays_from_camera,
+    rays_meet_box,
+)
+from export.runtime.meta import (
     DEFAULT_BATCH,
     FORMAT,
     FORMAT_VERSION,
     INPUT_NAMES,
     OUTPUT_NAME,
-    LightField,
     MissingRuntimeError,
     ModelError,
     ModelMeta,
     occupancy_cells,
-    rays_cross_cells,
-    rays_from_camera,
-    rays_meet_box,
 )
 
 __all__ = ["DEFAULT_BATCH", "FORMAT", "FORMAT_VERSION", "INPUT_NAMES", "OUTPUT_NAME", "LightField",
            "MissingRuntimeError", "ModelError", "ModelMeta", "occupancy_cells", "rays_cross_cells",
-           "rays_from_camera", "rays_meet_box"]
+           "rays_from_camera", "rays_meet_box", "check_pose"]
