@@ -13,15 +13,18 @@ scenes, +Z up).
 Blender / NeRF-synthetic / nerfstudio / instant-ngp files store OpenGL-style poses (+Y up, looking
 along -Z). They are converted once, at load time, by :func:`opengl_to_opencv`; LLFF's
 ``poses_bounds.npy`` (rotation columns down, right, backwards) by :func:`scenes.llff.llff_to_opencv`. No
-other module flips axes.
+other module flips axes. Every pose read from a file goes through :func:`check_c2w`, the one pose check.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
+
+from core.errors import UserError
 
 CAMERA_CONVENTION = "opencv"
 # largest rigidity_error a pose read from a scene file may have (files store rounded matrices)
@@ -67,6 +70,49 @@ def rigidity_error(c2w: Tensor) -> float:
     det = abs(torch.linalg.det(R).item() - 1.0)
     bottom = (c2w[3].double() - torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=torch.float64)).abs().max().item()
     return max(ortho, det, bottom)
+
+
+class PoseError(UserError):
+    """A camera pose that is not a rigid 4x4 (or 3x4) camera-to-world matrix; the message names its source."""
+
+
+def check_c2w(c2w: Any, source: str) -> Tensor:
+    """The one check of a camera-to-world pose read from a file or handed in by a caller.
+
+    A pose must be a 4x4 or 3x4 matrix of finite numbers whose rotation is orthonormal with
+    determinant +1 and whose last row is ``0 0 0 1``, both within :data:`RIGIDITY_TOLERANCE` (files
+    store rounded matrices). The convention is not checked: convert before or after, as the format says.
+
+    Args:
+        c2w: ``[4, 4]`` or ``[3, 4]`` matrix (nested lists, a numpy array or a tensor).
+        source: what the pose is, the start of the message (``"cams.json: frame 3 transform_matrix"``).
+
+    Returns:
+        ``[4, 4]`` float32 pose on the CPU, a new tensor (a 3x4 gains the row ``0 0 0 1``; values are
+        not changed).
+
+    Raises:
+        PoseError: one line, ``"<source> <problem>"``.
+    """
+    try:
+        m = torch.as_tensor(c2w, dtype=torch.float64, device="cpu")
+    except (TypeError, ValueError, RuntimeError):  # ragged lists, text, None, objects
+        raise PoseError(f"{source} is not a 4x4 (or 3x4) matrix of numbers") from None
+    if m.shape == (3, 4):
+        m = torch.cat([m, m.new_tensor([[0.0, 0.0, 0.0, 1.0]])])
+    if m.shape != (4, 4):
+        raise PoseError(f"{source} must be 4x4 (or 3x4), got shape {list(m.shape)}")
+    if not bool(torch.isfinite(m).all()):
+        raise PoseError(f"{source} is not finite")
+    bottom = float((m[3] - m.new_tensor([0.0, 0.0, 0.0, 1.0])).abs().max())
+    if bottom > RIGIDITY_TOLERANCE:
+        raise PoseError(f"{source} is not rigid (last row {' '.join(f'{v:g}' for v in m[3].tolist())}, "
+                        f"need 0 0 0 1)")
+    err = rigidity_error(m)
+    if err > RIGIDITY_TOLERANCE:
+        raise PoseError(f"{source} is not rigid (rotation not orthonormal with determinant +1; "
+                        f"error {err:.3g})")
+    return m.float()
 
 
 def look_at(eye: Tensor, target: Tensor, up: Tensor) -> Tensor:

@@ -48,10 +48,10 @@ from core.errors import SceneError, UserError, exit_on_user_error
 from core.io import atomic_write, write_json
 from scenes.colmap_model import ColmapModel, distortion_pixels, pinhole, read_model
 from scenes.colmap_sfm import CAMERA_MODES, MATCHERS, SFM_CAMERA_MODELS, SfmOptions, import_pycolmap, run_sfm
+from scenes.images import IMAGE_EXTENSIONS, image_size, is_image_file, read_mask
 
 log = logging.getLogger(__name__)
 
-PHOTO_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 MIN_REGISTERED = 3
 MIN_REGISTERED_FRACTION = 0.5
 NEGLIGIBLE_DISTORTION_PX = 0.5  # at the image border; below it resampling would blur more than it fixes
@@ -76,27 +76,15 @@ def list_photos(photos_dir: Path) -> list[str]:
     """Names of the photos directly in ``photos_dir``, sorted (the capture order of most cameras)."""
     if not photos_dir.is_dir():
         raise SceneError(f"{photos_dir}: photos folder not found")
-    photos = (p.name for p in photos_dir.iterdir() if p.is_file() and p.suffix.lower() in PHOTO_EXTENSIONS)
-    names = sorted(photos, key=natural_key)
+    names = sorted((p.name for p in photos_dir.iterdir() if is_image_file(p)), key=natural_key)
     if not names:
-        raise SceneError(f"{photos_dir}: no photos ({', '.join(PHOTO_EXTENSIONS)}) in this folder")
+        raise SceneError(f"{photos_dir}: no photos ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
     return names
 
 
 def natural_key(name: str) -> list[str | int]:
     """Sort key under which ``img2`` comes before ``img10``."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """``(width, height)`` from the file's header."""
-    try:
-        with Image.open(path) as img:
-            return img.size
-    except FileNotFoundError:
-        raise SceneError(f"{path}: image not found") from None
-    except Exception as exc:  # noqa: BLE001 - Pillow raises OSError, SyntaxError, ValueError, ... on junk
-        raise SceneError(f"{path}: cannot read image ({exc})") from None
 
 
 def find_masks(masks_dir: Path, names: list[str], sizes: dict[str, tuple[int, int]]) -> dict[str, Path]:
@@ -108,8 +96,7 @@ def find_masks(masks_dir: Path, names: list[str], sizes: dict[str, tuple[int, in
     for name in names:
         stem = masks_dir / Path(name).with_suffix("")
         if stem.parent not in by_stem:
-            files = [p for p in stem.parent.iterdir() if p.suffix.lower() in PHOTO_EXTENSIONS and p.is_file()
-                     ] if stem.parent.is_dir() else []
+            files = [p for p in stem.parent.iterdir() if is_image_file(p)] if stem.parent.is_dir() else []
             by_stem[stem.parent] = {}
             for p in files:
                 by_stem[stem.parent].setdefault(p.stem, []).append(p)
@@ -125,15 +112,9 @@ def find_masks(masks_dir: Path, names: list[str], sizes: dict[str, tuple[int, in
     return masks
 
 
-def read_mask(path: Path) -> np.ndarray:
-    """``[H, W]`` uint8 mask, 0 = background (greyscale; 16-bit and float masks: nonzero = 255)."""
-    try:
-        with Image.open(path) as img:
-            if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-                return (np.asarray(img) > 0).astype(np.uint8) * 255
-            return np.asarray(img.convert("L"))
-    except Exception as exc:  # noqa: BLE001 - Pillow's many exception types on junk
-        raise SceneError(f"{path}: cannot read mask ({exc})") from None
+def _mask_pixels(path: Path) -> np.ndarray:
+    """``[H, W]`` uint8 mask, 0 = background: :func:`scenes.images.read_mask`'s alpha x 255, rounded."""
+    return np.rint(read_mask(path) * 255.0).astype(np.uint8)
 
 
 def reconstruct(photos_dir: Path, out_dir: Path, masks_dir: Path | None = None,
@@ -160,7 +141,7 @@ def reconstruct(photos_dir: Path, out_dir: Path, masks_dir: Path | None = None,
             mask_dir = work / "masks"
             mask_dir.mkdir()
             for name, path in masks.items():
-                Image.fromarray(read_mask(path), "L").save(mask_dir / f"{name}.png")
+                Image.fromarray(_mask_pixels(path), "L").save(mask_dir / f"{name}.png")
         result = run_sfm(photos_dir, names, work, mask_dir, set(sizes.values()), opts)
         need = max(MIN_REGISTERED, math.ceil(min_fraction * len(names)))
         if result.n_registered < need:
@@ -217,7 +198,7 @@ def write_scene(model: ColmapModel, photos_dir: Path, out_dir: Path, masks: dict
                                  "colmap_im_id": image.image_id}
         if mask is not None:
             if mask_out is not None:
-                _save(mask_out, _undistort(read_mask(mask), lens))
+                _save(mask_out, _undistort(_mask_pixels(mask), lens))
             frame["mask_path"] = f"masks/{Path(image.name).with_suffix('.png').as_posix()}"
         if bounds is not None:
             frame["bounds"] = bounds[image.image_id]
@@ -373,7 +354,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("photos", type=Path, metavar="PHOTOS_DIR", help="folder of the photos")
     parser.add_argument("out", type=Path, metavar="OUT_DIR", help="scene folder to write (transforms.json)")
     parser.add_argument("--masks", type=Path, metavar="DIR",
-                        help="masks named like the photos (any image extension), nonzero = object")
+                        help="masks named like the photos (same stem, any image extension), 0 = background; "
+                             "8- or 16-bit gray, RGB, or RGBA (its alpha unless opaque)")
     parser.add_argument("--model", type=Path, metavar="SPARSE_DIR",
                         help="import this COLMAP sparse model instead of running COLMAP")
     parser.add_argument("--min-registered-fraction", type=float, default=MIN_REGISTERED_FRACTION,

@@ -6,11 +6,11 @@ Layout (Mildenhall et al. 2019, "Local Light Field Fusion"; NeRF's real forward-
   ``[R | t | hwf]`` (camera-to-world rotation whose columns are the camera's down, right and backwards
   axes, the camera centre, then image height, width and focal length in pixels at FULL resolution),
   then the near and far bounds of image i.
-* ``images/`` (full resolution) and/or ``images_<f>/`` (reduced by ``f``): the image files (png, jpg,
-  jpeg, any case) sorted by name; the i-th is row i.
-* optional ``masks/`` / ``masks_<f>/``, the one named like the image folder used: one single-channel or
-  RGB file per image with the image's stem (first channel, 0..255 -> alpha = value / 255, soft edges
-  kept). Masks for no image are ignored; an image without a mask is an error.
+* ``images/`` (full resolution) and/or ``images_<f>/`` (reduced by ``f``): the image files
+  (:data:`scenes.images.IMAGE_EXTENSIONS`, any case) sorted by name; the i-th is row i.
+* optional ``masks/`` / ``masks_<f>/``, the one named like the image folder used: one mask file per
+  image with the image's stem, read by :func:`scenes.images.read_mask` (8- or 16-bit gray, RGB or RGBA;
+  soft edges kept). Masks for no image are ignored; an image without a mask is an error.
 
 Poses are converted once, by :func:`llff_to_opencv`, into the OpenCV convention of :mod:`core.cameras`.
 The world frame stays the file's (no recentring or rescaling, unlike LLFF's own loader). The bounds are
@@ -28,17 +28,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 
-from core.cameras import RIGIDITY_TOLERANCE, rigidity_error
+from core.cameras import PoseError, check_c2w
 from core.errors import SceneError
-from scenes.images import SceneSplit, downscale_image, read_image, read_mask
+from scenes.images import (
+    IMAGE_EXTENSIONS,
+    SPLITS,
+    SceneSplit,
+    downscale_image,
+    image_size,
+    is_image_file,
+    read_image,
+    read_mask,
+)
 
 LLFF_POSES = "poses_bounds.npy"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # compared lower-case
 AUTO_MAX_SIDE = 640  # auto downscale: the longest image side that is loaded as is
-_SPLITS = ("train", "val", "test")
 
 
 def is_llff(root: Path) -> bool:
@@ -131,9 +137,10 @@ def load_llff(root: Path, splits: tuple[str, ...], downscale: int | None, max_vi
     poses, bounds = read_poses_bounds(poses_path)
     c2w = llff_to_opencv(poses)
     for i, pose in enumerate(c2w):
-        err = rigidity_error(pose)
-        if err > RIGIDITY_TOLERANCE:
-            raise SceneError(f"{poses_path}: row {i} rotation is not rigid (error {err:.3g})")
+        try:
+            check_c2w(pose, f"{poses_path}: row {i}")
+        except PoseError as exc:
+            raise SceneError(str(exc)) from None
     folder, extra = choose_image_folder(root, downscale)
     files = _image_files(folder)
     if len(files) != len(poses):
@@ -149,7 +156,7 @@ def load_llff(root: Path, splits: tuple[str, ...], downscale: int | None, max_vi
              for i in sorted(set().union(*indices.values()))}
     loaded = {}
     for name, idx in indices.items():
-        # numpy's stack: torch.stack of many images is slow on a busy CPU (see scenes.load)
+        # numpy's stack: torch.stack of many images is slow on a busy CPU (see scenes.blender)
         images = torch.from_numpy(np.stack([views[i].numpy() for i in idx]))
         loaded[name] = SceneSplit(images=images, c2w=c2w[idx], K=K[idx], files=[str(files[i]) for i in idx])
     return LLFFData(splits=loaded, c2w=c2w, bounds=torch.from_numpy(bounds).float(),
@@ -202,27 +209,16 @@ def _factor_folders(root: Path, prefix: str) -> dict[int, Path]:
 
 def _image_files(folder: Path) -> list[Path]:
     """The image files of ``folder`` sorted by name (hidden files skipped)."""
-    return sorted((p for p in folder.iterdir()
-                   if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()),
-                  key=lambda p: p.name)
-
-
-def _image_size(path: Path) -> tuple[int, int]:
-    """``(width, height)`` of an image file, from its header."""
-    try:
-        with Image.open(path) as img:
-            return img.size
-    except Exception as exc:  # noqa: BLE001 - Pillow raises OSError, SyntaxError, ValueError, ... on junk
-        raise SceneError(f"{path}: cannot decode image ({exc})") from None
+    return sorted((p for p in folder.iterdir() if is_image_file(p)), key=lambda p: p.name)
 
 
 def _common_size(folder: Path, files: list[Path]) -> tuple[int, int]:
     """The one ``(width, height)`` of ``files``; mixed sizes are an error."""
     if not files:
-        raise SceneError(f"{folder}: no images (png, jpg, jpeg)")
-    w, h = _image_size(files[0])
+        raise SceneError(f"{folder}: no images ({', '.join(e[1:] for e in IMAGE_EXTENSIONS)})")
+    w, h = image_size(files[0])
     for path in files[1:]:
-        size = _image_size(path)
+        size = image_size(path)
         if size != (w, h):
             raise SceneError(f"{path}: image is {size[0]}x{size[1]}, but {files[0].name} is {w}x{h} "
                              f"(all images of {folder.name}/ must have one size)")
@@ -248,7 +244,7 @@ def choose_image_folder(root: Path, downscale: int | None) -> tuple[Path, int]:
             return folders[1], downscale
         name, also = ("images", "") if downscale == 1 else (f"images_{downscale}", ", nor images/ to reduce")
         raise SceneError(f"{root / name}: image folder not found{also} (image folders here: {present})")
-    sizes = {f: _image_size(files[0]) for f, folder in folders.items() if (files := _image_files(folder))}
+    sizes = {f: image_size(files[0]) for f, folder in folders.items() if (files := _image_files(folder))}
     if not sizes:
         raise SceneError(f"{root}: no images/ or images_<f>/ folder with images "
                          f"(image folders here: {present})")
@@ -303,8 +299,8 @@ def _mask_files(root: Path, image_folder: Path, images: list[Path],
                          f"{missing[0]} (masks are matched by file stem)")
     masks = [by_stem[p.stem] for p in images]
     for path, image in zip(masks, images):
-        if _image_size(path) != size:
-            w, h = _image_size(path)
+        if image_size(path) != size:
+            w, h = image_size(path)
             raise SceneError(f"{path}: mask is {w}x{h}, but its image {image.name} is {size[0]}x{size[1]}")
     return masks
 
@@ -313,7 +309,7 @@ def _load_view(image: Path, mask: Path | None, factor: int) -> Tensor:
     """``[H, W, 4]`` straight-alpha RGBA of one view, alpha from its mask, reduced ``factor`` times."""
     rgba = read_image(image)
     if mask is not None:
-        rgba[..., 3] = read_mask(mask)
+        rgba[..., 3] = torch.from_numpy(read_mask(mask))
     return downscale_image(rgba, factor) if factor > 1 else rgba
 
 
@@ -326,8 +322,8 @@ def _split_indices(root: Path, n: int, splits: tuple[str, ...], holdout_every: i
     train = [i for i in range(n) if i % holdout_every != 0]
     out = {}
     for split in splits:
-        if split not in _SPLITS:
-            raise SceneError(f"{root}: unknown split '{split}' (an LLFF scene has {', '.join(_SPLITS)})")
+        if split not in SPLITS:
+            raise SceneError(f"{root}: unknown split '{split}' (an LLFF scene has {', '.join(SPLITS)})")
         indices = train if split == "train" else held_out
         indices = indices[:max_views] if max_views else indices
         if not indices:

@@ -23,11 +23,12 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmarks.textured_scene import RADIUS, align_similarity, write_photos
 from core.cameras import opengl_to_opencv
 from scenes.colmap import main
 from scenes.colmap_model import CAMERA_MODELS, read_model
 from scenes.load import SceneConfig, load_scene
+from testing.scenes.photos import align_similarity, write_photos
+from testing.scenes.rigs import CAMERA_RADIUS as RADIUS
 
 REPO = Path(__file__).resolve().parents[1]
 S = math.sqrt(0.5)
@@ -199,6 +200,34 @@ def test_scene_folder_holding_its_photos_is_written_in_place(tmp_path: Path,
     with pytest.raises(SystemExit):
         main([str(photos), str(scene), "--model", str(model), "--masks", str(masks)])
     assert capsys.readouterr().err.startswith(f"error: {masks / 'b.png'}: the scene would overwrite")
+
+
+def test_masks_of_every_kind_reach_the_scene_as_the_loader_reads_them(tmp_path: Path) -> None:
+    """16-bit, RGBA-alpha and 8-bit TIFF masks: the scene's 8-bit masks are ``read_mask``'s alpha, rounded."""
+    from scenes.images import read_mask
+
+    photos = write_small_photos(tmp_path / "photos")
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    rng = np.random.default_rng(7)
+    Image.fromarray(rng.integers(0, 65536, (6, 8), dtype=np.uint16)).save(masks / "a.png")
+    rgba = rng.integers(0, 256, (6, 8, 4), dtype=np.uint8)
+    rgba[0, 0, 3] = 0  # not opaque: the alpha channel is the mask
+    Image.fromarray(rgba, "RGBA").save(masks / "b.png")
+    Image.fromarray(rng.integers(0, 256, (6, 8), dtype=np.uint8), "L").save(masks / "c.TIF")
+    out = tmp_path / "scene"
+    model = write_text_model(tmp_path / "sparse")
+    main([str(photos), str(out), "--model", str(model), "--masks", str(masks)])
+    scene = load_scene(SceneConfig(path=str(out)), splits=("train", "test"))
+    alpha = {Path(f).name: images[..., 3] for split in ("train", "test")
+             for f, images in zip(scene.split(split).files, scene.split(split).images)}
+    assert sorted(alpha) == ["a.png", "b.png", "c.png"]
+    for name, mask in (("a.png", "a.png"), ("b.png", "b.png"), ("c.png", "c.TIF")):
+        want = torch.from_numpy(read_mask(masks / mask))
+        assert torch.equal(alpha[name], torch.round(want * 255) / 255), name
+        assert float((alpha[name] - want).abs().max()) <= 0.5 / 255 + 1e-6
+    assert torch.equal(alpha["b.png"], torch.from_numpy(rgba[..., 3] / 255.0).float())
+    assert torch.equal(alpha["c.png"], torch.from_numpy(read_mask(masks / "c.TIF")))  # 8-bit: unchanged
 
 
 @pytest.mark.slow

@@ -205,12 +205,18 @@ def _write_masks(folder: Path, n: int, hw: tuple[int, int], mode: str = "L", ext
     folder.mkdir(parents=True, exist_ok=True)
     ramp = np.broadcast_to((np.arange(hw[1]) * 17 % 256).astype(np.uint8)[None, :], hw).copy()
     for i in range(n):
-        arr = ramp if mode == "L" else np.stack([ramp, 255 - ramp, np.zeros_like(ramp)], -1)
-        Image.fromarray(arr, mode).save(folder / f"img_{i:03d}.{ext}")
+        if mode == "I;16":  # 16-bit: ramp * 257 / 65535 is the same alpha as ramp / 255
+            arr: np.ndarray = ramp.astype(np.uint16) * 257
+        elif mode == "RGBA":  # the mask is the alpha channel; the colors are a distraction
+            arr = np.stack([255 - ramp, 255 - ramp, np.zeros_like(ramp), ramp], -1)
+        else:
+            arr = ramp if mode == "L" else np.stack([ramp, 255 - ramp, np.zeros_like(ramp)], -1)
+        Image.fromarray(arr, None if mode == "I;16" else mode).save(folder / f"img_{i:03d}.{ext}")
     return ramp
 
 
-@pytest.mark.parametrize("mode, ext", [("L", "png"), ("RGB", "PNG")])
+@pytest.mark.parametrize("mode, ext", [("L", "png"), ("RGB", "PNG"), ("I;16", "png"), ("RGBA", "png"),
+                                       ("L", "Tif")])
 def test_masks_become_soft_alpha(tmp_path: Path, mode: str, ext: str) -> None:
     root = _scene(tmp_path / "s")
     ramp = _write_masks(root / "masks_8", 9, (12, 16), mode, ext)

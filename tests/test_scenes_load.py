@@ -15,7 +15,8 @@ from PIL import Image
 from core.cameras import focal_from_fov, rigidity_error
 from core.errors import SceneError, UserError
 from scenes.load import SceneConfig, load_scene
-from tests.scenes import FOV_X, make_procedural_scene
+from testing.scenes.objects import make_procedural_scene
+from testing.scenes.rigs import FOV_X
 
 SIZE = 16
 
@@ -442,7 +443,7 @@ def test_bad_background_rejected(tmp_path: Path) -> None:
 
 def test_scene_center_of_a_ring_and_parallel_fallback() -> None:
     from core.rig import scene_center
-    from tests.scenes import ring_poses
+    from testing.scenes.rigs import ring_poses
 
     poses = ring_poses(6)
     poses[:, :3, 3] += torch.tensor([0.5, -0.25, 1.0])  # move the rig: it looks at the moved point
