@@ -94,7 +94,7 @@ def main() -> None:
                 if manifest[file].get("kind") == "split":
                     ref = "student_int8.onnx" if manifest[file]["precision"] == "int8" else "student.onnx"
                 field = LightField(folder / ref, threads=args.threads)
-                c2w = orbit_poses(field.meta.rig, 8)[0].numpy()
+                c2w = orbit_poses(field.meta.rig, 8)[0]
                 for size in args.sizes:
                     K = np.asarray(field.meta.K, np.float32).copy()
                     K[0] *= size / field.image_size[1]

@@ -11,7 +11,7 @@ import torch
 from core.cameras import rigidity_error
 from data_gen.poses import SamplerConfig, build_rig, sample_view, sample_views, validate_sampler
 from scenes.load import SceneConfig, load_scene
-from tests.scenes import CAMERA_RADIUS, ring_poses
+from testing.scenes.rigs import CAMERA_RADIUS, ring_poses
 
 
 def _rig_from_ring(elevations: tuple[float, ...] = (20.0, 50.0)):
@@ -40,7 +40,7 @@ def test_pose_samplers_and_export_share_one_rig() -> None:
     assert np.allclose(stored["up"], [0, 0, 1], atol=1e-6)
     # one orbit basis: azimuth 0 of the export path is where the sampler's basis puts it
     e1, _ = orbit_basis(torch.tensor(stored["up"], dtype=torch.float64))
-    eye = orbit_poses(stored, 4, elevation_deg=0.0)[0, :3, 3].double()
+    eye = torch.from_numpy(orbit_poses(stored, 4, elevation_deg=0.0)[0, :3, 3]).double()
     centre = torch.tensor(stored["center"], dtype=torch.float64)
     assert torch.allclose(eye, centre + stored["radius"] * e1, atol=1e-5)
 

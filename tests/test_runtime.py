@@ -46,6 +46,33 @@ def test_runtime_imports_neither_torch_nor_training_code(exported_student: tuple
     assert "LOADED []" in proc.stdout
 
 
+def test_runtime_folder_runs_copied_under_another_name(exported_student: tuple[Path, dict],
+                                                       tmp_path: Path) -> None:
+    """``export/runtime`` is self-contained: copied anywhere as ``lfrt``, its render command runs with torch
+    and every package of ours (``export`` too) unimportable."""
+    import shutil
+
+    from tests.test_imports import OURS, TORCH
+
+    shutil.copytree(REPO / "export" / "runtime", tmp_path / "lfrt",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    args = [f"run_dir={exported_student[0]}", f"out_dir={tmp_path / 'out'}", "orbit.n_frames=1", "video=none"]
+    code = (
+        "import runpy, sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.split('.')[0] in {set(TORCH | OURS)!r}:\n"
+        "            raise ImportError('blocked: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        f"sys.argv = ['lfrt.render', *{args!r}]\n"
+        "runpy.run_module('lfrt.render', run_name='__main__')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "out" / "frames" / "00000.png").is_file()
+
+
 def test_missing_onnxruntime_names_the_extra(exported_student: tuple[Path, dict]) -> None:
     model = exported_student[0] / "export" / "student.onnx"
     code = (
@@ -105,8 +132,24 @@ def test_render_uses_model_intrinsics_and_checks_poses(exported_student: tuple[P
         field.render(c2w, K=np.eye(4))
     with pytest.raises(ModelError, match=r"\[N, 3\]"):
         field(np.zeros((5, 3), np.float32), np.zeros((4, 3), np.float32))
-    with pytest.raises(ModelError, match="non-finite"):
+    with pytest.raises(ModelError, match="not finite"):
         check_pose(np.full((4, 4), np.nan))
+    with pytest.raises(ModelError, match="not rigid"):
+        field.render(2 * c2w)
+
+
+def test_check_pose_refuses_the_shared_bad_poses() -> None:
+    """The poses every validator refuses (``tests/pose_cases.py``), with the same message as core's."""
+    from core.cameras import PoseError, check_c2w
+    from tests.pose_cases import BAD_POSES, ROTATED
+
+    for name, value, fragment in BAD_POSES:
+        with pytest.raises(ModelError) as info:
+            check_pose(value, "cams.json: pose 3")
+        with pytest.raises(PoseError) as core_info:
+            check_c2w(value, "cams.json: pose 3")
+        assert fragment in str(info.value) and str(info.value) == str(core_info.value), name
+    np.testing.assert_array_equal(check_pose(ROTATED), check_c2w(ROTATED, "pose").numpy())
 
 
 def test_providers_auto_and_override(exported_student: tuple[Path, dict]) -> None:

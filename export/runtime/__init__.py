@@ -4,14 +4,14 @@
 and a video. A test imports this package with torch and our training packages made unimportable.
 """
 
-from export.runtime.lightfield import (
+from .lightfield import (
     LightField,
     check_pose,
     rays_cross_cells,
     rays_from_camera,
     rays_meet_box,
 )
-from export.runtime.meta import (
+from .meta import (
     DEFAULT_BATCH,
     FORMAT,
     FORMAT_VERSION,

@@ -1,9 +1,10 @@
 """Run an exported light field with numpy and ONNX Runtime only (no PyTorch, none of our training code).
 
-This file is self-contained on purpose: copy it next to a ``student*.onnx`` and it runs anywhere ONNX
-Runtime does. Cameras follow the OpenCV convention (+X right, +Y down, looking along +Z; ``c2w`` is a
-4x4 camera-to-world pose; ``K`` a 3x3 pinhole matrix in pixels, pixel centres at ``+0.5``), the same
-as the training code.
+Self-contained on purpose: this file and the metadata reader beside it (``meta.py``) import numpy and
+ONNX Runtime only, and each other by relative imports, so the ``export/runtime`` folder copied anywhere,
+under any name, runs a ``student*.onnx`` wherever ONNX Runtime does. Cameras follow the OpenCV
+convention (+X right, +Y down, looking along +Z; ``c2w`` is a 4x4 camera-to-world pose; ``K`` a 3x3
+pinhole matrix in pixels, pixel centres at ``+0.5``), the same as the training code.
 
 Example::
 
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from export.runtime.meta import (
+from .meta import (
     DEFAULT_BATCH,
     INPUT_NAMES,
     INSTALL_HINT,
@@ -34,6 +35,10 @@ from export.runtime.meta import (
 )
 
 log = logging.getLogger(__name__)
+
+# largest rigidity_error a pose may have (files store rounded matrices): core.cameras.RIGIDITY_TOLERANCE
+RIGIDITY_TOLERANCE = 1e-2
+
 
 def rays_from_camera(
     c2w: np.ndarray,  # [4, 4] or [3, 4]
@@ -155,16 +160,48 @@ def rays_cross_cells(
     return out
 
 
+def rigidity_error(c2w: np.ndarray) -> float:
+    """Largest deviation of a ``[4, 4]`` pose from a rigid transform (0 for a perfect one): of ``R^T R``
+    from the identity, of ``det R`` from 1, of the last row from ``0 0 0 1`` (``core.cameras``'s twin)."""
+    m = np.asarray(c2w, dtype=np.float64)
+    R = m[:3, :3]
+    return float(max(np.abs(R.T @ R - np.eye(3)).max(), abs(np.linalg.det(R) - 1.0),
+                     np.abs(m[3] - [0.0, 0.0, 0.0, 1.0]).max()))
+
+
 def check_pose(c2w: Any, source: str = "pose") -> np.ndarray:
-    """A ``[4, 4]`` float32 pose from a ``[4, 4]`` or ``[3, 4]`` array; ``ModelError`` otherwise."""
-    arr = np.asarray(c2w, dtype=np.float32)
-    if arr.shape == (3, 4):
-        arr = np.concatenate([arr, np.array([[0, 0, 0, 1]], dtype=np.float32)])
-    if arr.shape != (4, 4):
-        raise ModelError(f"{source}: a camera pose must be 4x4 (or 3x4), got shape {list(arr.shape)}")
-    if not np.isfinite(arr).all():
-        raise ModelError(f"{source}: camera pose has non-finite values")
-    return arr
+    """The runtime's one pose check, the torch-free twin of ``core.cameras.check_c2w`` (same rules, same
+    messages; ``tests/test_runtime.py`` runs both over ``tests/pose_cases.py``): a 4x4 or 3x4 matrix of
+    finite numbers whose rotation is orthonormal with determinant +1 and whose last row is ``0 0 0 1``,
+    both within :data:`RIGIDITY_TOLERANCE`.
+
+    Args:
+        c2w: ``[4, 4]`` or ``[3, 4]`` camera-to-world pose, OpenCV convention (nested lists or an array).
+        source: what the pose is, the start of the message (``"poses.json: pose 3"``).
+
+    Returns:
+        ``[4, 4]`` float32 pose (a 3x4 gains the row ``0 0 0 1``).
+
+    Raises:
+        ModelError: one line, ``"<source> <problem>"``.
+    """
+    try:
+        m = np.asarray(c2w, dtype=np.float64)
+    except (TypeError, ValueError):  # ragged lists, text, objects
+        raise ModelError(f"{source} is not a 4x4 (or 3x4) matrix of numbers") from None
+    if m.shape == (3, 4):
+        m = np.concatenate([m, [[0.0, 0.0, 0.0, 1.0]]])
+    if m.shape != (4, 4):
+        raise ModelError(f"{source} must be 4x4 (or 3x4), got shape {list(m.shape)}")
+    if not np.isfinite(m).all():
+        raise ModelError(f"{source} is not finite")
+    if np.abs(m[3] - [0.0, 0.0, 0.0, 1.0]).max() > RIGIDITY_TOLERANCE:
+        raise ModelError(f"{source} is not rigid (last row {' '.join(f'{v:g}' for v in m[3])}, need 0 0 0 1)")
+    err = rigidity_error(m)
+    if err > RIGIDITY_TOLERANCE:
+        raise ModelError(f"{source} is not rigid (rotation not orthonormal with determinant +1; "
+                         f"error {err:.3g})")
+    return m.astype(np.float32)
 
 
 def _import_onnxruntime() -> Any:

@@ -160,8 +160,10 @@ def runtime_files(ort_dir: Path, webgpu: bool) -> list[Path]:
     names = WASM_RUNTIME + (WEBGPU_RUNTIME if webgpu else ())
     missing = [n for n in names if not (ort_dir / n).is_file()]
     if missing:
-        hint = ("run scripts/setup.sh, which installs it with npm" if shutil.which("npm") else
-                "npm is not installed: install Node.js and npm, then run scripts/setup.sh")
+        npm = f"npm ci --prefix {WEB_DIR}"  # from package-lock.json, also in an installed wheel
+        hint = (f"run scripts/setup.sh (or {npm}), or point ort_dir= at its dist folder"
+                if shutil.which("npm") else
+                f"npm is not installed: install Node.js and npm, then run scripts/setup.sh (or {npm})")
         raise UserError(f"{ort_dir}: onnxruntime-web is not installed ({missing[0]} missing): {hint}")
     return [ort_dir / n for n in names]
 

@@ -1,6 +1,6 @@
 // Camera and ray math of the web viewer: pure functions, no DOM (the tests run this file in Node).
 //
-// Same conventions and arithmetic as core/rays.py and export/runtime.py: OpenCV cameras (+X right,
+// Same conventions and arithmetic as core/rays.py and export/runtime/lightfield.py: OpenCV cameras (+X right,
 // +Y down, looking along +Z), row-major 4x4 camera-to-world poses, 3x3 pinhole intrinsics in pixels,
 // pixel centres at +0.5, rays in row-major pixel order. Every step is rounded to float32 (Math.fround)
 // as numpy does in float32, so the rays match the Python runtime's to about one unit in the last place.
@@ -231,7 +231,7 @@ export function orbitPose(basis, target, az, el, radius) {
 }
 
 /**
- * The orbit basis of a forward-facing rig (export.runtime.paths.forward_rig): azimuth and elevation 0 at
+ * The orbit basis of a forward-facing rig (core.rig.forward_rig): azimuth and elevation 0 at
  * distance focus_depth from the focus point put the camera on the rig's average pose, and small
  * angles swing it about the focus point.
  */
