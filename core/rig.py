@@ -3,7 +3,7 @@
 One definition for every user: the pose samplers of the pseudo-data (``data_gen.poses.build_rig``), the
 default render path (``export.runtime.paths``) and the ``rig`` record that travels in the student checkpoint's
 scene facts (:class:`core.scene_facts.SceneFacts`) into the ONNX metadata, where the web viewer reads it
-(``export/web/camera.js``: ``rigOf``, ``rigView``).
+(``export/viewer/web/camera.js``: ``rigOf``, ``rigView``).
 
 The record is a JSON-able dict of one of two kinds (``kind``):
 
@@ -78,7 +78,7 @@ def orbit_basis(up: Tensor) -> tuple[Tensor, Tensor]:
     """Two unit vectors ``e1``, ``e2`` (``[3]`` each, ``up``'s dtype) completing unit ``up`` ``[3]`` to a
     right-handed orthonormal basis: azimuth 0 of an orbit is along ``e1``, azimuth 90 degrees along ``e2``.
 
-    ``export/web/camera.js`` ``orbitBasis`` does the same arithmetic.
+    ``export/viewer/web/camera.js`` ``orbitBasis`` does the same arithmetic.
     """
     helper = torch.zeros_like(up)
     helper[0 if abs(float(up[0])) < 0.9 else 1] = 1.0

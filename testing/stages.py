@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import data_gen.render
 import export.onnx
-import export.runtime.render
 import export.viewer.page
 import student.config
 import teacher.config
@@ -17,7 +16,7 @@ from pipeline.config import STAGES, compose, stage_schema
 
 # the module that registers each stage's schema (literal imports above: the import rules can read them)
 STAGE_MODULES = {"teacher": teacher.config, "data_gen": data_gen.render, "student": student.config,
-                 "export": export.onnx, "render": export.runtime.render, "viewer": export.viewer.page}
+                 "export": export.onnx, "viewer": export.viewer.page}
 assert set(STAGE_MODULES) == set(STAGES), "testing.stages and pipeline.config.STAGES name the same stages"
 
 __all__ = ["STAGES", "STAGE_MODULES", "compose", "stage_schema"]

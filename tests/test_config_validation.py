@@ -18,8 +18,10 @@ from torch import Tensor
 
 from core.checks import ConfigValueError
 from pipeline.config import to_dataclass
+from testing.cli import run_cli
+from testing.runs import TINY_STUDENT, TINY_TEACHER
+from testing.scenes.objects import make_procedural_scene
 from testing.stages import STAGE_MODULES, compose, stage_schema
-from tests.scenes import TINY_STUDENT, TINY_TEACHER, make_procedural_scene, run_cli
 
 # (config, overrides, the start of the message)
 BAD = [
@@ -72,13 +74,6 @@ BAD = [
     ("export", ["parity.fp32_tol=0"], "parity.fp32_tol=0.0: must be a finite number > 0"),
     ("export", ["int8.calib_batches=0"], "int8.calib_batches=0: must be >= 1"),
     ("export", ["opset=0"], "opset=0: must be >= 1"),
-    ("render", ["fps=0"], "fps=0: must be >= 1"),
-    ("render", ["video=avi"], "video=avi: must be one of ['mp4', 'gif', 'none']"),
-    ("render", ["image_size=[0,64]"], "image_size=[0, 64]: must be [H, W] with H, W >= 1"),
-    ("render", ["max_pixels=-1"], "max_pixels=-1: must be >= 1"),
-    ("render", ["orbit.n_frames=0"], "orbit.n_frames=0: must be >= 1"),
-    ("render", ["orbit.elevation_deg=120"], "orbit.elevation_deg=120.0: must be in [-90.0, 90.0]"),
-    ("render", ["batch_size=0"], "batch_size=0: must be >= 1"),
     ("viewer", ["port=70000"], "port=70000: must be in [0, 65535]"),
     ("viewer", ["variants=[]"], "variants=[]: must name at least one exported file"),
 ]
@@ -227,26 +222,26 @@ def _nerfstudio(tmp_path: Path, **changes: object) -> Path:
     ({"camera_to_world": [float("nan")] + [0] * 15}, "pose 0 is not finite"),
 ], ids=["fov-0", "fov-180", "height-0", "width-negative", "fps-0", "scaled", "reflection", "nan"])
 def test_bad_camera_path_is_one_line_naming_the_file(tmp_path: Path, changes: dict, message: str) -> None:
-    from core.errors import UserError
+    from export.runtime import ModelError
     from export.runtime.paths import read_camera_path
 
     path = _nerfstudio(tmp_path, **changes)
-    with pytest.raises(UserError, match=message) as info:
+    with pytest.raises(ModelError, match=message) as info:
         read_camera_path(path, (16, 16))
     assert str(info.value).startswith(str(path)) and "\n" not in str(info.value)
 
 
 def test_camera_path_zero_focal_and_zero_image_size(tmp_path: Path) -> None:
-    from core.errors import UserError
+    from export.runtime import ModelError
     from export.runtime.paths import read_camera_path
 
     eye = np.eye(4).tolist()
     path = tmp_path / "poses.json"
     path.write_text(json.dumps({"c2w": [eye], "K": [[0, 0, 8], [0, 0, 8], [0, 0, 1]]}))
-    with pytest.raises(UserError, match="K must be finite with positive focal lengths"):
+    with pytest.raises(ModelError, match="K must be finite with positive focal lengths"):
         read_camera_path(path, (16, 16))
     path.write_text(json.dumps({"c2w": [eye], "image_size": [0, 16]}))
-    with pytest.raises(UserError, match="image size must be at least 1x1"):
+    with pytest.raises(ModelError, match="image size must be at least 1x1"):
         read_camera_path(path, (16, 16))
 
 
@@ -289,11 +284,12 @@ def test_shard_sample_with_bad_camera(c2w: np.ndarray, K: np.ndarray, message: s
 
 def _meta(**changes: object) -> dict[str, str]:
     from export.runtime import ModelMeta
+    from export.runtime.meta import SceneFacts
 
     good = {"scene_name": "s", "near": 1.0, "far": 5.0, "aabb": [-1.0, -1, -1, 1, 1, 1],
             "image_size": [16, 16], "K": [[8.0, 0, 8], [0, 8.0, 8], [0, 0, 1]],
-            "content_aabb": [-0.5, -0.5, -0.5, 0.5, 0.5, 0.5]}
-    return ModelMeta(**{**good, **changes}).to_props()  # type: ignore[arg-type]
+            "content_aabb": [-0.5, -0.5, -0.5, 0.5, 0.5, 0.5], "background": [1.0, 1.0, 1.0]}
+    return ModelMeta(scene=SceneFacts(**{**good, **changes})).to_props()  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("changes, message", [

@@ -35,13 +35,20 @@ def import_graph(root: Path = REPO, packages: tuple[str, ...] = PACKAGES) -> dic
 
 
 def _imported(path: Path, name: str, is_package: bool, modules: set[str]) -> set[str]:
-    """The modules among ``modules`` that the file of module ``name`` imports."""
+    """The modules among ``modules`` that the file of module ``name`` imports.
+
+    The module's own ancestor packages are left out: their ``__init__`` is already running (or done) when
+    the module runs, so a sibling import (``export.runtime.meta`` from ``export.runtime.lightfield``) does
+    not make the module depend on its parent.
+    """
     package = name if is_package else name.rpartition(".")[0]
+    parts_of_name = name.split(".")
+    ancestors = {".".join(parts_of_name[:i]) for i in range(1, len(parts_of_name))}
     found = set()
     for dotted in imported_modules(path, tuple(package.split(".")), with_names=True):
         parts = dotted.split(".")
         found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
-    return found & modules
+    return (found - ancestors) & modules
 
 
 def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
