@@ -31,10 +31,11 @@ import numpy as np
 import torch
 
 from benchmarks.results import markdown_table
-from benchmarks.textured_scene import RADIUS, align_similarity, write_photos, write_true_scene
 from core.cameras import opengl_to_opencv
 from core.io import write_json
 from scenes.colmap import reconstruct
+from testing.scenes.photos import align_similarity, write_photos, write_true_scene
+from testing.scenes.rigs import CAMERA_RADIUS as RADIUS
 
 REPO = Path(__file__).resolve().parents[1]
 OUT_JSON = Path(__file__).resolve().parent / "colmap.json"

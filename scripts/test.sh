@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The test command of the README: set up (idempotent), lint, type-check, compile-check the CUDA
-# sources (when nvcc is on the PATH), then run the test suite. Extra arguments go to pytest.
+# sources (when nvcc is on the PATH), then run the test suite. Extra arguments go to pytest (e.g.
+# -m "not slow": the quick selection, without the browser, multi-process and fault tests). It prints the
+# 15 slowest tests and the suite's wall time.
 # The web viewer's browser tests need Debian's Chromium: installed here with apt-get when missing and
 # running as root (elsewhere they fail and say how to install it; they never skip).
 set -euo pipefail
@@ -14,6 +16,10 @@ fi
 . .venv/bin/activate
 export THP_MEM_ALLOC_ENABLE=1
 ruff check .
-mypy core cuda export data_gen student teacher
+mypy core scenes pipeline cuda training teacher data_gen student export report testing
 scripts/check_cuda.sh
-python -m pytest -q "$@"
+start=$SECONDS
+status=0
+python -m pytest -q --durations=15 "$@" || status=$?
+echo "test suite: $((SECONDS - start)) s (pytest exit ${status}); scripts/test.sh: ${SECONDS} s"
+exit "$status"

@@ -1,4 +1,5 @@
-"""The teacher CLI on bad input: exit code 1, one line on stderr naming the file, no traceback.
+"""The teacher CLI on bad input: exit code 1, one line on stderr naming the file, no traceback
+(:func:`testing.cli.one_line_error`).
 
 Runs ``python -m teacher.train`` in a subprocess from an empty working directory, which must stay
 empty (Hydra's output goes under ``run_dir``).
@@ -15,7 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.scenes import TINY_TEACHER, make_procedural_scene, run_cli
+from testing.cli import one_line_error, run_cli
+from testing.runs import TINY_TEACHER
+from testing.scenes.forward import write_forward_scene
+from testing.scenes.objects import make_procedural_scene
 
 pytestmark = pytest.mark.slow
 
@@ -48,12 +52,8 @@ def test_bad_scene_exits_1_with_one_line(tmp_path: Path, mutate: Callable[[Path]
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     proc = _run_teacher(cwd, [f"scene.path={scene}", f"run_dir={tmp_path / 'run'}", *TINY_TEACHER])
-    assert proc.returncode == 1, proc.stderr[-3000:]
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr[-3000:]
-    assert lines[0].startswith("error: ")
-    assert named in lines[0] and problem in lines[0], lines[0]
-    assert "Traceback" not in proc.stdout + proc.stderr
+    line = one_line_error(proc)
+    assert named in line and problem in line, line
     assert list(cwd.iterdir()) == []
 
 
@@ -62,9 +62,7 @@ def test_missing_scene_folder(tmp_path: Path) -> None:
     cwd.mkdir()
     missing = tmp_path / "no_such_scene"
     proc = _run_teacher(cwd, [f"scene.path={missing}", f"run_dir={tmp_path / 'run'}", *TINY_TEACHER])
-    assert proc.returncode == 1, proc.stderr[-3000:]
-    lines = proc.stderr.strip().splitlines()
-    assert lines == [f"error: {missing}: scene folder not found"], proc.stderr[-3000:]
+    assert one_line_error(proc) == f"error: {missing}: scene folder not found"
     assert list(cwd.iterdir()) == []
 
 
@@ -89,10 +87,7 @@ def test_student_bad_encoding_is_one_line(tmp_path: Path, tiny_pseudo_run: Path,
     proc = run_cli("student.train", tmp_path, [f"scene.path={tiny_scene}", f"run_dir={tmp_path / 'run'}",
                                                f"pseudo_dir={tiny_pseudo_run / 'pseudo'}", override,
                                                "train.progress_bar=false"])
-    assert proc.returncode == 1, proc.stderr[-2000:]
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
+    assert message in one_line_error(proc)
 
 
 def _llff_wrong_shape(root: Path) -> tuple[str, list[str]]:
@@ -129,15 +124,9 @@ def _llff_mask_missing(root: Path) -> tuple[str, list[str]]:
                          ids=["wrong-shape", "non-finite", "image-missing", "factor-folder", "mask-missing"])
 def test_bad_llff_scene_exits_1_with_one_line(tmp_path: Path, mutate: Callable[[Path], tuple[str, list[str]]]
                                               ) -> None:
-    from scripts.procedural_scene import main
-
-    scene = tmp_path / "scene"
-    main([str(scene), "--kind", "forward", "--size", "32"])
+    scene = write_forward_scene(tmp_path / "scene", 32)
     named, extra = mutate(scene)
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     proc = _run_teacher(cwd, [f"scene.path={scene}", f"run_dir={tmp_path / 'run'}", *TINY_TEACHER, *extra])
-    assert proc.returncode == 1, proc.stderr[-3000:]
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0], proc.stderr[-3000:]
-    assert "Traceback" not in proc.stdout + proc.stderr
+    assert named in one_line_error(proc)

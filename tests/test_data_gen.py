@@ -24,10 +24,12 @@ from data_gen.render import DataGenConfig, parse_shard_range, run
 from pipeline.config import to_dataclass
 from scenes.load import SceneConfig, load_scene
 from teacher.checkpoint import load_teacher
+from testing.cli import REPO
+from testing.runs import data_gen_cfg, shard_hashes
 from testing.stages import compose
-from tests.scenes import REPO, data_gen_cfg, shard_hashes
 
 
+@pytest.mark.slow
 def test_round_trip_matches_the_teacher(tiny_scene: Path, run_dir: Path) -> None:
     cfg = data_gen_cfg(tiny_scene, run_dir, "depth=true", "alpha=true",
                        "sampler_params.focal_scale=[1.0,1.5]",

@@ -11,11 +11,13 @@ import pytest
 from core.io import sha256_file
 from core.shards import read_meta
 from data_gen.render import run
-from tests.scenes import REPO, data_gen_cfg
+from testing.cli import REPO
+from testing.runs import data_gen_cfg
 
 OVERRIDES = ("n_views=9", "views_per_shard=2", "depth=true")
 
 
+@pytest.mark.multiprocess
 @pytest.mark.slow
 def test_two_ranks_write_the_same_shards_as_one(tiny_scene: Path, run_dir: Path,
                                                 tmp_path: Path) -> None:

@@ -13,7 +13,8 @@ import pytest
 
 from core.shards import read_meta
 from data_gen.render import run
-from tests.scenes import REPO, data_gen_cfg, shard_hashes
+from testing.cli import REPO
+from testing.runs import data_gen_cfg, shard_hashes
 
 OVERRIDES = ("n_views=24", "views_per_shard=2")
 

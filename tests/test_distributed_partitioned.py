@@ -121,6 +121,7 @@ def _worker(rank: int, world: int, port: int, folder: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.multiprocess
 @pytest.mark.slow
 @pytest.mark.parametrize("k", [2, 4])
 def test_distributed_render_and_gradients_equal_single_process(k: int, tmp_path: Path) -> None:

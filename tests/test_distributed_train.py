@@ -11,15 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.faults_provenance import run_ranks
 from pipeline.config import to_dataclass
 from pipeline.run import free_port
 from teacher.checkpoint import load_teacher
 from teacher.config import TeacherConfig
 from teacher.train import run
 from teacher.xl.model import PartitionedTeacher
+from testing.runs import run_ranks, teacher_cfg
 from testing.stages import compose
-from tests.scenes import teacher_cfg
 
 # smaller still than TINY_TEACHER: K regions of it train in one process
 SMALLER = [
@@ -55,6 +54,7 @@ def _assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6 * scale, msg=key)
 
 
+@pytest.mark.multiprocess
 @pytest.mark.slow
 def test_two_ranks_train_the_same_parameters_as_one_process(tiny_scene: Path, tmp_path: Path,
                                                             one_thread: None) -> None:
@@ -70,6 +70,7 @@ def test_two_ranks_train_the_same_parameters_as_one_process(tiny_scene: Path, tm
     assert abs(multi["test"]["psnr"] - single["test"]["psnr"]) < 1e-3
 
 
+@pytest.mark.multiprocess
 @pytest.mark.slow
 def test_resume_after_a_real_kill_equals_uninterrupted(tiny_scene: Path, tmp_path: Path, one_thread: None,
                                                        caplog: pytest.LogCaptureFixture) -> None:
@@ -77,12 +78,8 @@ def test_resume_after_a_real_kill_equals_uninterrupted(tiny_scene: Path, tmp_pat
     during a save; rerun in one process to the end: the steps and weights equal an uninterrupted run's
     exactly (batches, jitter and occupancy draws are seeded by step and region, each region's optimizer
     state is restored, and torchrun gives each rank one thread as ``one_thread`` gives this process)."""
-    from benchmarks.faults_checkpoints import (
-        kill_job_when,
-        partitioned_cmd,
-        partitioned_saving,
-        teacher_cfg,
-    )
+    from testing.faults.checkpoints import partitioned_cmd, teacher_cfg
+    from testing.faults.kills import kill_job_when, partitioned_saving
 
     steps, two = 8, "distributed.partitions=2"
     straight = run(teacher_cfg(tiny_scene, tmp_path / "straight", steps, two))
@@ -108,8 +105,8 @@ def test_unusable_region_file_warns_and_starts_fresh(tiny_scene: Path, tmp_path:
                                                      caplog: pytest.LogCaptureFixture) -> None:
     """The policy of Lightning's ``last.ckpt`` (``training.checkpoints``): a truncated region file of the
     merged step is named in one warning, moved aside, and training starts fresh; a missing one likewise."""
-    from benchmarks.faults_checkpoints import teacher_cfg
     from teacher.xl.checkpoint import region_file, resume_point
+    from testing.faults.checkpoints import teacher_cfg
 
     out, two = tmp_path / "teacher", "distributed.partitions=2"
     run(teacher_cfg(tiny_scene, tmp_path, 2, two))
@@ -133,6 +130,7 @@ def test_unusable_region_file_warns_and_starts_fresh(tiny_scene: Path, tmp_path:
     assert not list((out / "partitions").glob("*.ckpt"))  # the rest of the set is useless without it
 
 
+@pytest.mark.multiprocess
 @pytest.mark.slow
 def test_resume_across_launch_modes_equals_uninterrupted(tiny_scene: Path, tmp_path: Path,
                                                          one_thread: None) -> None:

@@ -22,7 +22,7 @@ from export.runtime import FORMAT_VERSION, LightField, ModelError
 from export.variants import encoding_nodes, to_fp16, trace_student
 from scenes.load import SceneConfig, load_scene
 from student.checkpoint import load_student
-from tests.conftest import make_tiny_student_ckpt
+from testing.runs import make_tiny_student_ckpt
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -99,6 +99,7 @@ def test_parity_gate_rejects_a_different_model_and_publishes_nothing(
     assert not failed["parity"]["ok"] and failed["parity"]["fp32_max_abs_err"] > 1e-3
 
 
+@pytest.mark.slow
 def test_killed_export_leaves_the_old_set_and_a_rerun_replaces_it(
         tiny_scene: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Killed between two variants, an export leaves the previous files and ``export.json`` untouched; the

@@ -34,7 +34,7 @@ def test_forward_scene_through_every_stage(tiny_forward_scene: Path, tmp_path: P
     from student.train import run as student_run
     from teacher.checkpoint import load_teacher
     from teacher.train import run as teacher_run
-    from tests.scenes import teacher_cfg
+    from testing.runs import teacher_cfg
 
     run_dir = tmp_path / "run"
     common = [f"scene.path={tiny_forward_scene}", f"run_dir={run_dir}"]

@@ -244,7 +244,7 @@ def test_cuda_sources_compile_with_nvcc() -> None:
 @pytest.mark.slow
 def test_teacher_trains_alike_with_each_backend(tiny_scene: Path, tmp_path: Path) -> None:
     from teacher.train import run
-    from tests.scenes import teacher_cfg
+    from testing.runs import teacher_cfg
 
     psnr = {}
     for backend in ("cpu", "torch"):  # a finer grid than TINY_TEACHER's: 8 levels up to 128 cells

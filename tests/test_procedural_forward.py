@@ -1,4 +1,5 @@
-"""The procedural forward-facing scene (``scripts/procedural_scene.py --kind forward``) loads as LLFF."""
+"""The procedural scenes of ``scripts/procedural_scene.py`` (:mod:`testing.scenes`): the forward-facing one
+loads as LLFF and its poses reproduce its images; ``--detail`` keeps the cameras and adds fine content."""
 
 from __future__ import annotations
 
@@ -7,10 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from core.cameras import rigidity_error
 from scenes.llff import LLFF_POSES, load_llff
-from scripts.procedural_scene import FORWARD_FACTOR, FORWARD_GRID, SUPERSAMPLE, main, render_forward
+from scripts.procedural_scene import main
+from testing.scenes.forward import FORWARD_FACTOR, SUPERSAMPLE, render_forward
+from testing.scenes.objects import write_object_scene
+from testing.scenes.rigs import FORWARD_GRID
 
 WIDTH, HEIGHT = 32, 24
 
@@ -59,3 +64,33 @@ def test_forward_bounds_bracket_depths_and_poses_reproduce_images(forward_scene:
             # the loaded (world-frame, OpenCV) pose and intrinsics render the image that was written
             diff = np.abs(rgb.astype(float) - split.images[i, ..., :3].numpy() * 255)
             assert np.mean(diff <= 1.0) > 0.99, file
+
+
+def _edges(images: list[np.ndarray]) -> float:
+    """Mean absolute difference of horizontally neighbouring pixels over ``[H, W, 3]`` uint8 images."""
+    return float(np.mean([np.abs(np.diff(im.astype(float), axis=1)).mean() for im in images]))
+
+
+@pytest.mark.parametrize("kind", ["object", "forward"])
+def test_detail_scene_has_the_same_cameras_and_finer_content(tmp_path: Path, kind: str) -> None:
+    """``--detail``: the same files, poses and bounds (the same geometry), images with more edges (at a
+    size where the detail is resolved: 96 px objects, 64 px forward views)."""
+    plain, detail = tmp_path / "plain", tmp_path / "detail"
+    if kind == "forward":
+        for root, extra in ((plain, []), (detail, ["--detail"])):
+            main([str(root), "--kind", "forward", "--size", "32", *extra])
+        data = load_llff(plain, ("train",), None, None).splits["train"]
+        K = data.K[0].clone()
+        K[:2] *= 2
+        edges = [_edges([render_forward(data.c2w[i], K, 48, 64, detail=flag)[0] for i in (0, 9)])
+                 for flag in (False, True)]
+    else:  # the command's 310 views take long: 3 of them
+        for root, flag in ((plain, False), (detail, True)):
+            write_object_scene(root, 96, {"train": 3}, detail=flag)
+        edges = [_edges([np.asarray(Image.open(p).convert("RGB")) for p in sorted(root.rglob("*.png"))])
+                 for root in (plain, detail)]
+    files = sorted(p.relative_to(plain) for p in plain.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(detail) for p in detail.rglob("*") if p.is_file())
+    for name in (f for f in files if f.suffix != ".png"):
+        assert (plain / name).read_bytes() == (detail / name).read_bytes(), name
+    assert edges[1] > 1.5 * edges[0], edges

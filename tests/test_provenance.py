@@ -54,7 +54,7 @@ def test_scene_fingerprint_ignores_the_folder_but_not_the_cameras(tiny_scene: Pa
     import shutil
 
     from scenes.load import SceneConfig, load_scene
-    from tests.scenes import make_procedural_scene
+    from testing.scenes.objects import make_procedural_scene
 
     moved = shutil.copytree(tiny_scene, tmp_path / "moved")
     other = make_procedural_scene(tmp_path / "other", n_train=6)

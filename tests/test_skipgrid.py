@@ -24,7 +24,7 @@ from core.skipgrid import (
 from export.runtime import occupancy_cells, rays_cross_cells, rays_meet_box
 from student.data import ContentRays
 from student.encoding import RayEncoder
-from tests.scenes import run_js
+from testing.cli import run_js
 
 
 def _random_cells(gen: torch.Generator, G: int, fraction: float) -> torch.Tensor:

@@ -21,6 +21,7 @@ from student.data import shard_loader
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.multiprocess
 @pytest.mark.slow
 @pytest.mark.parametrize("cache_gb", ["2.0", "0"], ids=["rays-in-memory", "streamed"])
 def test_ddp_two_processes_runs_and_loss_falls(tiny_scene: Path, tiny_pseudo_run: Path,

@@ -17,7 +17,7 @@ from core.scene_facts import SceneFacts
 from student.checkpoint import load_student, save_student
 from student.encoding import RayEncoder, positional_encoding, ray_points, ray_segment, segment_points
 from student.model import R2LStudent, StudentModelConfig, count_linear_flops, flops_per_ray
-from tests.scenes import ring_poses
+from testing.scenes.rigs import ring_poses
 
 AABB = torch.tensor([-2.0, -2.0, -2.0, 2.0, 2.0, 2.0])
 

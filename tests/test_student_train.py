@@ -78,13 +78,8 @@ def test_resume_after_a_real_kill_finishes_like_an_uninterrupted_run(tiny_scene:
     resumed stage reseeds its shuffled shard stream on purpose (``seed + 7919 * step``, so that it does not
     replay the rays of the first run), so the final loss is compared within a tolerance instead.
     """
-    from benchmarks.faults_checkpoints import (
-        STUDENT_LAST,
-        kill_at_a_save,
-        shm_tmpdir,
-        student_cfg,
-        student_cmd,
-    )
+    from testing.faults.checkpoints import STUDENT_LAST, student_cfg, student_cmd
+    from testing.faults.kills import kill_at_a_save, shm_tmpdir
 
     steps = 60
     straight = run(student_cfg(tiny_scene, _copy_run(tiny_pseudo_run, tmp_path / "straight"), steps))

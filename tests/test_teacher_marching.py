@@ -101,7 +101,7 @@ def test_carving_keeps_the_visual_hull() -> None:
     """Cameras around a ball: cells inside it survive, cells far from it are carved."""
     from core.cameras import focal_from_fov, intrinsics_matrix
     from core.rays import generate_rays
-    from tests.scenes import ring_poses
+    from testing.scenes.rigs import ring_poses
 
     size, n = 24, 6
     K = intrinsics_matrix(*(2 * [focal_from_fov(0.69, size)]), size / 2, size / 2)

@@ -13,7 +13,7 @@ import torch
 from teacher.checkpoint import load_teacher
 from teacher.config import TeacherConfig
 from teacher.train import run
-from tests.scenes import teacher_cfg
+from testing.runs import teacher_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,13 +49,8 @@ def test_resume_after_a_real_kill_equals_an_uninterrupted_run(tiny_scene: Path, 
     """SIGKILL a real ``teacher.train`` during a ``last.ckpt`` save (``TMPDIR`` on ``/dev/shm``, another
     filesystem), rerun it: the weights, steps and sample count equal an uninterrupted run's exactly (the
     batches are seeded by step, the random state is restored; one thread as in the child)."""
-    from benchmarks.faults_checkpoints import (
-        TEACHER_LAST,
-        kill_at_a_save,
-        shm_tmpdir,
-        teacher_cfg,
-        teacher_cmd,
-    )
+    from testing.faults.checkpoints import TEACHER_LAST, teacher_cfg, teacher_cmd
+    from testing.faults.kills import kill_at_a_save, shm_tmpdir
 
     steps, threads = 12, torch.get_num_threads()
     torch.set_num_threads(1)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import atexit
 import functools
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -19,9 +18,10 @@ from typing import Any
 
 import torch
 
-from benchmarks.faults import FaultCase, Outcome
 from core.errors import UserError
-from tests.scenes import TINY_TEACHER
+from testing.faults.harness import FaultCase, Outcome
+from testing.runs import TINY_TEACHER, run_ranks, write_photo_pseudo
+from testing.scenes.objects import write_object_scene
 
 # the tests' tiny teacher, smaller still: many runs of it
 TEACHER = [
@@ -43,9 +43,7 @@ STUDENT = [
 
 def _scene(root: Path, seed: int = 3) -> Path:
     """A 16 px procedural object scene (8 training views); another ``seed`` moves its cameras."""
-    from scripts.procedural_scene import write_scene
-
-    return write_scene(root, size=16, n_views={"train": 8, "val": 1, "test": 2}, seed=seed)
+    return write_object_scene(root, size=16, n_views={"train": 8, "val": 1, "test": 2}, seed=seed)
 
 
 def _teacher_cfg(scene: Path, run_dir: Path, *overrides: str) -> Any:
@@ -139,27 +137,6 @@ def teacher_changed_shape(tmp: Path) -> Outcome:
     return Outcome("one-line error", first.ok and legacy.ok, f"{first.detail} | {legacy.detail}")
 
 
-def _pseudo(folder: Path, scene: Path, background: list[float]) -> None:
-    """Shards of the scene's training photos on ``background`` (2 shards), with their meta.json."""
-    from core.io import write_json
-    from core.shards import PseudoMeta, ShardInfo, shard_name
-    from data_gen.shards import write_shard
-    from scenes.load import SceneConfig, load_scene
-
-    loaded = load_scene(SceneConfig(path=str(scene)), splits=("train",))
-    train = loaded.split("train")
-    rgb = train.rgb(background)
-    shards = []
-    for index, first in enumerate((0, 4)):
-        views = [{"view_index": i, "rgb": rgb[i], "c2w": train.c2w[i], "K": train.K[i]}
-                 for i in range(first, first + 4)]
-        shards.append(ShardInfo(shard_name(index), first, 4, write_shard(folder / shard_name(index), views)))
-    meta = PseudoMeta(image_size=list(train.hw), near=loaded.near, far=loaded.far, aabb=loaded.aabb.tolist(),
-                      background=background, n_views=8, views_per_shard=4, shards=shards,
-                      sampler={"name": "train_photos", "seed": 0}, teacher={}, scene={"name": "tiny"})
-    write_json(folder / "meta.json", meta.to_dict())
-
-
 def student_after_new_shards(tmp: Path) -> Outcome:
     """stage_distill.ckpt (and, after a kill, last.ckpt) of old shards, rerun after the shards changed."""
     from pipeline.config import to_dataclass
@@ -168,7 +145,7 @@ def student_after_new_shards(tmp: Path) -> Outcome:
     from testing.stages import compose
 
     scene, run_dir = _scene(tmp / "scene"), tmp / "run"
-    _pseudo(run_dir / "pseudo", scene, [1.0, 1.0, 1.0])
+    write_photo_pseudo(run_dir / "pseudo", scene, counts=(4, 4))
 
     def cfg() -> StudentConfig:
         return to_dataclass(compose("student", [*STUDENT, f"scene.path={scene}", f"run_dir={run_dir}"]),
@@ -176,7 +153,7 @@ def student_after_new_shards(tmp: Path) -> Outcome:
 
     run(cfg())
     shutil.rmtree(run_dir / "pseudo")
-    _pseudo(run_dir / "pseudo", scene, [0.0, 0.0, 0.0])  # data_gen rerun with another background
+    write_photo_pseudo(run_dir / "pseudo", scene, (0.0, 0.0, 0.0), (4, 4))  # rerun with another background
     stage = _refusal(lambda: run(cfg()), "stage_distill.ckpt", "pseudo_sha256", "delete")
     (run_dir / "student" / "stage_distill.ckpt").unlink()  # as if killed before the stage ended
     last = _refusal(lambda: run(cfg()), "last.ckpt", "pseudo_sha256")
@@ -261,31 +238,6 @@ def data_gen_unfinished_partitioned(tmp: Path) -> Outcome:
     return _refusal(lambda: run(_data_gen_cfg(scene_dir, tmp / "run")), "teacher.ckpt", "not finished")
 
 
-def _rank(rank: int, world: int, port: int, cfg: Any) -> None:
-    """One torchrun-like process of a partitioned teacher run (the environment torchrun would set)."""
-    import torch.distributed as dist
-
-    from teacher.train import run
-
-    torch.set_num_threads(1)
-    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
-    try:
-        run(cfg)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-
-def run_ranks(cfg: Any, world: int = 2) -> None:
-    """Run ``teacher.train.run(cfg)`` in ``world`` spawned processes, as ``torchrun`` would."""
-    import torch.multiprocessing as mp
-
-    from pipeline.run import free_port
-
-    mp.spawn(_rank, args=(world, free_port(), cfg), nprocs=world, join=True)
-
-
 def partitioned_resume_across_launch_modes(tmp: Path) -> Outcome:
     """NeRF-XL: 2 steps in one process, stopped, resumed to 4 steps by 2 torchrun ranks: the same weights
     as 4 steps without a stop (the optimizer state is saved per region, whoever held it)."""
@@ -325,5 +277,5 @@ CASES = [
     FaultCase("data_gen", "stale file", "unfinished partitioned teacher.ckpt (finished=False)",
               data_gen_unfinished_partitioned),
     FaultCase("teacher (NeRF-XL)", "kill", "stopped in one process, resumed by 2 torchrun ranks",
-              partitioned_resume_across_launch_modes, slow=True),
+              partitioned_resume_across_launch_modes, multiprocess=True),
 ]

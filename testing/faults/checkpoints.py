@@ -9,31 +9,31 @@
 * NeRF-XL: SIGKILL of ``torchrun`` and every rank during a region save, then a rerun in one process
   that must end bit-identical to an uninterrupted run.
 
-The kill helpers are also used by ``tests/test_teacher_train.py`` and ``tests/test_student_train.py``.
-Every case uses the tiny procedural scene (``tests/scenes.py``) and tiny configs: a few seconds each
-(a subprocess start costs most of it).
+The commands and configs here (:func:`teacher_cmd`, :func:`student_cfg`, ...) are also those of the
+resume tests of ``tests/test_teacher_train.py``, ``tests/test_student_train.py`` and
+``tests/test_distributed_train.py``. Every case uses the tiny procedural scene
+(:func:`testing.scenes.objects.make_procedural_scene`) and tiny configs: a few seconds each (a
+subprocess start costs most of it).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from benchmarks.faults import FaultCase, Outcome
-from tests.scenes import TINY_TEACHER, make_photo_pseudo_run, make_procedural_scene
-
-ROOT = Path(__file__).resolve().parents[1]
+from testing.cli import REPO
+from testing.faults.harness import FaultCase, Outcome
+from testing.faults.kills import child_env, kill_at_a_save, kill_job_when, partitioned_saving, shm_tmpdir
+from testing.runs import TINY_TEACHER, make_photo_pseudo_run
+from testing.scenes.objects import make_procedural_scene
 
 # the tests' tiny teacher with a larger table (saves take long enough to be hit), a save every step
 TEACHER = [
@@ -69,158 +69,6 @@ def student_cmd(scene: Path, run_dir: Path, steps: int, *extra: str) -> list[str
     """``python -m student.train`` (distill only) on ``run_dir/pseudo`` with the tiny settings."""
     return [sys.executable, "-m", "student.train", f"scene.path={scene}", f"run_dir={run_dir}",
             f"train.distill.max_steps={steps}", *STUDENT, *extra]
-
-
-def _env(tmpdir: Path | None) -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
-    if tmpdir is not None:
-        env["TMPDIR"] = str(tmpdir)
-    return env
-
-
-@contextmanager
-def shm_tmpdir() -> Iterator[Path]:
-    """A fresh folder on ``/dev/shm`` (another filesystem than the run folder) to serve as ``TMPDIR``."""
-    base = "/dev/shm" if Path("/dev/shm").is_dir() else None
-    with tempfile.TemporaryDirectory(prefix="ckpt_tmp_", dir=base) as tmp:
-        yield Path(tmp)
-
-
-def _saving(last: Path, tmpdir: Path) -> tuple[int, int] | None:
-    """``(size of last.ckpt, largest save in progress)`` while a save is under way after a first one."""
-    temps = [*last.parent.glob(f".{last.name}.*.tmp"), *(p for p in tmpdir.iterdir() if p.is_file())]
-    if not temps or not last.is_file():
-        return None
-    try:
-        return last.stat().st_size, max(t.stat().st_size for t in temps)
-    except FileNotFoundError:  # the save finished between the listing and the stat
-        return None
-
-
-def kill_at_a_save(cmd: list[str], last: Path, tmpdir: Path, patience: int = 2, timeout: float = 120.0
-                   ) -> bool:
-    """Start ``cmd`` and SIGKILL it while it saves ``last`` (after ``last`` exists at least once).
-
-    It kills at once when the destination is smaller than the save in progress (a copy over it is under
-    way: what Lightning's writer does when ``TMPDIR`` is another filesystem), else at the start of the
-    ``patience``-th save seen in progress. ``TMPDIR`` of the child is ``tmpdir``.
-
-    Returns:
-        Whether it was killed (False: it finished, or did not save within ``timeout``).
-    """
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(tmpdir), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    seen, was_saving, end = 0, False, time.monotonic() + timeout
-    try:
-        while proc.poll() is None and time.monotonic() < end:
-            sizes = _saving(last, tmpdir)
-            if sizes is not None and not was_saving:
-                seen += 1
-            was_saving = sizes is not None
-            if sizes is not None and (sizes[0] < sizes[1] or seen >= patience):
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                return True
-            time.sleep(0.0005)
-        return False
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
-def kill_after_first_checkpoint(cmd: list[str], last: Path, timeout: float = 120.0) -> int:
-    """Start ``cmd``, SIGKILL it as soon as ``last`` exists; returns the step saved in ``last`` by then."""
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(None), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    end = time.monotonic() + timeout
-    try:
-        while proc.poll() is None and time.monotonic() < end and not last.is_file():
-            time.sleep(0.005)
-        if proc.poll() is not None or not last.is_file():
-            raise RuntimeError(f"{cmd[2]} ended or stalled before writing {last}")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return int(torch.load(last, map_location="cpu", weights_only=True)["global_step"])
-
-
-def kill_job_when(cmd: list[str], ready: Callable[[], bool], timeout: float = 120.0) -> bool:
-    """Start ``cmd`` and SIGKILL it and every process it started once ``ready()`` holds, as a node dies.
-
-    Killing ``cmd``'s process group is not enough under ``torchrun``: it starts each rank in a session of
-    its own, and ranks whose launcher was killed train on to the end. So every descendant is found
-    (``/proc``, by parent pid) and killed, then waited for until none is left alive (a rank left alive
-    would hold the run-folder lock and write on).
-
-    Returns:
-        Whether it was killed (False: it ended, or ``ready()`` did not hold within ``timeout``).
-    """
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(None), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    end, killed = time.monotonic() + timeout, False
-    try:
-        while proc.poll() is None and time.monotonic() < end:
-            if ready():
-                killed = True
-                break
-            time.sleep(0.001)
-    finally:
-        tree = _descendants(proc.pid)
-        for pid in [proc.pid, *tree]:
-            with suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        proc.wait()
-        while tree and time.monotonic() < end + 10.0:
-            tree = [pid for pid in tree if _alive(pid)]
-            time.sleep(0.01)
-    return killed
-
-
-def _parents() -> dict[int, int]:
-    """``{pid: parent pid}`` of every process (Linux ``/proc``)."""
-    out = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with suppress(OSError, ValueError, IndexError):
-            out[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-    return out
-
-
-def _descendants(pid: int) -> list[int]:
-    parents, found, todo = _parents(), [], [pid]
-    while todo:
-        children = [child for child, parent in parents.items() if parent == todo[-1]]
-        todo.pop()
-        found += children
-        todo += children
-    return found
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie does not)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def partitioned_saving(folder: Path) -> Callable[[], bool]:
-    """``ready`` of :func:`kill_job_when`: a partitioned run's resume files exist (``teacher.ckpt`` and its
-    region files) and a region save is under way, or, failing that, ``teacher.ckpt`` was rewritten twice."""
-    ckpt, seen = folder / "teacher.ckpt", set()
-
-    def ready() -> bool:
-        try:
-            seen.add(ckpt.stat().st_mtime_ns)
-        except FileNotFoundError:
-            return False
-        saving = any((folder / "partitions").glob(".region-*.tmp"))
-        return (saving and any((folder / "partitions").glob("region-*.ckpt"))) or len(seen) >= 3
-
-    return ready
 
 
 def _kill_loop(tmp: Path, stage: str, kills: int) -> Outcome:
@@ -377,7 +225,7 @@ def _second_live_job(tmp: Path) -> Outcome:
     scene = make_procedural_scene(tmp / "scene")
     run_dir = tmp / "run"
     lock = lock_path(run_dir / "teacher", "teacher")
-    first = subprocess.Popen(teacher_cmd(scene, run_dir, 100_000), cwd=ROOT, env=_env(None),
+    first = subprocess.Popen(teacher_cmd(scene, run_dir, 100_000), cwd=REPO, env=child_env(),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         end = time.monotonic() + 120
@@ -398,6 +246,7 @@ def _second_live_job(tmp: Path) -> Outcome:
 
 def _stale_lock(tmp: Path) -> Outcome:
     import json
+    import socket
 
     from pipeline.runlock import lock_path
     from student.train import run as run_student
@@ -408,8 +257,6 @@ def _stale_lock(tmp: Path) -> Outcome:
     dead.wait()
     lock = lock_path(run_dir / "student", "student")
     lock.parent.mkdir(parents=True)
-    import socket
-
     lock.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "stage": "student"}))
     with warnings_of("pipeline.runlock") as said:
         steps = run_student(student_cfg(scene, run_dir, 2))["stages"]["distill"]["steps"]
@@ -425,7 +272,7 @@ CASES: list[FaultCase] = [
     FaultCase("student", "kill", "SIGKILL during last.ckpt saves (x2), TMPDIR on /dev/shm",
               lambda tmp: _kill_loop(tmp, "student", 2)),
     FaultCase("teacher (NeRF-XL)", "kill", "SIGKILL torchrun and its 2 ranks during a region save, rerun in "
-              "one process", _partitioned_kill),
+              "one process", _partitioned_kill, multiprocess=True),
     FaultCase("teacher", "corrupt file", "truncated lightning/last.ckpt",
               lambda tmp: _truncated(tmp, "teacher")),
     FaultCase("student", "corrupt file", "truncated ckpt/distill/last.ckpt",

@@ -9,7 +9,8 @@
   commands (``pipe:...``): one line naming ``meta.json`` and the name, nothing run;
 * a truncated shard: the student exits with one line naming the shard, before training.
 
-Every case uses the tiny procedural scene (``tests/scenes.py``) and tiny settings: a few seconds each.
+Every case uses the tiny procedural scene (:func:`testing.scenes.objects.make_procedural_scene`) and tiny
+settings: a few seconds each.
 """
 
 from __future__ import annotations
@@ -27,16 +28,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.faults import FaultCase, Outcome
-from tests.scenes import make_photo_pseudo_run, make_procedural_scene
-
-ROOT = Path(__file__).resolve().parents[1]
+from testing.cli import REPO
+from testing.faults.harness import FaultCase, Outcome
+from testing.runs import make_photo_pseudo_run, make_tiny_student_ckpt
+from testing.scenes.objects import make_procedural_scene
 
 # export.onnx.run in a process that SIGKILLs itself when it is about to write its second file
 _KILLED_EXPORT = """
 import os, signal, sys
 import export.onnx as export_onnx
-from benchmarks.faults_files import export_config
+from testing.faults.files import export_config
 
 save, saved = export_onnx.save_checked, []
 def save_then_die(proto, path):
@@ -59,8 +60,6 @@ def export_config(scene: str | Path, run_dir: str | Path) -> Any:
 
 
 def _student_run(tmp: Path, n_freqs: int = 10) -> tuple[Path, Path]:
-    from tests.conftest import make_tiny_student_ckpt
-
     scene = make_procedural_scene(tmp / "scene")
     run_dir = tmp / "run"
     make_tiny_student_ckpt(run_dir / "student" / "student.ckpt", scene, n_freqs=n_freqs)
@@ -108,8 +107,8 @@ def _killed_export(tmp: Path) -> Outcome:
     out = run_dir / "export"
     old = _files(out)
     _student_run(tmp, n_freqs=6)  # another student: every new file differs from the old one
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-c", _KILLED_EXPORT, str(scene), str(run_dir)], cwd=ROOT, env=env,
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", _KILLED_EXPORT, str(scene), str(run_dir)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
     if proc.returncode != -9:
         return Outcome("not killed", False, f"exit {proc.returncode}: {proc.stderr.strip()[-200:]}")
@@ -191,9 +190,9 @@ def _truncated_shard(tmp: Path) -> Outcome:
     run_dir = make_photo_pseudo_run(tmp / "run", scene)
     shard = run_dir / "pseudo" / "shard-000001.tar"
     shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "student.train", f"scene.path={scene}", f"run_dir={run_dir}"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     err = proc.stderr.strip()
     ok = (proc.returncode == 1 and err.startswith(f"error: {shard}:") and "\n" not in err
           and "Traceback" not in err)
@@ -203,7 +202,7 @@ def _truncated_shard(tmp: Path) -> Outcome:
 CASES: list[FaultCase] = [
     FaultCase("export", "corrupt file", "fp32 graph of other weights than the checkpoint (parity gate fails)",
               _parity_failure),
-    FaultCase("export", "kill", "SIGKILL between two variants of a re-export", _killed_export, slow=True),
+    FaultCase("export", "kill", "SIGKILL between two variants of a re-export", _killed_export),
     FaultCase("kernels", "stale file", "build lock left by a killed first compile", _stale_build_lock),
     FaultCase("student", "bad value", "shard name ../x.tar in meta.json",
               _bad_shard_name(lambda t: "../x.tar")),

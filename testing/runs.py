@@ -1,0 +1,186 @@
+"""Tiny runs for tests and fault cases: shrunk stage configs, and run folders made without training.
+
+* :data:`TINY_TEACHER`, :data:`TINY_STUDENT`: overrides that make a stage's run take seconds;
+  :func:`teacher_cfg` and :func:`data_gen_cfg` compose the real configs with them;
+* :func:`make_tiny_teacher_run`, :func:`make_tiny_student_ckpt`: untrained (seeded) models saved as a
+  stage would save them; :func:`write_photo_pseudo` / :func:`make_photo_pseudo_run`: pseudo-data shards
+  of a scene's training photos (no teacher needed);
+* :func:`run_ranks`: ``teacher.train.run`` in spawned processes, as ``torchrun`` would start it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from data_gen.render import DataGenConfig
+    from teacher.config import TeacherConfig
+
+# a deliberately small teacher (``python -m teacher.train`` overrides) so that a good run takes seconds
+TINY_TEACHER = [
+    "train.max_steps=2",
+    "train.max_seconds=60",
+    "train.batch_rays=256",
+    "train.progress_bar=false",
+    "eval.progress_bar=false",
+    "model.field.grid.n_levels=4",
+    "model.field.grid.log2_hashmap_size=12",
+    "model.field.grid.max_resolution=64",
+    "model.occupancy.resolution=16",
+]
+# a small student (``python -m student.train`` overrides): finetune only, 20 steps
+TINY_STUDENT = ["model.depth=4", "model.width=32", "model.n_points=8", "model.n_freqs=4",
+                "train.num_workers=0", "train.progress_bar=false", "train.distill.enabled=false",
+                "train.finetune.max_steps=20", "train.finetune.batch_size=256",
+                "train.finetune.warmup_steps=0", "eval.chunk=128"]
+
+
+def teacher_cfg(scene: Path, run_dir: Path, *overrides: str) -> TeacherConfig:
+    """The real composed ``teacher`` config shrunk to :data:`TINY_TEACHER`, then ``overrides``."""
+    from pipeline.config import to_dataclass
+    from teacher.config import TeacherConfig
+    from testing.stages import compose
+
+    base = [*TINY_TEACHER, f"scene.path={scene}", f"run_dir={run_dir}"]
+    return to_dataclass(compose("teacher", base + list(overrides)), TeacherConfig)
+
+
+def data_gen_cfg(scene: Path, run_dir: Path, *overrides: str) -> DataGenConfig:
+    """The real composed ``data_gen`` config, shrunk: 7 views in shards of 3, at half the scene's image
+    size, no progress bar; then ``overrides``."""
+    from data_gen.render import DataGenConfig
+    from pipeline.config import to_dataclass
+    from testing.stages import compose
+
+    base = [f"scene.path={scene}", f"run_dir={run_dir}", "n_views=7", "views_per_shard=3", "image_scale=0.5",
+            "progress=false"]
+    return to_dataclass(compose("data_gen", base + list(overrides)), DataGenConfig)
+
+
+def make_tiny_teacher_run(run_dir: Path, scene_path: Path, seed: int = 0) -> Path:
+    """Write an untrained (randomly initialised, seeded) tiny teacher of ``scene_path`` to
+    ``<run_dir>/teacher/teacher.ckpt`` with a ``metrics.json``; returns the checkpoint path."""
+    from cuda.backend import HashGridConfig
+    from scenes.load import SceneConfig, load_scene
+    from teacher.checkpoint import save_teacher
+    from teacher.field import FieldConfig
+    from teacher.model import TeacherModelConfig, build_teacher
+    from teacher.occupancy import OccupancyConfig
+    from teacher.render import MarchConfig
+
+    scene = load_scene(SceneConfig(path=str(scene_path)), splits=("train",))
+    cfg = TeacherModelConfig(
+        field=FieldConfig(grid=HashGridConfig(n_levels=2, log2_hashmap_size=8, base_resolution=4,
+                                              max_resolution=16, backend="torch"), hidden_dim=16),
+        occupancy=OccupancyConfig(resolution=8),
+        render=MarchConfig(steps_per_diagonal=32, chunk=1024),
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        teacher = build_teacher(cfg, scene.aabb, scene.near, scene.far)
+    ckpt = run_dir / "teacher" / "teacher.ckpt"
+    save_teacher(ckpt, teacher)
+    (ckpt.parent / "metrics.json").write_text(json.dumps({"test": {"psnr": 12.5, "ssim": 0.5, "n_views": 2}}))
+    return ckpt
+
+
+def make_tiny_student_ckpt(path: Path, scene_root: Path, n_freqs: int = 10, encoding: str = "pe") -> Path:
+    """Save a small randomly initialised student for ``scene_root`` with its scene facts (export tests).
+
+    A forward-facing scene's student takes its NDC frame and the whole NDC box (as training does); an
+    object scene's gets a content box smaller than the scene box and an empty-space grid (a ball of set
+    cells in a 9^3 grid), so exports see rays that miss the box, rays the grid skips and rays evaluated.
+    """
+    from scenes.load import SceneConfig, load_scene
+    from student.checkpoint import save_student
+    from student.encoding import GridConfig, HashRayEncoder
+    from student.model import R2LStudent, StudentModelConfig
+    from student.train import scene_meta
+
+    scene = load_scene(SceneConfig(path=str(scene_root)), splits=("train",))
+    # a content box smaller than the scene box, so that exports see rays that hit it and rays that miss it
+    center, half = (scene.aabb[:3] + scene.aabb[3:]) / 2, (scene.aabb[3:] - scene.aabb[:3]) / 2
+    box = torch.cat([center - 0.5 * half, center + 0.5 * half]) if scene.ndc is None else scene.aabb
+    grid = GridConfig(n_levels=3, n_features=2, log2_hashmap_size=14, base_resolution=8, max_resolution=64)
+    cells = (torch.stack(torch.meshgrid(*[torch.arange(9) + 0.5] * 3, indexing="ij"), -1) - 4.5).norm(dim=-1)
+    occupancy = cells < 3.7 if scene.ndc is None else None  # [9, 9, 9]: a ball in the content box
+    model = R2LStudent(StudentModelConfig(encoding=encoding, n_points=4, n_freqs=n_freqs, width=32, depth=6,
+                                          grid=grid), box, scene.near, scene.far, ndc=scene.ndc,
+                       occupancy=occupancy)
+    if encoding == "hash":  # features of the size a trained table has, so the output depends on them
+        assert isinstance(model.encoder, HashRayEncoder)
+        with torch.no_grad():
+            model.encoder.grid.params.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(3))
+    return save_student(path, model, scene_meta(scene, model, [1.0, 1.0, 1.0], None))
+
+
+def write_photo_pseudo(folder: Path, scene_root: Path, background: Sequence[float] = (1.0, 1.0, 1.0),
+                       counts: Sequence[int] = (3, 3, 2)) -> Path:
+    """Write pseudo-data shards of the scene's training photos on ``background`` into ``folder``: shard
+    ``i`` holds the next ``counts[i]`` views (``data_gen.shards.write_shard``), with their ``meta.json``.
+    Returns ``folder``."""
+    from core.io import write_json
+    from core.shards import PseudoMeta, ShardInfo, shard_name
+    from data_gen.shards import write_shard
+    from scenes.load import SceneConfig, load_scene
+
+    scene = load_scene(SceneConfig(path=str(scene_root)), splits=("train",))
+    train = scene.split("train")
+    rgb = train.rgb(list(background))
+    shards, first = [], 0
+    for index, count in enumerate(counts):
+        views = [{"view_index": i, "rgb": rgb[i], "c2w": train.c2w[i], "K": train.K[i]}
+                 for i in range(first, first + count)]
+        sha = write_shard(folder / shard_name(index), views)
+        shards.append(ShardInfo(shard_name(index), first, count, sha))
+        first += count
+    meta = PseudoMeta(image_size=list(train.hw), near=scene.near, far=scene.far, aabb=scene.aabb.tolist(),
+                      background=list(background), n_views=first, views_per_shard=counts[0], shards=shards,
+                      sampler={"name": "train_photos", "seed": 0}, teacher={}, scene={"name": "tiny"})
+    write_json(folder / "meta.json", meta.to_dict())
+    return folder
+
+
+def make_photo_pseudo_run(run_dir: Path, scene_root: Path) -> Path:
+    """Write ``<run_dir>/pseudo/``: three shards (3 + 3 + 2 views of an 8-view scene) of the scene's train
+    photos on a white background (:func:`write_photo_pseudo`); returns ``run_dir``."""
+    write_photo_pseudo(run_dir / "pseudo", scene_root)
+    return run_dir
+
+
+def shard_hashes(folder: Path) -> dict[str, str]:
+    """``{shard file name: sha256}`` of a pseudo-data folder."""
+    from core.io import sha256_file
+
+    return {p.name: sha256_file(p) for p in sorted(folder.glob("shard-*.tar"))}
+
+
+def _rank(rank: int, world: int, port: int, cfg: TeacherConfig) -> None:
+    """One torchrun-like process of a teacher run (the environment torchrun would set)."""
+    import torch.distributed as dist
+
+    from teacher.train import run
+
+    torch.set_num_threads(1)
+    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    try:
+        run(cfg)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def run_ranks(cfg: TeacherConfig, world: int = 2) -> None:
+    """Run ``teacher.train.run(cfg)`` in ``world`` spawned processes, as ``torchrun`` would."""
+    import torch.multiprocessing as mp
+
+    from pipeline.run import free_port
+
+    mp.spawn(_rank, args=(world, free_port(), cfg), nprocs=world, join=True)
