@@ -29,7 +29,6 @@ from testing.runs import data_gen_cfg, shard_hashes
 from testing.stages import compose
 
 
-@pytest.mark.slow
 def test_round_trip_matches_the_teacher(tiny_scene: Path, run_dir: Path) -> None:
     cfg = data_gen_cfg(tiny_scene, run_dir, "depth=true", "alpha=true",
                        "sampler_params.focal_scale=[1.0,1.5]",
