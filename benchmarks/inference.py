@@ -42,6 +42,7 @@ from export.fused import FusedEncodingStudent
 from export.onnx import Int8Config, calibration_rays
 from export.parity import mean_view_psnr, random_scene_rays, torch_rgb, view_rays
 from export.runtime import DEFAULT_BATCH, LightField, ModelMeta, rays_meet_box
+from export.runtime.meta import SceneFacts
 from export.variants import save_checked, set_metadata, to_fp16, to_int8, trace_student
 from pipeline.config import to_dataclass
 from scenes.load import load_scene
@@ -135,9 +136,10 @@ def export_all(model: R2LStudent, scene: Any, out: Path) -> dict[str, Path]:
     fused = (trace_student(FusedEncodingStudent(model).eval(), example, static=False, opset=18)
              if model.cfg.encoding == "pe" else _copy(fp32))
     calib = calibration_rays(scene, Int8Config(), model, gen)  # as export.onnx: rays that meet the box
-    meta = ModelMeta(scene_name=scene.name, near=model.encoder.near, far=model.encoder.far,
-                     aabb=scene.aabb.tolist(), content_aabb=model.encoder.box.tolist(),
-                     image_size=list(train.hw), K=train.K[0].tolist(), flops_per_ray=flops_per_ray(model.cfg),
+    facts = SceneFacts(aabb=scene.aabb.tolist(), content_aabb=model.encoder.box.tolist(),
+                       near=model.encoder.near, far=model.encoder.far, image_size=list(train.hw),
+                       K=train.K[0].tolist(), scene_name=scene.name, background=[1.0, 1.0, 1.0])
+    meta = ModelMeta(scene=facts, flops_per_ray=flops_per_ray(model.cfg),
                      student=dataclasses.asdict(model.cfg), encoding=model.cfg.encoding)
     protos = {"fp32": fp32, "fp32_fused": fused, "fp16": to_fp16(_copy(fused)),
               "int8_dynamic": to_int8(_copy(fused), "dynamic"),

@@ -45,16 +45,17 @@ def evaluated_share(pseudo: Path, n_points: int) -> float:
     from student.data import load_shard_rays
 
     meta = read_meta(pseudo)
-    if meta.occupancy is None:
+    if meta.scene.occupancy is None:
         return 1.0
     rays = load_shard_rays(meta).numpy()[:400_000]
     o, d = rays[:, 0:3], rays[:, 3:6]
     import torch
 
-    cells = unpack_grid(meta.occupancy, "meta.json")
+    cells = unpack_grid(meta.scene.occupancy, "meta.json")
     cells = dilate_grid(torch.from_numpy(cells), dilation_radius(cells.shape[0], n_points)).numpy()
     # load_shard_rays keeps the rays that meet the content box already
-    kept = rays_cross_cells(o, d, meta.content_box, meta.near, meta.far, n_points, cells, margin=0.0)
+    facts = meta.scene
+    kept = rays_cross_cells(o, d, facts.content_aabb, facts.near, facts.far, n_points, cells, margin=0.0)
     return float(np.mean(kept))
 
 

@@ -28,6 +28,7 @@ import torch
 
 from benchmarks.results import markdown_table, write_section
 from core.io import write_json
+from core.scene_facts import SceneFacts
 from core.shards import PseudoMeta, ShardInfo, read_meta, shard_name
 from pipeline.config import to_dataclass
 from scenes.load import SceneConfig, load_scene
@@ -79,17 +80,20 @@ def proxy_shards(folder: Path) -> Path:
                  for i in range(first, min(first + 10, train.n_views))]
         sha = write_shard(folder / shard_name(index), views)
         shards.append(ShardInfo(shard_name(index), first, len(views), sha))
-    meta = PseudoMeta(image_size=list(train.hw), near=scene.near, far=scene.far, aabb=scene.aabb.tolist(),
-                      background=[1.0, 1.0, 1.0], n_views=train.n_views, views_per_shard=10, shards=shards,
-                      sampler={"name": "training_photos", "seed": 0}, teacher={}, scene={"name": scene.name})
+    facts = SceneFacts(aabb=scene.aabb.tolist(), content_aabb=scene.aabb.tolist(), near=scene.near,
+                       far=scene.far, image_size=list(train.hw), K=train.K[0].tolist(), scene_name=scene.name,
+                       background=[1.0, 1.0, 1.0])
+    meta = PseudoMeta(scene=facts, image_size=list(train.hw), n_views=train.n_views, views_per_shard=10,
+                      shards=shards, sampler={"name": "training_photos", "seed": 0}, teacher={})
     write_json(folder / "meta.json", meta.to_dict())
     return folder
 
 
 def bare_loop(model_cfg: StudentModelConfig, meta: PseudoMeta, bf16: bool, steps: int, batch: int) -> float:
     """Rays/s of a plain loop over in-memory batches (same model, loss and optimizer as the stage)."""
-    box = torch.tensor(meta.content_box)
-    model = R2LStudent(model_cfg, box, meta.near, meta.far, meta.background).train()
+    facts = meta.scene
+    box = torch.tensor(facts.content_aabb)
+    model = R2LStudent(model_cfg, box, facts.near, facts.far, facts.background).train()
     it = iter(shard_loader(meta, batch, 65536, 0, seed=1))
     batches = [next(it) for _ in range(8)]
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)
@@ -134,8 +138,8 @@ def gemm_ceiling(model_cfg: StudentModelConfig, batch: int, bf16: bool, repeats:
 def stage_run(cfg: StudentConfig, out: Path) -> StepClock:
     """Run the distill stage of ``cfg`` (real data module + Lightning) and time it."""
     meta, scene, background = load_inputs(cfg)
-    model = R2LStudent(cfg.model, torch.tensor(meta.content_box), meta.near, meta.far,  # type: ignore[union-attr]
-                       background)
+    facts = meta.scene  # type: ignore[union-attr]
+    model = R2LStudent(cfg.model, torch.tensor(facts.content_aabb), facts.near, facts.far, background)
     val = validation_batches(scene, background, cfg.eval.val_views, cfg.eval.chunk)
     import student.train as st
 

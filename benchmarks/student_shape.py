@@ -63,9 +63,10 @@ def train_variant(v: Variant, meta: PseudoMeta, rays: torch.Tensor, seconds: flo
     torch.manual_seed(0)
     cfg = StudentModelConfig(n_points=16, n_freqs=v.n_freqs, width=v.width, depth=v.depth,
                              ray_range=v.ray_range)
-    box = meta.content_box if v.ray_range == "box" else meta.aabb
-    model = R2LStudent(cfg, torch.tensor(box), meta.near, meta.far, meta.background).train()
-    data = ContentRays(box, meta.near, meta.far)(rays) if v.ray_range == "box" else rays
+    facts = meta.scene
+    box = facts.content_aabb if v.ray_range == "box" else facts.aabb
+    model = R2LStudent(cfg, torch.tensor(box), facts.near, facts.far, facts.background).train()
+    data = ContentRays(box, facts.near, facts.far)(rays) if v.ray_range == "box" else rays
     opt = torch.optim.Adam(model.parameters(), lr=v.lr, fused=True)
     gen = torch.Generator().manual_seed(0)
     steps, start = 0, time.perf_counter()
@@ -95,7 +96,7 @@ def main() -> None:
     meta = read_meta(args.pseudo)
     rays = load_shard_rays(meta, content_only=False)
     scene = load_scene(SceneConfig(), splits=("test",)).split("test")
-    gt = scene.rgb(meta.background)
+    gt = scene.rgb(meta.scene.background)
     H, W = scene.hw
     test = [(*generate_rays(scene.c2w[i], scene.K[i], H, W), gt[i]) for i in range(0, scene.n_views, 8)]
     chosen = VARIANTS if args.only is None else [VARIANTS[int(i)] for i in args.only.split(",")]

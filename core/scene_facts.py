@@ -1,9 +1,14 @@
 """The scene facts that travel from the pseudo-data through the student checkpoint into the ONNX metadata.
 
-One typed record, :class:`SceneFacts`: the student stage builds it (``student.train.scene_facts``),
-``student.checkpoint`` stores its :meth:`~SceneFacts.to_dict` as ``config["scene"]`` and reads it back
-with :meth:`~SceneFacts.from_dict` (checkpoints written before the record existed hold the same keys in
-a plain dict and load the same way), and ``export.onnx.build_meta`` turns it into the ONNX metadata.
+One typed record, :class:`SceneFacts`, the one definition of these facts: data generation writes it into
+the pseudo-data's ``meta.json`` (key ``scene``, :class:`core.shards.PseudoMeta`), the student stage builds
+its own (``student.train.scene_meta``: its content box, ray range and empty-space grid) and
+``student.checkpoint`` stores its :meth:`~SceneFacts.to_dict` as ``config["scene"]`` (checkpoints written
+before the record existed hold the same keys in a plain dict and load the same way), and
+``export.onnx.build_meta`` writes it into the ONNX metadata under one key (``lightfield.scene``).
+
+The ONNX runtime reads it with its own torch-free twin (``export.runtime.meta.SceneFacts``): a test checks
+that the two have the same fields (names, order, defaults) and refuse the same bad records.
 """
 
 from __future__ import annotations
@@ -39,7 +44,9 @@ class SceneFacts:
         camera_convention: always ``core.cameras.CAMERA_CONVENTION``.
         scene_kind: ``object`` or ``forward``.
         ndc: the NDC frame (:class:`core.ndc.NDCSpace` as a dict) of a forward-facing scene, else ``None``.
-        occupancy: the student's empty-space grid (:func:`core.skipgrid.bits_record`), or ``None``.
+        occupancy: the empty-space grid over ``content_aabb`` (:func:`core.skipgrid.bits_record`): in the
+            pseudo-data the teacher's occupied cells, covered; in a student checkpoint the student's
+            (dilated for its K points). ``None``: not recorded.
         rig: the training camera rig (:mod:`core.rig`); ``None`` in checkpoints written before it
             travelled (export then computes it from the scene).
     """
@@ -111,7 +118,7 @@ class SceneFacts:
             box = np.asarray(getattr(self, name))
             if not bool((box[:3] < box[3:]).all()):
                 raise UserError(f"{source}: scene {name} {list(box)} needs min < max on every axis")
-        if not 0 <= self.near < self.far:
+        if not (math.isfinite(self.near) and math.isfinite(self.far) and 0 <= self.near < self.far):
             raise UserError(f"{source}: scene near/far must satisfy 0 <= near < far, got "
                             f"{self.near}, {self.far}")
         if len(self.image_size) != 2 or min(self.image_size) < 1:

@@ -4,15 +4,16 @@ A folder (by default ``<run_dir>/pseudo/``) holds ``shard-000000.tar``, ``shard-
 ``meta.json``. Each tar holds one WebDataset sample per view, its members named
 ``<key>.<field>`` with ``key = f"{view_index:08d}"``:
 
-* ``rgb.png``: 8-bit RGB composited on ``meta.background``; or, with ``rgb_format: npy16``,
+* ``rgb.png``: 8-bit RGB composited on ``meta.scene.background``; or, with ``rgb_format: npy16``,
   ``rgb.npy``: float16 ``[H, W, 3]``;
 * ``c2w.npy``: float32 ``[4, 4]`` camera-to-world pose in the OpenCV convention of
   :mod:`core.cameras`;
 * ``K.npy``: float32 ``[3, 3]`` intrinsics in pixels (per view: samplers may zoom);
 * optionally ``depth.npy`` and ``alpha.npy``: float32 ``[H, W]``.
 
-``meta.json`` describes the whole set (see :class:`PseudoMeta`); :func:`read_meta` validates it against
-the files on disk, and :func:`decode_sample` turns a raw sample (a dict of bytes, as produced by plain
+``meta.json`` describes the whole set and the scene facts of the teacher that rendered it (see
+:class:`PseudoMeta`, which holds a :class:`core.scene_facts.SceneFacts`); :func:`read_meta` validates it
+against the files on disk, and :func:`decode_sample` turns a raw sample (a dict of bytes, as produced by plain
 ``webdataset.WebDataset(urls)`` without ``.decode()``) into numpy arrays.
 
 This module only reads; the writer is ``data_gen.shards``.
@@ -31,13 +32,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from core.cameras import CAMERA_CONVENTION
+from core.cameras import PoseError, check_c2w
 from core.errors import UserError
 from core.io import sha256_file, write_json
-from core.skipgrid import unpack_grid
+from core.scene_facts import SceneFacts
 
 FORMAT = "lightfield-distill/pseudo"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the scene facts as one record (``scene``); 1 held them as top-level keys
 META_NAME = "meta.json"
 SHARD_GLOB = "shard-*.tar"
 SHARD_NAME = re.compile(r"shard-[0-9]{6,}\.tar")  # a plain file of the folder: no path, no URL, no pipe:
@@ -76,13 +77,14 @@ class PseudoMeta:
     """Contents of ``meta.json``.
 
     Attributes:
-        image_size: ``[H, W]`` of every view.
-        near: ray start distance used by the teacher.
-        far: ray end distance used by the teacher.
-        aabb: scene box ``[xmin, ymin, zmin, xmax, ymax, zmax]``.
-        content_aabb: box around everything the teacher renders (its occupied cells), inside ``aabb``;
-            rays that miss it show the background. ``None``: the whole scene box.
-        background: RGB the colors are composited onto.
+        scene: the scene facts of the teacher that rendered the views (:class:`core.scene_facts.SceneFacts`):
+            its box, content box (around everything it renders: rays that miss it show the background),
+            near/far (all in the NDC frame ``scene.ndc`` of a forward-facing scene), background, the
+            empty-space grid over the content box (the teacher's occupied cells, covered: rays that cross
+            none of its cells are pure background; ``None``: not recorded), and the scene's training
+            cameras (image size, intrinsics, rig).
+        image_size: ``[H, W]`` of every view (the rendered size; ``scene.image_size`` is the training
+            cameras').
         n_views: total views over all shards.
         views_per_shard: views per shard (the last shard may hold fewer).
         rgb_format: ``"png"`` (8-bit) or ``"npy16"`` (float16 array).
@@ -90,35 +92,24 @@ class PseudoMeta:
         shards: one :class:`ShardInfo` per shard, in view order.
         sampler: ``{"name", "seed", ...params}`` of the pose sampler.
         teacher: ``{"checkpoint_sha256", "test_psnr"}``.
-        scene: ``{"name", "path"}``.
-        ndc: the NDC frame (:class:`core.ndc.NDCSpace` as a dict) of a forward-facing scene, whose
-            ``aabb``, ``content_aabb``, ``near`` and ``far`` are then in NDC; ``None``: world frame.
-        occupancy: the teacher's occupied cells covered by a coarse grid over ``content_aabb``
-            (:func:`core.skipgrid.pack_grid`): rays that cross none of its cells are pure background.
-            ``None``: not recorded (every ray that meets the content box may show something).
+        scene_path: the scene folder the job read (where it ran, not what it made: a shared folder may be
+            mounted at different paths, so it counts for no comparison).
         folder: the folder the meta was read from (not stored in the file).
     """
 
+    scene: SceneFacts
     image_size: list[int]
-    near: float
-    far: float
-    aabb: list[float]
-    background: list[float]
     n_views: int
     views_per_shard: int
     rgb_format: str = "png"
     fields: list[str] = field(default_factory=lambda: ["rgb", "c2w", "K"])
     shards: list[ShardInfo] = field(default_factory=list)
-    content_aabb: list[float] | None = None
     sampler: dict[str, Any] = field(default_factory=dict)
     teacher: dict[str, Any] = field(default_factory=dict)
-    scene: dict[str, Any] = field(default_factory=dict)
-    ndc: dict[str, Any] | None = None
-    occupancy: dict[str, Any] | None = None
+    scene_path: str | None = field(default=None, metadata={"provenance": False})
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
-    camera_convention: str = CAMERA_CONVENTION
-    folder: Path | None = None
+    folder: Path | None = field(default=None, metadata={"provenance": False})
 
     @property
     def height(self) -> int:
@@ -127,11 +118,6 @@ class PseudoMeta:
     @property
     def width(self) -> int:
         return int(self.image_size[1])
-
-    @property
-    def content_box(self) -> list[float]:
-        """The content box, or the scene box when the pseudo-data does not name one."""
-        return list(self.content_aabb) if self.content_aabb is not None else list(self.aabb)
 
     @property
     def n_rays(self) -> int:
@@ -145,20 +131,26 @@ class PseudoMeta:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object written to ``meta.json`` (keys in the documented order)."""
-        d = asdict(self)
-        d.pop("folder")
-        order = ["format", "format_version", "camera_convention", "image_size", "near", "far", "aabb",
-                 "content_aabb", "background", "n_views", "views_per_shard", "rgb_format", "fields", "shards",
-                 "sampler", "teacher", "scene", "ndc", "occupancy"]
-        return {k: d[k] for k in order}
+        d = asdict(self)  # a deep copy: the scene facts and shards as plain dicts
+        return {k: d[k] for k in META_KEYS}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], folder: Path | None = None) -> PseudoMeta:
-        """Build from a parsed ``meta.json`` (raises ``KeyError``/``TypeError`` on a malformed one)."""
-        kwargs = {k: d[k] for k in cls.__dataclass_fields__ if k not in ("folder", "shards") and k in d}
+    def from_dict(cls, d: dict[str, Any], folder: Path | None = None, source: str = META_NAME) -> PseudoMeta:
+        """Build from a parsed ``meta.json``.
+
+        Raises:
+            UserError: scene facts that :meth:`core.scene_facts.SceneFacts.from_dict` refuses (naming
+                ``source``).
+            KeyError, TypeError: another missing or malformed entry.
+        """
+        kwargs = {k: d[k] for k in META_KEYS if k not in ("scene", "shards") and k in d}
         shards = [ShardInfo(**{k: s[k] for k in ("name", "first_view", "n_views", "sha256")})
                   for s in d["shards"]]
-        return cls(**kwargs, shards=shards, folder=folder)
+        return cls(scene=SceneFacts.from_dict(d["scene"], source), **kwargs, shards=shards, folder=folder)
+
+
+META_KEYS = ("format", "format_version", "scene", "scene_path", "image_size", "n_views", "views_per_shard",
+             "rgb_format", "fields", "shards", "sampler", "teacher")  # meta.json's keys, in order
 
 
 def _load_meta_file(path: Path) -> dict[str, Any]:
@@ -175,21 +167,36 @@ def _load_meta_file(path: Path) -> dict[str, Any]:
     return d
 
 
+def check_format(d: dict[str, Any], path: Path) -> None:
+    """``format`` and ``format_version`` of a parsed ``meta.json`` (or job record) are this reader's.
+
+    Raises:
+        ShardFormatError: another format, an older version (render again) or an unknown one.
+    """
+    if d.get("format") != FORMAT:
+        raise ShardFormatError(f"{path}: unknown format {d.get('format')!r} (expected {FORMAT!r})")
+    version = d.get("format_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version < FORMAT_VERSION:
+        raise ShardFormatError(f"{path}: written by an older version (format version {version}): delete "
+                               f"{path.parent} and run data_gen.render again")
+    if version != FORMAT_VERSION:
+        raise ShardFormatError(f"{path}: format version {version!r} is not supported "
+                               f"(expected {FORMAT_VERSION})")
+
+
 def parse_meta(d: dict[str, Any], path: Path, require_shards: bool = True) -> PseudoMeta:
     """Validate a parsed ``meta.json`` on its own (no file checks); ``path`` names it in errors.
 
     ``require_shards=False`` accepts a job description without a shard list (the writer's record).
     """
-    if d.get("format") != FORMAT:
-        raise ShardFormatError(f"{path}: unknown format {d.get('format')!r} (expected {FORMAT!r})")
-    if d.get("format_version") != FORMAT_VERSION:
-        raise ShardFormatError(f"{path}: format version {d.get('format_version')!r} is not supported "
-                               f"(expected {FORMAT_VERSION})")
-    if d.get("camera_convention") != CAMERA_CONVENTION:
-        raise ShardFormatError(f"{path}: camera convention {d.get('camera_convention')!r} does not match "
-                               f"this project's {CAMERA_CONVENTION!r}")
+    check_format(d, path)
+    unknown = sorted(set(d) - set(META_KEYS))
+    if unknown:
+        raise ShardFormatError(f"{path}: unknown entries {unknown}")
     try:
-        meta = PseudoMeta.from_dict({"shards": [], **d}, folder=path.parent)
+        meta = PseudoMeta.from_dict({"shards": [], **d}, folder=path.parent, source=str(path))
+    except UserError as exc:  # the scene facts' own one-line error, naming the file
+        raise ShardFormatError(str(exc)) from None
     except (KeyError, TypeError) as exc:
         raise ShardFormatError(f"{path}: missing or malformed entry {exc}") from None
     problems = []
@@ -199,13 +206,6 @@ def parse_meta(d: dict[str, Any], path: Path, require_shards: bool = True) -> Ps
         problems.append(f"rgb_format {meta.rgb_format!r} is not one of {RGB_FORMATS}")
     if not {"rgb", "c2w", "K"} <= set(meta.fields) <= {"rgb", "c2w", "K", *OPTIONAL_FIELDS}:
         problems.append(f"fields {meta.fields} must include rgb, c2w, K and may add {OPTIONAL_FIELDS}")
-    if len(meta.aabb) != 6 or len(meta.background) != 3 or not 0 <= meta.near < meta.far:
-        problems.append("aabb/background/near/far are malformed")
-    elif meta.content_aabb is not None and (len(meta.content_aabb) != 6 or not all(
-            lo < hi for lo, hi in zip(meta.content_aabb[:3], meta.content_aabb[3:]))):
-        problems.append(f"content_aabb {meta.content_aabb} is not [xmin, ymin, zmin, xmax, ymax, zmax]")
-    if meta.occupancy is not None:
-        unpack_grid(meta.occupancy, f"{path}: occupancy")
     if require_shards and not meta.shards:
         problems.append("lists no shards")
     expected_first = 0
@@ -352,13 +352,17 @@ def decode_sample(sample: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.nd
         ``K`` float32 ``[3, 3]``.
 
     Raises:
-        ShardFormatError: a missing or undecodable field, named with the shard and key.
+        ShardFormatError: a missing or undecodable field, a pose that is not finite and rigid
+            (:func:`core.cameras.check_c2w`) or intrinsics without positive focal lengths, named with the
+            shard and key.
     """
     rgb = decode_rgb(sample)
-    c2w = _npy(sample, "c2w.npy", (4, 4)).astype(np.float32)
+    raw_c2w = _npy(sample, "c2w.npy", (4, 4))
+    try:  # the one pose check: finite and rigid
+        c2w = check_c2w(raw_c2w, f"{_where(sample)}: c2w.npy").numpy()
+    except PoseError as exc:
+        raise ShardFormatError(str(exc)) from None
     K = _npy(sample, "K.npy", (3, 3)).astype(np.float32)
-    if not np.isfinite(c2w).all():
-        raise ShardFormatError(f"{_where(sample)}: c2w.npy is not finite")
     if not (np.isfinite(K).all() and K[0, 0] > 0 and K[1, 1] > 0):
         raise ShardFormatError(f"{_where(sample)}: K.npy must be finite with focal lengths > 0, got "
                                f"fx={K[0, 0]}, fy={K[1, 1]}")

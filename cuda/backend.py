@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -134,7 +134,7 @@ class HashGridConfig:
     log2_hashmap_size: int = 19
     base_resolution: int = 16
     max_resolution: int = 2048
-    backend: str = "auto"
+    backend: str = field(default="auto", metadata={"provenance": False})  # checkpoints move between backends
 
     def spec(self) -> HashGridSpec:
         """The level layout of this shape."""

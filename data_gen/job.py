@@ -25,15 +25,16 @@ from core.errors import UserError
 from core.io import sha256_file, write_json
 from core.shards import META_NAME, SHARD_GLOB, PseudoMeta, ShardFormatError, ShardInfo, parse_meta, shard_name
 from data_gen.shards import check_shard
-from pipeline.provenance import first_difference
+from pipeline.provenance import first_difference, ignored_fields
 
 log = logging.getLogger(__name__)
 
 PROGRESS_DIR = ".progress"
 JOB_NAME = "job.json"
-# Keys that describe where the job ran rather than what it produces (a shared folder may be mounted
-# at different paths on different machines), or report on an input without changing it.
-_IGNORED_IN_COMPARISON = {("scene", "path"), ("teacher", "test_psnr")}
+# Keys that describe where the job ran rather than what it produces (the fields of PseudoMeta marked
+# ``provenance: False``: a shared folder may be mounted at different paths on different machines), or
+# report on an input without changing it.
+_IGNORED_IN_COMPARISON = ignored_fields(PseudoMeta) | {("teacher", "test_psnr")}
 
 
 class JobMismatchError(UserError):

@@ -6,7 +6,8 @@ them in batches of rays under ``torch.inference_mode`` and writes ``<run_dir>/ps
 by hash) and renders the rest; ``shards=START:END`` renders part of the job; ``verify=true`` only checks
 an existing folder. Under ``torchrun`` (``WORLD_SIZE > 1``) the ranks split the shards; rank 0 writes
 ``meta.json`` after a barrier. The shards are the same bytes whichever way the job is split. One job at
-a time renders into a folder (``.data_gen.lock``, :mod:`pipeline.runlock`).
+a time renders into a folder (``.data_gen.lock``, :mod:`pipeline.runlock`). The stage's config is
+:class:`data_gen.config.DataGenConfig` (importing this module registers it).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,99 +25,22 @@ from tqdm import tqdm
 
 from core.cameras import scale_intrinsics
 from core.errors import UserError, exit_on_user_error
-from core.shards import META_NAME, OPTIONAL_FIELDS, RGB_FORMATS, PseudoMeta
+from core.rig import camera_rig
+from core.scene_facts import SceneFacts
+from core.shards import META_NAME, OPTIONAL_FIELDS, PseudoMeta
 from core.skipgrid import cover_grid, pack_grid
-from data_gen import distributed as dist_utils
+from data_gen.config import DataGenConfig, validate
 from data_gen.job import JobFolder
-from data_gen.poses import Rig, SamplerConfig, build_rig, validate_sampler
+from data_gen.poses import Rig, build_rig
 from data_gen.renderer import ShardRenderer, Timer, load_checked_teacher, teacher_info
-from pipeline.config import check_command_line, register_stage, to_dataclass
-from pipeline.run import RunConfig, apply_threads, resolve_device
+from pipeline.config import check_command_line, to_dataclass
+from pipeline.run import apply_threads, resolve_device
 from pipeline.runlock import locked_run
 from scenes.load import Scene, load_scene
-from teacher.field import validate_backend
 from teacher.protocol import RenderableTeacher
+from training.distributed import all_reduce, barrier, process_group
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class DataGenConfig(RunConfig):
-    """Settings of the data generation stage (``conf/data_gen.yaml``): the run section (its scene's
-    training cameras drive the sampler; ``seed``: view ``i`` of seed ``s`` is always the same camera),
-    then the stage's own.
-
-    Attributes:
-        teacher_ckpt: teacher checkpoint; ``None`` = ``<run_dir>/teacher/teacher.ckpt``.
-        out_dir: output folder; ``None`` = ``<run_dir>/pseudo``.
-        n_views: number of pseudo-views.
-        views_per_shard: views per tar file.
-        sampler: ``auto`` (``forward`` for a forward-facing scene, else ``hemisphere``),
-            ``hemisphere``, ``jitter`` or ``forward`` (:mod:`data_gen.poses`).
-        sampler_params: sampler settings (zoom range, jitter size, radius).
-        image_scale: output size relative to the scene's images.
-        image_size: ``[H, W]`` output size; overrides ``image_scale`` and ``max_rays`` when set.
-        max_rays: cap on the rays of the whole job (``n_views x H x W``): views of a scene whose images
-            are larger are rendered smaller (same field of view, same number of views); ``None``: no cap.
-        rgb_format: ``png`` (8-bit) or ``npy16`` (float16 arrays).
-        depth: also store ``depth.npy``.
-        alpha: also store ``alpha.npy`` (the teacher's opacity).
-        batch_rays: rays per teacher call (whole views are batched; at least one view per call).
-        occupancy_resolution: cells per axis of the grid over the content box that covers the teacher's
-            occupied cells, written to ``meta.json`` (the student shows the background on rays that
-            cross none of them: :mod:`core.skipgrid`); ``0``: none. Object scenes only. Odd: a ray
-            crossing the box face to face has its K bin centres at ``G (k + 1/2) / K`` cells, which for
-            an even ``G`` divisible by ``2K`` fall exactly on cell boundaries, where float32 (the graph)
-            and float64 (the page) could pick different cells.
-        shards: ``"START:END"`` renders only those shards (Python slice of the shard list).
-        verify: only re-hash and decode an existing folder, report problems by file, render nothing.
-        backend: hash-grid backend for the teacher (``auto``, ``torch``, ...).
-        progress: show a progress bar.
-    """
-
-    teacher_ckpt: str | None = None
-    out_dir: str | None = None
-    n_views: int = 1000
-    views_per_shard: int = 100
-    sampler: str = "auto"
-    sampler_params: SamplerConfig = field(default_factory=SamplerConfig)
-    image_scale: float = 1.0
-    image_size: list[int] | None = None
-    max_rays: int | None = None
-    rgb_format: str = "png"
-    depth: bool = False
-    alpha: bool = False
-    batch_rays: int = 1 << 16
-    occupancy_resolution: int = 63
-    shards: str | None = None
-    verify: bool = False
-    backend: str = "auto"
-    progress: bool = True
-
-    def validate(self) -> None:
-        """Raise :class:`core.checks.ConfigValueError` for an unknown backend (the other settings:
-        :func:`validate`)."""
-        validate_backend(self)
-
-
-def validate(cfg: DataGenConfig) -> None:
-    """Raise ``UserError`` (one line) for settings that cannot work."""
-    try:
-        validate_sampler(cfg.sampler, cfg.sampler_params)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-    if cfg.n_views < 1 or cfg.views_per_shard < 1 or cfg.batch_rays < 1:
-        raise UserError("n_views, views_per_shard and batch_rays must be positive")
-    if cfg.rgb_format not in RGB_FORMATS:
-        raise UserError(f"rgb_format={cfg.rgb_format!r} is not one of {RGB_FORMATS}")
-    if cfg.image_scale <= 0:
-        raise UserError(f"image_scale must be positive, got {cfg.image_scale}")
-    if not 0 <= cfg.occupancy_resolution <= 256:
-        raise UserError(f"occupancy_resolution must be in [0, 256], got {cfg.occupancy_resolution}")
-    if cfg.max_rays is not None and cfg.max_rays < cfg.n_views:
-        raise UserError(f"max_rays must be at least n_views ({cfg.n_views}), got {cfg.max_rays}")
-    if cfg.image_size is not None and (len(cfg.image_size) != 2 or min(cfg.image_size) < 1):
-        raise UserError(f"image_size must be [H, W] with positive entries, got {cfg.image_size}")
 
 
 def parse_shard_range(spec: str | None, n_shards: int) -> range:
@@ -175,18 +98,27 @@ def plan(cfg: DataGenConfig, scene: Scene, teacher: RenderableTeacher, ckpt: Pat
     if sampler == "forward":
         params.update(box_scale=sp.box_scale, n_train_views=train.n_views)
     meta = PseudoMeta(
-        image_size=[out_h, out_w], near=float(teacher.near), far=float(teacher.far),
-        aabb=[float(v) for v in teacher.aabb.detach().cpu().tolist()],
-        content_aabb=[float(v) for v in teacher.content_aabb().detach().cpu().tolist()],
-        background=[float(v) for v in scene.background], n_views=cfg.n_views,
-        views_per_shard=cfg.views_per_shard, rgb_format=cfg.rgb_format,
+        scene=scene_facts(scene, teacher, cfg.occupancy_resolution), image_size=[out_h, out_w],
+        n_views=cfg.n_views, views_per_shard=cfg.views_per_shard, rgb_format=cfg.rgb_format,
         fields=["rgb", "c2w", "K"] + [f for f in OPTIONAL_FIELDS if getattr(cfg, f)],
-        sampler={"name": sampler, **params}, teacher=teacher_info(ckpt),
-        scene={"name": scene.name, "path": str(scene.root.resolve()), "kind": scene.kind},
-        ndc=teacher.ndc.to_dict() if teacher.ndc is not None else None,
-        occupancy=occupancy_cover(teacher, cfg.occupancy_resolution),
+        sampler={"name": sampler, **params}, teacher=teacher_info(ckpt), scene_path=str(scene.root.resolve()),
     )
     return meta, rig
+
+
+def scene_facts(scene: Scene, teacher: RenderableTeacher, occupancy_resolution: int) -> SceneFacts:
+    """The scene facts of the pseudo-data: the teacher's box, content box, ray range, NDC frame and
+    occupied cells (:func:`occupancy_cover`), the scene's background, training cameras and rig."""
+    train = scene.split("train")
+    return SceneFacts(
+        aabb=[float(v) for v in teacher.aabb.detach().cpu().tolist()],
+        content_aabb=[float(v) for v in teacher.content_aabb().detach().cpu().tolist()],
+        near=float(teacher.near), far=float(teacher.far),
+        image_size=[int(v) for v in train.hw], K=train.K[0].tolist(), scene_name=scene.name,
+        background=[float(v) for v in scene.background], camera_convention=scene.convention,
+        scene_kind=scene.kind, ndc=teacher.ndc.to_dict() if teacher.ndc is not None else None,
+        occupancy=occupancy_cover(teacher, occupancy_resolution), rig=camera_rig(train.c2w, teacher.ndc),
+    )
 
 
 def occupancy_cover(teacher: RenderableTeacher, resolution: int) -> dict[str, Any] | None:
@@ -231,7 +163,7 @@ def run(cfg: DataGenConfig) -> dict[str, Any]:
     validate(cfg)
     if cfg.verify:
         return _verify_only(JobFolder.from_disk(paths(cfg)[1]))
-    with dist_utils.process_group() as (rank, world):
+    with process_group() as (rank, world):
         ckpt, out_dir = paths(cfg)
         device = resolve_device(cfg.device)
         apply_threads(cfg.threads)
@@ -241,20 +173,20 @@ def run(cfg: DataGenConfig) -> dict[str, Any]:
         job = JobFolder(out_dir, meta)
         selected = parse_shard_range(cfg.shards, len(job.ranges))
         job.prepare(write=rank == 0)  # every rank checks, so a mismatch stops all of them
-        dist_utils.barrier()
+        barrier()
         mine = list(selected)[rank::world]
         timer = Timer()
         renderer = ShardRenderer(teacher, rig, meta, cfg.sampler_params, cfg.batch_rays, device, timer)
         started = time.perf_counter()
         counts = _render_shards(job, mine, renderer, show=cfg.progress and rank == 0)
         elapsed = time.perf_counter() - started
-        dist_utils.barrier()
+        barrier()
         if rank == 0:
             job.finalize()
-        dist_utils.barrier()
-        written, skipped = dist_utils.all_reduce(list(counts), "sum")
-        (elapsed,) = dist_utils.all_reduce([elapsed], "max")
-        times = dist_utils.all_reduce([timer.render, timer.encode, timer.write], "sum")
+        barrier()
+        written, skipped = all_reduce(list(counts), "sum")
+        (elapsed,) = all_reduce([elapsed], "max")
+        times = all_reduce([timer.render, timer.encode, timer.write], "sum")
     rays = written * meta.height * meta.width
     metrics = {"n_views": meta.n_views, "n_shards": len(job.ranges), "written": int(written),
                "skipped": int(skipped), "complete": (out_dir / META_NAME).is_file(), "render_s": times[0],
@@ -282,9 +214,6 @@ def _render_shards(job: JobFolder, indices: list[int], renderer: ShardRenderer,
             job.record(index, sha)
             written += n
     return written, skipped
-
-
-register_stage("data_gen", DataGenConfig)
 
 
 @hydra.main(config_path="../conf", config_name="data_gen", version_base="1.3")

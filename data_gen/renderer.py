@@ -89,7 +89,7 @@ class ShardRenderer:
         self.batch_rays = batch_rays
         self.device = device
         self.timer = timer
-        self.background = torch.tensor(meta.background, dtype=torch.float32, device=device)
+        self.background = torch.tensor(meta.scene.background, dtype=torch.float32, device=device)
 
     def render_views(self, indices: range) -> dict[str, torch.Tensor]:
         """Teacher renders of the views ``indices``.

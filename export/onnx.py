@@ -18,7 +18,6 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +28,17 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from core.checks import at_least, positive
 from core.errors import UserError, exit_on_user_error
 from core.io import sha256_file, write_json
 from core.ndc import NDCSpace
 from core.rays import generate_rays
 from core.rig import camera_rig
 from core.scene_facts import SceneFacts
+from export.config import ExportConfig, Int8Config, ParityConfig
 from export.fused import FusedEncodingStudent
 from export.parity import evaluate_variant, mean_view_psnr, scene_rays, torch_rgb, view_rays
-from export.runtime import FORMAT, FORMAT_VERSION, ModelMeta
+from export.runtime.meta import FORMAT, FORMAT_VERSION, ModelMeta
+from export.runtime.meta import SceneFacts as RuntimeSceneFacts
 from export.variants import (
     INT8_MODES,
     PRECISIONS,
@@ -49,13 +49,16 @@ from export.variants import (
     trace_student,
     variant_filename,
 )
-from pipeline.config import check_command_line, register_stage, to_dataclass
-from pipeline.run import RunConfig
+from pipeline.config import check_command_line, to_dataclass
 from pipeline.runlock import locked_run
 from pipeline.seeding import seed_everything
 from scenes.load import Scene, load_scene
 from student.checkpoint import load_student
 from student.model import R2LStudent, flops_per_ray
+
+# the stage's config lives in export.config (importing it registers the schema); re-exported here
+__all__ = ["ExportConfig", "Int8Config", "ParityConfig", "build_meta", "calibration_rays", "facts_with_rig",
+           "main", "run"]
 
 log = logging.getLogger(__name__)
 DEVICE_LIMIT_BYTES = 8_000_000  # the fp32 file's budget on devices (MobileR2L ships ~8.6 MB in fp16)
@@ -64,79 +67,16 @@ FAILED_REPORT_NAME = "export_failed.json"  # the report of an export that failed
 STAGING_PREFIX = ".staging-"  # this run's files until they pass the gate
 
 
-@dataclass
-class Int8Config:
-    """int8 quantization: ``mode`` qdq (static, calibrated) or dynamic; calibration rays from train views."""
-
-    mode: str = "dynamic"
-    calib_rays: int = 16384
-    calib_batches: int = 4
-    per_channel: bool = True
-
-    def validate(self) -> None:
-        """Raise :class:`core.checks.ConfigValueError` for a bad value (``mode``: checked at export)."""
-        at_least(self, 1, "calib_rays", "calib_batches")
-
-
-@dataclass
-class ParityConfig:
-    """Checks at export: random rays in the scene, the test split (``max_test_views``: None = all; at
-    most ``max_test_rays`` rays over the views checked, at least one view; None = no cap)."""
-
-    n_rays: int = 4096
-    fp32_tol: float = 1e-4
-    max_test_views: int | None = None
-    max_test_rays: int | None = None
-    batch_size: int = 1024
-
-    def validate(self) -> None:
-        """Raise :class:`core.checks.ConfigValueError` for a bad value."""
-        at_least(self, 1, "n_rays", "max_test_views", "max_test_rays", "batch_size")
-        positive(self, "fp32_tol")
-
-
-@dataclass
-class ExportConfig(RunConfig):
-    """``conf/export.yaml``: the run section (``threads``: ONNX Runtime's in the parity checks; ``seed``:
-    their random rays; ``device``: unused, the export and its checks run on the CPU), then the export's
-    own."""
-
-    checkpoint: str | None = None
-    out_dir: str | None = None
-    opset: int = 18
-    variants: list[str] = field(default_factory=lambda: list(PRECISIONS))
-    static_variants: list[str] = field(default_factory=lambda: ["fp32"])
-    static_max_batch: int = 65536
-    fused_encoding: list[str] = field(default_factory=lambda: ["fp16", "int8"])
-    int8: Int8Config = field(default_factory=Int8Config)
-    parity: ParityConfig = field(default_factory=ParityConfig)
-
-    def validate(self) -> None:
-        """Raise :class:`core.checks.ConfigValueError` for a bad value (variant names: checked at export)."""
-        at_least(self, 1, "opset")
-
-
 def build_meta(model: R2LStudent, facts: SceneFacts, opset: int) -> ModelMeta:
-    """The ONNX metadata of a student and its scene facts, which every variant carries (``precision``
-    and ``batch`` are set per file; a rig-less record of an older checkpoint gets none: see
+    """The ONNX metadata of a student and its scene facts, which every variant carries: the facts under
+    one key (``lightfield.scene``, read back by the runtime's twin of the record), beside the model's own
+    (``precision`` and ``batch`` are set per file; a rig-less record of an older checkpoint gets none: see
     :func:`facts_with_rig`)."""
     return ModelMeta(
-        scene_name=facts.scene_name,
-        near=facts.near,
-        far=facts.far,
-        aabb=list(facts.aabb),
-        content_aabb=list(facts.content_aabb),
-        image_size=list(facts.image_size),
-        K=[list(row) for row in facts.K],
-        camera_convention=facts.camera_convention,
-        background=list(facts.background),
+        scene=RuntimeSceneFacts(**facts.to_dict()),
         opset=opset,
         student=dataclasses.asdict(model.cfg),
         flops_per_ray=flops_per_ray(model.cfg),
-        rig=dict(facts.rig or {}),
-        ray_space="ndc" if facts.ndc is not None else "world",
-        ndc=facts.ndc,
-        occupancy=facts.occupancy,
     )
 
 
@@ -209,8 +149,8 @@ def _write_variants(cfg: ExportConfig, model: R2LStudent, meta: ModelMeta, scene
                 proto = to_int8(_copy(fp32), cfg.int8.mode, batches, cfg.int8.per_channel)
             else:
                 proto = _copy(fp32)
-            file_meta = ModelMeta(**{**vars(meta), "precision": precision, "batch": n if static else 0,
-                                     "encoding": "fused" if fused else model.cfg.encoding})
+            file_meta = dataclasses.replace(meta, precision=precision, batch=n if static else 0,
+                                            encoding="fused" if fused else model.cfg.encoding)
             path = save_checked(set_metadata(proto, file_meta), out_dir / variant_filename(precision, static))
             paths[(precision, static)] = path
             log.info("wrote %s (%d bytes)", path, path.stat().st_size)
@@ -339,9 +279,6 @@ def _parity_report(cfg: ExportConfig, model: R2LStudent, meta: ModelMeta, scene:
         del res["views"]
     return {"n_test_views": len(views), "torch": {"test_psnr": torch_psnr}, "parity": parity,
             "variants": variants}
-
-
-register_stage("export", ExportConfig)
 
 
 @hydra.main(config_path="../conf", config_name="export", version_base="1.3")

@@ -3,18 +3,22 @@
 A *fingerprint* is a JSON-able dict of the inputs that shape an output: hashes of input files (a scene's
 cameras and image list, a checkpoint, the pseudo-data's ``meta.json``) and the part of the config that
 changes the result -- not budgets (``max_steps``, ``max_seconds``), devices, backends, progress bars or
-evaluation settings. A stage stores the fingerprint in the checkpoints it writes (key ``provenance``)
-and in ``<folder>/provenance.json`` (which also covers Lightning's ``last.ckpt``). On a rerun an output
-is reused only if its recorded fingerprint equals the requested one; otherwise the stage stops with one
-line naming the first difference and how to start fresh.
+evaluation settings. Which fields those are is said where each field is declared, in its dataclass:
+``field(default=..., metadata={"provenance": False})`` (:data:`NOT_PROVENANCE`) marks a field that does not
+change the output, and :func:`provenance_fields` walks a config and leaves those out (a stage's
+fingerprint picks its parts from what that returns). A stage stores the fingerprint in the checkpoints it
+writes (key ``provenance``) and in ``<folder>/provenance.json`` (which also covers Lightning's
+``last.ckpt``). On a rerun an output is reused only if its recorded fingerprint equals the requested one;
+otherwise the stage stops with one line naming the first difference and how to start fresh.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,39 @@ log = logging.getLogger(__name__)
 
 PROVENANCE_NAME = "provenance.json"
 _REPR_CHARS = 80  # values are cut in messages: a camera list would not fit on one line
+PROVENANCE_KEY = "provenance"
+# the metadata of a dataclass field that does not change the output (threads, devices, budgets, logging)
+NOT_PROVENANCE: Mapping[str, Any] = {PROVENANCE_KEY: False}
+
+
+def counts_for_provenance(f: dataclasses.Field[Any]) -> bool:
+    """Whether a dataclass field changes the output (it is not marked ``metadata={"provenance": False}``)."""
+    return bool(f.metadata.get(PROVENANCE_KEY, True))
+
+
+def provenance_fields(obj: Any) -> Any:
+    """A config as plain JSON-able values without the fields that do not change the output.
+
+    Dataclasses become dicts of their fields minus those marked ``metadata={"provenance": False}``, at every
+    depth; lists, tuples and dicts are walked; other values are kept as they are.
+
+    Args:
+        obj: a config dataclass (or any value inside one).
+    """
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: provenance_fields(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if counts_for_provenance(f)}
+    if isinstance(obj, (list, tuple)):
+        return [provenance_fields(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: provenance_fields(v) for k, v in obj.items()}
+    return obj
+
+
+def ignored_fields(cls: type) -> set[tuple[str, str]]:
+    """``("", name)`` of every top-level field of dataclass ``cls`` marked ``provenance: False``: the
+    ``ignore`` of :func:`first_difference` for records of ``cls``."""
+    return {("", f.name) for f in dataclasses.fields(cls) if not counts_for_provenance(f)}
 
 
 def fingerprint(**parts: Any) -> dict[str, Any]:

@@ -33,13 +33,17 @@ class RunConfig:
         device: ``auto`` (CUDA when present, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``; stages that
             run ONNX Runtime map it to execution providers.
         threads: intra-op threads of torch or ONNX Runtime (``None``: the library's default).
+
+    Only ``seed`` counts for provenance (:func:`pipeline.provenance.provenance_fields`): the scene counts by
+    its content, the others do not change what a stage makes.
     """
 
-    scene: SceneConfig = field(default_factory=SceneConfig)
-    run_dir: str = RUN_DIR_DEFAULT
+    # the loaded scene counts for provenance by its content (pipeline.provenance.scene_fingerprint)
+    scene: SceneConfig = field(default_factory=SceneConfig, metadata={"provenance": False})
+    run_dir: str = field(default=RUN_DIR_DEFAULT, metadata={"provenance": False})
     seed: int = 0
-    device: str = "auto"
-    threads: int | None = None
+    device: str = field(default="auto", metadata={"provenance": False})
+    threads: int | None = field(default=None, metadata={"provenance": False})
 
     def validate(self) -> None:
         """Raise :class:`core.checks.ConfigValueError` for an unknown device or a thread count below 1."""

@@ -127,8 +127,9 @@ def _summary(run_dir: Path) -> list[str]:
                      f"{student.get('flops_per_ray', 0) / 1e6:.2f} MFLOPs per ray, "
                      f"trained in {student.get('precision')}.")
     if meta:
-        kind = meta.get("scene", {}).get("kind", "object")
-        space = ("forward-facing: rays in NDC, no background" if meta.get("ndc")
+        facts = meta.get("scene", {})  # the scene facts (core.scene_facts.SceneFacts)
+        kind = facts.get("scene_kind", "object")
+        space = ("forward-facing: rays in NDC, no background" if facts.get("ndc")
                  else "object: a box around it, misses show the background")
         lines.append(f"Scene kind: {kind} ({space}).")
         lines.append(f"Pseudo-data: {meta.get('n_views')} teacher views of "

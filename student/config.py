@@ -30,16 +30,16 @@ class StageConfig:
         val_every_steps: steps between validation passes (PSNR on a few test views).
     """
 
-    enabled: bool = True
-    max_steps: int = 20000
-    max_seconds: float | None = None
+    enabled: bool = field(default=True, metadata={"provenance": False})
+    max_steps: int = field(default=20000, metadata={"provenance": False})
+    max_seconds: float | None = field(default=None, metadata={"provenance": False})
     lr: float = 5e-4
     encoding_lr: float | None = None
     lr_final: float = 5e-6
     warmup_steps: int = 500
     decay_steps: int | None = None
     batch_size: int = 4096
-    val_every_steps: int = 1000
+    val_every_steps: int = field(default=1000, metadata={"provenance": False})
 
     def validate(self) -> None:
         """Raise :class:`core.checks.ConfigValueError` for a bad value or a stage without any limit."""
@@ -97,15 +97,15 @@ class StudentTrainConfig:
                                             val_every_steps=500)
     )
     precision: str = "bf16"
-    devices: int = 1
-    num_nodes: int = 1
-    num_workers: int = 2
-    shuffle_buffer: int = 65536
-    ray_cache_gb: float = 2.0
+    devices: int = field(default=1, metadata={"provenance": False})
+    num_nodes: int = field(default=1, metadata={"provenance": False})
+    num_workers: int = field(default=2, metadata={"provenance": False})
+    shuffle_buffer: int = field(default=65536, metadata={"provenance": False})
+    ray_cache_gb: float = field(default=2.0, metadata={"provenance": False})
     hard_mining: HardMiningConfig = field(default_factory=HardMiningConfig)
-    ckpt_every_steps: int = 200
-    resume: bool = True
-    progress_bar: bool = True
+    ckpt_every_steps: int = field(default=200, metadata={"provenance": False})
+    resume: bool = field(default=True, metadata={"provenance": False})
+    progress_bar: bool = field(default=True, metadata={"provenance": False})
 
     def validate(self) -> None:
         """Raise :class:`core.checks.ConfigValueError` for a bad value."""
@@ -148,10 +148,11 @@ class StudentConfig(RunConfig):
         eval: evaluation settings.
     """
 
-    pseudo_dir: str | None = None
+    # the pseudo-data counts for provenance by its meta.json, not by where it lies
+    pseudo_dir: str | None = field(default=None, metadata={"provenance": False})
     model: StudentModelConfig = field(default_factory=StudentModelConfig)
     train: StudentTrainConfig = field(default_factory=StudentTrainConfig)
-    eval: StudentEvalConfig = field(default_factory=StudentEvalConfig)
+    eval: StudentEvalConfig = field(default_factory=StudentEvalConfig, metadata={"provenance": False})
 
 
 register_stage("student", StudentConfig)

@@ -26,6 +26,7 @@ from core.rays import generate_rays, ray_aabb_intersect
 from core.shards import PseudoMeta, decode_sample
 from scenes.load import Scene
 from student.encoding import RayEncoder, ray_segment, segment_occupied
+from training.distributed import rank_and_world
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ class _RaysFromViews:
     def __call__(self, samples: Iterable[dict[str, Any]]) -> Iterator[Tensor]:
         info = torch.utils.data.get_worker_info()
         worker = info.id if info is not None else 0
-        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        rank, _ = rank_and_world()
         gen = torch.Generator().manual_seed(hash((self.seed, rank, worker, self.passes)) % (2**62))
         self.passes += 1
 
@@ -163,16 +164,12 @@ class _RaysFromViews:
         yield from shuffled_ray_batches(views(), self.batch_size, self.buffer_size, gen)
 
 
-def _world_size() -> int:
-    return torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
-
-
 def shard_loader(meta: PseudoMeta, batch_size: int, buffer_size: int, num_workers: int, seed: int,
                  world_size: int = 1, content_only: bool = True, keep: ContentRays | None = None
                  ) -> DataLoader:
     """An endless DataLoader of shuffled ray batches from the shards of ``meta``.
 
-    With ``content_only``, only rays that meet ``meta.content_box`` (:class:`ContentRays`), or those
+    With ``content_only``, only rays that meet ``meta.scene.content_aabb`` (:class:`ContentRays`), or those
     ``keep`` keeps when given (the student's own test: :meth:`ContentRays.of`).
 
     Each rank reads ``shards[rank::world_size]`` (``webdataset.split_by_node``) and each of its workers
@@ -209,9 +206,9 @@ def _every_shard(urls: Iterable[str]) -> Iterable[str]:
 
 def _content_filter(meta: PseudoMeta, content_only: bool) -> ContentRays | None:
     """The filter of rays that meet the content box (None: keep all; a forward-facing scene has no misses)."""
-    if not content_only or meta.ndc is not None:
+    if not content_only or meta.scene.ndc is not None:
         return None
-    return ContentRays(meta.content_box, meta.near, meta.far)
+    return ContentRays(meta.scene.content_aabb, meta.scene.near, meta.scene.far)
 
 
 def load_shard_rays(meta: PseudoMeta, content_only: bool = True, keep: ContentRays | None = None) -> Tensor:
@@ -251,7 +248,7 @@ class InMemoryRays(IterableDataset):
 
     def __init__(self, packed: Tensor, batch_size: int, seed: int, steps_per_epoch: int | None = None):
         self.packed, self.batch_size, self.seed = packed, batch_size, seed
-        world = _world_size()
+        _, world = rank_and_world()
         self.steps = steps_per_epoch or max(1, packed.shape[0] // (batch_size * world))
         self.epoch = 0
 
@@ -259,8 +256,7 @@ class InMemoryRays(IterableDataset):
         return self.steps
 
     def __iter__(self) -> Iterator[RayBatch]:
-        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-        world = _world_size()
+        rank, world = rank_and_world()
         gen = torch.Generator().manual_seed(self.seed * 1000003 + self.epoch)
         self.epoch += 1
         n = self.packed.shape[0]
@@ -303,7 +299,7 @@ class ShardDataModule(L.LightningDataModule):
             log.info("distill: %d pseudo-rays held in memory (%.0f MB)", rays.shape[0], rays.nbytes / 1e6)
             return DataLoader(InMemoryRays(rays, self.batch_size, self.seed), batch_size=None)
         return shard_loader(self.meta, self.batch_size, self.buffer_size, self.num_workers, self.seed,
-                            world_size=_world_size(), keep=self.keep)
+                            world_size=rank_and_world()[1], keep=self.keep)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_batches, batch_size=None)  # type: ignore[arg-type]

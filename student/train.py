@@ -15,14 +15,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
 import torch
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import DictConfig
 
 from core.checkpoint import check_state_shapes
@@ -34,7 +32,13 @@ from core.scene_facts import SceneFacts
 from core.shards import PseudoMeta, read_meta
 from core.skipgrid import dilate_grid, dilation_radius, unpack_grid
 from pipeline.config import check_command_line, to_dataclass
-from pipeline.provenance import check_or_record, fingerprint, json_sha256, scene_fingerprint
+from pipeline.provenance import (
+    check_or_record,
+    fingerprint,
+    json_sha256,
+    provenance_fields,
+    scene_fingerprint,
+)
 from pipeline.run import apply_threads, lightning_accelerator
 from pipeline.runlock import locked_run
 from pipeline.seeding import seed_everything
@@ -52,9 +56,11 @@ from student.data import (
     view_to_rays,
 )
 from student.evaluate import evaluate_split, save_side_by_side, teacher_test_predictions
-from student.lit import StudentLitModule
+from student.lit_module import StudentLitModule
 from student.model import R2LStudent, StudentModelConfig, flops_per_ray, lookups_per_ray, table_params
-from training.checkpoints import AtomicCheckpointIO, RandomState, last_checkpoint, resume_checkpoint
+from training.budget import TrainingBudget
+from training.checkpoints import resume_checkpoint
+from training.trainer import build_trainer as shell_trainer
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +74,10 @@ def build_student(cfg: StudentConfig, meta: PseudoMeta | None, scene: Scene, bac
     A forward-facing scene's student samples the whole NDC box: it has no empty surround to skip.
     """
     if meta is not None:
-        ndc = NDCSpace.from_dict(meta.ndc) if meta.ndc is not None else None
-        box = meta.aabb if ndc is not None else meta.content_box
-        return R2LStudent(cfg.model, torch.tensor(box), meta.near, meta.far, background, ndc,
+        facts = meta.scene
+        ndc = NDCSpace.from_dict(facts.ndc) if facts.ndc is not None else None
+        box = facts.aabb if ndc is not None else facts.content_aabb
+        return R2LStudent(cfg.model, torch.tensor(box), facts.near, facts.far, background, ndc,
                           skip_grid(cfg, meta))
     return R2LStudent(cfg.model, scene.aabb, scene.near, scene.far, background, scene.ndc)
 
@@ -79,9 +86,9 @@ def skip_grid(cfg: StudentConfig, meta: PseudoMeta) -> torch.Tensor | None:
     """The pseudo-data's empty-space grid dilated for the student's K points (``[G, G, G]`` bool), or
     ``None`` (switched off, not recorded, or a forward-facing scene)."""
     off = not cfg.model.skip_empty or cfg.model.ray_range != "box"
-    if off or meta.occupancy is None or meta.ndc is not None:
+    if off or meta.scene.occupancy is None or meta.scene.ndc is not None:
         return None
-    grid = torch.from_numpy(unpack_grid(meta.occupancy, "meta.json: occupancy"))
+    grid = torch.from_numpy(unpack_grid(meta.scene.occupancy, "meta.json: occupancy"))
     radius = dilation_radius(grid.shape[0], cfg.model.n_points)
     dilated = dilate_grid(grid, radius)
     log.info("empty-space grid %d^3 dilated by %d cells: %.1f%% of the content box may show something",
@@ -113,32 +120,34 @@ def _lightning_devices(cfg: StudentConfig) -> int | list[int]:
     return cfg.train.devices
 
 
-def build_trainer(cfg: StudentConfig, stage: StageConfig, name: str, out: Path) -> L.Trainer:
-    """A Trainer for one stage: limits, precision, DDP, CSV + TensorBoard logs, periodic checkpoints."""
+def build_trainer(cfg: StudentConfig, stage: StageConfig, name: str, out: Path, budget: TrainingBudget
+                  ) -> L.Trainer:
+    """A Trainer for one stage (:func:`training.trainer.build_trainer`): the stage's budget, precision, DDP,
+    validation cadence, CSV + TensorBoard logs under ``logs/``, ``ckpt/<stage>/last.ckpt``."""
     if cfg.train.precision not in PRECISIONS:
         raise UserError(f"train.precision must be one of {sorted(PRECISIONS)}, got {cfg.train.precision!r}")
     logs = out / "logs"
-    return L.Trainer(
-        accelerator=lightning_accelerator(cfg.device),
-        devices=_lightning_devices(cfg),
+    return shell_trainer(
+        out, budget, out / "ckpt" / name, {"every_n_train_steps": cfg.train.ckpt_every_steps},
+        csv_logs=(logs / "csv", name), tb_logs=(logs / "tb", name),
+        accelerator=lightning_accelerator(cfg.device), devices=_lightning_devices(cfg), log_every=10,
+        progress_bar=cfg.train.progress_bar,
         num_nodes=cfg.train.num_nodes,
         strategy="ddp" if cfg.train.devices * cfg.train.num_nodes > 1 else "auto",
-        precision=PRECISIONS[cfg.train.precision],  # type: ignore[arg-type]
-        max_steps=stage.max_steps,
-        max_epochs=-1,
-        max_time=timedelta(seconds=stage.max_seconds) if stage.max_seconds else None,
+        precision=PRECISIONS[cfg.train.precision],
         val_check_interval=stage.val_every_steps,
         check_val_every_n_epoch=None,
-        num_sanity_val_steps=0,
-        log_every_n_steps=10,
-        logger=[CSVLogger(logs / "csv", name=name), TensorBoardLogger(logs / "tb", name=name)],
-        callbacks=[RandomState(),
-                   last_checkpoint(out / "ckpt" / name, every_n_train_steps=cfg.train.ckpt_every_steps)],
-        plugins=[AtomicCheckpointIO()],
-        enable_progress_bar=cfg.train.progress_bar,
-        enable_model_summary=False,
-        default_root_dir=str(out),
     )
+
+
+def same_model_fields(cfg: StudentModelConfig) -> dict[str, Any]:
+    """The fields of a network config that make two students interchangeable: those that count for
+    provenance (:func:`pipeline.provenance.provenance_fields`: not the lookup backend), without the grid
+    of a ``pe`` student (which has none)."""
+    fields = provenance_fields(cfg)
+    if fields["encoding"] == "pe":
+        fields.pop("grid")
+    return fields  # type: ignore[no-any-return]
 
 
 def check_same_model(path: Path, saved: StudentModelConfig, wanted: StudentModelConfig) -> None:
@@ -147,11 +156,7 @@ def check_same_model(path: Path, saved: StudentModelConfig, wanted: StudentModel
     Raises:
         CheckpointError: the first differing ``model.*`` key, both values, and how to start fresh.
     """
-    a, b = dataclasses.asdict(saved), dataclasses.asdict(wanted)
-    a["grid"].pop("backend", None)  # where the lookup runs is not part of the shape
-    b["grid"].pop("backend", None)
-    if a["encoding"] == b["encoding"] == "pe":
-        a.pop("grid"), b.pop("grid")
+    a, b = same_model_fields(saved), same_model_fields(wanted)
     for key in a:
         if a[key] != b.get(key):
             raise CheckpointError(f"{path}: saved by a student with model.{key}={a[key]}, but the config "
@@ -171,26 +176,19 @@ def stage_provenance(cfg: StudentConfig, name: str, meta: PseudoMeta | None, sce
 
     Its data (distill: the pseudo-data's ``meta.json``, which lists every shard's sha256, without the
     scene folder's path; finetune: the scene's training views and the background), the network (without
-    the lookup backend; without the unused grid of a ``pe`` student), the stage's optimisation settings,
-    seed, precision, and ``before``, the provenance of the stage it starts from. Budgets (steps, seconds),
-    validation, devices, workers and caches are left out.
+    the unused grid of a ``pe`` student), the stage's optimisation settings, seed, precision, and
+    ``before``, the provenance of the stage it starts from: the fields that count for provenance
+    (:func:`pipeline.provenance.provenance_fields`; budgets, validation, devices, workers, caches and the
+    lookup backend are marked as not counting).
     """
-    stage = dataclasses.asdict(getattr(cfg.train, name))
-    for budget in ("enabled", "max_steps", "max_seconds", "val_every_steps"):
-        stage.pop(budget)
-    model = dataclasses.asdict(cfg.model)
-    model["grid"].pop("backend", None)
-    if model["encoding"] == "pe":
-        model.pop("grid")
+    train = provenance_fields(cfg.train)
+    model = same_model_fields(cfg.model)
     data: dict[str, Any] = {"scene": scene_fingerprint(scene), "background": background}
     if name == "distill":
         assert meta is not None
-        pseudo = meta.to_dict()
-        pseudo.get("scene", {}).pop("path", None)
-        data = {"pseudo_sha256": json_sha256(pseudo),
-                "hard_mining": dataclasses.asdict(cfg.train.hard_mining)}
-    return fingerprint(model=model, stage=stage, seed=cfg.seed, precision=cfg.train.precision, after=before,
-                       **data)
+        data = {"pseudo_sha256": json_sha256(provenance_fields(meta)), "hard_mining": train["hard_mining"]}
+    return fingerprint(model=model, stage=train[name], seed=cfg.seed, precision=train["precision"],
+                       after=before, **data)
 
 
 def run_stage(cfg: StudentConfig, name: str, model: R2LStudent, datamodule: L.LightningDataModule,
@@ -201,9 +199,10 @@ def run_stage(cfg: StudentConfig, name: str, model: R2LStudent, datamodule: L.Li
     before resuming from it, and recorded there for the next run (``None``: neither).
     """
     stage: StageConfig = getattr(cfg.train, name)
-    trainer = build_trainer(cfg, stage, name, out)
+    budget = TrainingBudget(stage.max_seconds, stage.max_steps)
+    trainer = build_trainer(cfg, stage, name, out, budget)
     lit = StudentLitModule(model, stage, cfg.train.hard_mining if name == "distill" else None,
-                           name=f"student {name}")
+                           name=f"student {name}", time_fraction=budget.seconds_fraction)
     last = out / "ckpt" / name / "last.ckpt"
     ckpt_path = str(last) if cfg.train.resume and last.is_file() else None
     if ckpt_path:
@@ -242,7 +241,7 @@ def _stage_datamodule(cfg: StudentConfig, name: str, model: R2LStudent, meta: Ps
 def scene_meta(scene: Scene, model: R2LStudent, background: list[float], meta: PseudoMeta | None
                ) -> SceneFacts:
     """The scene facts ``save_student`` stores for export (scene box: the pseudo-data's, else the scene's)."""
-    scene_box = torch.tensor(meta.aabb) if meta is not None else scene.aabb
+    scene_box = torch.tensor(meta.scene.aabb) if meta is not None else scene.aabb
     train = scene.split("train")
     return SceneFacts(
         aabb=scene_box.tolist(),
@@ -272,10 +271,10 @@ def load_inputs(cfg: StudentConfig) -> tuple[PseudoMeta | None, Scene, list[floa
         meta = read_meta(Path(cfg.pseudo_dir) if cfg.pseudo_dir else Path(cfg.run_dir) / "pseudo",
                          verify_hashes=True)  # a truncated shard would fail deep inside webdataset
     scene = load_scene(cfg.scene, splits=("train", "test"))
-    if meta is not None and scene.convention != meta.camera_convention:
-        raise UserError(f"{meta.folder}/meta.json: camera convention {meta.camera_convention!r} differs "
-                        f"from the scene's {scene.convention!r}")
-    background = list(meta.background) if meta is not None else list(cfg.scene.background)
+    if meta is not None and scene.convention != meta.scene.camera_convention:
+        raise UserError(f"{meta.folder}/meta.json: camera convention {meta.scene.camera_convention!r} "
+                        f"differs from the scene's {scene.convention!r}")
+    background = list(meta.scene.background) if meta is not None else list(cfg.scene.background)
     return meta, scene, background
 
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.checks import at_least, one_of, positive, training_limits
-from pipeline.config import register_stage, to_plain
-from pipeline.provenance import fingerprint, scene_fingerprint
+from pipeline.config import register_stage
+from pipeline.provenance import fingerprint, provenance_fields, scene_fingerprint
 from pipeline.run import RunConfig
 from scenes.load import Scene
 from teacher.model import TeacherModelConfig
@@ -34,10 +34,10 @@ class DistributedConfig:
     """
 
     partitions: int = 1
-    backend: str = "auto"
+    backend: str = dataclasses.field(default="auto", metadata={"provenance": False})
     points_per_ray: int = 16
     split_rays: int = 8192
-    timeout_s: float = 600.0
+    timeout_s: float = dataclasses.field(default=600.0, metadata={"provenance": False})
 
     def validate(self) -> None:
         """Raise :class:`core.checks.ConfigValueError` for a bad value."""
@@ -59,12 +59,12 @@ class TeacherTrainConfig:
         progress_bar: show Lightning's progress bar.
     """
 
-    max_steps: int = -1
-    max_seconds: float | None = 150.0
+    max_steps: int = dataclasses.field(default=-1, metadata={"provenance": False})
+    max_seconds: float | None = dataclasses.field(default=150.0, metadata={"provenance": False})
     batch_rays: int = 2048
-    checkpoint_seconds: float = 30.0
-    log_every: int = 10
-    progress_bar: bool = True
+    checkpoint_seconds: float = dataclasses.field(default=30.0, metadata={"provenance": False})
+    log_every: int = dataclasses.field(default=10, metadata={"provenance": False})
+    progress_bar: bool = dataclasses.field(default=True, metadata={"provenance": False})
 
     def validate(self) -> None:
         """Raise :class:`core.checks.ConfigValueError` for a bad value or a run without any limit."""
@@ -100,22 +100,21 @@ class TeacherConfig(RunConfig):
     model: TeacherModelConfig = dataclasses.field(default_factory=TeacherModelConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     train: TeacherTrainConfig = dataclasses.field(default_factory=TeacherTrainConfig)
-    eval: TeacherEvalConfig = dataclasses.field(default_factory=TeacherEvalConfig)
+    eval: TeacherEvalConfig = dataclasses.field(default_factory=TeacherEvalConfig,
+                                                metadata={"provenance": False})
     distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
 
 
 def teacher_provenance(cfg: TeacherConfig, scene: Scene) -> dict[str, Any]:
     """What a teacher is made from (:mod:`pipeline.provenance`): the scene's training views and the settings
-    that shape its weights (model without its backend or render chunk, optimizer, seed, rays per step,
-    partitioning). Budgets, device, checkpoint interval and evaluation settings are left out."""
-    model = to_plain(cfg.model)
-    model["field"]["grid"].pop("backend", None)  # checkpoints move between backends
-    model["render"].pop("chunk", None)  # memory, not results
-    dist = cfg.distributed
-    partitions = ({"k": dist.partitions, "split_rays": dist.split_rays, "points_per_ray": dist.points_per_ray}
-                  if dist.partitions > 1 else None)
-    return fingerprint(scene=scene_fingerprint(scene), model=model, optim=to_plain(cfg.optim), seed=cfg.seed,
-                       batch_rays=cfg.train.batch_rays, partitions=partitions)
+    that shape its weights (model, optimizer, seed, rays per step, partitioning): the config's fields
+    that count for provenance (:func:`pipeline.provenance.provenance_fields`: budgets, device, backend,
+    render chunk, checkpoint interval and evaluation settings are marked as not counting)."""
+    counted = provenance_fields(cfg)
+    dist = counted["distributed"]
+    partitions = {"k": dist.pop("partitions"), **dist} if cfg.distributed.partitions > 1 else None
+    return fingerprint(scene=scene_fingerprint(scene), model=counted["model"], optim=counted["optim"],
+                       seed=counted["seed"], **counted["train"], partitions=partitions)
 
 
 register_stage("teacher", TeacherConfig)

@@ -29,7 +29,7 @@ class TeacherLitModule(L.LightningModule):
         teacher: the model.
         cfg: optimizer settings.
         progress: training progress in ``[0, 1]`` at a step (the budget's,
-            :meth:`teacher.recipe.Budget.progress`); the learning rate decays with it.
+            :meth:`training.budget.Budget.progress`); the learning rate decays with it.
     """
 
     def __init__(self, teacher: Teacher, cfg: OptimConfig, progress: Callable[[int], float]):

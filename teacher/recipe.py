@@ -1,15 +1,14 @@
 """The teacher's training recipe, shared by both loops and free of Lightning.
 
-The Lightning loop (:mod:`teacher.train`, through :class:`teacher.lit_module.TeacherLitModule` and
-:class:`teacher.callbacks.TrainingBudget`) and the NeRF-XL loop (:mod:`teacher.xl.train`) use the same
-pieces: the :class:`Budget` of steps and wall-clock seconds (counted across resumes) whose progress drives
-:func:`lr_factor`, the optimizer of :func:`make_optimizer` (Adam, no weight decay on the hash table) and
-the random-background target of :func:`target_on_background`.
+The Lightning loop (:mod:`teacher.train`, through :class:`teacher.lit_module.TeacherLitModule`) and the
+NeRF-XL loop (:mod:`teacher.xl.train`) use the same pieces: :func:`lr_factor`, driven by the progress of
+the training shell's budget of steps and wall-clock seconds (:class:`training.budget.Budget`), the
+optimizer of :func:`make_optimizer` (Adam, no weight decay on the hash table) and the random-background
+target of :func:`target_on_background`.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -17,7 +16,6 @@ import torch
 from torch import Tensor
 
 from core.checks import ConfigValueError, at_least, in_range, positive
-from core.errors import UserError
 from teacher.model import Teacher
 
 
@@ -84,57 +82,3 @@ def target_on_background(
     """
     alpha = rgba[:, 3:]
     return rgba[:, :3] * alpha + background * (1.0 - alpha)
-
-
-class Budget:
-    """Training budget of steps and wall-clock seconds, the seconds counted across resumes.
-
-    Args:
-        max_seconds: wall-clock budget of the training loop (None or <= 0: unlimited).
-        max_steps: step budget (``-1``: unlimited).
-
-    Raises:
-        UserError: neither limit is set (training would never stop).
-    """
-
-    def __init__(self, max_seconds: float | None, max_steps: int):
-        if (max_seconds is None or max_seconds <= 0) and max_steps < 0:
-            raise UserError("set train.max_steps or train.max_seconds: training would never stop")
-        self.max_seconds = max_seconds if max_seconds and max_seconds > 0 else None
-        self.max_steps = max_steps
-        self.previous = 0.0  # seconds spent before this process (restored from a checkpoint)
-        self._start: float | None = None
-
-    def start(self) -> None:
-        """Start counting this process's seconds."""
-        self._start = time.perf_counter()
-
-    def stop(self) -> None:
-        """Stop counting (the seconds so far stay in :attr:`elapsed`)."""
-        self.previous = self.elapsed
-        self._start = None
-
-    @property
-    def elapsed(self) -> float:
-        """Training seconds so far, this process and earlier ones."""
-        now = time.perf_counter() - self._start if self._start is not None else 0.0
-        return self.previous + now
-
-    def exclude(self, seconds: float) -> None:
-        """Do not count ``seconds`` just spent on something else (e.g. evaluation in a benchmark)."""
-        self.previous -= seconds
-
-    def seconds_used_up(self) -> bool:
-        """Whether the wall-clock budget is spent."""
-        return bool(self.max_seconds and self.elapsed >= self.max_seconds)
-
-    def used_up(self, step: int) -> bool:
-        """Whether training stops before ``step`` (the step budget or the seconds are spent)."""
-        return 0 < self.max_steps <= step or self.seconds_used_up()
-
-    def progress(self, step: int) -> float:
-        """Fraction of the budget used at ``step``: ``max(step / max_steps, seconds / max_seconds)``."""
-        parts = [step / self.max_steps] if self.max_steps > 0 else []
-        if self.max_seconds:
-            parts.append(self.elapsed / self.max_seconds)
-        return min(1.0, max(parts))

@@ -7,6 +7,7 @@ color (already weighted, no background), its transmittance, its weighted depth s
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,7 +36,7 @@ class MarchConfig:
     steps_per_diagonal: int = 1024
     min_transmittance: float = 1e-4
     alpha_threshold: float = 0.0
-    chunk: int = 4096
+    chunk: int = dataclasses.field(default=4096, metadata={"provenance": False})  # memory, not results
     jitter: bool = True
 
     def validate(self) -> None:

@@ -27,7 +27,6 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import DictConfig
 
 from core.checkpoint import check_state_shapes
@@ -39,15 +38,16 @@ from pipeline.run import apply_threads, resolve_device
 from pipeline.runlock import locked_run
 from pipeline.seeding import seed_everything
 from scenes.load import Scene, SceneSplit, load_scene
-from teacher.callbacks import TrainingBudget
 from teacher.checkpoint import load_teacher, save_teacher
 from teacher.config import TeacherConfig, teacher_provenance
 from teacher.data import RayDataModule
 from teacher.evaluate import evaluate
 from teacher.lit_module import TeacherLitModule
 from teacher.model import Teacher, build_teacher
-from teacher.xl.distributed import env_world_size
-from training.checkpoints import AtomicCheckpointIO, RandomState, last_checkpoint, resume_checkpoint
+from training.budget import TrainingBudget
+from training.checkpoints import resume_checkpoint
+from training.distributed import env_world_size
+from training.trainer import build_trainer
 
 log = logging.getLogger(__name__)
 
@@ -74,22 +74,11 @@ def train_teacher(cfg: TeacherConfig, teacher: Teacher, scene_split: SceneSplit,
         if hasattr(callback, "budget"):
             callback.budget = budget
     ckpt_dir = out / "lightning"
-    interval = timedelta(seconds=cfg.train.checkpoint_seconds)
-    checkpoint = last_checkpoint(ckpt_dir, train_time_interval=interval)
-    trainer = L.Trainer(
-        accelerator=teacher.aabb.device.type,
-        devices=1,
-        max_steps=cfg.train.max_steps,
-        max_epochs=-1,
+    trainer = build_trainer(
+        out, budget, ckpt_dir, {"train_time_interval": timedelta(seconds=cfg.train.checkpoint_seconds)},
+        csv_logs=(out, "logs"), tb_logs=(out, "tb"), accelerator=teacher.aabb.device.type, devices=1,
+        log_every=cfg.train.log_every, progress_bar=cfg.train.progress_bar, callbacks=extra_callbacks or [],
         limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=[CSVLogger(out, name="logs"), TensorBoardLogger(out, name="tb")],
-        callbacks=[budget, RandomState(), checkpoint, *(extra_callbacks or [])],
-        log_every_n_steps=cfg.train.log_every,
-        enable_progress_bar=cfg.train.progress_bar,
-        enable_model_summary=False,
-        default_root_dir=out,
-        plugins=[AtomicCheckpointIO()],
     )
     resume = resume_checkpoint(ckpt_dir / "last.ckpt")
     if resume is not None:

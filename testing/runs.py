@@ -126,6 +126,7 @@ def write_photo_pseudo(folder: Path, scene_root: Path, background: Sequence[floa
     ``i`` holds the next ``counts[i]`` views (``data_gen.shards.write_shard``), with their ``meta.json``.
     Returns ``folder``."""
     from core.io import write_json
+    from core.scene_facts import SceneFacts
     from core.shards import PseudoMeta, ShardInfo, shard_name
     from data_gen.shards import write_shard
     from scenes.load import SceneConfig, load_scene
@@ -140,9 +141,11 @@ def write_photo_pseudo(folder: Path, scene_root: Path, background: Sequence[floa
         sha = write_shard(folder / shard_name(index), views)
         shards.append(ShardInfo(shard_name(index), first, count, sha))
         first += count
-    meta = PseudoMeta(image_size=list(train.hw), near=scene.near, far=scene.far, aabb=scene.aabb.tolist(),
-                      background=list(background), n_views=first, views_per_shard=counts[0], shards=shards,
-                      sampler={"name": "train_photos", "seed": 0}, teacher={}, scene={"name": "tiny"})
+    facts = SceneFacts(aabb=scene.aabb.tolist(), content_aabb=scene.aabb.tolist(), near=scene.near,
+                       far=scene.far, image_size=list(train.hw), K=train.K[0].tolist(), scene_name="tiny",
+                       background=list(background))
+    meta = PseudoMeta(scene=facts, image_size=list(train.hw), n_views=first, views_per_shard=counts[0],
+                      shards=shards, sampler={"name": "train_photos", "seed": 0}, teacher={})
     write_json(folder / "meta.json", meta.to_dict())
     return folder
 

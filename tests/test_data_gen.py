@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ import webdataset as wds
 from core.errors import CheckpointError, UserError
 from core.io import sha256_file
 from core.rays import generate_rays
+from core.scene_facts import SceneFacts
 from core.shards import decode_optional, decode_sample, read_meta
 from core.skipgrid import unpack_grid
 from data_gen.job import JobMismatchError
@@ -40,8 +42,9 @@ def test_round_trip_matches_the_teacher(tiny_scene: Path, run_dir: Path) -> None
     assert meta.teacher["test_psnr"] == 12.5
     assert meta.teacher["checkpoint_sha256"] == sha256_file(run_dir / "teacher" / "teacher.ckpt")
     teacher = load_teacher(run_dir / "teacher" / "teacher.ckpt")
-    assert meta.aabb == teacher.aabb.tolist() and meta.near == teacher.near
-    assert meta.content_aabb == teacher.content_aabb().tolist() and meta.content_box == meta.content_aabb
+    assert meta.scene.aabb == teacher.aabb.tolist() and meta.scene.near == teacher.near
+    assert meta.scene.content_aabb == teacher.content_aabb().tolist()
+    assert meta.scene.image_size == [16, 16] and meta.scene.rig is not None  # the scene's training cameras
     train = load_scene(SceneConfig(path=str(tiny_scene)), splits=("train",)).split("train")
     rig = build_rig(train.c2w, train.K[0] * torch.tensor([[0.5], [0.5], [1.0]]))
     urls = [str(p) for p in meta.shard_paths()]
@@ -150,12 +153,14 @@ def test_cli_prints_one_line_error_and_exits_1(tiny_scene: Path, tmp_path: Path)
 def test_meta_json_is_plain_json_with_the_documented_keys(tiny_scene: Path, run_dir: Path) -> None:
     run(data_gen_cfg(tiny_scene, run_dir, "rgb_format=npy16"))
     d = json.loads((run_dir / "pseudo" / "meta.json").read_text())
-    assert list(d) == ["format", "format_version", "camera_convention", "image_size", "near", "far", "aabb",
-                       "content_aabb", "background", "n_views", "views_per_shard", "rgb_format", "fields",
-                       "shards", "sampler", "teacher", "scene", "ndc", "occupancy"]
+    assert list(d) == ["format", "format_version", "scene", "scene_path", "image_size", "n_views",
+                       "views_per_shard", "rgb_format", "fields", "shards", "sampler", "teacher"]
+    assert list(d["scene"]) == [f.name for f in dataclasses.fields(SceneFacts)]  # the one scene record
     assert d["rgb_format"] == "npy16" and d["sampler"]["name"] == "hemisphere" and d["sampler"]["seed"] == 0
-    assert d["ndc"] is None and d["scene"]["kind"] == "object"  # auto: the tiny scene has masks
-    cells = unpack_grid(d["occupancy"], "meta.json")  # the teacher's occupied cells, covered
+    facts = d["scene"]
+    assert facts["ndc"] is None and facts["scene_kind"] == "object"  # auto: the tiny scene has masks
+    assert facts["camera_convention"] == "opencv"
+    cells = unpack_grid(d["scene"]["occupancy"], "meta.json")  # the teacher's occupied cells, covered
     assert cells.shape == (63, 63, 63) and cells.any()
     assert set(d["shards"][0]) == {"name", "first_view", "n_views", "sha256"}
 

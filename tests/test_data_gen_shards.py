@@ -18,6 +18,7 @@ import webdataset as wds
 from PIL import Image
 
 from core.io import sha256_file, write_json
+from core.scene_facts import SceneFacts
 from core.shards import (
     FORMAT,
     FORMAT_VERSION,
@@ -30,6 +31,7 @@ from core.shards import (
     shard_name,
 )
 from data_gen.shards import check_shard, read_shard, write_shard
+from tests.pose_cases import ROTATED
 
 
 def _random_K(rng: np.random.Generator) -> np.ndarray:
@@ -39,9 +41,16 @@ def _random_K(rng: np.random.Generator) -> np.ndarray:
     return K
 
 
+def _random_pose(rng: np.random.Generator) -> np.ndarray:
+    """A rigid camera-to-world pose at a random place (what the shard reader accepts)."""
+    c2w = np.array(ROTATED)
+    c2w[:3, 3] = rng.normal(size=3)
+    return c2w
+
+
 def _views(first: int, n: int, hw: tuple[int, int] = (6, 5), seed: int = 0) -> list[dict]:
     rng = np.random.default_rng(seed + first)
-    return [{"view_index": first + i, "rgb": rng.random((*hw, 3)), "c2w": rng.normal(size=(4, 4)),
+    return [{"view_index": first + i, "rgb": rng.random((*hw, 3)), "c2w": _random_pose(rng),
              "K": torch.tensor(_random_K(rng)), "depth": rng.random(hw).astype(np.float32)}
             for i in range(n)]
 
@@ -51,11 +60,13 @@ def _write_folder(folder: Path, n_shards: int = 2, per: int = 3) -> PseudoMeta:
     for s in range(n_shards):
         sha = write_shard(folder / shard_name(s), _views(s * per, per))
         shards.append(ShardInfo(shard_name(s), s * per, per, sha))
-    meta = PseudoMeta(image_size=[6, 5], near=0.5, far=4.0, aabb=[-1, -1, -1, 1, 1, 1], background=[1, 1, 1],
-                      n_views=n_shards * per, views_per_shard=per, fields=["rgb", "c2w", "K", "depth"],
-                      shards=shards, sampler={"name": "hemisphere", "seed": 0},
-                      teacher={"checkpoint_sha256": "0" * 64, "test_psnr": None},
-                      scene={"name": "t", "path": "."})
+    facts = SceneFacts(aabb=[-1.0, -1, -1, 1, 1, 1], content_aabb=[-0.5, -0.5, -0.5, 0.5, 0.5, 0.5], near=0.5,
+                       far=4.0, image_size=[6, 5], K=[[5.0, 0, 2.5], [0, 5.0, 3], [0, 0, 1]], scene_name="t",
+                       background=[1.0, 1, 1])
+    meta = PseudoMeta(scene=facts, image_size=[6, 5], n_views=n_shards * per, views_per_shard=per,
+                      fields=["rgb", "c2w", "K", "depth"], shards=shards,
+                      sampler={"name": "hemisphere", "seed": 0},
+                      teacher={"checkpoint_sha256": "0" * 64, "test_psnr": None}, scene_path=".")
     write_json(folder / "meta.json", meta.to_dict())
     return meta
 
@@ -102,20 +113,27 @@ def test_read_meta_accepts_a_sound_folder(tmp_path: Path) -> None:
 
 
 def _edit_meta(folder: Path, **changes: object) -> None:
+    """Change top-level keys of ``meta.json``, or keys of its scene facts (``scene__<key>``)."""
     d = json.loads((folder / "meta.json").read_text())
-    d.update(changes)
+    for key, value in changes.items():
+        where, _, name = key.rpartition("__")
+        (d[where] if where else d)[name] = value
     (folder / "meta.json").write_text(json.dumps(d))
 
 
 @pytest.mark.parametrize(("change", "message"), [
     ({"format": "other"}, "unknown format"),
     ({"format_version": FORMAT_VERSION + 1}, "format version"),
-    ({"camera_convention": "opengl"}, "camera convention"),
+    ({"format_version": 1}, "written by an older version .*run data_gen.render again"),
+    ({"scene__camera_convention": "opengl"}, "camera convention"),
     ({"shards": []}, "no shards"),
     ({"n_views": 7}, "n_views"),
     ({"rgb_format": "jpg"}, "rgb_format"),
-    ({"content_aabb": [0, 0, 0, 1, 1]}, "content_aabb"),
-    ({"content_aabb": [0, 0, 0, 1, -1, 1]}, "content_aabb"),
+    ({"scene__content_aabb": [0, 0, 0, 1, 1]}, "content_aabb"),
+    ({"scene__content_aabb": [0, 0, 0, 1, -1, 1]}, "content_aabb"),
+    ({"scene__near": 5.0}, "near"),
+    ({"scene": {"aabb": [-1, -1, -1, 1, 1, 1]}}, r"scene facts missing \['K'"),
+    ({"camera_convention": "opencv"}, r"unknown entries \['camera_convention'\]"),  # a key of format 1
 ])
 def test_read_meta_rejects_bad_meta_naming_the_file(tmp_path: Path, change: dict, message: str) -> None:
     _write_folder(tmp_path)
@@ -222,6 +240,14 @@ def test_decode_sample_names_missing_fields() -> None:
         decode_sample({"__key__": "00000003", "__url__": "s.tar", "rgb.npy": _npy(np.zeros((2, 2, 3)))})
 
 
+def test_decode_sample_refuses_a_pose_that_is_not_rigid() -> None:
+    """The one pose check (core.cameras.check_c2w): a scaled rotation is no camera pose."""
+    sample = {"__key__": "00000003", "__url__": "s.tar", "rgb.npy": _npy(np.zeros((2, 2, 3))),
+              "c2w.npy": _npy(np.diag([2.0, 2.0, 2.0, 1.0])), "K.npy": _npy(np.diag([8.0, 8.0, 1.0]))}
+    with pytest.raises(ShardFormatError, match="s.tar sample 00000003: c2w.npy is not rigid"):
+        decode_sample(sample)
+
+
 def _npy(arr: np.ndarray) -> bytes:
     from data_gen.shards import npy_bytes
 
@@ -234,7 +260,7 @@ def test_decode_sample_turns_fuzzed_fields_into_shard_errors() -> None:
     rng = np.random.default_rng(7)
     buf = io.BytesIO()
     Image.fromarray((rng.random((6, 5, 3)) * 255).astype(np.uint8)).save(buf, format="PNG")
-    good = {"rgb.png": buf.getvalue(), "c2w.npy": _npy(rng.normal(size=(4, 4))),
+    good = {"rgb.png": buf.getvalue(), "c2w.npy": _npy(_random_pose(rng)),
             "K.npy": _npy(_random_K(rng))}
     decode_sample({"__key__": "0", **good})  # the undamaged sample decodes
     survived = 0

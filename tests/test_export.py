@@ -19,6 +19,7 @@ from export.fused import FusedEncodingStudent
 from export.onnx import ExportConfig, Int8Config, ParityConfig, calibration_rays, run
 from export.parity import random_scene_rays, torch_rgb
 from export.runtime import FORMAT_VERSION, LightField, ModelError
+from export.runtime.meta import SceneFacts as RuntimeSceneFacts
 from export.variants import encoding_nodes, to_fp16, trace_student
 from scenes.load import SceneConfig, load_scene
 from student.checkpoint import load_student
@@ -179,6 +180,7 @@ def test_metadata_round_trip(exported_student: tuple[Path, dict]) -> None:
         assert meta.opset == 18 and meta.flops_per_ray > 0
         assert meta.rig["radius"] == pytest.approx(4.0, rel=1e-3) and meta.rig["kind"] == "object"
         assert meta.ray_space == "world" and meta.ndc is None
+        assert meta.scene == RuntimeSceneFacts(**facts.to_dict())  # the scene facts, under one key
 
 
 def test_forward_metadata_has_the_ndc_frame_and_a_forward_rig(exported_forward: Path) -> None:
@@ -206,6 +208,7 @@ def _with_props(src: Path, dst: Path, **changes: str | None) -> Path:
 
 def test_bad_models_give_one_line_errors(exported_student: tuple[Path, dict], tmp_path: Path) -> None:
     src = exported_student[0] / "export" / "student.onnx"
+    scene = json.loads({p.key: p.value for p in onnx.load(str(src)).metadata_props}["lightfield.scene"])
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(src.read_bytes()[:1000])
     cases = {
@@ -213,7 +216,10 @@ def test_bad_models_give_one_line_errors(exported_student: tuple[Path, dict], tm
         corrupt: "not a loadable ONNX model",
         _with_props(src, tmp_path / "nometa.onnx", format=None): "no lightfield-distill/onnx metadata",
         _with_props(src, tmp_path / "v99.onnx", format_version="99"): "version 99 is not supported",
-        _with_props(src, tmp_path / "nok.onnx", K=None): "incomplete metadata",
+        _with_props(src, tmp_path / "v1.onnx", format_version="1"): "exported by an older version.*again",
+        _with_props(src, tmp_path / "noscene.onnx", scene=None): "incomplete metadata",
+        _with_props(src, tmp_path / "nok.onnx", scene=json.dumps({**scene, "K": None})): "metadata K must be",
+        _with_props(src, tmp_path / "flat.onnx", scene=json.dumps({**scene, "near": 9.0})): "metadata near",
     }
     for path, message in cases.items():
         with pytest.raises(ModelError, match=message) as info:

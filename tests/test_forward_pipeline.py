@@ -50,8 +50,8 @@ def test_forward_scene_through_every_stage(tiny_forward_scene: Path, tmp_path: P
     render_run(to_dataclass(compose("data_gen", common + ["n_views=12", "views_per_shard=6",
                                                           "progress=false"]), DataGenConfig))
     meta = json.loads((run_dir / "pseudo" / "meta.json").read_text())
-    assert meta["sampler"]["name"] == "forward" and meta["scene"]["kind"] == "forward"
-    assert NDCSpace.from_dict(meta["ndc"]) == scene.ndc
+    assert meta["sampler"]["name"] == "forward" and meta["scene"]["scene_kind"] == "forward"
+    assert NDCSpace.from_dict(meta["scene"]["ndc"]) == scene.ndc
 
     metrics = student_run(to_dataclass(compose("student", common + [
         "model.encoding=hash", "model.depth=4", "model.width=32", "model.n_points=8",

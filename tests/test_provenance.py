@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -15,8 +17,61 @@ from pipeline.provenance import (
     check_or_record,
     fingerprint,
     first_difference,
+    ignored_fields,
+    provenance_fields,
     scene_fingerprint,
 )
+
+
+@dataclass
+class _Inner:
+    width: int = 32
+    backend: str = field(default="auto", metadata={"provenance": False})
+
+
+@dataclass
+class _Outer:
+    inner: _Inner = field(default_factory=_Inner)
+    betas: tuple[float, float] = (0.9, 0.99)
+    layers: list[_Inner] = field(default_factory=lambda: [_Inner(width=8)])
+    threads: int | None = field(default=None, metadata={"provenance": False})
+
+
+def test_provenance_fields_leave_out_the_marked_fields_at_every_depth() -> None:
+    assert provenance_fields(_Outer()) == {"inner": {"width": 32}, "betas": [0.9, 0.99],
+                                           "layers": [{"width": 8}]}
+    assert ignored_fields(_Outer) == {("", "threads")}
+
+
+def _dotted(d: Any, prefix: str = "") -> set[str]:
+    if not isinstance(d, dict):
+        return {prefix.rstrip(".")}
+    return {key for k, v in d.items() for key in _dotted(v, f"{prefix}{k}.")}
+
+
+def test_what_counts_for_provenance_in_the_training_stages() -> None:
+    """The policy, read from the config dataclasses: what a rerun may change without being refused."""
+    from student.config import StudentConfig
+    from teacher.config import TeacherConfig
+
+    def left_out(cfg: Any) -> set[str]:
+        return _dotted(_plain(cfg)) - _dotted(provenance_fields(cfg))
+
+    teacher = left_out(TeacherConfig())
+    assert {"run_dir", "device", "threads", "train.max_steps", "train.max_seconds",
+            "train.checkpoint_seconds", "model.field.grid.backend", "model.render.chunk",
+            "distributed.backend", "eval.chunk"} <= teacher
+    assert not {"seed", "train.batch_rays", "model.field.grid.n_levels", "optim.lr"} & teacher
+    student = left_out(StudentConfig())
+    assert {"train.distill.max_steps", "train.finetune.max_seconds", "train.devices", "train.num_workers",
+            "model.grid.backend", "pseudo_dir", "eval.chunk"} <= student
+    assert not {"seed", "train.precision", "train.distill.lr", "train.hard_mining.fraction"} & student
+
+
+def _plain(obj: Any) -> Any:
+    import dataclasses
+
+    return dataclasses.asdict(obj)
 
 
 def test_first_difference_names_the_dotted_key() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -117,10 +118,11 @@ def test_content_rays_keep_exactly_the_rays_that_meet_the_box() -> None:
 
 def test_shard_stream_keeps_only_rays_of_the_content_box(tiny_pseudo_run: Path) -> None:
     meta = read_meta(tiny_pseudo_run / "pseudo")
-    lo, hi = torch.tensor(meta.aabb[:3]), torch.tensor(meta.aabb[3:])
+    lo, hi = torch.tensor(meta.scene.aabb[:3]), torch.tensor(meta.scene.aabb[3:])
     center, half = (lo + hi) / 2, (hi - lo) / 2
-    meta.content_aabb = torch.cat([center - 0.3 * half, center + 0.3 * half]).tolist()
-    keep = ContentRays(meta.content_aabb, meta.near, meta.far)
+    content = torch.cat([center - 0.3 * half, center + 0.3 * half]).tolist()
+    meta.scene = dataclasses.replace(meta.scene, content_aabb=content)
+    keep = ContentRays(content, meta.scene.near, meta.scene.far)
     for content_only in (True, False):
         batch = next(iter(shard_loader(meta, 64, 0, 0, seed=0, content_only=content_only)))
         packed = torch.cat([batch["rays_o"], batch["rays_d"], batch["rgb"]], dim=-1)

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from core.io import write_json
+from core.scene_facts import SceneFacts
 from core.shards import PseudoMeta, ShardInfo, read_meta, shard_name
 from data_gen.shards import write_shard
 from report.build import read_curves
@@ -63,8 +64,11 @@ def _numbered_pseudo(folder: Path, n_shards: int, per_shard: int, hw: tuple[int,
             views.append({"view_index": v, "rgb": rgb, "c2w": c2w, "K": K})
         sha = write_shard(folder / shard_name(s), views)
         shards.append(ShardInfo(shard_name(s), s * per_shard, per_shard, sha))
-    meta = PseudoMeta(image_size=[H, W], near=0.1, far=10.0, aabb=[-1, -1, -1, 1, 1, 1], background=[0, 0, 0],
-                      n_views=n_shards * per_shard, views_per_shard=per_shard, shards=shards)
+    box = [-1.0, -1, -1, 1, 1, 1]
+    facts = SceneFacts(aabb=box, content_aabb=box, near=0.1, far=10.0, image_size=[H, W], K=K.tolist(),
+                       scene_name="numbered", background=[0.0, 0, 0])
+    meta = PseudoMeta(scene=facts, image_size=[H, W], n_views=n_shards * per_shard, views_per_shard=per_shard,
+                      shards=shards)
     write_json(folder / "meta.json", meta.to_dict())
     return read_meta(folder)
 

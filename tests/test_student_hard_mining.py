@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from student.config import HardMiningConfig
-from student.lit import HardRayPool
+from student.lit_module import HardRayPool
 
 
 def _batch(n: int, offset: int) -> dict[str, torch.Tensor]:

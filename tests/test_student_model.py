@@ -185,7 +185,7 @@ def test_student_never_imports_teacher() -> None:
 
 
 def test_learning_rate_schedule() -> None:
-    from student.lit import warmup_cosine
+    from student.lit_module import warmup_cosine
 
     assert warmup_cosine(0, 10, 110, 0.01) == pytest.approx(0.01)
     assert warmup_cosine(10, 10, 110, 0.01) == pytest.approx(1.0)

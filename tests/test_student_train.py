@@ -133,7 +133,8 @@ def _truncate(path: Path) -> None:
 
 @pytest.mark.parametrize("edit, match", [
     (lambda m, f: m.update(format_version=99), "format version"),
-    (lambda m, f: m.update(camera_convention="opengl"), "convention"),
+    (lambda m, f: m["scene"].update(camera_convention="opengl"), "convention"),
+    (lambda m, f: m.update(format_version=1), "older version"),
     (lambda m, f: (f / m["shards"][2]["name"]).unlink(), "missing"),
     (lambda m, f: m["shards"].pop(), "not listed|n_views"),
     (lambda m, f: _truncate(f / m["shards"][1]["name"]), "shard-000001.tar: sha256 does not match"),

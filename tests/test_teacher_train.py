@@ -109,11 +109,12 @@ def test_bad_scene_exits_with_one_line_error(tmp_path: Path) -> None:
 def test_training_budget_counts_across_resumes() -> None:
     from types import SimpleNamespace
 
-    from teacher.callbacks import TrainingBudget
+    from training.budget import TrainingBudget
 
     budget = TrainingBudget(max_seconds=100.0, max_steps=-1)
     budget.load_state_dict({"elapsed": 40.0})
     assert budget.progress(step=0) == pytest.approx(0.4, abs=1e-3)
+    assert budget.seconds_fraction() == pytest.approx(0.4, abs=1e-3)  # the student's decay reads this
     trainer = SimpleNamespace(should_stop=False)
     budget.on_train_start(trainer, None)  # type: ignore[arg-type]
     assert not trainer.should_stop and budget.state_dict()["elapsed"] >= 40.0
@@ -126,9 +127,9 @@ def test_training_budget_counts_across_resumes() -> None:
 
 
 def test_budget_is_used_up_by_steps_or_seconds() -> None:
-    """The Lightning-free budget both loops share (the Lightning callback and the NeRF-XL loop)."""
+    """The Lightning-free budget every loop shares (the Lightning callback and the NeRF-XL loop)."""
     from core.errors import UserError
-    from teacher.recipe import Budget
+    from training.budget import Budget
 
     steps = Budget(max_seconds=None, max_steps=10)
     assert not steps.used_up(9) and steps.used_up(10) and steps.progress(5) == pytest.approx(0.5)
@@ -136,7 +137,8 @@ def test_budget_is_used_up_by_steps_or_seconds() -> None:
     seconds.previous = 29.0
     assert not seconds.used_up(10**6) and seconds.progress(0) == pytest.approx(29 / 30)
     seconds.previous = 30.0
-    assert seconds.used_up(0) and seconds.progress(0) == 1.0
+    assert seconds.used_up(0) and seconds.progress(0) == 1.0 and seconds.seconds_fraction() == 1.0
+    assert steps.seconds_fraction() == 0.0  # no wall-clock budget
     with pytest.raises(UserError, match="never stop"):
         Budget(max_seconds=0.0, max_steps=-1)
 

@@ -1,8 +1,8 @@
-"""``torch.distributed`` plumbing of the partitioned teacher: process group, device, the one exchange.
+"""The partitioned teacher's own ``torch.distributed`` part: the one exchange and the region worker.
 
-Launched by ``torchrun`` (which sets ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``,
-``MASTER_PORT``): NCCL with one GPU per process (``cuda:LOCAL_RANK``) when CUDA is present, else gloo
-on the CPU. Rank ``k`` owns region ``k``.
+Launched by ``torchrun``, each process joins the job's group with
+:func:`training.distributed.join_process_group` (NCCL with one GPU per process, ``cuda:LOCAL_RANK``,
+when CUDA is present, else gloo on the CPU). Rank ``k`` owns region ``k``.
 
 The forward exchange is one ``all_gather_into_tensor`` (named ``all_gather_single`` in torch >= 2.13)
 of every rank's ``[N, 5]`` segment records (:mod:`teacher.xl.model`), outside autograd; the
@@ -11,8 +11,6 @@ backward pass exchanges nothing.
 
 from __future__ import annotations
 
-import logging
-import os
 import time
 from typing import Self
 
@@ -20,48 +18,12 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from pipeline.run import collective_backend, local_rank
-from teacher.config import DistributedConfig
 from teacher.model import Teacher
 from teacher.xl.geometry import crossing_order, ray_segments
 from teacher.xl.model import composite_records, finish_rays, render_region_segment, substitute_own_record
 
-log = logging.getLogger(__name__)
-
 # ``all_gather_single`` is the name torch >= 2.13 gives ``all_gather_into_tensor`` (same collective).
 _ALL_GATHER = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
-
-
-def env_world_size() -> int:
-    """``WORLD_SIZE`` of the launcher's environment (1 outside ``torchrun``)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def launched_by_torchrun() -> bool:
-    """Whether the environment of a ``torchrun`` worker is present."""
-    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
-
-
-def setup_process_group(cfg: DistributedConfig) -> tuple[int, int, torch.device]:
-    """Initialise the default process group from the ``torchrun`` environment (idempotent).
-
-    Returns:
-        ``(rank, world_size, device)``: ``cuda:LOCAL_RANK`` with NCCL, else ``cpu``.
-    """
-    backend = collective_backend(cfg.backend)
-    if backend not in ("gloo", "nccl"):
-        raise ValueError(f"distributed.backend must be auto, gloo or nccl, got {cfg.backend!r}")
-    device = torch.device("cuda", local_rank()) if backend == "nccl" else torch.device("cpu")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        from datetime import timedelta
-
-        dist.init_process_group(backend=backend, timeout=timedelta(seconds=cfg.timeout_s),
-                                device_id=device if device.type == "cuda" else None)
-    rank, world = dist.get_rank(), dist.get_world_size()
-    log.info("rank %d/%d on %s (%s)", rank, world, device, backend)
-    return rank, world, device
 
 
 def all_gather_records(own: Tensor) -> Tensor:
@@ -79,19 +41,6 @@ def all_gather_records(own: Tensor) -> Tensor:
         out = src.new_empty((world, *src.shape))
         _ALL_GATHER(out.view(world * src.shape[0], *src.shape[1:]), src)  # gloo: concatenated form
     return out
-
-
-def broadcast_tensor(t: Tensor, src: int = 0) -> Tensor:
-    """Broadcast a tensor from ``src`` (no-op when not distributed)."""
-    if dist.is_initialized():
-        dist.broadcast(t, src)
-    return t
-
-
-def barrier() -> None:
-    """Wait for every rank (no-op when not distributed)."""
-    if dist.is_initialized():
-        dist.barrier()
 
 
 class RegionWorker:

@@ -7,8 +7,8 @@ and occupancy cells from the same seeds, and compute the same gradients (each ra
 single-device loss with the other regions' records as constants, :func:`teacher.xl.model.
 substitute_own_record`), so they train the same parameters. A plain loop rather than Lightning: its
 DDP strategy would average gradients of *different* parameters across ranks. What is not NeRF-XL (the
-budget, learning-rate decay, optimizer and random-background target) is the plain teacher's recipe,
-:mod:`teacher.recipe`.
+learning-rate decay, optimizer and random-background target) is the plain teacher's recipe,
+:mod:`teacher.recipe`, and the wall-clock budget the training shell's, :class:`training.budget.Budget`.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from teacher.config import TeacherConfig, teacher_provenance
 from teacher.data import rays_with_pixels
 from teacher.model import Teacher, TeacherModelConfig
 from teacher.protocol import RayRenderer
-from teacher.recipe import Budget, OptimConfig, lr_factor, make_optimizer, target_on_background
+from teacher.recipe import OptimConfig, lr_factor, make_optimizer, target_on_background
 from teacher.xl.checkpoint import load_region, merge_regions, resume_point, save_region
-from teacher.xl.distributed import RegionWorker, barrier, broadcast_tensor
+from teacher.xl.distributed import RegionWorker
 from teacher.xl.geometry import median_split_boxes, sample_points_along_rays
 from teacher.xl.model import (
     PartitionedTeacher,
@@ -41,6 +41,8 @@ from teacher.xl.model import (
     region_seed,
     update_region_occupancy,
 )
+from training.budget import Budget
+from training.distributed import barrier, broadcast_tensor, join_process_group, launched_by_torchrun
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +190,8 @@ def fit(setup: PartitionedSetup, cfg: TeacherConfig, rays: tuple[Tensor, Tensor,
 
     Args:
         cfg: the teacher's config (``train``, ``optim``, ``model``, ``seed`` are read); the budget, learning
-            rate decay, optimizer and targets are the plain teacher's (:mod:`teacher.recipe`).
+            rate decay, optimizer and targets are the plain teacher's (:mod:`teacher.recipe`,
+            :mod:`training.budget`).
         resume_step: the merged step to resume from, the same on every rank (0: a fresh start).
 
     Returns:
@@ -225,12 +228,10 @@ def fit(setup: PartitionedSetup, cfg: TeacherConfig, rays: tuple[Tensor, Tensor,
 
 def _join(cfg: TeacherConfig) -> tuple[int, int, torch.device]:
     """``(rank, world, device)``: the torchrun process group, or one process holding every region."""
-    from teacher.xl.distributed import launched_by_torchrun, setup_process_group
-
     k = cfg.distributed.partitions
     if not launched_by_torchrun():
         return 0, 1, resolve_device(cfg.device)
-    rank, world, device = setup_process_group(cfg.distributed)
+    rank, world, device = join_process_group(cfg.distributed.backend, cfg.distributed.timeout_s)
     if world != k:
         raise UserError(f"torchrun started {world} processes but distributed.partitions={k}: the teacher "
                         f"runs one spatial region per process, so set distributed.partitions={world}")
