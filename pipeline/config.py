@@ -27,7 +27,7 @@ T = TypeVar("T")
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 PROFILES = ("cpu", "gpu", "paper")  # profile=<p>: each stage applies conf/<stage>_profile/<p>.yaml if any
-STAGES = ("teacher", "data_gen", "student", "export", "viewer")  # conf/<stage>.yaml (the runtime's render: its own)
+STAGES = ("teacher", "data_gen", "student", "export", "viewer")  # conf/<stage>.yaml (render: no Hydra)
 
 
 def _scene_name(path: str | None, name: str | None = None) -> str:

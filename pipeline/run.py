@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from core.checks import at_least, torch_device
+from core.errors import UserError
 from scenes.load import SceneConfig
 
 # the scene's folder name (the demo scene: mic_100) unless scene.name is set (resolver: pipeline.config)
@@ -66,9 +67,17 @@ def free_port() -> int:
 
 def resolve_device(name: str) -> torch.device:
     """The torch device of a validated ``device`` value (``auto``: ``cuda:LOCAL_RANK`` when CUDA is here,
-    else the CPU)."""
+    else the CPU).
+
+    Raises:
+        UserError: ``cuda`` or ``cuda:N`` where torch sees no CUDA GPU.
+    """
     if name == "auto":
         return torch.device("cuda", local_rank()) if torch.cuda.is_available() else torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        # profile=gpu asks for CUDA: stop here, before any training, rather than train GPU-sized on the CPU
+        raise UserError(f"device={name}: no CUDA GPU is visible here (torch.cuda.is_available() is False); "
+                        "use device=cpu or profile=cpu")
     return torch.device(name)
 
 

@@ -130,3 +130,30 @@ def test_bad_llff_scene_exits_1_with_one_line(tmp_path: Path, mutate: Callable[[
     cwd.mkdir()
     proc = _run_teacher(cwd, [f"scene.path={scene}", f"run_dir={tmp_path / 'run'}", *TINY_TEACHER, *extra])
     assert named in one_line_error(proc)
+
+
+def test_gpu_profile_without_a_gpu_stops_before_training(tiny_scene: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """``scripts/demo.sh profile=gpu`` on a machine without CUDA: the first stage stops with one line and
+    trains nothing (CUDA_VISIBLE_DEVICES hides any GPU, so this holds on every machine)."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    run_dir = tmp_path / "run"
+    line = one_line_error(_run_teacher(tmp_path, ["profile=gpu", f"scene.path={tiny_scene}",
+                                                  f"run_dir={run_dir}"]))
+    assert "device=cuda: no CUDA GPU" in line
+    assert not list(run_dir.rglob("*.ckpt"))
+
+
+def test_resolve_device_refuses_cuda_without_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from core.errors import UserError
+    from pipeline.run import lightning_accelerator, resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for name in ("cuda", "cuda:1"):
+        with pytest.raises(UserError, match=f"device={name}: no CUDA GPU"):
+            resolve_device(name)
+    with pytest.raises(UserError):
+        lightning_accelerator("cuda")
+    assert resolve_device("auto").type == "cpu" and resolve_device("cpu").type == "cpu"
