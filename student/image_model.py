@@ -1,0 +1,153 @@
+"""The image student: camera in, image out, one network evaluation per ``s x s`` block of pixels.
+
+MobileR2L's and LightSpeed's design for devices, in plain ops: a ray map at ``1/s`` of the output
+(:mod:`student.ray_map`), ``K`` points per ray inside the content box, tri-plane features at each point
+(:mod:`student.planes`) stacked along channels with the ray's direction, a body of 1x1 convolutions (a
+per-ray MLP, residual), and an upsampling tail of convolutions and pixel shuffles (``DepthToSpace``) in
+which only a few channels reach the full resolution. Every op is in the portable set (Conv, GridSample,
+DepthToSpace, elementwise math, slices and reshapes), so one ONNX file runs on every provider.
+
+Any output size works: the network draws ``ceil(H / s) x ceil(W / s)`` blocks and the image is cut to
+``H x W`` (the blocks past the right and bottom edges are drawn and dropped).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from student.planes import PlaneEncoding
+from student.ray_map import block_centers, block_rays, box_points
+
+ACTIVATIONS = ("gelu", "relu", "leaky_relu")
+
+
+@dataclass
+class ImageStudentConfig:
+    """Shape of an image student.
+
+    Attributes:
+        scale: ``s``: one ray per ``s x s`` output pixels (a power of two >= 2).
+        n_points: ``K`` points per ray inside the content box.
+        channels: features per plane and level.
+        resolutions: plane resolution of each level.
+        width: channels of the 1x1 body.
+        depth: residual 1x1 layers of the body.
+        tail: channels of the upsampling stages below the ray map's resolution.
+        activation: ``gelu`` (MobileR2L's; exported as Erf arithmetic), ``relu`` or ``leaky_relu``.
+    """
+
+    scale: int = 8
+    n_points: int = 8
+    channels: int = 16
+    resolutions: list[int] = field(default_factory=lambda: [256])
+    width: int = 96
+    depth: int = 3
+    tail: int = 32
+    activation: str = "gelu"
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` for a shape the model cannot take."""
+        if self.scale < 2 or self.scale & (self.scale - 1):
+            raise ValueError(f"scale={self.scale}: must be a power of two >= 2")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation={self.activation}: must be one of {list(ACTIVATIONS)}")
+        for name in ("n_points", "channels", "width", "tail"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)}: must be >= 1")
+
+
+def _act(name: str) -> nn.Module:
+    return {"gelu": nn.GELU(), "relu": nn.ReLU(), "leaky_relu": nn.LeakyReLU(0.1)}[name]
+
+
+class ImageDecoder(nn.Module):
+    """Ray-map features ``[B, C_in, h, w]`` -> colors ``[B, 3, h*s, w*s]`` in ``[0, 1]``.
+
+    The body is a per-ray MLP as 1x1 convolutions (``x + act(conv(x))``); each tail stage doubles the
+    resolution with a convolution to ``4 x`` channels and ``DepthToSpace(2)``: 3x3 convolutions while the
+    map is coarse (they mix neighbouring rays), a 1x1 one for the last stage (the full-resolution pixels
+    are the most numerous: the speed study's fastest tail).
+    """
+
+    def __init__(self, in_dim: int, cfg: ImageStudentConfig):
+        super().__init__()
+        stages = int(math.log2(cfg.scale))
+        self.inp = nn.Conv2d(in_dim, cfg.width, 1)
+        self.body = nn.ModuleList(nn.Conv2d(cfg.width, cfg.width, 1) for _ in range(cfg.depth))
+        self.act = _act(cfg.activation)
+        ups: list[nn.Module] = []
+        ch = cfg.width
+        for i in range(stages):
+            last = i == stages - 1
+            out = 3 if last else cfg.tail
+            ups.append(nn.Conv2d(ch, 4 * out, 1 if last else 3, padding=0 if last else 1))
+            ch = out
+        self.ups = nn.ModuleList(ups)
+
+    def forward(self, x: Tensor) -> Tensor:  # [B, C_in, h, w] -> [B, 3, h*s, w*s]
+        """Decode a ray map into an image."""
+        x = self.act(self.inp(x))
+        for layer in self.body:
+            x = x + self.act(layer(x))
+        for i, up in enumerate(self.ups):
+            x = F.pixel_shuffle(up(x), 2)
+            if i < len(self.ups) - 1:
+                x = self.act(x)
+        return torch.sigmoid(x)
+
+
+class ImageStudent(nn.Module):
+    """Camera in, image out (:mod:`student.image_model`).
+
+    Args:
+        cfg: the shape.
+        aabb: ``[6]`` content box (world frame) that the planes cover.
+    """
+
+    def __init__(self, cfg: ImageStudentConfig, aabb: list[float]):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.aabb: Tensor
+        self.frac: Tensor
+        self.register_buffer("aabb", torch.tensor(aabb, dtype=torch.float32))
+        self.register_buffer("frac", (torch.arange(cfg.n_points, dtype=torch.float32) + 0.5) / cfg.n_points)
+        self.encoding = PlaneEncoding(cfg.channels, cfg.resolutions)
+        self.decoder = ImageDecoder(cfg.n_points * self.encoding.out_dim + 3, cfg)
+
+    def blocks(self, H: int, W: int) -> tuple[int, int]:
+        """Ray-map size ``(ceil(H / s), ceil(W / s))`` of an ``H x W`` output."""
+        s = self.cfg.scale
+        return -(-H // s), -(-W // s)
+
+    def forward(self, c2w: Tensor, K: Tensor, centers: Tensor) -> Tensor:
+        """Colors of the ``s x s`` blocks around ``centers``.
+
+        Args:
+            c2w: ``[B, 4, 4]`` poses.
+            K: ``[B, 3, 3]`` intrinsics (pixels of the output image).
+            centers: ``[h, w, 2]`` block centres (:func:`student.ray_map.block_centers`).
+
+        Returns:
+            ``[B, h*s, w*s, 3]`` colors.
+        """
+        rays_o, rays_d = block_rays(c2w, K, centers)  # [B, h, w, 3]
+        B, h, w, _ = rays_d.shape
+        pts = box_points(rays_o, rays_d, self.aabb, self.frac)  # [B, h, w, K, 3]
+        k = pts.shape[3]
+        pts = pts.permute(0, 3, 1, 2, 4).reshape(B, k * h, w, 3)  # points of one depth as one image row-band
+        feats = self.encoding(pts)  # [B, C, K*h, w]
+        feats = feats.reshape(B, -1, h, w)  # channel = c * K + k
+        x = torch.cat((feats, rays_d.permute(0, 3, 1, 2)), dim=1)
+        return self.decoder(x).permute(0, 2, 3, 1)
+
+    def render(self, c2w: Tensor, K: Tensor, H: int, W: int) -> Tensor:
+        """``[B, H, W, 3]`` whole images (the graph the export traces for one fixed size)."""
+        h, w = self.blocks(H, W)
+        centers = block_centers(h, w, self.cfg.scale).to(c2w.device)
+        return self.forward(c2w, K, centers)[:, :H, :W]

@@ -1,0 +1,92 @@
+"""The low-resolution ray map of an image student: rays through the centres of ``s x s`` pixel blocks.
+
+An image student evaluates its network once per block of ``s x s`` output pixels and upsamples; the ray
+of a block goes through the block's centre (output pixel coordinates ``(j + 0.5) * s``, ``(i + 0.5) * s``
+for block row ``i``, column ``j``). The same functions build the rays inside the exported graph (float
+ops only: the pixel grid is a constant) and the rays of training crops, so a crop's rays are exactly the
+full view's rays at those blocks.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def block_centers(rows: int, cols: int, scale: int, top: int = 0, left: int = 0) -> Tensor:
+    """``[rows, cols, 2]`` output-pixel coordinates ``(u, v)`` of the centres of blocks
+    ``top .. top + rows - 1``, ``left .. left + cols - 1`` (block units) of ``scale x scale`` pixels."""
+    v, u = torch.meshgrid(torch.arange(rows, dtype=torch.float32) + (top + 0.5),
+                          torch.arange(cols, dtype=torch.float32) + (left + 0.5), indexing="ij")
+    return torch.stack((u, v), dim=-1) * scale
+
+
+def block_rays(
+    c2w: Tensor,  # [B, 4, 4]
+    K: Tensor,  # [B, 3, 3]
+    centers: Tensor,  # [h, w, 2]
+) -> tuple[Tensor, Tensor]:  # [B, 1, 1, 3], [B, h, w, 3]
+    """Origins and unit directions of the rays through ``centers`` (pixel units) of each camera.
+
+    Written with slices and elementwise ops only, so that it exports to plain ONNX (no Gather, no int64
+    arithmetic, no reductions): the camera's intrinsics are read as ``K[:, 0:1, 0:1]``-style slices.
+
+    Args:
+        c2w: ``[B, 4, 4]`` camera-to-world poses (OpenCV convention of :mod:`core.cameras`).
+        K: ``[B, 3, 3]`` intrinsics in pixels.
+        centers: ``[h, w, 2]`` image points ``(u, v)``.
+
+    Returns:
+        ``rays_o [B, 1, 1, 3]`` camera centres (they broadcast against the directions) and
+        ``rays_d [B, h, w, 3]`` unit directions.
+    """
+    uv = centers.permute(2, 0, 1)  # [2, h, w]; slices, not integer indexing (which exports as Gather)
+    u, v = uv[0:1], uv[1:2]  # [1, h, w]
+    fx, fy = K[:, 0:1, 0:1], K[:, 1:2, 1:2]  # [B, 1, 1]
+    cx, cy = K[:, 0:1, 2:3], K[:, 1:2, 2:3]
+    x = (u - cx) / fx  # [B, h, w]
+    y = (v - cy) / fy
+    # d = R @ (x, y, 1), one world component at a time (broadcasts, no batched matmul over h*w)
+    R = c2w[:, :3, :3]
+    dx, dy, dz = (x * R[:, i:i + 1, 0:1] + y * R[:, i:i + 1, 1:2] + R[:, i:i + 1, 2:3] for i in range(3))
+    norm = torch.sqrt(dx * dx + dy * dy + dz * dz)
+    d = torch.stack((dx / norm, dy / norm, dz / norm), dim=-1)  # [B, h, w, 3]
+    o = c2w[:, :3, 3:4].transpose(1, 2)[:, None]  # [B, 1, 1, 3]
+    return o, d
+
+
+def box_points(
+    rays_o: Tensor,  # [B, h, w, 3] or [B, 1, 1, 3]
+    rays_d: Tensor,  # [B, h, w, 3]
+    aabb: Tensor,  # [6]
+    frac: Tensor,  # [K]
+) -> Tensor:  # [B, h, w, K, 3]
+    """``K`` points of each ray's segment inside the box, in the box's ``[-1, 1]^3``.
+
+    A ray that misses the box gets its points at its (empty) entry: they lie outside or on the box
+    boundary and read near-zero features; the decoder learns the background for them.
+
+    Args:
+        rays_o: ``[B, h, w, 3]`` origins (or ``[B, 1, 1, 3]``: one per camera).
+        rays_d: ``[B, h, w, 3]`` directions (no component exactly 0: callers' rays are normalised float
+            directions; an exact 0 gives infinite slab distances, which min/max handle).
+        aabb: ``[6]`` box, min xyz then max xyz.
+        frac: ``[K]`` fractions of the segment (bin centres: ``(k + 0.5) / K``); a tensor, so that the
+            exported graph holds it as a constant.
+
+    Returns:
+        ``[B, h, w, K, 3]`` normalised points.
+    """
+    lo, hi = aabb[:3], aabb[3:]
+    inv = 1.0 / rays_d
+    t0 = (lo - rays_o) * inv
+    t1 = (hi - rays_o) * inv
+    t_min, t_max = torch.minimum(t0, t1), torch.maximum(t0, t1)  # [B, h, w, 3]
+    # the slab method with elementwise Max/Min of slices (no reductions, no Gather in the graph)
+    lo_x, lo_y, lo_z = t_min[..., 0:1], t_min[..., 1:2], t_min[..., 2:3]  # [B, h, w, 1] each
+    hi_x, hi_y, hi_z = t_max[..., 0:1], t_max[..., 1:2], t_max[..., 2:3]
+    t_near = torch.clamp(torch.maximum(torch.maximum(lo_x, lo_y), lo_z), min=0.0)
+    t_far = torch.maximum(torch.minimum(torch.minimum(hi_x, hi_y), hi_z), t_near)
+    t = t_near + (t_far - t_near) * frac  # [B, h, w, K]
+    pts = rays_o[..., None, :] + rays_d[..., None, :] * t[..., None]  # [B, h, w, K, 3]
+    return (pts - lo) * (2.0 / (hi - lo)) - 1.0
