@@ -56,13 +56,13 @@ def _extension() -> None:
     build.load_hashgrid_extension()  # build once up front (about a minute on a clean cache)
 
 
-@pytest.mark.parametrize("spec_name", list(SPECS))
-@pytest.mark.parametrize("n", [1, 1001, 2**16])
+# every spec at every size, except the default spec's large batch: test_default_spec_large_batch (slow)
+CASES = [(name, n) for name in SPECS for n in (1, 1001, 2**16) if (name, n) != ("default", 2**16)]
+
+
+@pytest.mark.parametrize("spec_name, n", CASES)
 def test_forward_and_gradients_match_reference(spec_name: str, n: int) -> None:
-    spec = SPECS[spec_name]
-    if spec_name == "default" and n == 2**16:
-        pytest.skip("covered by test_default_spec_large_batch (slow)")
-    _check_against_reference(spec, torch.rand(n, 3))
+    _check_against_reference(SPECS[spec_name], torch.rand(n, 3))
 
 
 @pytest.mark.slow
