@@ -24,6 +24,8 @@ class RayRenderer(Protocol):
         """``[6]`` scene box (its device is the renderer's)."""
         ...
 
+    # Teacher.render_rays and PartitionedTeacher.render_rays restate this signature: a Protocol is
+    # satisfied structurally, so the shared lines are the contract, not a copy to factor out
     def render_rays(
         self,
         rays_o: Tensor,  # [N, 3]

@@ -270,3 +270,15 @@ def test_aabb_random_against_dense_marching() -> None:
     assert torch.allclose(tn[hit], t_in[hit], atol=step * 1.01)
     assert torch.allclose(tf[hit], t_out[hit], atol=step * 1.01)
     assert torch.equal(tn[~hit], tf[~hit])
+
+
+def test_scene_center_of_a_ring_and_parallel_fallback() -> None:
+    from core.rig import scene_center
+    from testing.scenes.rigs import ring_poses
+
+    poses = ring_poses(6)
+    poses[:, :3, 3] += torch.tensor([0.5, -0.25, 1.0])  # move the rig: it looks at the moved point
+    assert torch.allclose(scene_center(poses), torch.tensor([0.5, -0.25, 1.0]), atol=1e-4)
+    parallel = torch.eye(4).repeat(3, 1, 1)
+    parallel[:, 0, 3] = torch.tensor([0.0, 1.0, 2.0])  # all looking along +Z: no common point
+    assert torch.allclose(scene_center(parallel), torch.tensor([1.0, 0.0, 0.0]))

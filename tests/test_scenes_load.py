@@ -439,15 +439,3 @@ def test_bad_background_rejected(tmp_path: Path) -> None:
         _load(root, background=[1.0, 1.0])
     with pytest.raises(SceneError, match="background must be 3 numbers"):
         _load(root, background=[0.0, 2.0, 0.0])
-
-
-def test_scene_center_of_a_ring_and_parallel_fallback() -> None:
-    from core.rig import scene_center
-    from testing.scenes.rigs import ring_poses
-
-    poses = ring_poses(6)
-    poses[:, :3, 3] += torch.tensor([0.5, -0.25, 1.0])  # move the rig: it looks at the moved point
-    assert torch.allclose(scene_center(poses), torch.tensor([0.5, -0.25, 1.0]), atol=1e-4)
-    parallel = torch.eye(4).repeat(3, 1, 1)
-    parallel[:, 0, 3] = torch.tensor([0.0, 1.0, 2.0])  # all looking along +Z: no common point
-    assert torch.allclose(scene_center(parallel), torch.tensor([1.0, 0.0, 0.0]))

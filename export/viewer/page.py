@@ -5,8 +5,7 @@
 onnxruntime-web runtime files, copied from the npm package that ``scripts/setup.sh`` installs into
 ``export/viewer/web/node_modules`` (pinned by ``export/viewer/web/package-lock.json``). The folder is
 complete: any static host that sends the two cross-origin isolation headers (``export/viewer/server.py``)
-serves it, and
-the page fetches nothing else. ``serve=true`` serves it on 127.0.0.1 and prints the URL.
+serves it, and the page fetches nothing else. ``serve=true`` serves it on 127.0.0.1 and prints the URL.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +22,11 @@ import hydra
 import onnx
 from omegaconf import DictConfig
 
-from core.checks import ConfigValueError, in_range
 from core.errors import UserError, exit_on_user_error
 from core.io import write_bytes, write_json
 from export.runtime import ModelError, ModelMeta
-from pipeline.config import register_stage, to_dataclass
-from pipeline.run import RunConfig
+from export.viewer.config import ViewerConfig
+from pipeline.config import to_dataclass
 
 log = logging.getLogger(__name__)
 
@@ -45,33 +42,6 @@ META_KEYS = ("scene_name", "near", "far", "aabb", "content_aabb", "image_size", 
 SCREENSHOT = "screenshot.png"
 SPLIT_MLP, SPLIT_MLP_INT8, SPLIT_TABLE = "student_mlp.onnx", "student_mlp_int8.onnx", "student_grid.bin"
 SPLIT_TOL = 1e-4  # max abs error of the split MLP graph against PyTorch
-
-
-@dataclass
-class ViewerConfig(RunConfig):
-    """``conf/viewer.yaml``: the run section (of which the page uses ``run_dir`` and ``scene`` only: the
-    browser picks its own device and threads), then the viewer's own."""
-
-    export_dir: str | None = None
-    out_dir: str | None = None
-    variants: list[str] = field(default_factory=lambda: ["student.onnx", "student_fp16.onnx",
-                                                         "student_int8.onnx"])
-    default: str | None = None
-    split: bool = True
-    checkpoint: str | None = None
-    webgpu: bool = True
-    ort_dir: str | None = None
-    screenshot: bool | None = None
-    browser: str | None = None
-    serve: bool = False
-    host: str = "127.0.0.1"
-    port: int = 8000
-
-    def validate(self) -> None:
-        """Raise :class:`core.checks.ConfigValueError` for a bad value."""
-        in_range(self, 0, 65535, "port")
-        if not self.variants:
-            raise ConfigValueError("variants", "must name at least one exported file", [])
 
 
 def read_meta(path: Path) -> ModelMeta:
@@ -271,7 +241,6 @@ def serve(out: Path, host: str, port: int) -> None:
         server.server_close()
 
 
-register_stage("viewer", ViewerConfig)
 
 
 @hydra.main(config_path="../../conf", config_name="viewer", version_base="1.3")
