@@ -58,8 +58,9 @@ def photo_views(scene_path: str | None, split: str, background: list[float]) -> 
 
 
 def train(model: ImageStudent, views: Views, seconds: float, lr: float, plane_lr: float, batch: int,
-          seed: int) -> int:
-    """Whole-view batches for ``seconds`` of wall-clock; returns the steps taken."""
+          seed: int, bf16: bool = False) -> int:
+    """Whole-view batches for ``seconds`` of wall-clock (under bf16 autocast with ``bf16``); returns the
+    steps taken."""
     rgb, c2w, K = views
     H, W = rgb.shape[1:3]
     opt = torch.optim.Adam([{"params": model.encoding.parameters(), "lr": plane_lr},
@@ -71,7 +72,9 @@ def train(model: ImageStudent, views: Views, seconds: float, lr: float, plane_lr
         for group, rate in zip(opt.param_groups, base):
             group["lr"] = rate * 0.02 ** (elapsed / seconds)
         idx = torch.randint(0, len(rgb), (batch,), generator=g)
-        loss = F.mse_loss(model.render(c2w[idx], K[idx], H, W), rgb[idx])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model.render(c2w[idx], K[idx], H, W)
+        loss = F.mse_loss(out.float(), rgb[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -99,6 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--plane-lr", type=float, default=1e-2)
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast for training (evaluation in fp32)")
     p.add_argument("--configs", default='[{"scale": 4}]', help="JSON list of ImageStudentConfig changes")
     args = p.parse_args(argv)
     torch.set_num_threads(2)
@@ -111,9 +115,10 @@ def main(argv: list[str] | None = None) -> None:
         torch.manual_seed(0)
         cfg = ImageStudentConfig(**changes)
         model = ImageStudent(cfg, list(meta.scene.content_aabb))
-        steps = train(model, pseudo, args.seconds, args.lr, args.plane_lr, args.batch, seed=0)
+        steps = train(model, pseudo, args.seconds, args.lr, args.plane_lr, args.batch, seed=0, bf16=args.bf16)
         distilled = view_psnr(model, test)
-        ft_steps = train(model, photos, args.ft_seconds, args.lr / 4, args.plane_lr / 4, args.batch, seed=1)
+        ft_steps = train(model, photos, args.ft_seconds, args.lr / 4, args.plane_lr / 4, args.batch, seed=1,
+                         bf16=args.bf16)
         final = view_psnr(model, test)
         n_params = sum(q.numel() for q in model.parameters())
         rows.append([json.dumps(changes), f"{n_params / 1e6:.2f} M", f"{steps} + {ft_steps}",
@@ -123,7 +128,8 @@ def main(argv: list[str] | None = None) -> None:
                "test PSNR after distill", "after finetune", "teacher", "student - teacher"]
     table = markdown_table(headers, rows)
     notes = (f"{args.seconds:.0f} s distill on the pseudo-views + {args.ft_seconds:.0f} s finetune on the "
-             f"photos per row, {args.batch} whole views a step, lr {args.lr:g} (planes {args.plane_lr:g}); "
+             f"photos per row, {args.batch} whole views a step, lr {args.lr:g} (planes {args.plane_lr:g}), "
+             f"{'bf16 autocast' if args.bf16 else 'fp32'}; "
              f"scene {meta.scene.scene_name}, {len(pseudo[0])} pseudo-views of "
              f"{pseudo[0].shape[1]}x{pseudo[0].shape[2]}. Steps depend on the machine's load.")
     print(table)
