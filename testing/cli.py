@@ -48,3 +48,18 @@ def run_js(source: str) -> Any:
     out = subprocess.run([node, "--input-type=module", "-e", source], cwd=WEB_DIR, capture_output=True,
                          text=True, timeout=60, check=True)
     return json.loads(out.stdout)
+
+
+def blocking_imports(blocked: set[str]) -> str:
+    """Python source that makes every module under the top-level names ``blocked`` unimportable (a
+    ``sys.meta_path`` finder raising ``ImportError``): the start of a ``python -c`` script proving that
+    what follows needs none of them (the torch-free runtime)."""
+    return (
+        "import sys\n\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.split('.')[0] in {sorted(blocked)!r}:\n"
+        "            raise ImportError('blocked: ' + name)\n\n"
+        "sys.meta_path.insert(0, Block())\n"
+    )
+

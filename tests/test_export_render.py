@@ -233,14 +233,7 @@ def test_render_cli_help_lists_the_keys() -> None:
 
 
 _BLOCKED_RENDER = """
-import runpy, sys
-
-class Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {blocked!r}:
-            raise ImportError("blocked: " + name)
-
-sys.meta_path.insert(0, Block())
+import runpy
 sys.argv = ["export.runtime.render", *{args!r}]
 runpy.run_module("export.runtime.render", run_name="__main__")
 ours = sorted(m for m in sys.modules if m.split(".")[0] in {blocked!r} or m.startswith("export.") and
@@ -253,12 +246,14 @@ def test_render_command_runs_with_torch_unimportable(exported_student: tuple[Pat
                                                      tmp_path: Path) -> None:
     """``python -m export.runtime.render`` on an exported model with torch, Lightning and every package of
     ours but ``export`` made unimportable (the runtime's promise: numpy + ONNX Runtime)."""
+    from testing.cli import blocking_imports
     from tests.test_imports import OURS, TORCH
 
     blocked = set(TORCH | (OURS - {"export"}))
     args = [f"run_dir={exported_student[0]}", f"out_dir={tmp_path}", "orbit.n_frames=2", "video=gif",
             "profile=gpu", "scene.downscale=2", "device=cpu", "threads=1"]
-    proc = subprocess.run([sys.executable, "-c", _BLOCKED_RENDER.format(blocked=blocked, args=args)],
+    code = blocking_imports(blocked) + _BLOCKED_RENDER.format(blocked=blocked, args=args)
+    proc = subprocess.run([sys.executable, "-c", code],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "LOADED []" in proc.stdout and "rendered 2 frames of 16x16 on CPUExecutionProvider" in proc.stdout

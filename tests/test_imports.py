@@ -118,25 +118,13 @@ def test_checker_catches_violations(tmp_path: Path) -> None:
     assert violations(ok, root=tmp_path) == []
 
 
-_BLOCKED_IMPORT = """
-import sys
-
-class Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {blocked!r}:
-            raise ImportError("blocked: " + name)
-
-sys.meta_path.insert(0, Block())
-import {module}
-"""
-
-
 def test_runtime_imports_without_torch_or_our_training_code() -> None:
     """Importing ``export.runtime`` for real (its package ``__init__`` too) never needs torch."""
     import subprocess
     import sys
 
-    blocked = sorted(TORCH | (OURS - {"export"}))
-    code = _BLOCKED_IMPORT.format(blocked=set(blocked), module="export.runtime, export.runtime.render")
+    from testing.cli import blocking_imports
+
+    code = blocking_imports(TORCH | (OURS - {"export"})) + "import export.runtime, export.runtime.render\n"
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
