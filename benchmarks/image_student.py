@@ -4,8 +4,8 @@ on the photos, and compare its test PSNR with the teacher's, at equal wall-clock
 The image student draws one ray per ``s x s`` block and upsamples (the device design of
 ``docs/device_student.md``); this script trains it on whole pseudo-views (the demo's are 100 x 100: a
 view is one batch item) with Adam, per-group learning rates (planes / network) decaying exponentially to
-2% of their start, then on the training photos at a quarter of those rates. Object scenes only (the
-planes cover the content box in the world frame).
+2% of their start after a short warm-up, then on the training photos at a fraction of those rates.
+Object scenes only (the planes cover the content box in the world frame).
 
     python -m benchmarks.image_student --run-dir runs/mic_100 [--seconds 240] [--ft-seconds 60]
         [--configs '[{"scale": 4}, {"scale": 4, "resolutions": [32, 64, 128], "channels": 8}]']
@@ -35,6 +35,7 @@ from scenes.load import SceneConfig, load_scene
 from student.image_model import ImageStudent, ImageStudentConfig
 
 Views = tuple[Tensor, Tensor, Tensor]  # rgb [V, H, W, 3], c2w [V, 4, 4], K [V, 3, 3]
+WARMUP_FRACTION = 0.05  # of each stage's seconds: learning rates ramp up from 0
 
 
 def pseudo_views(run_dir: Path) -> tuple[Views, Any]:
@@ -69,8 +70,9 @@ def train(model: ImageStudent, views: Views, seconds: float, lr: float, plane_lr
     g = torch.Generator().manual_seed(seed)
     start, steps = time.perf_counter(), 0
     while (elapsed := time.perf_counter() - start) < seconds:
+        warmup = min(1.0, elapsed / (WARMUP_FRACTION * seconds))  # a ramp: full rates at once collapsed a run
         for group, rate in zip(opt.param_groups, base):
-            group["lr"] = rate * 0.02 ** (elapsed / seconds)
+            group["lr"] = rate * warmup * 0.02 ** (elapsed / seconds)
         idx = torch.randint(0, len(rgb), (batch,), generator=g)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             out = model.render(c2w[idx], K[idx], H, W)
@@ -102,6 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--plane-lr", type=float, default=1e-2)
+    p.add_argument("--ft-lr-scale", type=float, default=0.25, help="finetune rates / distill rates")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for training (evaluation in fp32)")
     p.add_argument("--configs", default='[{"scale": 4}]', help="JSON list of ImageStudentConfig changes")
     args = p.parse_args(argv)
@@ -117,7 +120,8 @@ def main(argv: list[str] | None = None) -> None:
         model = ImageStudent(cfg, list(meta.scene.content_aabb))
         steps = train(model, pseudo, args.seconds, args.lr, args.plane_lr, args.batch, seed=0, bf16=args.bf16)
         distilled = view_psnr(model, test)
-        ft_steps = train(model, photos, args.ft_seconds, args.lr / 4, args.plane_lr / 4, args.batch, seed=1,
+        ft_steps = train(model, photos, args.ft_seconds, args.lr * args.ft_lr_scale,
+                         args.plane_lr * args.ft_lr_scale, args.batch, seed=1,
                          bf16=args.bf16)
         final = view_psnr(model, test)
         n_params = sum(q.numel() for q in model.parameters())
@@ -128,7 +132,8 @@ def main(argv: list[str] | None = None) -> None:
                "test PSNR after distill", "after finetune", "teacher", "student - teacher"]
     table = markdown_table(headers, rows)
     notes = (f"{args.seconds:.0f} s distill on the pseudo-views + {args.ft_seconds:.0f} s finetune on the "
-             f"photos per row, {args.batch} whole views a step, lr {args.lr:g} (planes {args.plane_lr:g}), "
+             f"photos per row (rates x {args.ft_lr_scale:g}), {args.batch} whole views a step, "
+             f"lr {args.lr:g} (planes {args.plane_lr:g}), a {WARMUP_FRACTION:.0%} warm-up, "
              f"{'bf16 autocast' if args.bf16 else 'fp32'}; "
              f"scene {meta.scene.scene_name}, {len(pseudo[0])} pseudo-views of "
              f"{pseudo[0].shape[1]}x{pseudo[0].shape[2]}. Steps depend on the machine's load.")
