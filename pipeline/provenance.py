@@ -4,9 +4,10 @@ A *fingerprint* is a JSON-able dict of the inputs that shape an output: hashes o
 cameras and image list, a checkpoint, the pseudo-data's ``meta.json``) and the part of the config that
 changes the result -- not budgets (``max_steps``, ``max_seconds``), devices, backends, progress bars or
 evaluation settings. Which fields those are is said where each field is declared, in its dataclass:
-``field(default=..., metadata={"provenance": False})`` (:data:`NOT_PROVENANCE`) marks a field that does not
-change the output, and :func:`provenance_fields` walks a config and leaves those out (a stage's
-fingerprint picks its parts from what that returns). A stage stores the fingerprint in the checkpoints it
+``field(default=..., metadata={"provenance": False})`` marks a field that does not change the output
+(written as that literal, also in ``core`` and ``cuda``, which cannot import this module), and
+:func:`provenance_fields` walks a config and leaves those out (a stage's fingerprint picks its parts from
+what that returns). A stage stores the fingerprint in the checkpoints it
 writes (key ``provenance``) and in ``<folder>/provenance.json`` (which also covers Lightning's
 ``last.ckpt``). On a rerun an output is reused only if its recorded fingerprint equals the requested one;
 otherwise the stage stops with one line naming the first difference and how to start fresh.
@@ -18,7 +19,7 @@ import dataclasses
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,7 @@ log = logging.getLogger(__name__)
 
 PROVENANCE_NAME = "provenance.json"
 _REPR_CHARS = 80  # values are cut in messages: a camera list would not fit on one line
-PROVENANCE_KEY = "provenance"
-# the metadata of a dataclass field that does not change the output (threads, devices, budgets, logging)
-NOT_PROVENANCE: Mapping[str, Any] = {PROVENANCE_KEY: False}
+PROVENANCE_KEY = "provenance"  # field metadata key: False for a field that does not change the output
 
 
 def counts_for_provenance(f: dataclasses.Field[Any]) -> bool:

@@ -3,8 +3,9 @@
 Each stage's config (``teacher.config.TeacherConfig``, ``student.config.StudentConfig``, ...) derives
 from :class:`RunConfig`, so ``scene.*``, ``run_dir``, ``seed``, ``device`` and ``threads`` are the same
 top-level keys, with the same defaults, in every stage. ``device`` is resolved here only: into a torch
-device (:func:`resolve_device`), a Lightning accelerator (:func:`lightning_accelerator`), ONNX Runtime
-providers (:func:`ort_providers`) and a collective backend (:func:`collective_backend`).
+device (:func:`resolve_device`), a Lightning accelerator (:func:`lightning_accelerator`) and a collective
+backend (:func:`collective_backend`). (ONNX Runtime providers: the torch-free runtime maps ``device`` itself,
+``export.runtime.render.providers_for``.)
 """
 
 from __future__ import annotations
@@ -84,16 +85,6 @@ def resolve_device(name: str) -> torch.device:
 def lightning_accelerator(name: str) -> str:
     """Lightning's ``accelerator`` for a ``device`` value: ``"gpu"`` or ``"cpu"``."""
     return "gpu" if resolve_device(name).type == "cuda" else "cpu"
-
-
-def ort_providers(name: str) -> list[str] | None:
-    """ONNX Runtime execution providers for a ``device`` value (``None`` for ``auto``: the runtime picks
-    CUDA when its build has it, else the CPU)."""
-    if name == "auto":
-        return None
-    if name == "cpu":
-        return ["CPUExecutionProvider"]
-    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
 def collective_backend(requested: str = "auto") -> str:
