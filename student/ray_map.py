@@ -67,9 +67,9 @@ def box_points(
     boundary and read near-zero features; the decoder learns the background for them.
 
     The same segment and bin centres as ``core.rays.ray_aabb_intersect`` + ``student.encoding``'s
-    ``segment_points`` (a test compares them), written again because those export to ``ReduceMax``,
-    ``Where`` and shape-computed constants, outside the portable op set of ``export.image``; making
-    ``ray_aabb_intersect`` itself portable would let both call one function.
+    ``segment_points`` (tests/test_student_image.py compares with the former), written again because
+    those export to ``ReduceMax``, ``Where`` and shape-computed constants, outside the portable op set of
+    ``export.image``; making ``ray_aabb_intersect`` itself portable would let both call one function.
 
     Args:
         rays_o: ``[B, h, w, 3]`` origins (or ``[B, 1, 1, 3]``: one per camera).
