@@ -9,32 +9,62 @@ from typing import Any
 import torch
 
 from core.checkpoint import load_checkpoint, save_checkpoint
+from core.checks import validate
 from core.errors import CheckpointError, UserError
 from core.ndc import NDCSpace
 from core.scene_facts import SceneFacts
 from core.skipgrid import unpack_grid
+from student.image_model import ImageStudent
 from student.model import R2LStudent, StudentModelConfig
 
 KIND = "student"
+Student = R2LStudent | ImageStudent  # the two decoders (StudentModelConfig.decoder: ray, image)
 
 
-def save_student(path: str | Path, model: R2LStudent, facts: SceneFacts, **extra: Any) -> Path:
+def model_config(model: Student) -> StudentModelConfig:
+    """The ``model`` section that builds ``model`` again (an image student's ray fields: defaults)."""
+    if isinstance(model, ImageStudent):
+        return StudentModelConfig(decoder="image", encoding="planes", image=model.cfg)
+    return model.cfg
+
+
+def build_model(cfg: StudentModelConfig, facts: SceneFacts, occupancy: torch.Tensor | None = None) -> Student:
+    """The network ``cfg`` describes, over the box and ray range of ``facts``.
+
+    Both cover ``facts.content_aabb`` (a forward-facing ray student's: its NDC box); ``occupancy``: the
+    ray student's empty-space grid over it.
+
+    Raises:
+        UserError: an image student asked for a forward-facing scene (not supported yet).
+    """
+    validate(cfg, "model.")
+    ndc = NDCSpace.from_dict(facts.ndc) if facts.ndc is not None else None
+    if cfg.decoder == "image":
+        if ndc is not None:
+            raise UserError("model.decoder=image: forward-facing (NDC) scenes are not supported yet; use "
+                            "model.decoder=ray")
+        return ImageStudent(cfg.image, list(facts.content_aabb))
+    return R2LStudent(cfg, torch.tensor(facts.content_aabb), facts.near, facts.far, facts.background, ndc,
+                      occupancy)
+
+
+def save_student(path: str | Path, model: Student, facts: SceneFacts, **extra: Any) -> Path:
     """Atomically save a student.
 
     Args:
         path: checkpoint file.
-        model: the network.
+        model: the network (either decoder).
         facts: its scene facts (stored as ``config["scene"]``, :meth:`core.scene_facts.SceneFacts.to_dict`).
         extra: more JSON-able entries (e.g. ``metrics``).
     """
-    config = {"model": dataclasses.asdict(model.cfg), "scene": facts.to_dict()}
+    config = {"model": dataclasses.asdict(model_config(model)), "scene": facts.to_dict()}
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return save_checkpoint(path, KIND, state, config, **extra)
 
 
 def load_student(
     path: str | Path, map_location: str | torch.device = "cpu"
-) -> tuple[R2LStudent, SceneFacts]:
+) -> tuple[Student, SceneFacts]:
     """Load a student saved by :func:`save_student`; returns the model (eval mode) and its scene facts.
 
     A checkpoint of before :class:`core.scene_facts.SceneFacts` (a plain dict of the same keys, without
@@ -52,11 +82,9 @@ def load_student(
         raise CheckpointError(str(exc)) from None
     try:
         cfg = StudentModelConfig.from_dict(payload["config"]["model"])
-        ndc = NDCSpace.from_dict(facts.ndc) if facts.ndc is not None else None
         occ = facts.occupancy
         grid = torch.from_numpy(unpack_grid(occ, f"{path}: occupancy")) if occ is not None else None
-        model = R2LStudent(cfg, torch.tensor(facts.content_aabb), facts.near, facts.far, facts.background,
-                           ndc, grid)
+        model = build_model(cfg, facts, grid)
         model.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

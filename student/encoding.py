@@ -38,7 +38,7 @@ from cuda.backend import HashGrid, HashGridConfig
 from cuda.hashgrid_graph import hash_encode_graph
 
 RAY_RANGES = ("box", "near_far")
-ENCODINGS = ("pe", "hash")
+ENCODINGS = ("pe", "hash", "planes")  # planes: the image decoder's (student.planes)
 
 
 @dataclass

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from core.checks import ConfigValueError, at_least, one_of, validate
 from student.planes import PlaneEncoding
 from student.ray_map import block_centers, block_rays, box_points
 
@@ -51,14 +52,15 @@ class ImageStudentConfig:
     activation: str = "gelu"
 
     def validate(self) -> None:
-        """Raise ``ValueError`` for a shape the model cannot take."""
+        """Raise :class:`core.checks.ConfigValueError` for a shape the model cannot take."""
         if self.scale < 2 or self.scale & (self.scale - 1):
-            raise ValueError(f"scale={self.scale}: must be a power of two >= 2")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation={self.activation}: must be one of {list(ACTIVATIONS)}")
-        for name in ("n_points", "channels", "width", "tail"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)}: must be >= 1")
+            raise ConfigValueError("scale", "must be a power of two >= 2", self.scale)
+        one_of(self, "activation", ACTIVATIONS)
+        at_least(self, 1, "n_points", "channels", "width", "tail")
+        at_least(self, 0, "depth")
+        if not self.resolutions or min(self.resolutions) < 2:
+            raise ConfigValueError("resolutions", "must list at least one plane resolution, each >= 2",
+                                   self.resolutions)
 
 
 def _act(name: str) -> nn.Module:
@@ -111,7 +113,7 @@ class ImageStudent(nn.Module):
 
     def __init__(self, cfg: ImageStudentConfig, aabb: list[float]):
         super().__init__()
-        cfg.validate()
+        validate(cfg, "model.image.")  # also a config read from a checkpoint
         self.cfg = cfg
         self.aabb: Tensor
         self.frac: Tensor

@@ -13,6 +13,11 @@ from torch import Tensor, nn
 from core.checks import ConfigValueError, at_least, one_of, validate
 from core.ndc import NDCSpace
 from student.encoding import ENCODINGS, RAY_RANGES, GridConfig, HashRayEncoder, RayEncoder, point_features_dim
+from student.image_model import ImageStudentConfig
+
+# decoder -> the encodings it can take: ``ray`` evaluates the MLP once per pixel (R2L), ``image`` draws
+# the view from a low-resolution ray map of plane features (:mod:`student.image_model`)
+DECODERS: dict[str, tuple[str, ...]] = {"ray": ("pe", "hash"), "image": ("planes",)}
 
 
 @dataclass
@@ -20,8 +25,11 @@ class StudentModelConfig:
     """Shape of the student.
 
     Attributes:
+        decoder: ``"ray"`` (one MLP evaluation per pixel: R2L, the fields below) or ``"image"`` (camera in,
+            image out from a ray map at ``1/s`` of the output: :attr:`image`).
         encoding: ``"pe"`` (R2L's positional encoding of the points) or ``"hash"`` (learned hash-grid
-            features at the points; see :class:`student.encoding.HashRayEncoder`).
+            features at the points; see :class:`student.encoding.HashRayEncoder`), for ``decoder=ray``;
+            ``"planes"`` (learned tri-plane features) for ``decoder=image``.
         n_points: ``K`` points sampled per ray.
         n_freqs: positional-encoding octaves (``pe`` only).
         width: hidden width ``W``.
@@ -32,8 +40,10 @@ class StudentModelConfig:
         grid: the ``hash`` encoding's grid (ignored by ``pe``).
         skip_empty: use the pseudo-data's empty-space grid (:mod:`core.skipgrid`), when it has one: rays
             whose K points all lie in cells the teacher left empty show the background, unevaluated.
+        image: the image decoder's shape (``decoder=image`` only).
     """
 
+    decoder: str = "ray"
     encoding: str = "pe"
     n_points: int = 16
     n_freqs: int = 10
@@ -43,13 +53,15 @@ class StudentModelConfig:
     grid: GridConfig = field(  # the student's grid: 4 x 2 features, 2^17 entries, 16 to 128 cells
         default_factory=lambda: GridConfig(n_levels=4, log2_hashmap_size=17, max_resolution=128))
     skip_empty: bool = True
+    image: ImageStudentConfig = field(default_factory=ImageStudentConfig)
 
     @classmethod
     def from_dict(cls, d: dict) -> StudentModelConfig:
         """The config saved by ``dataclasses.asdict`` (a checkpoint from before encodings is ``pe``)."""
         d = dict(d)
         grid = GridConfig(**{**dataclasses.asdict(cls().grid), **d.pop("grid", {})})
-        return cls(**d, grid=grid)
+        image = ImageStudentConfig(**d.pop("image", {}))
+        return cls(**d, grid=grid, image=image)
 
     @property
     def n_blocks(self) -> int:
@@ -57,7 +69,11 @@ class StudentModelConfig:
 
     def validate(self) -> None:
         """Raise :class:`core.checks.ConfigValueError` for a bad value (``grid`` checks itself)."""
+        one_of(self, "decoder", DECODERS)
         one_of(self, "encoding", ENCODINGS)
+        if self.encoding not in DECODERS[self.decoder]:
+            raise ConfigValueError("encoding", f"cannot go with model.decoder={self.decoder} (it takes: "
+                                   f"{', '.join(DECODERS[self.decoder])})", self.encoding)
         one_of(self, "ray_range", RAY_RANGES)
         if self.depth < 4 or self.depth % 2:
             raise ConfigValueError("depth", "must be even and >= 4 (input, 2 per block, output)", self.depth)

@@ -22,6 +22,9 @@ FORMAT_VERSION = 2  # 2: the scene facts under one key (lightfield.scene); 1: to
 META_PREFIX = "lightfield."
 INPUT_NAMES = ("rays_o", "rays_d")
 OUTPUT_NAME = "rgb"
+# decoder -> the graph's inputs: a ray model maps rays [N, 3] to colors [N, 3]; an image model maps one
+# camera (c2w [4, 4], K [3, 3], float32) to its image rgb [H, W, 3] (H, W: ModelMeta.output_size)
+DECODER_INPUTS = {"ray": INPUT_NAMES, "image": ("c2w", "K")}
 # Rays per inference call: small enough that the [batch, 960] sine features stay in the L2 cache
 # (measured on this project's CPU: 1024 beats 4096 by 10-25% and one 10k-ray call by up to 2x).
 DEFAULT_BATCH = 1024
@@ -209,6 +212,11 @@ class ModelMeta:
             ops), ``fused`` (the same, folded into matrix products, see ``export/fused.py``; equal up to
             float32 rounding) or ``hash`` (hash-grid features looked up with Gather in the graph).
         checkpoint_sha256: sha256 of the student checkpoint the file was exported from (provenance).
+        decoder: ``ray`` (inputs ``rays_o``, ``rays_d`` ``[N, 3]``, output ``rgb [N, 3]``) or ``image``
+            (inputs ``c2w [4, 4]`` and ``K [3, 3]`` float32, intrinsics in pixels of the output image;
+            output ``rgb [H, W, 3]``; rays are built inside the graph).
+        output_size: ``[H, W]`` an image model draws (its shapes are static: one file per size);
+            ``[]`` for a ray model.
         format_version: version of this metadata layout (2: the scene facts under one key; 1: as
             top-level keys).
     """
@@ -221,6 +229,8 @@ class ModelMeta:
     flops_per_ray: int = 0
     encoding: str = "pe"
     checkpoint_sha256: str | None = None
+    decoder: str = "ray"
+    output_size: list[int] = field(default_factory=list)
     format_version: int = FORMAT_VERSION
 
     def to_props(self) -> dict[str, str]:
@@ -264,6 +274,14 @@ class ModelMeta:
             meta = cls(**values)
         except TypeError as exc:
             raise ModelError(f"{source}: incomplete metadata ({exc})") from None
+        if meta.decoder not in DECODER_INPUTS:
+            raise ModelError(f"{source}: metadata {META_PREFIX}decoder={meta.decoder!r} is not one of "
+                             f"{list(DECODER_INPUTS)}")
+        size = meta.output_size
+        if meta.decoder == "image" and not (isinstance(size, list) and len(size) == 2 and all(
+                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
+            raise ModelError(f"{source}: metadata {META_PREFIX}output_size={size!r}: an image model needs "
+                             "[H, W], two positive integers")
         if meta.occupancy is not None:
             try:
                 int(meta.student["n_points"])
