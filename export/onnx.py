@@ -75,7 +75,7 @@ def build_meta(model: R2LStudent, facts: SceneFacts, opset: int) -> ModelMeta:
     return ModelMeta(
         scene=RuntimeSceneFacts(**facts.to_dict()),
         opset=opset,
-        student=dataclasses.asdict(model.cfg),
+        student={k: v for k, v in dataclasses.asdict(model.cfg).items() if k not in ("decoder", "image")},
         flops_per_ray=flops_per_ray(model.cfg),
     )
 
