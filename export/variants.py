@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +26,16 @@ MATMUL_OPS = ("Gemm", "MatMul")
 MAX_IR_VERSION = 10
 
 
-def variant_filename(precision: str, static: bool) -> str:
-    """``student.onnx`` (fp32, dynamic batch), ``student_int8.onnx``, ``student_static_fp16.onnx``, ..."""
-    parts = ["student"] + (["static"] if static else []) + ([] if precision == "fp32" else [precision])
-    return "_".join(parts) + ".onnx"
+def variant_filename(precision: str, static: bool, size: Sequence[int] | None = None) -> str:
+    """``student.onnx`` (fp32, dynamic batch), ``student_int8.onnx``, ``student_static_fp16.onnx``, ...;
+    an image model's extra output size ``[H, W]``: ``student_<H>x<W>.onnx``, ``student_<H>x<W>_fp16.onnx``."""
+    parts = ["student"] + (["static"] if static else []) + ([f"{size[0]}x{size[1]}"] if size else [])
+    return "_".join(parts + ([] if precision == "fp32" else [precision])) + ".onnx"
+
+
+def is_variant_file(name: str) -> bool:
+    """Whether ``name`` is one that :func:`variant_filename` writes (an export replaces them all)."""
+    return re.fullmatch(r"student(_static)?(_\d+x\d+)?(_fp16|_int8)?\.onnx", name) is not None
 
 
 def trace_student(model: torch.nn.Module, example: tuple[torch.Tensor, torch.Tensor], static: bool,
@@ -148,16 +155,20 @@ def encoding_nodes(proto: onnx.ModelProto) -> list[str]:
     return [n.name for n in nodes if n.name in keep]
 
 
-def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
+def to_fp16(proto: onnx.ModelProto, keep: Collection[str] | None = None) -> onnx.ModelProto:
     """fp16 weights and MLP; inputs, outputs and the ray encoding stay fp32.
 
     The encoding must stay fp32: ``sin(2^9 x)`` of an fp16 ``x`` near 1 is off by up to 0.25 rad.
     (onnxruntime.transformers.float16 with a node block list emits duplicate Cast outputs for this
     graph, hence this direct rewrite: the MLP after the encoding is Gemm/Relu/Add/Sigmoid and the final
     Where that shows the background where a ray misses the content box.)
+
+    Args:
+        proto: the fp32 model (float constants as initializers, no stale ``value_info``).
+        keep: names of the nodes that stay fp32 (default: :func:`encoding_nodes`, a ray model's).
     """
     graph = proto.graph
-    keep = set(encoding_nodes(proto))
+    keep = set(encoding_nodes(proto) if keep is None else keep)
     enc = [n for n in graph.node if n.name in keep]
     mlp = [n for n in graph.node if n.name not in keep]
     fp32_tensors = {i.name for i in graph.input} | {o for n in enc for o in n.output}
@@ -188,20 +199,23 @@ def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 
 TABLE_MIN_ELEMENTS = 4096
+TABLE_OPS = ("Gather", "GridSample")  # lookups whose first input is a learned table (hash grid, planes)
 
 
 def _fp16_tables(graph: onnx.GraphProto, enc: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
-    """Store the float tables that encoding Gathers read (a learned encoding's features) as fp16.
+    """Store the float tables that encoding lookups read (a learned encoding's features) as fp16.
 
     Each such Gather (reading the table directly or through a Reshape) then reads fp16 rows and a Cast
-    back to fp32 follows it, so the file shrinks by half of the table while the lookup arithmetic stays
-    fp32. Small constants are left alone; a table read by several Gathers is converted once.
+    back to fp32 follows it; a GridSample reads the table through a Cast to fp32 (ONNX Runtime's CPU
+    GridSample takes float only). Either way the file shrinks by half of the table while the lookup
+    arithmetic stays fp32. Small constants are left alone; a table read by several lookups is converted
+    once.
     """
     inits = {i.name: i for i in graph.initializer}
     reshaped = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Reshape"}  # a view of the table
     out: list[onnx.NodeProto] = []
     for node in enc:
-        src = node.input[0] if node.op_type == "Gather" else ""
+        src = node.input[0] if node.op_type in TABLE_OPS else ""
         init = inits.get(src, inits.get(reshaped.get(src, "")))
         if init is None or init.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16) \
                 or np.prod(init.dims) < TABLE_MIN_ELEMENTS:
@@ -210,6 +224,11 @@ def _fp16_tables(graph: onnx.GraphProto, enc: list[onnx.NodeProto]) -> list[onnx
         if init.data_type == onnx.TensorProto.FLOAT:
             init.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(init).astype(np.float16),
                                                        init.name))
+        if node.op_type == "GridSample":  # ONNX Runtime's CPU GridSample is float-only: cast the texels
+            node.input[0] = f"{src}_fp32"
+            out += [onnx.helper.make_node("Cast", [src], [f"{src}_fp32"], to=onnx.TensorProto.FLOAT,
+                                          name=f"cast_{src}_fp32"), node]
+            continue
         rows = node.output[0]
         node.output[0] = f"{rows}_fp16"
         out += [node, onnx.helper.make_node("Cast", [f"{rows}_fp16"], [rows], to=onnx.TensorProto.FLOAT,
@@ -217,15 +236,14 @@ def _fp16_tables(graph: onnx.GraphProto, enc: list[onnx.NodeProto]) -> list[onnx
     return out
 
 
-class _RayReader:
-    """ONNX Runtime calibration reader over ``(rays_o, rays_d)`` batches."""
+class FeedReader:
+    """An ONNX Runtime ``CalibrationDataReader`` over ready input feeds (``{input name: array}`` each)."""
 
-    def __init__(self, batches: list[tuple[np.ndarray, np.ndarray]]):
-        self._it: Iterator[tuple[np.ndarray, np.ndarray]] = iter(batches)
+    def __init__(self, feeds: Sequence[dict[str, np.ndarray]]):
+        self._it: Iterator[dict[str, np.ndarray]] = iter(feeds)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        batch = next(self._it, None)
-        return None if batch is None else {"rays_o": batch[0], "rays_d": batch[1]}
+        return next(self._it, None)
 
 
 def to_int8(proto: onnx.ModelProto, mode: str, calib: list[tuple[np.ndarray, np.ndarray]] | None = None,
@@ -245,12 +263,28 @@ def to_int8(proto: onnx.ModelProto, mode: str, calib: list[tuple[np.ndarray, np.
     """
     if mode not in INT8_MODES:
         raise ValueError(f"int8 mode must be one of {INT8_MODES}, got {mode!r}")
+    exclude = encoding_nodes(proto)  # names unnamed nodes: before quantize saves the graph
+    feeds = [{"rays_o": o, "rays_d": d} for o, d in calib or []]
+    return quantize(proto, mode, feeds, per_channel, MATMUL_OPS, exclude)
+
+
+def quantize(proto: onnx.ModelProto, mode: str, feeds: Sequence[dict[str, np.ndarray]], per_channel: bool,
+             op_types: Sequence[str], exclude: Sequence[str] = ()) -> onnx.ModelProto:
+    """``proto`` with its ``op_types`` nodes quantized by ONNX Runtime's tools (the others stay float).
+
+    Args:
+        proto: the fp32 model.
+        mode: ``dynamic`` or ``qdq`` (calibrated on ``feeds``, MinMax ranges).
+        feeds: calibration inputs, one ``{input name: array}`` per batch (``qdq``).
+        per_channel: per-output-channel weight scales.
+        op_types: the op types to quantize.
+        exclude: names of nodes to leave in float.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        exclude = encoding_nodes(proto)  # names unnamed nodes: before saving
         onnx.save(proto, str(src))
         with quiet_root_logger():  # the quantizer logs "please run pre-processing" on the root logger
-            _quantize(src, dst, mode, calib, per_channel, exclude)
+            _quantize(src, dst, mode, feeds, per_channel, list(op_types), list(exclude))
         out = onnx.load(str(dst))
     out.ir_version = min(out.ir_version, MAX_IR_VERSION)
     return out
@@ -281,8 +315,8 @@ def quiet_root_logger() -> Iterator[None]:
         root.setLevel(level)
 
 
-def _quantize(src: Path, dst: Path, mode: str, calib: list[tuple[np.ndarray, np.ndarray]] | None,
-              per_channel: bool, exclude: list[str]) -> None:
+def _quantize(src: Path, dst: Path, mode: str, feeds: Sequence[dict[str, np.ndarray]], per_channel: bool,
+              op_types: list[str], exclude: list[str]) -> None:
     from onnxruntime.quantization import (
         CalibrationMethod,
         QuantFormat,
@@ -292,14 +326,12 @@ def _quantize(src: Path, dst: Path, mode: str, calib: list[tuple[np.ndarray, np.
     )
 
     if mode == "dynamic":
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8,
-                         op_types_to_quantize=list(MATMUL_OPS), per_channel=per_channel,
-                         nodes_to_exclude=exclude)
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=op_types,
+                         per_channel=per_channel, nodes_to_exclude=exclude)
     else:
-        if not calib:
-            raise ValueError("qdq quantization needs calibration rays")
-        quantize_static(str(src), str(dst), _RayReader(calib), quant_format=QuantFormat.QDQ,
+        if not feeds:
+            raise ValueError("qdq quantization needs calibration data")
+        quantize_static(str(src), str(dst), FeedReader(feeds), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        per_channel=per_channel, op_types_to_quantize=list(MATMUL_OPS),
-                        nodes_to_exclude=exclude,
+                        per_channel=per_channel, op_types_to_quantize=op_types, nodes_to_exclude=exclude,
                         calibrate_method=CalibrationMethod.MinMax)

@@ -2,19 +2,20 @@
 
 * :data:`TINY_TEACHER`, :data:`TINY_STUDENT`: overrides that make a stage's run take seconds;
   :func:`teacher_cfg` and :func:`data_gen_cfg` compose the real configs with them;
-* :func:`make_tiny_teacher_run`, :func:`make_tiny_student_ckpt`: untrained (seeded) models saved as a
-  stage would save them; :func:`write_photo_pseudo` / :func:`make_photo_pseudo_run`: pseudo-data shards
-  of a scene's training photos (no teacher needed);
+* :func:`make_tiny_teacher_run`, :func:`make_tiny_student_ckpt`, :func:`make_tiny_image_ckpt`: untrained
+  (seeded) models saved as a stage would save them; :func:`write_photo_pseudo` /
+  :func:`make_photo_pseudo_run`: pseudo-data shards of a scene's training photos (no teacher needed);
 * :func:`run_ranks`: ``teacher.train.run`` in spawned processes, as ``torchrun`` would start it.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -118,6 +119,57 @@ def make_tiny_student_ckpt(path: Path, scene_root: Path, n_freqs: int = 10, enco
         with torch.no_grad():
             model.encoder.grid.params.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(3))
     return save_student(path, model, scene_meta(scene, model, [1.0, 1.0, 1.0], None))
+
+
+# a tiny image student (model.image overrides): 2x2 pixels per ray, one 8^2 tri-plane level, an 8-wide body
+TINY_IMAGE_STUDENT: dict[str, Any] = {"scale": 2, "n_points": 2, "channels": 4, "resolutions": [8],
+                                      "width": 8, "depth": 1, "tail": 4}
+
+
+def make_tiny_image_ckpt(path: Path, scene_root: Path, seed: int = 0) -> Path:
+    """Save a randomly initialised (seeded) :data:`TINY_IMAGE_STUDENT` image student for the object scene
+    ``scene_root`` with its scene facts, as ``student.train`` saves one (export tests).
+
+    Its content box is half the scene box (so views show rays that miss it), and its planes are drawn with
+    unit spread, the size trained features have, so that the image depends on them.
+    """
+    from core.rig import camera_rig
+    from core.scene_facts import SceneFacts
+    from scenes.load import SceneConfig, load_scene
+    from student.checkpoint import build_model, save_student
+    from student.image_model import ImageStudent, ImageStudentConfig
+    from student.model import StudentModelConfig
+
+    scene = load_scene(SceneConfig(path=str(scene_root)), splits=("train",))
+    train = scene.split("train")
+    center, half = (scene.aabb[:3] + scene.aabb[3:]) / 2, (scene.aabb[3:] - scene.aabb[:3]) / 2
+    box = torch.cat([center - half / 2, center + half / 2])
+    facts = SceneFacts(aabb=scene.aabb.tolist(), content_aabb=box.tolist(), near=scene.near, far=scene.far,
+                       image_size=list(train.hw), K=train.K[0].tolist(), camera_convention=scene.convention,
+                       scene_name=scene.name, background=[1.0, 1.0, 1.0], scene_kind=scene.kind,
+                       rig=camera_rig(train.c2w))
+    image = ImageStudentConfig(**copy.deepcopy(TINY_IMAGE_STUDENT))
+    cfg = StudentModelConfig(decoder="image", encoding="planes", image=image)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(cfg, facts)
+        assert isinstance(model, ImageStudent)
+        with torch.no_grad():
+            for planes in model.encoding.planes:
+                planes.normal_(0.0, 1.0)
+    return save_student(path, model, facts)
+
+
+def export_tiny_image_run(run_dir: Path, scene_root: Path, **keys: Any) -> dict[str, Any]:
+    """Write a :func:`make_tiny_image_ckpt` checkpoint into ``<run_dir>/student/`` and export it with
+    ``export.onnx.run`` (export config ``keys`` over the defaults, a small parity check); returns the
+    report (``export.json``)."""
+    from export.onnx import ExportConfig, ParityConfig, run
+    from scenes.load import SceneConfig
+
+    make_tiny_image_ckpt(run_dir / "student" / "student.ckpt", scene_root)
+    keys.setdefault("parity", ParityConfig(n_poses=2))
+    return run(ExportConfig(scene=SceneConfig(path=str(scene_root)), run_dir=str(run_dir), **keys))
 
 
 def write_photo_pseudo(folder: Path, scene_root: Path, background: Sequence[float] = (1.0, 1.0, 1.0),

@@ -1,6 +1,11 @@
-"""The image student as one ONNX graph (export.image): parity with PyTorch, the portable op set."""
+"""The image student as ONNX (export.image, export.onnx): parity with PyTorch, the portable op set on every
+file, the fp16 and int8 files, the int8 gate, the ray-only keys refused, the command end to end."""
 
 from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -9,8 +14,29 @@ import torch
 from onnx import TensorProto, helper
 
 from core.cameras import look_at
-from export.image import CameraToImage, export_image_student, portability_problems
+from core.checks import ConfigValueError, validate
+from core.errors import UserError
+from export.config import ExportConfig, Int8Config, for_decoder
+from export.image import (
+    CameraToImage,
+    export_image_student,
+    geometry_nodes,
+    image_to_fp16,
+    portability_problems,
+)
+from export.onnx import run
+from export.parity import int8_gate, random_poses
+from export.runtime import ModelMeta, scaled_intrinsics
+from scenes.load import SceneConfig, load_scene
+from student.checkpoint import load_student
 from student.image_model import ImageStudent, ImageStudentConfig
+from testing.cli import REPO, run_cli
+from testing.runs import (
+    TINY_IMAGE_STUDENT,
+    export_tiny_image_run,
+    make_tiny_image_ckpt,
+    make_tiny_student_ckpt,
+)
 
 
 def _student(scale: int = 4) -> ImageStudent:
@@ -65,3 +91,212 @@ def test_exported_graph_is_portable_and_the_check_can_fail() -> None:
 def test_bad_image_size_is_refused() -> None:
     with pytest.raises(ValueError, match="image size 0x16"):
         CameraToImage(_student(), 0, 16)
+
+
+# --- python -m export.onnx on an image checkpoint -------------------------------------------------------
+
+IMAGE_FILES = {"student", "student_fp16", "student_int8", "student_12x20", "student_12x20_fp16",
+               "student_12x20_int8"}
+
+
+@pytest.fixture(scope="module")
+def image_export(tiny_scene: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """A tiny image student of ``tiny_scene`` (16x16) exported by ``export.onnx.run``, plus 12x20 files."""
+    run_dir = tmp_path_factory.mktemp("image_export")
+    return run_dir, export_tiny_image_run(run_dir, tiny_scene, image_sizes=[[12, 20]])
+
+
+def test_every_exported_image_file_is_portable_and_static(image_export: tuple[Path, dict]) -> None:
+    run_dir, report = image_export
+    out = run_dir / "export"
+    assert {p.stem for p in out.glob("*.onnx")} == IMAGE_FILES == set(report["variants"])
+    for stem in IMAGE_FILES:
+        proto = onnx.load(str(out / f"{stem}.onnx"))
+        onnx.checker.check_model(proto, full_check=True)
+        assert portability_problems(proto) == [], stem
+        H, W = (12, 20) if "12x20" in stem else (16, 16)
+        shapes = [(v.name, v.type.tensor_type.elem_type, [d.dim_value for d in v.type.tensor_type.shape.dim])
+                  for v in [*proto.graph.input, *proto.graph.output]]
+        assert shapes == [("c2w", TensorProto.FLOAT, [4, 4]), ("K", TensorProto.FLOAT, [3, 3]),
+                          ("rgb", TensorProto.FLOAT, [H, W, 3])], stem
+        meta = ModelMeta.from_props({p.key: p.value for p in proto.metadata_props}, stem)
+        assert (meta.decoder, meta.output_size, meta.image_size, meta.batch) == ("image", [H, W], [16, 16], 0)
+        assert meta.precision == report["variants"][stem]["precision"] and meta.encoding == "planes"
+        assert meta.student == TINY_IMAGE_STUDENT | {"activation": "gelu"}
+        assert meta.checkpoint_sha256 == report["checkpoint_sha256"]
+    assert report["decoder"] == "image" and report["output_sizes"] == [[16, 16], [12, 20]]
+    assert not list(out.glob(".staging-*")) and (out / "export.json").is_file()
+
+
+def test_image_report_parity_and_reduced_precisions(image_export: tuple[Path, dict]) -> None:
+    report = image_export[1]
+    assert report["parity"]["ok"] and report["parity"]["fp32_max_abs_err"] <= 1e-4
+    assert report["parity"]["n_poses"] == 4  # 2 random, 2 training
+    variants = report["variants"]
+    for stem in ("student", "student_12x20"):
+        assert variants[stem]["max_abs_err_random"] <= 1e-4 and variants[stem]["max_abs_err_view"] <= 1e-4
+        assert variants[stem]["psnr_vs_fp32"] is None
+    for stem in IMAGE_FILES - {"student", "student_12x20"}:  # reduced precisions: close to fp32, not equal
+        assert 30.0 < variants[stem]["psnr_vs_fp32"] < 120.0, stem
+    assert variants["student"]["test_psnr"] == pytest.approx(report["torch"]["test_psnr"], abs=1e-4)
+    assert variants["student_12x20"]["test_psnr"] is None  # no ground truth at that size
+    gate = report["int8_gate"]
+    assert gate["published"] and gate["psnr_drop_db"] <= gate["max_psnr_drop_db"] == 0.3
+    assert gate["files"] == ["student_int8.onnx", "student_12x20_int8.onnx"]
+
+
+def test_fp32_file_equals_pytorch_render_on_random_poses(image_export: tuple[Path, dict],
+                                                          tiny_scene: Path) -> None:
+    import onnxruntime as ort
+
+    run_dir = image_export[0]
+    model, facts = load_student(run_dir / "student" / "student.ckpt")
+    assert isinstance(model, ImageStudent)
+    train = load_scene(SceneConfig(path=str(tiny_scene)), splits=("train",)).split("train")
+    poses = random_poses(train.c2w, 3, torch.Generator().manual_seed(5))
+    for stem, (H, W) in (("student", (16, 16)), ("student_12x20", (12, 20))):
+        path = run_dir / "export" / f"{stem}.onnx"
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        K = scaled_intrinsics(np.asarray(facts.K, np.float32), (16, 16), (H, W))
+        for c2w in poses:
+            (got,) = sess.run(None, {"c2w": c2w.numpy(), "K": K})
+            with torch.no_grad():
+                want = model.render(c2w[None], torch.from_numpy(K)[None], H, W)[0].numpy()
+            assert want.std() > 1e-3, "degenerate reference: the comparison would prove nothing"
+            assert np.abs(got - want).max() <= 1e-4
+
+
+def test_fp16_keeps_the_geometry_fp32_and_stores_the_planes_in_half() -> None:
+    import onnxruntime as ort
+
+    torch.manual_seed(0)
+    cfg = ImageStudentConfig(scale=2, n_points=2, channels=4, resolutions=[40], width=8, depth=1, tail=4)
+    student = ImageStudent(cfg, [-1.0, -1.0, -1.0, 1.0, 1.0, 1.0]).eval()
+    fp32 = export_image_student(student, 16, 16)
+    fp16 = image_to_fp16(fp32)
+    assert portability_problems(fp16) == []
+    inits = {i.name: i.data_type for i in fp16.graph.initializer}
+    producer = {o: n for n in fp16.graph.node for o in n.output}
+    for node in fp16.graph.node:
+        if node.op_type == "GridSample":  # the texels: fp16 in the file, cast to fp32 for the lookup
+            cast = producer[node.input[0]]
+            assert cast.op_type == "Cast" and inits[cast.input[0]] == TensorProto.FLOAT16
+            assert node.input[1] not in inits and producer[node.input[1]].op_type != "Cast"
+        if node.op_type == "Conv":
+            assert inits[node.input[1]] == TensorProto.FLOAT16
+    geometry = set(geometry_nodes(fp32))
+    decoder_ops = {n.op_type for n in fp32.graph.node if n.name not in geometry}
+    assert decoder_ops >= {"Conv", "DepthToSpace", "Sigmoid"}
+    assert "GridSample" in {n.op_type for n in fp32.graph.node if n.name in geometry}
+    assert len(fp16.SerializeToString()) < 0.6 * len(fp32.SerializeToString())
+    c2w, K = _camera(1, 16, 16)
+    runs = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"c2w": c2w, "K": K})[0] for m in (fp32, fp16)]
+    assert runs[0].std() > 1e-3 and 0 < np.abs(runs[0] - runs[1]).max() <= 5e-3
+
+
+def test_int8_is_per_channel_qdq_around_the_convolutions(image_export: tuple[Path, dict]) -> None:
+    proto = onnx.load(str(image_export[0] / "export" / "student_int8.onnx"))
+    ops = {n.op_type for n in proto.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv", "GridSample"} <= ops
+    assert not ops & {"ConvInteger", "MatMulInteger", "QLinearConv"}
+    inits = {i.name: i for i in proto.graph.initializer}
+    weights = [n for n in proto.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
+               and inits[n.input[0]].data_type == TensorProto.INT8]
+    assert len(weights) == 3  # inp, body.0, ups.0
+    for node in weights:  # one scale per output channel
+        assert list(inits[node.input[1]].dims) == [inits[node.input[0]].dims[0]]
+    grid_inputs = {n.input[1] for n in proto.graph.node if n.op_type == "GridSample"}
+    producer = {o: n.op_type for n in proto.graph.node for o in n.output}
+    assert {producer[i] for i in grid_inputs} == {"Concat"}  # the lookups' positions are not quantized
+
+
+def test_int8_gate_drops_every_int8_file_beyond_the_allowed_drop() -> None:
+    def variants(int8_psnr: float) -> dict[str, dict]:
+        return {"student": {"precision": "fp32", "test_psnr": 30.0},
+                "student_int8": {"precision": "int8", "test_psnr": int8_psnr},
+                "student_8x8_int8": {"precision": "int8", "test_psnr": None}}
+
+    kept, dropped = variants(29.8), variants(29.6)
+    passed = int8_gate(Int8Config(), kept)
+    assert passed is not None and passed["published"]
+    assert set(kept) == {"student", "student_int8", "student_8x8_int8"}
+    gate = int8_gate(Int8Config(), dropped)
+    assert gate is not None and not gate["published"] and gate["psnr_drop_db"] == pytest.approx(0.4)
+    assert set(dropped) == {"student"}
+    assert gate["files"] == ["student_int8.onnx", "student_8x8_int8.onnx"]
+    assert int8_gate(Int8Config(), {"student": {"precision": "fp32", "test_psnr": 30.0}}) is None
+
+
+@pytest.mark.parametrize("keys, named", [
+    ({"static_variants": ["fp32"]}, "static_variants=['fp32']: "),
+    ({"fused_encoding": ["fp16"]}, "fused_encoding=['fp16']: "),
+    ({"int8": Int8Config(mode="dynamic")}, "int8.mode=dynamic: "),
+])
+def test_ray_only_keys_asked_of_an_image_model_are_one_line_errors(
+        image_export: tuple[Path, dict], tmp_path: Path, tiny_scene: Path, keys: dict, named: str) -> None:
+    ckpt = image_export[0] / "student" / "student.ckpt"
+    cfg = ExportConfig(scene=SceneConfig(path=str(tiny_scene)), run_dir=str(tmp_path), checkpoint=str(ckpt),
+                       **keys)
+    with pytest.raises(UserError) as info:
+        run(cfg)
+    message = str(info.value)
+    assert message.startswith(named) and "image model" in message and "\n" not in message
+    assert not (tmp_path / "export").exists()
+
+
+def test_image_sizes_of_a_ray_model_and_bad_sizes_are_one_line_errors(tiny_scene: Path,
+                                                                      tmp_path: Path) -> None:
+    make_tiny_student_ckpt(tmp_path / "student" / "student.ckpt", tiny_scene)
+    with pytest.raises(UserError, match=r"^image_sizes=\[\[8, 8\]\]: .* is a ray model"):
+        run(ExportConfig(scene=SceneConfig(path=str(tiny_scene)), run_dir=str(tmp_path),
+                         image_sizes=[[8, 8]]))
+    with pytest.raises(ConfigValueError, match=r"^image_sizes=\[\[0, 8\]\]: must be \[H, W\] pairs"):
+        validate(ExportConfig(image_sizes=[[0, 8]]))
+    assert for_decoder(ExportConfig(), "ray", "x").static_variants == ["fp32"]  # the ray defaults, as before
+    assert for_decoder(ExportConfig(), "image", "x").int8.mode == "qdq"
+
+
+def test_export_command_end_to_end_on_an_image_run(tiny_scene: Path, tmp_path: Path) -> None:
+    """``python -m export.onnx`` on a run folder whose checkpoint is an image student: the files, the
+    table, and the old ray files of the folder replaced (other files left alone)."""
+    make_tiny_image_ckpt(tmp_path / "student" / "student.ckpt", tiny_scene)
+    out = tmp_path / "export"
+    out.mkdir()
+    for stale in ("student_static.onnx", "student_static_int8.onnx", "student_30x30_fp16.onnx", "notes.onnx"):
+        (out / stale).write_bytes(b"old")
+    proc = run_cli("export.onnx", REPO, [f"run_dir={tmp_path}", f"scene.path={tiny_scene}",
+                                         "variants=[fp32,fp16]", "image_sizes=[[8,12]]", "parity.n_poses=1"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in out.glob("*.onnx")) == ["notes.onnx", "student.onnx", "student_8x12.onnx",
+                                                          "student_8x12_fp16.onnx", "student_fp16.onnx"]
+    assert "student_8x12_fp16.onnx" in proc.stdout and "ok=True" in proc.stdout
+    assert "no static-batch, fused-encoding or split (page) files" in proc.stdout + proc.stderr
+    report = json.loads((out / "export.json").read_text())
+    assert report["decoder"] == "image" and report["int8_gate"] is None
+
+
+def test_image_parity_gate_rejects_other_weights_and_publishes_nothing(
+        tiny_scene: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An extra size's fp32 graph traced from other weights than the checkpoint's fails the gate: no file
+    appears under a final name, the report goes to ``export_failed.json``."""
+    import export.image as export_image
+
+    trace = export_image.export_image_student
+
+    def trace_other_weights(student: ImageStudent, H: int, W: int, opset: int = 17) -> onnx.ModelProto:
+        other = copy.deepcopy(student)
+        if (H, W) == (8, 8):
+            with torch.no_grad():
+                for param in other.parameters():
+                    param.add_(0.1 * torch.randn_like(param))
+        return trace(other, H, W, opset=opset)
+
+    monkeypatch.setattr(export_image, "export_image_student", trace_other_weights)
+    with pytest.raises(RuntimeError, match="disagrees with PyTorch.*nothing published"):
+        export_tiny_image_run(tmp_path, tiny_scene, variants=["fp32"], image_sizes=[[8, 8]])
+    out = tmp_path / "export"
+    assert [p.name for p in out.iterdir()] == ["export_failed.json"]
+    failed = json.loads((out / "export_failed.json").read_text())
+    assert not failed["parity"]["ok"] and failed["variants"]["student"]["max_abs_err_random"] <= 1e-4
+    assert failed["variants"]["student_8x8"]["max_abs_err_random"] > 1e-3

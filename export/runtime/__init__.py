@@ -6,10 +6,12 @@ and a video. A test imports this package with torch and our training packages ma
 
 from .lightfield import (
     LightField,
+    check_intrinsics,
     check_pose,
     rays_cross_cells,
     rays_from_camera,
     rays_meet_box,
+    scaled_intrinsics,
 )
 from .meta import (
     DEFAULT_BATCH,
@@ -25,4 +27,4 @@ from .meta import (
 
 __all__ = ["DEFAULT_BATCH", "FORMAT", "FORMAT_VERSION", "INPUT_NAMES", "OUTPUT_NAME", "LightField",
            "MissingRuntimeError", "ModelError", "ModelMeta", "occupancy_cells", "rays_cross_cells",
-           "rays_from_camera", "rays_meet_box", "check_pose"]
+           "rays_from_camera", "rays_meet_box", "check_intrinsics", "check_pose", "scaled_intrinsics"]

@@ -6,6 +6,10 @@ under any name, runs a ``student*.onnx`` wherever ONNX Runtime does. Cameras fol
 convention (+X right, +Y down, looking along +Z; ``c2w`` is a 4x4 camera-to-world pose; ``K`` a 3x3
 pinhole matrix in pixels, pixel centres at ``+0.5``), the same as the training code.
 
+A ray model (``meta.decoder == "ray"``) maps rays to colors: :meth:`LightField.render` builds a view's
+rays here and runs them in batches. An image model (``"image"``) maps one camera to its whole image at the
+one size its file draws (``meta.output_size``): :meth:`LightField.render` makes one session call per frame.
+
 Example::
 
     from export.runtime import LightField
@@ -24,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from .meta import (
+    DECODER_INPUTS,
     DEFAULT_BATCH,
-    INPUT_NAMES,
     INSTALL_HINT,
     OUTPUT_NAME,
     MissingRuntimeError,
@@ -204,6 +208,45 @@ def check_pose(c2w: Any, source: str = "pose") -> np.ndarray:
     return m.astype(np.float32)
 
 
+def check_intrinsics(K: Any, source: str = "intrinsics K") -> np.ndarray:
+    """The runtime's intrinsics check: a 3x3 matrix of finite numbers with positive focal lengths.
+
+    Args:
+        K: ``[3, 3]`` pinhole matrix in pixels (nested lists or an array).
+        source: what the matrix is, the start of the message.
+
+    Returns:
+        ``[3, 3]`` float32.
+
+    Raises:
+        ModelError: one line, ``"<source> <problem>"``.
+    """
+    try:
+        m = np.asarray(K, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ModelError(f"{source} is not a 3x3 matrix of numbers") from None
+    if m.shape != (3, 3):
+        raise ModelError(f"{source} must be 3x3, got shape {list(m.shape)}")
+    if not np.isfinite(m).all():
+        raise ModelError(f"{source} is not finite")
+    if not (m[0, 0] > 0 and m[1, 1] > 0):
+        raise ModelError(f"{source} needs positive focal lengths, got fx={m[0, 0]:g}, fy={m[1, 1]:g}")
+    return m.astype(np.float32)
+
+
+def scaled_intrinsics(
+    K: np.ndarray,  # [3, 3]
+    hw: Sequence[int],
+    size: Sequence[int],
+) -> np.ndarray:  # [3, 3]
+    """``K`` of ``hw = (H, W)`` images scaled to ``size = (H', W')`` images of the same field of view (rows
+    0 and 1 by ``W'/W`` and ``H'/H``: pixel coordinates scale with the image), float32."""
+    out = np.asarray(K, dtype=np.float32).copy()
+    out[0] *= size[1] / hw[1]
+    out[1] *= size[0] / hw[0]
+    return out
+
+
 def _import_onnxruntime() -> Any:
     try:
         import onnxruntime
@@ -219,7 +262,7 @@ def default_providers() -> list[str]:
 
 
 class LightField:
-    """An exported student in an ONNX Runtime session.
+    """An exported student in an ONNX Runtime session: a ray model or an image model (``meta.decoder``).
 
     Args:
         path: ``.onnx`` file written by ``python -m export.onnx``.
@@ -257,19 +300,42 @@ class LightField:
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"{self.path}: not a loadable ONNX model ({first})") from None
         self.meta = ModelMeta.from_props(self.session.get_modelmeta().custom_metadata_map, self.path)
+        expected = DECODER_INPUTS[self.meta.decoder]
         names = tuple(i.name for i in self.session.get_inputs())
-        if names != INPUT_NAMES or [o.name for o in self.session.get_outputs()] != [OUTPUT_NAME]:
-            raise ModelError(f"{self.path}: expected inputs {list(INPUT_NAMES)} and output "
-                             f"['{OUTPUT_NAME}'], found {list(names)}")
+        if names != expected or [o.name for o in self.session.get_outputs()] != [OUTPUT_NAME]:
+            raise ModelError(f"{self.path}: a {self.meta.decoder} model needs inputs {list(expected)} and "
+                             f"output ['{OUTPUT_NAME}'], found {list(names)}")
+        shape = self.session.get_outputs()[0].shape
+        if self.meta.decoder == "image" and shape != [*self.meta.output_size, 3]:
+            raise ModelError(f"{self.path}: metadata output_size {self.meta.output_size} does not match the "
+                             f"graph's output shape {shape}")
         self.providers: list[str] = self.session.get_providers()
         self.cells = occupancy_cells(self.meta.occupancy) if self.meta.occupancy is not None else None
-        log.info("loaded %s (%s, batch %s) on %s", self.path, self.meta.precision,
-                 self.meta.batch or "dynamic", self.providers)
+        log.info("loaded %s (%s %s model, %s) on %s", self.path, self.meta.precision, self.meta.decoder,
+                 self._shape_note(), self.providers)
+
+    def _shape_note(self) -> str:
+        if self.meta.decoder == "image":
+            return "{}x{} images".format(*self.meta.output_size)
+        return f"batch {self.meta.batch or 'dynamic'}"
 
     @property
     def image_size(self) -> tuple[int, int]:
         """``(H, W)`` of the training cameras."""
         return int(self.meta.image_size[0]), int(self.meta.image_size[1])
+
+    @property
+    def view_size(self) -> tuple[int, int]:
+        """``(H, W)`` that :meth:`render` draws by default: an image model's output size (the only one it
+        draws), a ray model's training image size."""
+        if self.meta.decoder == "image":
+            return int(self.meta.output_size[0]), int(self.meta.output_size[1])
+        return self.image_size
+
+    def default_K(self, size: Sequence[int]) -> np.ndarray:
+        """``[3, 3]`` intrinsics of the training cameras (``meta.K``) scaled to ``size = (H, W)`` (same
+        field of view)."""
+        return scaled_intrinsics(np.asarray(self.meta.K, dtype=np.float32), self.image_size, size)
 
     def __call__(self, rays_o: np.ndarray, rays_d: np.ndarray, batch_size: int = DEFAULT_BATCH) -> np.ndarray:
         """Colors of rays.
@@ -282,7 +348,13 @@ class LightField:
 
         Returns:
             ``[N, 3]`` float32 RGB in ``[0, 1]``.
+
+        Raises:
+            ModelError: rays of the wrong shape, or an image model (it draws whole views: :meth:`render`).
         """
+        if self.meta.decoder == "image":
+            raise ModelError(f"{self.path}: an image model draws whole views, not rays: use "
+                             "render(c2w, K)")
         rays_o = np.ascontiguousarray(rays_o, dtype=np.float32)
         rays_d = np.ascontiguousarray(rays_d, dtype=np.float32)
         if rays_o.ndim != 2 or rays_o.shape[1] != 3 or rays_o.shape != rays_d.shape:
@@ -313,35 +385,43 @@ class LightField:
             out[start:start + n] = self.session.run([OUTPUT_NAME], {"rays_o": o, "rays_d": d})[0][:n]
         return out
 
-    def render(self, c2w: np.ndarray, K: np.ndarray | None = None, image_size: tuple[int, int] | None = None,
+    def render(self, c2w: np.ndarray, K: np.ndarray | None = None, image_size: Sequence[int] | None = None,
                batch_size: int = DEFAULT_BATCH) -> np.ndarray:
         """Render one view.
 
         Args:
             c2w: ``[4, 4]`` (or ``[3, 4]``) camera-to-world pose, OpenCV convention.
-            K: ``[3, 3]`` intrinsics; defaults to the training cameras' (``meta.K``), scaled to
-                ``image_size`` (same field of view).
-            image_size: ``(H, W)``; defaults to the training image size.
-            batch_size: rays per inference call.
+            K: ``[3, 3]`` intrinsics in pixels of the rendered image; defaults to the training cameras'
+                (``meta.K``), scaled to ``image_size`` (same field of view).
+            image_size: ``(H, W)``; defaults to :attr:`view_size` (an image model draws only that size).
+            batch_size: rays per inference call of a ray model (an image model makes one call).
 
         Returns:
             ``[H, W, 3]`` float32 image in ``[0, 1]``.
+
+        Raises:
+            ModelError: a bad pose (:func:`check_pose`) or ``K`` (:func:`check_intrinsics`), or a size
+                an image model does not draw (one line each).
         """
         pose = check_pose(c2w)
-        H, W = image_size or self.image_size
-        if K is None:
-            K_arr = np.asarray(self.meta.K, dtype=np.float32).copy()
-            K_arr[0] *= W / self.image_size[1]
-            K_arr[1] *= H / self.image_size[0]
-        else:
-            K_arr = np.asarray(K, dtype=np.float32)
-        if K_arr.shape != (3, 3):
-            raise ModelError(f"intrinsics K must be 3x3, got shape {list(K_arr.shape)}")
+        H, W = (int(image_size[0]), int(image_size[1])) if image_size is not None else self.view_size
+        K_arr = self.default_K((H, W)) if K is None else check_intrinsics(K)
+        if self.meta.decoder == "image":
+            return self._render_image(pose, K_arr, (H, W))
         rays_o, rays_d = rays_from_camera(pose, K_arr, H, W)
         return self(rays_o, rays_d, batch_size).reshape(H, W, 3)
 
+    def _render_image(self, c2w: np.ndarray, K: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """An image model's view: one session call (``c2w [4, 4]``, ``K [3, 3]`` -> ``rgb [H, W, 3]``)."""
+        if size != self.view_size:
+            raise ModelError("{}: this image model draws {}x{} images only, not {}x{}: export the size you "
+                             "need with python -m export.onnx image_sizes=[[{},{}]]".format(
+                                 self.path, *self.view_size, *size, *size))
+        feeds = dict(zip(DECODER_INPUTS["image"], (c2w, K)))
+        return self.session.run([OUTPUT_NAME], feeds)[0]
+
     def time_render(self, c2w: np.ndarray, repeats: int = 5) -> float:
-        """Best-of-``repeats`` milliseconds to render one view at the training size (after a warm-up)."""
+        """Best-of-``repeats`` milliseconds to render one view at :attr:`view_size` (after a warm-up)."""
         self.render(c2w)
         best = float("inf")
         for _ in range(repeats):

@@ -79,10 +79,11 @@ class PathRenderConfig:
         out_dir: where frames and video go (``None``: ``<run_dir>/render``).
         video: ``mp4``, ``gif`` or ``none``.
         fps: frames per second of the video.
-        image_size: ``[H, W]`` (``None``: the model's training size, shrunk to ``max_pixels``, same aspect).
-        max_pixels: the most pixels of a frame at the model's own size (``None``: no limit).
+        image_size: ``[H, W]`` (``None``: the model's training size, shrunk to ``max_pixels``, same aspect;
+            an image model's: the size its file draws, the only one it can).
+        max_pixels: the most pixels of a frame at a ray model's own size (``None``: no limit).
         save_frames: write each frame as ``frames/<i>.png`` too.
-        batch_size: rays per ONNX Runtime call.
+        batch_size: rays per ONNX Runtime call (a ray model's; an image model makes one call a frame).
     """
 
     scene: dict[str, Any] = field(default_factory=lambda: {"path": None, "name": None})
@@ -182,15 +183,14 @@ def load_field(cfg: PathRenderConfig) -> LightField:
 
 
 def camera_path(cfg: PathRenderConfig, field: LightField) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
-    """``c2w [C, 4, 4]``, ``K [C, 3, 3]`` and ``(H, W)`` of the frames to render."""
-    H, W = (int(cfg.image_size[0]), int(cfg.image_size[1])) if cfg.image_size else field.image_size
-    if not cfg.image_size and cfg.max_pixels and H * W > cfg.max_pixels:  # same aspect, fewer pixels
+    """``c2w [C, 4, 4]``, ``K [C, 3, 3]`` and ``(H, W)`` of the frames to render (an image model's default:
+    the one size its file draws, whatever ``max_pixels``)."""
+    H, W = (int(cfg.image_size[0]), int(cfg.image_size[1])) if cfg.image_size else field.view_size
+    shrinks = field.meta.decoder == "ray" and not cfg.image_size
+    if shrinks and cfg.max_pixels and H * W > cfg.max_pixels:  # same aspect, fewer pixels
         shrink = math.sqrt(cfg.max_pixels / (H * W))
         H, W = max(1, round(H * shrink)), max(1, round(W * shrink))
-    K_model = np.asarray(field.meta.K, dtype=np.float32).copy()
-    if (H, W) != field.image_size:  # same field of view at another resolution
-        K_model[0] *= W / field.image_size[1]
-        K_model[1] *= H / field.image_size[0]
+    K_model = field.default_K((H, W))  # same field of view at this resolution
     if cfg.poses:
         c2w, K, (H, W) = read_camera_path(cfg.poses, (H, W))
         return c2w, K if K is not None else np.broadcast_to(K_model, (c2w.shape[0], 3, 3)), (H, W)
