@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from core.checks import at_least, in_range, one_of, positive, training_limits
+from core.checks import ConfigValueError, at_least, in_range, one_of, positive, training_limits
 from pipeline.config import register_stage
 from pipeline.run import RunConfig
 from student.model import StudentModelConfig
@@ -26,7 +26,7 @@ class StageConfig:
         lr_final: learning rate at the end of the schedule (cosine decay from ``lr``).
         warmup_steps: linear warm-up from ``lr / 100``.
         decay_steps: length of the decay; ``null`` uses ``max_steps`` (or 10k without a step limit).
-        batch_size: rays per batch.
+        batch_size: rays per batch (``model.decoder=ray``; the image student's batches: ``train.crops``).
         val_every_steps: steps between validation passes (PSNR on a few test views).
     """
 
@@ -70,6 +70,33 @@ class HardMiningConfig:
 
 
 @dataclass
+class CropConfig:
+    """The image student's batches (``model.decoder=image``): random crops of whole views, aligned to its
+    grid of ``s x s`` pixel blocks (``s``: ``model.image.scale``), a random view each
+    (:mod:`student.image_data`).
+
+    Attributes:
+        blocks: side of a crop in blocks (a view with fewer blocks along a side is taken whole along it).
+        per_step: crops per optimizer step (per process).
+        context: blocks along each side of a crop that the decoder's convolutions read but the loss leaves
+            out, so that every trained pixel sees the neighbours it has in a whole-view render (the 3x3
+            tail stages reach 1.5 blocks at scale 8); a side on the view's edge is trained to its edge.
+    """
+
+    blocks: int = 32
+    per_step: int = 4
+    context: int = 2
+
+    def validate(self) -> None:
+        """Raise :class:`core.checks.ConfigValueError` for a bad value or a crop without trained blocks."""
+        at_least(self, 1, "blocks", "per_step")
+        at_least(self, 0, "context")
+        if self.blocks <= 2 * self.context:
+            raise ConfigValueError("blocks", f"must be > 2 x context ({2 * self.context}): a crop needs "
+                                   "trained blocks inside its context", self.blocks)
+
+
+@dataclass
 class StudentTrainConfig:
     """Settings shared by the stages.
 
@@ -85,7 +112,9 @@ class StudentTrainConfig:
         ray_cache_gb: the distill stage reads the shards once and holds their rays in memory when all
             of them take at most this many GiB (float32, 36 bytes a ray, in each process); else it
             streams them. ``0``: always stream.
-        hard_mining: see :class:`HardMiningConfig`.
+        hard_mining: see :class:`HardMiningConfig` (``model.decoder=ray`` only: the image student's loss is
+            taken over whole crops).
+        crops: the image student's batches (:class:`CropConfig`).
         ckpt_every_steps: Lightning checkpoint interval (for resume after a kill).
         resume: resume an interrupted stage from its ``last.ckpt``.
         progress_bar: show Lightning's progress bar.
@@ -103,6 +132,7 @@ class StudentTrainConfig:
     shuffle_buffer: int = field(default=65536, metadata={"provenance": False})
     ray_cache_gb: float = field(default=2.0, metadata={"provenance": False})
     hard_mining: HardMiningConfig = field(default_factory=HardMiningConfig)
+    crops: CropConfig = field(default_factory=CropConfig)
     ckpt_every_steps: int = field(default=200, metadata={"provenance": False})
     resume: bool = field(default=True, metadata={"provenance": False})
     progress_bar: bool = field(default=True, metadata={"provenance": False})
@@ -119,7 +149,8 @@ class StudentEvalConfig:
     """Test evaluation.
 
     Attributes:
-        chunk: rays per forward pass (big temporaries page-fault on small machines).
+        chunk: rays per forward pass of a ray student (big temporaries page-fault on small machines); an
+            image student draws each view whole.
         max_views: test views evaluated (``null``: as many as the teacher's metrics report, else all).
         val_views: test views used for the quick validation passes during training.
         save_renders: write the side-by-side ``gt | teacher | student`` PNGs.

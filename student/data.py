@@ -218,17 +218,31 @@ def load_shard_rays(meta: PseudoMeta, content_only: bool = True, keep: ContentRa
     streaming loader does (:func:`shard_loader`), so the two hold the same rays.
     """
     keep = keep or _content_filter(meta, content_only)
-    ignore_unclosed_file_warnings()
     views = []
-    urls = [str(p) for p in meta.shard_paths()]
-    # every DDP rank holds all the rays (each draws its own batches): no node splitting here
-    for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False, nodesplitter=_every_shard):
-        rgb, c2w, K = (torch.from_numpy(np.ascontiguousarray(a)) for a in decode_sample(sample))
+    for rgb, c2w, K in shard_views(meta):
         rays = view_to_rays(rgb, c2w, K)
         views.append(rays if keep is None else keep(rays))
-    if not views:
-        raise UserError(f"{meta.folder}: the shards hold no samples")
     return torch.cat(views)
+
+
+def shard_views(meta: PseudoMeta) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    """Every view of the shards of ``meta``, in their order: ``rgb [H, W, 3]`` float32, ``c2w [4, 4]``,
+    ``K [3, 3]`` (:func:`core.shards.decode_sample`).
+
+    Every DDP rank reads all of them (each draws its own batches): no node splitting here.
+
+    Raises:
+        UserError: the shards hold no samples.
+    """
+    ignore_unclosed_file_warnings()
+    urls = [str(p) for p in meta.shard_paths()]
+    found = False
+    for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False, nodesplitter=_every_shard):
+        found = True
+        rgb, c2w, K = (torch.from_numpy(np.ascontiguousarray(a)) for a in decode_sample(sample))
+        yield rgb, c2w, K
+    if not found:
+        raise UserError(f"{meta.folder}: the shards hold no samples")
 
 
 def ray_bytes(meta: PseudoMeta) -> int:

@@ -1,19 +1,22 @@
-"""Test evaluation of the student: chunked rendering, PSNR/SSIM, side-by-side images."""
+"""Test evaluation of the student (either decoder): rendering, PSNR/SSIM, side-by-side images, frame cost."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
-from torch import Tensor
+from torch import Tensor, nn
 
 from core.io import atomic_write
 from core.metrics import psnr, ssim
 from core.rays import generate_rays
 from scenes.load import SceneSplit
+from student.checkpoint import Student
+from student.image_model import ImageStudent
 from student.model import R2LStudent
 
 log = logging.getLogger(__name__)
@@ -34,17 +37,66 @@ def render_rays(
     return out.float().clamp(0, 1)
 
 
-def render_views(model: R2LStudent, c2w: Tensor, K: Tensor, H: int, W: int, chunk: int = 4096) -> Tensor:
-    """Render ``C`` views (``c2w [C, 4, 4]``, ``K [C, 3, 3]``) into ``[C, H, W, 3]``."""
+@torch.inference_mode()
+def render_image(model: ImageStudent, c2w: Tensor, K: Tensor, H: int, W: int) -> Tensor:
+    """One whole view ``[H, W, 3]`` of an image student (``c2w [4, 4]``, ``K [3, 3]``; eval mode, fp32)."""
+    was_training = model.training
+    model.eval()
+    out = model.render(c2w[None], K[None], H, W)[0]
+    model.train(was_training)
+    return out.float().clamp(0, 1)
+
+
+def render_views(model: Student, c2w: Tensor, K: Tensor, H: int, W: int, chunk: int = 4096) -> Tensor:
+    """Render ``C`` views (``c2w [C, 4, 4]``, ``K [C, 3, 3]``) into ``[C, H, W, 3]`` (a ray student in
+    chunks of ``chunk`` rays, an image student a whole view at a time)."""
     device = next(model.parameters()).device
     images = []
     for pose, intr in zip(c2w, K):
-        rays_o, rays_d = generate_rays(pose.to(device), intr.to(device), H, W)
+        pose, intr = pose.to(device), intr.to(device)
+        if isinstance(model, ImageStudent):
+            images.append(render_image(model, pose, intr, H, W).cpu())
+            continue
+        rays_o, rays_d = generate_rays(pose, intr, H, W)
         images.append(render_rays(model, rays_o, rays_d, chunk).reshape(H, W, 3).cpu())
     return torch.stack(images)
 
 
-def evaluate_split(model: R2LStudent, views: SceneSplit, background: list[float], chunk: int = 4096,
+def image_frame_cost(model: ImageStudent, H: int, W: int) -> dict[str, Any]:
+    """What one ``H x W`` frame of an image student costs (its ``metrics.json`` keys).
+
+    FLOPs are counted on a traced forward (2 per multiply-add of every convolution and linear layer, the
+    dropped blocks past the edges included; plane lookups, activations and biases not counted), so they
+    follow the network whatever its layers are.
+
+    Returns:
+        ``{"frame_size": [H, W], "flops_per_frame", "rays_per_frame", "plane_lookups_per_frame"}``: rays
+        are the blocks of the ray map, lookups the bilinear plane reads (3 planes a point, level and ray).
+    """
+    flops = 0
+
+    def count(module: nn.Module, inputs: Any, output: Tensor) -> None:
+        nonlocal flops
+        flops += 2 * output.numel() * module.weight[0].numel()  # type: ignore[index]
+
+    layers = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    hooks = [m.register_forward_hook(count) for m in layers]
+    try:
+        c2w = torch.eye(4)
+        c2w[2, 3] = -4.0  # any camera: the cost does not depend on it
+        K = torch.tensor([[float(W), 0.0, W / 2], [0.0, float(W), H / 2], [0.0, 0.0, 1.0]])
+        device = next(model.parameters()).device
+        render_image(model, c2w.to(device), K.to(device), H, W)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    h, w = model.blocks(H, W)
+    cfg = model.cfg
+    return {"frame_size": [H, W], "flops_per_frame": flops, "rays_per_frame": h * w,
+            "plane_lookups_per_frame": 3 * h * w * cfg.n_points * len(cfg.resolutions)}
+
+
+def evaluate_split(model: Student, views: SceneSplit, background: list[float], chunk: int = 4096,
                    max_views: int | None = None) -> tuple[dict[str, float], Tensor, Tensor]:
     """PSNR/SSIM of the student on (the first ``max_views``) views of a split.
 

@@ -1,13 +1,16 @@
-"""``StudentLitModule``: the thin Lightning wrapper around :class:`student.model.R2LStudent`."""
+"""The students' Lightning stages: :class:`StageLitModule` (optimizer, schedule, logging, validation PSNR:
+both decoders), :class:`StudentLitModule` (the ray student's steps); the image student's steps are
+:class:`student.image_lit.ImageLitModule`."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import lightning as L
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from core.errors import raise_if_diverged
 from core.metrics import mse_to_psnr
@@ -57,60 +60,69 @@ class HardRayPool:
         self.pool = pool[: self.cfg.pool_size]
 
 
-class StudentLitModule(L.LightningModule):
-    """Model, MSE loss, PSNR, Adam with warm-up + cosine decay; one stage's optimisation.
+DECODER_KEY = "student_decoder"  # the decoder that wrote a Lightning checkpoint (absent: a ray student's)
+
+
+class StageLitModule(L.LightningModule):
+    """What one stage of either student does besides its forward pass: Adam over the network and its learned
+    encoding's table (each at the stage's rate) with warm-up + cosine decay, the divergence check, the
+    logged loss and PSNR, the validation PSNR, and the decoder's name in each Lightning checkpoint
+    (:data:`DECODER_KEY`: a resume with the other decoder is refused by name, before its weights are read).
+
+    A subclass gives :meth:`table_parameters`, ``training_step`` (ending in :meth:`log_loss`) and
+    ``validation_step`` (calling :meth:`add_validation`).
 
     Args:
         model: the student network (shared across stages: the next stage continues from its weights).
         stage: this stage's schedule.
-        hard_mining: hard-ray mining settings.
         name: the stage's name in messages (``"student distill"``).
         time_fraction: the elapsed share of the stage's time budget
             (:meth:`training.budget.Budget.seconds_fraction`; none: 0); the rate decays with it too.
     """
 
-    def __init__(self, model: R2LStudent, stage: StageConfig, hard_mining: HardMiningConfig | None = None,
-                 name: str = "student", time_fraction: Callable[[], float] | None = None):
+    decoder = "ray"
+
+    def __init__(self, model: nn.Module, stage: StageConfig, name: str = "student",
+                 time_fraction: Callable[[], float] | None = None):
         super().__init__()
         self.model, self.stage, self.stage_name = model, stage, name
         self.time_fraction = time_fraction or (lambda: 0.0)
-        self.pool = HardRayPool(hard_mining) if hard_mining is not None and hard_mining.enabled else None
         self._val_sse = 0.0
         self._val_count = 0
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        if self.pool is not None:
-            batch = self.pool.extend(batch, self.stage.batch_size)
-        pred = self.model(batch["rays_o"], batch["rays_d"]).float()
-        per_ray = ((pred - batch["rgb"]) ** 2).mean(-1)  # [B]
-        loss = per_ray.mean()
+    def table_parameters(self) -> list[nn.Parameter]:
+        """The learned encoding's parameters (their own Adam group and rate; empty: none)."""
+        raise NotImplementedError
+
+    def log_loss(self, loss: Tensor) -> None:
+        """Stop on a diverged loss (on every rank at the same step), log it, its PSNR and the rate."""
         # summed over processes, so that every rank stops at the same step (a NaN anywhere stays NaN)
         total = self.trainer.strategy.reduce(loss.detach(), reduce_op="sum")
         raise_if_diverged(float(total), self.stage_name, self.global_step)
-        if self.pool is not None:
-            self.pool.update(batch, per_ray)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/psnr", mse_to_psnr(loss.detach()), prog_bar=True)
         self.log("lr", self.optimizers().param_groups[0]["lr"])  # type: ignore[union-attr]
-        return loss
+
+    def add_validation(self, pred: Tensor, rgb: Tensor) -> None:
+        """Add predictions and targets (same shape, colors last) to the validation PSNR."""
+        self._val_sse += float(((pred.float().clamp(0, 1) - rgb) ** 2).sum())
+        self._val_count += rgb.numel()
 
     def on_validation_epoch_start(self) -> None:
         self._val_sse, self._val_count = 0.0, 0
-
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        pred = self.model(batch["rays_o"], batch["rays_d"]).float().clamp(0, 1)
-        self._val_sse += float(((pred - batch["rgb"]) ** 2).sum())
-        self._val_count += batch["rgb"].numel()
 
     def on_validation_epoch_end(self) -> None:
         mse = self._val_sse / max(1, self._val_count)
         self.log("val/psnr", mse_to_psnr(mse), prog_bar=True, sync_dist=True)
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[DECODER_KEY] = self.decoder
+
     def configure_optimizers(self):  # type: ignore[no-untyped-def]
         stage = self.stage
         # fused Adam: one kernel for all parameters (3x faster than foreach on this CPU for 6M params).
         # A learned encoding's table gets Instant-NGP's Adam (betas 0.9/0.99, eps 1e-15) and its own rate.
-        table = list(self.model.encoder.parameters())
+        table = self.table_parameters()
         table_ids = {id(p) for p in table}
         mlp = [p for p in self.model.parameters() if id(p) not in table_ids]
         groups: list[dict] = [{"params": mlp}]
@@ -124,3 +136,39 @@ class StudentLitModule(L.LightningModule):
             opt, lambda step: warmup_cosine(step, stage.warmup_steps, decay, ratio, self.time_fraction())
         )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class StudentLitModule(StageLitModule):
+    """The ray student's stage (:class:`StageLitModule`): MSE over ray batches, hard-ray mining.
+
+    Args:
+        model: the ray student.
+        stage: this stage's schedule.
+        hard_mining: hard-ray mining settings.
+        name: the stage's name in messages (``"student distill"``).
+        time_fraction: see :class:`StageLitModule`.
+    """
+
+    model: R2LStudent
+
+    def __init__(self, model: R2LStudent, stage: StageConfig, hard_mining: HardMiningConfig | None = None,
+                 name: str = "student", time_fraction: Callable[[], float] | None = None):
+        super().__init__(model, stage, name, time_fraction)
+        self.pool = HardRayPool(hard_mining) if hard_mining is not None and hard_mining.enabled else None
+
+    def table_parameters(self) -> list[nn.Parameter]:
+        return list(self.model.encoder.parameters())
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        if self.pool is not None:
+            batch = self.pool.extend(batch, self.stage.batch_size)
+        pred = self.model(batch["rays_o"], batch["rays_d"]).float()
+        per_ray = ((pred - batch["rgb"]) ** 2).mean(-1)  # [B]
+        loss = per_ray.mean()
+        self.log_loss(loss)
+        if self.pool is not None:
+            self.pool.update(batch, per_ray)
+        return loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self.add_validation(self.model(batch["rays_o"], batch["rays_d"]), batch["rgb"])

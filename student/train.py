@@ -1,11 +1,13 @@
-"""``python -m student.train``: distill the teacher's pseudo-data into the R2L student, then fine-tune.
+"""``python -m student.train``: distill the teacher's pseudo-data into the student, then fine-tune.
 
-Stage ``distill`` streams ``<run_dir>/pseudo`` shards; stage ``finetune`` trains on the scene's real
-training photos (composited on the pseudo-data's background) with a lower learning rate. Each stage
-checkpoints with Lightning and resumes after a kill; a finished stage is skipped on re-run. The per-stage
-``ckpt/<stage>/last.ckpt`` is written atomically beside itself; an unreadable one is moved aside with a
-warning and that stage starts fresh (:mod:`training.checkpoints`). A second job on the same run folder
-is refused in one line (``student/.student.lock``, :mod:`pipeline.runlock`). Outputs go
+Stage ``distill`` trains on ``<run_dir>/pseudo`` shards; stage ``finetune`` on the scene's real training
+photos (composited on the pseudo-data's background) with a lower learning rate. ``model.decoder`` picks the
+student: ``ray`` (R2L, one network evaluation a pixel: ray batches, :mod:`student.data`) or ``image``
+(camera in, image out: random crops of whole views, :mod:`student.image_data`, :mod:`student.image_lit`).
+Each stage checkpoints with Lightning and resumes after a kill; a finished stage is skipped on re-run.
+The per-stage ``ckpt/<stage>/last.ckpt`` is written atomically beside itself; an unreadable one is moved
+aside with a warning and that stage starts fresh (:mod:`training.checkpoints`). A second job on the same
+run folder is refused in one line (``student/.student.lock``, :mod:`pipeline.runlock`). Outputs go
 to ``<run_dir>/student/`` (``student.ckpt``, ``metrics.json``, ``renders/``, ``logs/``); the run's report
 is the pipeline's last step (``python -m report``).
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +26,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from core.checkpoint import check_state_shapes
-from core.errors import CheckpointError, UserError, exit_on_user_error
+from core.errors import UserError, exit_on_user_error
 from core.io import read_json, write_json
 from core.ndc import NDCSpace
 from core.rig import camera_rig
@@ -32,18 +34,12 @@ from core.scene_facts import SceneFacts
 from core.shards import PseudoMeta, read_meta
 from core.skipgrid import dilate_grid, dilation_radius, unpack_grid
 from pipeline.config import check_command_line, to_dataclass
-from pipeline.provenance import (
-    check_or_record,
-    fingerprint,
-    json_sha256,
-    provenance_fields,
-    scene_fingerprint,
-)
+from pipeline.provenance import check_or_record
 from pipeline.run import apply_threads, lightning_accelerator
 from pipeline.runlock import locked_run
 from pipeline.seeding import seed_everything
 from scenes.load import Scene, load_scene
-from student.checkpoint import load_student, save_student
+from student.checkpoint import Student, build_model, load_student, model_config, save_student
 from student.config import PRECISIONS, StageConfig, StudentConfig
 from student.data import (
     ContentRays,
@@ -55,9 +51,13 @@ from student.data import (
     unpack_rays,
     view_to_rays,
 )
-from student.evaluate import evaluate_split, save_side_by_side, teacher_test_predictions
-from student.lit_module import StudentLitModule
-from student.model import R2LStudent, StudentModelConfig, flops_per_ray, lookups_per_ray, table_params
+from student.evaluate import evaluate_split, image_frame_cost, save_side_by_side, teacher_test_predictions
+from student.image_data import CropDataModule, photo_views, pseudo_views, validation_views
+from student.image_lit import ImageLitModule
+from student.image_model import ImageStudent
+from student.lit_module import StageLitModule, StudentLitModule
+from student.model import R2LStudent, flops_per_ray, lookups_per_ray, table_params
+from student.reuse import check_resume, check_same_model, stage_provenance
 from training.budget import TrainingBudget
 from training.checkpoints import resume_checkpoint
 from training.trainer import build_trainer as shell_trainer
@@ -68,11 +68,17 @@ STAGES = ("distill", "finetune")
 
 
 def build_student(cfg: StudentConfig, meta: PseudoMeta | None, scene: Scene, background: list[float]
-                  ) -> R2LStudent:
+                  ) -> Student:
     """The student network, its content box and ray range taken from the pseudo-data (else the scene).
 
-    A forward-facing scene's student samples the whole NDC box: it has no empty surround to skip.
+    A forward-facing scene's ray student samples the whole NDC box: it has no empty surround to skip. An
+    image student is built by :func:`student.checkpoint.build_model` on :func:`image_facts`.
+
+    Raises:
+        UserError: an image student of a forward-facing scene (one line, before any training).
     """
+    if cfg.model.decoder == "image":
+        return build_model(cfg.model, image_facts(scene, background, meta))
     if meta is not None:
         facts = meta.scene
         ndc = NDCSpace.from_dict(facts.ndc) if facts.ndc is not None else None
@@ -94,6 +100,29 @@ def skip_grid(cfg: StudentConfig, meta: PseudoMeta) -> torch.Tensor | None:
     log.info("empty-space grid %d^3 dilated by %d cells: %.1f%% of the content box may show something",
              grid.shape[0], radius, 100 * dilated.float().mean().item())
     return dilated
+
+
+def image_facts(scene: Scene, background: list[float], meta: PseudoMeta | None) -> SceneFacts:
+    """The scene facts of an image student (built on them, saved with them): scene box, content box and ray
+    range of the pseudo-data (else the scene's box), the training cameras; no empty-space grid."""
+    train = scene.split("train")
+    src = meta.scene if meta is not None else None
+    aabb = list(src.aabb) if src is not None else scene.aabb.tolist()
+    ndc = src.ndc if src is not None else (scene.ndc.to_dict() if scene.ndc is not None else None)
+    return SceneFacts(
+        aabb=aabb,
+        content_aabb=list(src.content_aabb) if src is not None else aabb,
+        near=src.near if src is not None else scene.near,
+        far=src.far if src is not None else scene.far,
+        image_size=list(train.hw),
+        K=train.K[0].tolist(),
+        camera_convention=scene.convention,
+        scene_name=scene.name,
+        background=list(background),
+        ndc=ndc,
+        scene_kind=scene.kind,
+        rig=camera_rig(train.c2w, scene.ndc),
+    )
 
 
 def validation_batches(scene: Scene, background: list[float], n_views: int, chunk: int) -> list[RayBatch]:
@@ -140,58 +169,7 @@ def build_trainer(cfg: StudentConfig, stage: StageConfig, name: str, out: Path, 
     )
 
 
-def same_model_fields(cfg: StudentModelConfig) -> dict[str, Any]:
-    """The fields of a network config that make two students interchangeable: those that count for
-    provenance (:func:`pipeline.provenance.provenance_fields`: not the lookup backend), without the grid
-    of a ``pe`` student (which has none)."""
-    fields = provenance_fields(cfg)
-    if fields["encoding"] == "pe":
-        fields.pop("grid")
-    return fields  # type: ignore[no-any-return]
-
-
-def check_same_model(path: Path, saved: StudentModelConfig, wanted: StudentModelConfig) -> None:
-    """Refuse, in one line, to resume from a checkpoint of another network shape or encoding.
-
-    Raises:
-        CheckpointError: the first differing ``model.*`` key, both values, and how to start fresh.
-    """
-    a, b = same_model_fields(saved), same_model_fields(wanted)
-    for key in a:
-        if a[key] != b.get(key):
-            raise CheckpointError(f"{path}: saved by a student with model.{key}={a[key]}, but the config "
-                                  f"asks for model.{key}={b.get(key)}; delete {path.parent} to start fresh")
-
-
-def _check_resume_shapes(last: Path, model: R2LStudent) -> None:
-    """A Lightning ``last.ckpt`` whose weights do not fit ``model``: one line instead of a RuntimeError."""
-    check_state_shapes(last, {f"model.{k}": v for k, v in model.state_dict().items()},
-                       "a student of another shape or encoding",
-                       f"delete {last.parent.parent.parent} to start fresh")
-
-
-def stage_provenance(cfg: StudentConfig, name: str, meta: PseudoMeta | None, scene: Scene,
-                     background: list[float], before: dict[str, Any] | None) -> dict[str, Any]:
-    """What stage ``name`` is made from (:mod:`pipeline.provenance`).
-
-    Its data (distill: the pseudo-data's ``meta.json``, which lists every shard's sha256, without the
-    scene folder's path; finetune: the scene's training views and the background), the network (without
-    the unused grid of a ``pe`` student), the stage's optimisation settings, seed, precision, and
-    ``before``, the provenance of the stage it starts from: the fields that count for provenance
-    (:func:`pipeline.provenance.provenance_fields`; budgets, validation, devices, workers, caches and the
-    lookup backend are marked as not counting).
-    """
-    train = provenance_fields(cfg.train)
-    model = same_model_fields(cfg.model)
-    data: dict[str, Any] = {"scene": scene_fingerprint(scene), "background": background}
-    if name == "distill":
-        assert meta is not None
-        data = {"pseudo_sha256": json_sha256(provenance_fields(meta)), "hard_mining": train["hard_mining"]}
-    return fingerprint(model=model, stage=train[name], seed=cfg.seed, precision=train["precision"],
-                       after=before, **data)
-
-
-def run_stage(cfg: StudentConfig, name: str, model: R2LStudent, datamodule: L.LightningDataModule,
+def run_stage(cfg: StudentConfig, name: str, model: Student, datamodule: L.LightningDataModule,
               out: Path, provenance: dict[str, Any] | None = None) -> tuple[L.Trainer, dict[str, Any]]:
     """Fit one stage (resuming from its ``last.ckpt`` if present); returns the trainer and its stats.
 
@@ -199,35 +177,53 @@ def run_stage(cfg: StudentConfig, name: str, model: R2LStudent, datamodule: L.Li
     before resuming from it, and recorded there for the next run (``None``: neither).
     """
     stage: StageConfig = getattr(cfg.train, name)
-    budget = TrainingBudget(stage.max_seconds, stage.max_steps)
-    trainer = build_trainer(cfg, stage, name, out, budget)
-    lit = StudentLitModule(model, stage, cfg.train.hard_mining if name == "distill" else None,
-                           name=f"student {name}", time_fraction=budget.seconds_fraction)
     last = out / "ckpt" / name / "last.ckpt"
     ckpt_path = str(last) if cfg.train.resume and last.is_file() else None
-    if ckpt_path:
-        _check_resume_shapes(last, model)
+    if ckpt_path:  # refused before the Trainer (it logs) and the data (it loads in train_dataloader)
+        check_resume(last, model, cfg.model)
         log.info("%s: resuming from %s", name, ckpt_path)
     if provenance is not None:
         check_or_record(last.parent, provenance, [last] if ckpt_path else [], _fresh(out))
+    budget = TrainingBudget(stage.max_seconds, stage.max_steps)
+    trainer = build_trainer(cfg, stage, name, out, budget)
+    lit: StageLitModule
+    if isinstance(model, ImageStudent):
+        lit = ImageLitModule(model, stage, name=f"student {name}", time_fraction=budget.seconds_fraction)
+    else:
+        lit = StudentLitModule(model, stage, cfg.train.hard_mining if name == "distill" else None,
+                               name=f"student {name}", time_fraction=budget.seconds_fraction)
     start = time.perf_counter()
     trainer.fit(lit, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     seconds = time.perf_counter() - start
-    world = trainer.world_size
+    per_second = trainer.global_step * trainer.world_size / max(seconds, 1e-9)
+    if isinstance(datamodule, CropDataModule):
+        grid = datamodule.crop_grid()
+        pixels = cfg.train.crops.per_step * grid.rows * grid.cols * grid.scale ** 2
+        speed = {"steps_per_second": round(per_second / trainer.world_size, 2),
+                 "pixels_per_second": round(per_second * pixels)}
+    else:
+        speed = {"rays_per_second": round(per_second * stage.batch_size)}
     stats = {
         "steps": int(trainer.global_step),
         "seconds": round(seconds, 2),
-        "rays_per_second": round(trainer.global_step * stage.batch_size * world / max(seconds, 1e-9)),
+        **speed,
         "train_loss": float(trainer.callback_metrics.get("train/loss", float("nan"))),
         "resumed": ckpt_path is not None,
     }
     return trainer, stats
 
 
-def _stage_datamodule(cfg: StudentConfig, name: str, model: R2LStudent, meta: PseudoMeta | None, scene: Scene,
+def _stage_datamodule(cfg: StudentConfig, name: str, model: Student, meta: PseudoMeta | None, scene: Scene,
                       background: list[float], val: list[RayBatch], out: Path) -> L.LightningDataModule:
     stage: StageConfig = getattr(cfg.train, name)
     seed = cfg.seed + 7919 * _resume_step(out / "ckpt" / name / "last.ckpt")  # fresh stream on resume
+    if isinstance(model, ImageStudent):
+        if name == "distill":
+            assert meta is not None
+            return CropDataModule(partial(pseudo_views, meta), meta.image_size, cfg.train.crops,
+                                  model.cfg.scale, seed, val)
+        load = partial(photo_views, scene, background)
+        return CropDataModule(load, scene.split("train").hw, cfg.train.crops, model.cfg.scale, seed, val)
     enc = model.encoder
     keep = ContentRays.of(enc) if enc.ndc is None else None  # NDC: no miss
     if name == "distill":
@@ -238,9 +234,12 @@ def _stage_datamodule(cfg: StudentConfig, name: str, model: R2LStudent, meta: Ps
     return PhotoDataModule(photo_rays(scene, background, "train", keep), stage.batch_size, seed, val)
 
 
-def scene_meta(scene: Scene, model: R2LStudent, background: list[float], meta: PseudoMeta | None
+def scene_meta(scene: Scene, model: Student, background: list[float], meta: PseudoMeta | None
                ) -> SceneFacts:
-    """The scene facts ``save_student`` stores for export (scene box: the pseudo-data's, else the scene's)."""
+    """The scene facts ``save_student`` stores for export (scene box: the pseudo-data's, else the scene's;
+    an image student's: :func:`image_facts`)."""
+    if isinstance(model, ImageStudent):
+        return image_facts(scene, background, meta)
     scene_box = torch.tensor(meta.scene.aabb) if meta is not None else scene.aabb
     train = scene.split("train")
     return SceneFacts(
@@ -301,7 +300,9 @@ def run(cfg: StudentConfig) -> dict[str, Any]:
     model = build_student(cfg, meta, scene, background)
     teacher_metrics = read_json(Path(cfg.run_dir) / "teacher" / "metrics.json")
     n_eval = _eval_views(cfg, teacher_metrics)
-    val = validation_batches(scene, background, cfg.eval.val_views, cfg.eval.chunk)
+    cost = model_cost(cfg, model, scene)
+    val = (validation_views(scene, background, cfg.eval.val_views) if isinstance(model, ImageStudent)
+           else validation_batches(scene, background, cfg.eval.val_views, cfg.eval.chunk))
     stages: dict[str, Any] = {}
     trainer, evaluated, provenance = None, None, None
     for name in STAGES:
@@ -312,7 +313,7 @@ def run(cfg: StudentConfig) -> dict[str, Any]:
         provenance = stage_provenance(cfg, name, meta, scene, background, provenance)
         if done.is_file() and cfg.train.resume:  # finished before a kill: reuse its weights and metrics
             saved = load_student(done)[0]
-            check_same_model(done, saved.cfg, cfg.model)
+            check_same_model(done, model_config(saved), cfg.model)
             check_or_record(out / "ckpt" / name, provenance, [done], _fresh(out), record=False)
             model.load_state_dict(saved.state_dict())
             stages[name] = read_json(out / "metrics.json").get("stages", {}).get(name, {})
@@ -325,30 +326,38 @@ def run(cfg: StudentConfig) -> dict[str, Any]:
         stats["test"] = evaluated[0]
         stages[name] = stats
         save_student(done, model, scene_meta(scene, model, background, meta), provenance=provenance)
-        _write_metrics(out, cfg, model, stages, teacher_metrics)
+        _write_metrics(out, cfg, cost, stages, teacher_metrics)
         log.info("%s: test PSNR %.2f dB after %d steps", name, stats["test"]["psnr"], stats["steps"])
     if trainer is not None and not trainer.is_global_zero:
         return {}
     if evaluated is None:  # every stage was already done: evaluate the loaded weights
         evaluated = evaluate_split(model, scene.split("test"), background, cfg.eval.chunk, n_eval)
-    return finish(cfg, model, scene, background, meta, stages, teacher_metrics, evaluated, provenance)
+    return finish(cfg, model, scene, background, meta, stages, teacher_metrics, evaluated, cost, provenance)
 
 
 def _fresh(out: Path) -> str:
     return f"delete {out} or use another run_dir (or train.resume=false to train every stage again)"
 
 
-def _write_metrics(out: Path, cfg: StudentConfig, model: R2LStudent, stages: dict[str, Any],
+def model_cost(cfg: StudentConfig, model: Student, scene: Scene) -> dict[str, Any]:
+    """What the student costs to run (``metrics.json`` keys): a ray student's FLOPs and table reads per
+    ray, an image student's per frame of the training cameras' size
+    (:func:`student.evaluate.image_frame_cost`); both: their parameter count (``n_params``)."""
+    n_params = sum(p.numel() for p in model.parameters())
+    if isinstance(model, ImageStudent):
+        return {**image_frame_cost(model, *scene.split("train").hw), "n_params": n_params}
+    return {"flops_per_ray": flops_per_ray(cfg.model), "lookups_per_ray": lookups_per_ray(cfg.model),
+            "table_params": table_params(cfg.model), "n_params": n_params}
+
+
+def _write_metrics(out: Path, cfg: StudentConfig, cost: dict[str, Any], stages: dict[str, Any],
                    teacher_metrics: dict[str, Any], test: dict[str, Any] | None = None) -> dict[str, Any]:
     last = next((stages[s]["test"] for s in reversed(STAGES) if "test" in stages.get(s, {})), None)
     metrics = {
         "test": test or last,
         "stages": stages,
         "teacher_test_psnr": teacher_metrics.get("test", {}).get("psnr"),
-        "flops_per_ray": flops_per_ray(cfg.model),
-        "lookups_per_ray": lookups_per_ray(cfg.model),
-        "table_params": table_params(cfg.model),
-        "n_params": sum(p.numel() for p in model.parameters()),
+        **cost,
         "model": dataclasses.asdict(cfg.model),
         "precision": cfg.train.precision,
         "devices": cfg.train.devices,
@@ -357,11 +366,12 @@ def _write_metrics(out: Path, cfg: StudentConfig, model: R2LStudent, stages: dic
     return metrics
 
 
-def finish(cfg: StudentConfig, model: R2LStudent, scene: Scene, background: list[float],
+def finish(cfg: StudentConfig, model: Student, scene: Scene, background: list[float],
            meta: PseudoMeta | None, stages: dict[str, Any], teacher_metrics: dict[str, Any],
-           evaluated: tuple[dict[str, Any], torch.Tensor, torch.Tensor],
+           evaluated: tuple[dict[str, Any], torch.Tensor, torch.Tensor], cost: dict[str, Any],
            provenance: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Renders, ``student.ckpt`` and ``metrics.json`` from the final test evaluation.
+    """Renders, ``student.ckpt`` and ``metrics.json`` from the final test evaluation (``cost``:
+    :func:`model_cost`).
 
     ``student.ckpt`` records ``provenance``: that of the last stage (which chains the earlier ones).
     """
@@ -373,7 +383,7 @@ def finish(cfg: StudentConfig, model: R2LStudent, scene: Scene, background: list
                                        scene.split("test").hw)
     if cfg.eval.save_renders:
         save_side_by_side(out / "renders", gt, pred, teacher)
-    metrics = _write_metrics(out, cfg, model, stages, teacher_metrics, test)
+    metrics = _write_metrics(out, cfg, cost, stages, teacher_metrics, test)
     metrics["renders_have_teacher"] = bool(teacher)
     write_json(out / "metrics.json", metrics)
     return metrics

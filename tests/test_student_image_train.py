@@ -1,0 +1,168 @@
+"""``student.train`` with ``model.decoder=image``: crops, both stages, outputs, resume, refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from core.cameras import look_at
+from core.errors import CheckpointError
+from student.checkpoint import load_student
+from student.config import CropConfig
+from student.image_data import CropGrid, Views, crop_batch, pseudo_views
+from student.image_model import ImageStudent, ImageStudentConfig
+from student.train import run
+from testing.cli import REPO, one_line_error, run_cli
+from tests.test_student_train import _copy_run, _curve, tiny_cfg
+
+TINY_IMAGE = dict(n_points=2, channels=4, resolutions=[8], width=8, depth=1, tail=4)
+IMAGE = ["model.decoder=image", "model.encoding=planes", "model.image.scale=2", "model.image.n_points=2",
+         "model.image.channels=4", "model.image.resolutions=[8]", "model.image.width=8",
+         "model.image.depth=1", "model.image.tail=4", "train.crops.blocks=4", "train.crops.per_step=2",
+         "train.crops.context=1", "train.distill.lr=1e-2", "train.distill.encoding_lr=3e-2"]
+
+
+def _views(n: int, hw: tuple[int, int], seed: int = 0) -> Views:
+    g = torch.Generator().manual_seed(seed)
+    eyes = torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=-1) * 3
+    c2w = look_at(eyes, torch.zeros(3), torch.tensor([0.0, 0.0, 1.0]))
+    K = torch.tensor([[20.0, 0, hw[1] / 2 + 0.3], [0, 21.0, hw[0] / 2 - 0.2], [0, 0, 1]]).expand(n, 3, 3)
+    rgb = torch.randint(0, 256, (n, *hw, 3), generator=g, dtype=torch.uint8)
+    return Views(rgb, c2w, K.clone())
+
+
+@pytest.mark.parametrize("scale, hw", [(2, (17, 14)), (4, (18, 22))], ids=["1x1-tail", "3x3-tail"])
+def test_crops_train_the_views_pixels_with_the_whole_renders_colors(scale: int, hw: tuple[int, int]) -> None:
+    """Targets are the view's pixels; the model's output at the trained pixels is the whole-view render's
+    (scale 4 has a 3x3 tail stage: without the context the crop's border pixels would differ); together
+    the crops train every pixel of the view, edges and the partial last blocks included."""
+    views = _views(3, hw)
+    model = ImageStudent(ImageStudentConfig(scale=scale, **TINY_IMAGE), [-1.0, -1.0, -1.0, 1.0, 1.0, 1.0])
+    grid = CropGrid.of(hw, scale, CropConfig(blocks=3, per_step=1, context=1))
+    assert (grid.rows, grid.cols) == (3, 3) and grid.blocks == (-(-hw[0] // scale), -(-hw[1] // scale))
+    with torch.no_grad():
+        full = model.render(views.c2w, views.K, *hw)  # [3, H, W, 3]
+    gh, gw = grid.blocks
+    places = [(i, t, lf) for i in range(3) for t in range(gh - 2) for lf in range(gw - 2)]  # every crop
+    index, top, left = torch.tensor(places).T
+    batch = crop_batch(views, grid, index, top, left)
+    with torch.no_grad():
+        out = model(batch["c2w"], batch["K"], batch["centers"])
+    trained = torch.zeros(3, *hw, dtype=torch.bool)
+    s = scale
+    for b, (i, t, lf) in enumerate(zip(index.tolist(), top.tolist(), left.tolist())):
+        mask = batch["mask"][b]
+        ys, xs = torch.nonzero(mask, as_tuple=True)
+        Y, X = ys + t * s, xs + lf * s
+        assert (Y < hw[0]).all() and (X < hw[1]).all()
+        assert torch.equal(batch["rgb"][b][mask], views.rgb[i, Y, X].float() / 255)
+        torch.testing.assert_close(out[b][mask], full[i, Y, X], rtol=0, atol=1e-5)
+        trained[i, Y, X] = True
+    assert trained.all()
+
+
+def test_crop_offsets_stay_in_the_grid_and_often_reach_its_edges() -> None:
+    grid = CropGrid.of((400, 300), 8, CropConfig(blocks=16, per_step=1, context=2))
+    top, left = grid.draw(10000, torch.Generator().manual_seed(0))
+    gh, gw = grid.blocks
+    assert (gh, gw) == (50, 38) and (grid.rows, grid.cols) == (16, 16)
+    assert int(top.min()) == 0 and int(top.max()) == gh - 16 and int(left.max()) == gw - 16
+    for offsets, span in ((top, gh - 16), (left, gw - 16)):
+        edge = ((offsets == 0) | (offsets == span)).float().mean()
+        assert 0.3 < edge < 0.7  # uniform offsets would put 2 / (span + 1) of the crops there
+    assert not grid.mask(5, 5)[:16].any() and grid.mask(0, 5)[0, 16:-16].all()
+
+
+def test_pseudo_views_hold_the_decoded_shards_exactly(tiny_pseudo_run: Path) -> None:
+    from core.shards import read_meta
+    from student.data import shard_views
+
+    meta = read_meta(tiny_pseudo_run / "pseudo")
+    views = pseudo_views(meta)
+    decoded = list(shard_views(meta))
+    assert views.rgb.dtype == torch.uint8 and views.n_views == len(decoded) == 8 and views.hw == (16, 16)
+    for i, (rgb, c2w, K) in enumerate(decoded):
+        assert torch.equal(views.colors(i, slice(None), slice(None)), rgb)
+        assert torch.equal(views.c2w[i], c2w) and torch.equal(views.K[i], K)
+
+
+def test_image_student_trains_both_stages_and_reports(tiny_scene: Path, tiny_pseudo_run: Path,
+                                                      tmp_path: Path) -> None:
+    run_dir = _copy_run(tiny_pseudo_run, tmp_path / "run")
+    metrics = run(tiny_cfg(tiny_scene, run_dir, *IMAGE))
+    out = run_dir / "student"
+    loss = _curve(run_dir, "distill")
+    assert loss[-1] < 0.7 * loss[0], loss
+    assert set(metrics["stages"]) == {"distill", "finetune"}
+    distill = metrics["stages"]["distill"]
+    assert distill["steps"] == 60 and distill["pixels_per_second"] > 0 and "rays_per_second" not in distill
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["test"]["psnr"] == pytest.approx(metrics["test"]["psnr"]) and saved["test"]["n_views"] == 2
+    assert saved["frame_size"] == [16, 16] and saved["rays_per_frame"] == 64 and saved["flops_per_frame"] > 0
+    assert saved["n_params"] > 0 and "flops_per_ray" not in saved and saved["model"]["decoder"] == "image"
+    model, facts = load_student(out / "student.ckpt")
+    assert isinstance(model, ImageStudent) and model.cfg.scale == 2
+    meta = json.loads((run_dir / "pseudo" / "meta.json").read_text())
+    assert facts.content_aabb == meta["scene"]["content_aabb"] and facts.occupancy is None
+    assert facts.image_size == [16, 16] and facts.rig is not None and facts.rig["kind"] == "object"
+    assert len(list((out / "renders").glob("test_*.png"))) == 2
+    again = run(tiny_cfg(tiny_scene, run_dir, *IMAGE))  # both stages done: reused, evaluated again
+    assert again["test"]["psnr"] == pytest.approx(metrics["test"]["psnr"], abs=1e-4)
+
+
+def test_an_interrupted_image_stage_resumes_from_its_last_checkpoint(tiny_scene: Path, tiny_pseudo_run: Path,
+                                                                      tmp_path: Path) -> None:
+    """A stage stopped after its ``last.ckpt`` (step 20) and before its ``stage_distill.ckpt`` goes on
+    from step 20 to its 40 steps, with the distill crops, and appends to its loss curve."""
+    run_dir = _copy_run(tiny_pseudo_run, tmp_path / "run")
+    one_stage = [*IMAGE, "train.finetune.enabled=false", "train.ckpt_every_steps=10"]
+    first = run(tiny_cfg(tiny_scene, run_dir, *one_stage, "train.distill.max_steps=20"))["stages"]["distill"]
+    assert not first["resumed"] and first["steps"] == 20
+    (run_dir / "student" / "stage_distill.ckpt").unlink()  # as if killed after the last save
+    assert torch.load(run_dir / "student/ckpt/distill/last.ckpt", weights_only=True)["global_step"] == 20
+    again = run(tiny_cfg(tiny_scene, run_dir, *one_stage, "train.distill.max_steps=40"))["stages"]["distill"]
+    assert again["resumed"] and again["steps"] == 40
+    from report.build import read_curves
+
+    steps = [s for s, _ in read_curves(run_dir / "student" / "logs" / "csv" / "distill")["train/loss"]]
+    assert min(steps) < 20 and max(steps) >= 30
+
+
+def test_the_other_decoders_checkpoints_are_refused_in_one_line(tiny_scene: Path, tiny_pseudo_run: Path,
+                                                                tmp_path: Path) -> None:
+    """A ray student's finished stage, then its ``last.ckpt`` alone, asked for as an image student (and the
+    reverse): one line naming ``model.decoder``; from the command line, exit 1."""
+    run_dir = _copy_run(tiny_pseudo_run, tmp_path / "run")
+    ray = ["train.finetune.enabled=false", "train.distill.max_steps=4", "train.ckpt_every_steps=2"]
+    run(tiny_cfg(tiny_scene, run_dir, *ray))
+    image = [*ray, *IMAGE]
+    refused = r"stage_distill.ckpt: saved by a student with model.decoder=ray, but the config asks for " \
+              r"model.decoder=image"
+    with pytest.raises(CheckpointError, match=refused) as info:
+        run(tiny_cfg(tiny_scene, run_dir, *image))
+    assert "\n" not in str(info.value)
+    (run_dir / "student" / "stage_distill.ckpt").unlink()
+    with pytest.raises(CheckpointError, match=r"last.ckpt: saved by a student with model.decoder=ray"):
+        run(tiny_cfg(tiny_scene, run_dir, *image))
+    other = _copy_run(tiny_pseudo_run, tmp_path / "other")
+    run(tiny_cfg(tiny_scene, other, *image))
+    (other / "student" / "stage_distill.ckpt").unlink()
+    line = one_line_error(run_cli("student.train", REPO, [f"scene.path={tiny_scene}", f"run_dir={other}",
+                                                          "train.progress_bar=false", *ray]))
+    assert "last.ckpt: saved by a student with model.decoder=image" in line and "model.decoder=ray" in line
+
+
+def test_a_decoder_with_another_encoding_is_refused_in_one_line(tmp_path: Path) -> None:
+    line = one_line_error(run_cli("student.train", REPO, [f"run_dir={tmp_path}", "model.decoder=image"]))
+    assert "model.encoding=hash" in line and "model.decoder=image" in line
+
+
+def test_an_image_student_of_a_forward_facing_scene_stops_before_training(tiny_forward_scene: Path,
+                                                                          tmp_path: Path) -> None:
+    line = one_line_error(run_cli("student.train", REPO, [
+        f"scene.path={tiny_forward_scene}", f"run_dir={tmp_path}", "train.distill.enabled=false", *IMAGE]))
+    assert "model.decoder=image: forward-facing (NDC) scenes are not supported" in line
+    assert not (tmp_path / "student" / "ckpt").exists()
