@@ -205,12 +205,14 @@ class ModelMeta:
         precision: ``fp32``, ``fp16`` or ``int8``.
         batch: fixed number of rays per call for a static-shape model, ``0`` for a dynamic batch.
         opset: ONNX opset of the graph.
-        student: network shape (``encoding``, ``n_points``, ``n_freqs``, ``width``, ``depth``,
-            ``ray_range``, ``grid``).
-        flops_per_ray: multiply-add FLOPs (x2) of the MLP per ray.
+        student: network shape: a ray model's (``encoding``, ``n_points``, ``n_freqs``, ``width``,
+            ``depth``, ``ray_range``, ``grid``), an image model's (``scale``, ``n_points``, ``channels``,
+            ``resolutions``, ``width``, ``depth``, ``tail``, ``activation``: its ImageStudentConfig).
+        flops_per_ray: multiply-add FLOPs (x2) of the MLP per ray (``0`` for an image model: not counted).
         encoding: how the graph encodes rays: ``pe`` (R2L's positional encoding, the student's own
             ops), ``fused`` (the same, folded into matrix products, see ``export/fused.py``; equal up to
-            float32 rounding) or ``hash`` (hash-grid features looked up with Gather in the graph).
+            float32 rounding), ``hash`` (hash-grid features looked up with Gather in the graph) or
+            ``planes`` (an image model's tri-plane features, read with GridSample in the graph).
         checkpoint_sha256: sha256 of the student checkpoint the file was exported from (provenance).
         decoder: ``ray`` (inputs ``rays_o``, ``rays_d`` ``[N, 3]``, output ``rgb [N, 3]``) or ``image``
             (inputs ``c2w [4, 4]`` and ``K [3, 3]`` float32, intrinsics in pixels of the output image;
