@@ -173,8 +173,8 @@ def run_stage(cfg: StudentConfig, name: str, model: Student, datamodule: L.Light
               out: Path, provenance: dict[str, Any] | None = None) -> tuple[L.Trainer, dict[str, Any]]:
     """Fit one stage (resuming from its ``last.ckpt`` if present); returns the trainer and its stats.
 
-    ``provenance`` (:func:`stage_provenance`) is compared with the one recorded beside ``last.ckpt``
-    before resuming from it, and recorded there for the next run (``None``: neither).
+    ``provenance`` (:func:`student.reuse.stage_provenance`) is compared with the one recorded beside
+    ``last.ckpt`` before resuming from it, and recorded there for the next run (``None``: neither).
     """
     stage: StageConfig = getattr(cfg.train, name)
     last = out / "ckpt" / name / "last.ckpt"
