@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from core.checks import ConfigValueError, at_least, one_of, validate
 from student.planes import PlaneEncoding
-from student.ray_map import block_centers, block_rays, box_points
+from student.ray_map import block_centers, block_rays, box_segment, normalize_points, pixel_centers
 
 ACTIVATIONS = ("gelu", "relu", "leaky_relu")
 
@@ -40,6 +40,13 @@ class ImageStudentConfig:
         depth: residual 1x1 layers of the body.
         tail: channels of the upsampling stages below the ray map's resolution.
         activation: ``gelu`` (MobileR2L's; exported as Erf arithmetic), ``relu`` or ``leaky_relu``.
+        detail_channels: features per plane of the full-resolution detail tri-plane (``0``: none). With
+            detail, the body also predicts a depth for each output pixel (``s x s`` values per ray, in
+            the block ray's box segment), every pixel reads the detail planes once at its own ray's
+            point at that depth, and a per-pixel head of 1x1 convolutions mixes those features with
+            the upsampled ones: the pixel-level texture a ray map at ``1/s`` cannot carry.
+        detail_resolution: resolution of the detail planes.
+        head: channels that reach the full resolution and width of the per-pixel head (with detail).
     """
 
     scale: int = 8
@@ -50,14 +57,18 @@ class ImageStudentConfig:
     depth: int = 3
     tail: int = 32
     activation: str = "gelu"
+    detail_channels: int = 0
+    detail_resolution: int = 256
+    head: int = 16
 
     def validate(self) -> None:
         """Raise :class:`core.checks.ConfigValueError` for a shape the model cannot take."""
         if self.scale < 2 or self.scale & (self.scale - 1):
             raise ConfigValueError("scale", "must be a power of two >= 2", self.scale)
         one_of(self, "activation", ACTIVATIONS)
-        at_least(self, 1, "n_points", "channels", "width", "tail")
-        at_least(self, 0, "depth")
+        at_least(self, 1, "n_points", "channels", "width", "tail", "head")
+        at_least(self, 0, "depth", "detail_channels")
+        at_least(self, 2, "detail_resolution")
         if not self.resolutions or min(self.resolutions) < 2:
             raise ConfigValueError("resolutions", "must list at least one plane resolution, each >= 2",
                                    self.resolutions)
@@ -67,18 +78,32 @@ def _act(name: str) -> nn.Module:
     return {"gelu": nn.GELU(), "relu": nn.ReLU(), "leaky_relu": nn.LeakyReLU(0.1)}[name]
 
 
+def to_color(x: Tensor, training: bool) -> Tensor:
+    """Network output -> color: ``x + 0.5``, clipped to ``[0, 1]`` outside training.
+
+    Not a sigmoid: on object scenes most pixels are the flat background, which drives a sigmoid's shared
+    bias into saturation early, where its gradient vanishes for every pixel and the whole network stops
+    learning (measured: constant images at 13.5 dB on the demo). The unclipped output keeps the gradient
+    of every pixel during training; evaluation and the exported graph (a ``Clip``) clip.
+    """
+    x = x + 0.5
+    return x if training else x.clamp(0.0, 1.0)
+
+
 class ImageDecoder(nn.Module):
-    """Ray-map features ``[B, C_in, h, w]`` -> colors ``[B, 3, h*s, w*s]`` in ``[0, 1]``.
+    """Ray-map features ``[B, C_in, h, w]`` -> full-resolution features ``[B, C_out, h*s, w*s]``.
 
     The body is a per-ray MLP as 1x1 convolutions (``x + act(conv(x))``); each tail stage doubles the
     resolution with a convolution to ``4 x`` channels and ``DepthToSpace(2)``: 3x3 convolutions while the
     map is coarse (they mix neighbouring rays), a 1x1 one for the last stage (the full-resolution pixels
-    are the most numerous: the speed study's fastest tail).
+    are the most numerous: the speed study's fastest tail). The last stage gives the colors' 3 channels
+    (before :func:`to_color`), or ``head`` activated features for the detail head.
     """
 
     def __init__(self, in_dim: int, cfg: ImageStudentConfig):
         super().__init__()
         stages = int(math.log2(cfg.scale))
+        self.detail = cfg.detail_channels > 0
         self.inp = nn.Conv2d(in_dim, cfg.width, 1)
         self.body = nn.ModuleList(nn.Conv2d(cfg.width, cfg.width, 1) for _ in range(cfg.depth))
         self.act = _act(cfg.activation)
@@ -86,21 +111,52 @@ class ImageDecoder(nn.Module):
         ch = cfg.width
         for i in range(stages):
             last = i == stages - 1
-            out = 3 if last else cfg.tail
+            out = (cfg.head if self.detail else 3) if last else cfg.tail
             ups.append(nn.Conv2d(ch, 4 * out, 1 if last else 3, padding=0 if last else 1))
             ch = out
         self.ups = nn.ModuleList(ups)
 
-    def forward(self, x: Tensor) -> Tensor:  # [B, C_in, h, w] -> [B, 3, h*s, w*s]
-        """Decode a ray map into an image."""
+    def trunk(self, x: Tensor) -> Tensor:  # [B, C_in, h, w] -> [B, width, h, w]
+        """The body: per-ray features."""
         x = self.act(self.inp(x))
         for layer in self.body:
             x = x + self.act(layer(x))
+        return x
+
+    def upsample(self, x: Tensor) -> Tensor:  # [B, width, h, w] -> [B, 3 or head, h*s, w*s]
+        """The tail."""
         for i, up in enumerate(self.ups):
             x = F.pixel_shuffle(up(x), 2)
-            if i < len(self.ups) - 1:
+            if i < len(self.ups) - 1 or self.detail:
                 x = self.act(x)
-        return torch.sigmoid(x)
+        return x
+
+
+class DetailHead(nn.Module):
+    """The full-resolution detail of :class:`ImageStudent` (``detail_channels > 0``): a per-pixel depth
+    from the body, one tri-plane lookup per pixel there, and a per-pixel head of 1x1 convolutions."""
+
+    def __init__(self, cfg: ImageStudentConfig):
+        super().__init__()
+        self.scale = cfg.scale
+        self.depth = nn.Conv2d(cfg.width, cfg.scale ** 2, 1)  # s x s depths per ray (DepthToSpace order)
+        self.planes = PlaneEncoding(cfg.detail_channels, [cfg.detail_resolution])
+        self.mix = nn.Conv2d(cfg.head + cfg.detail_channels, cfg.head, 1)
+        self.out = nn.Conv2d(cfg.head, 3, 1)
+        self.act = _act(cfg.activation)
+
+    def pixel_depth(self, trunk: Tensor, t_near: Tensor, t_far: Tensor) -> Tensor:
+        """``[B, 1, h*s, w*s]`` distances along each pixel's ray, inside its block ray's box segment
+        (``t_near``, ``t_far``: ``[B, 1, h, w]``)."""
+        frac = torch.sigmoid(self.depth(trunk))  # [B, s*s, h, w]
+        return F.pixel_shuffle(t_near + frac * (t_far - t_near), self.scale)
+
+    def forward(self, up: Tensor, rays_o: Tensor, rays_d: Tensor, t: Tensor, aabb: Tensor) -> Tensor:
+        """Colors ``[B, 3, H', W']`` (before :func:`to_color`) from the tail's ``up [B, head, H', W']``,
+        the pixels' rays (``rays_o [B, 1, 1, 3]``, ``rays_d [B, H', W', 3]``), depths ``t [B, 1, H', W']``."""
+        pts = normalize_points(rays_o + rays_d * t.permute(0, 2, 3, 1), aabb)  # [B, H', W', 3]
+        x = torch.cat((up, self.planes(pts)), dim=1)
+        return self.out(self.act(self.mix(x)))
 
 
 class ImageStudent(nn.Module):
@@ -121,6 +177,7 @@ class ImageStudent(nn.Module):
         self.register_buffer("frac", (torch.arange(cfg.n_points, dtype=torch.float32) + 0.5) / cfg.n_points)
         self.encoding = PlaneEncoding(cfg.channels, cfg.resolutions)
         self.decoder = ImageDecoder(cfg.n_points * self.encoding.out_dim + 3, cfg)
+        self.detail = DetailHead(cfg) if cfg.detail_channels > 0 else None
 
     def blocks(self, H: int, W: int) -> tuple[int, int]:
         """Ray-map size ``(ceil(H / s), ceil(W / s))`` of an ``H x W`` output."""
@@ -138,15 +195,29 @@ class ImageStudent(nn.Module):
         Returns:
             ``[B, h*s, w*s, 3]`` colors.
         """
-        rays_o, rays_d = block_rays(c2w, K, centers)  # [B, h, w, 3]
+        return self.forward_with_depth(c2w, K, centers)[0]
+
+    def forward_with_depth(self, c2w: Tensor, K: Tensor, centers: Tensor) -> tuple[Tensor, Tensor | None]:
+        """:meth:`forward` and, with detail, the per-pixel depths ``[B, h*s, w*s]`` it read the detail
+        planes at (distance along each pixel's unit ray; ``None`` without detail): the depth a
+        teacher's depth supervises in training."""
+        rays_o, rays_d = block_rays(c2w, K, centers)  # [B, 1, 1, 3], [B, h, w, 3]
         B, h, w, _ = rays_d.shape
-        pts = box_points(rays_o, rays_d, self.aabb, self.frac)  # [B, h, w, K, 3]
+        t_near, t_far = box_segment(rays_o, rays_d, self.aabb)  # [B, h, w, 1]
+        t = t_near + (t_far - t_near) * self.frac  # [B, h, w, K]
+        pts = normalize_points(rays_o[..., None, :] + rays_d[..., None, :] * t[..., None], self.aabb)
         k = pts.shape[3]
         pts = pts.permute(0, 3, 1, 2, 4).reshape(B, k * h, w, 3)  # points of one depth as one image row-band
         feats = self.encoding(pts)  # [B, C, K*h, w]
         feats = feats.reshape(B, -1, h, w)  # channel = c * K + k
-        x = torch.cat((feats, rays_d.permute(0, 3, 1, 2)), dim=1)
-        return self.decoder(x).permute(0, 2, 3, 1)
+        trunk = self.decoder.trunk(torch.cat((feats, rays_d.permute(0, 3, 1, 2)), dim=1))
+        up = self.decoder.upsample(trunk)
+        if self.detail is None:
+            return to_color(up, self.training).permute(0, 2, 3, 1), None
+        depth = self.detail.pixel_depth(trunk, t_near.permute(0, 3, 1, 2), t_far.permute(0, 3, 1, 2))
+        pix_o, pix_d = block_rays(c2w, K, pixel_centers(centers, self.cfg.scale))
+        rgb = self.detail(up, pix_o, pix_d, depth, self.aabb)
+        return to_color(rgb, self.training).permute(0, 2, 3, 1), depth[:, 0]
 
     def render(self, c2w: Tensor, K: Tensor, H: int, W: int) -> Tensor:
         """``[B, H, W, 3]`` whole images (the graph the export traces for one fixed size)."""

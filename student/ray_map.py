@@ -55,13 +55,51 @@ def block_rays(
     return o, d
 
 
+def box_segment(
+    rays_o: Tensor,  # [B, h, w, 3] or [B, 1, 1, 3]
+    rays_d: Tensor,  # [B, h, w, 3]
+    aabb: Tensor,  # [6]
+) -> tuple[Tensor, Tensor]:  # [B, h, w, 1], [B, h, w, 1]
+    """Distances ``t_near <= t_far`` along each ray to where it enters and leaves the box (the slab
+    method with elementwise ``Max``/``Min`` of slices: no reductions, no ``Gather`` in the graph).
+
+    A ray that misses the box gets ``t_far = t_near`` (an empty segment at its entry, or behind the
+    camera: ``t_near`` is clamped at 0).
+
+    Args:
+        rays_o: ``[B, h, w, 3]`` origins (or ``[B, 1, 1, 3]``: one per camera).
+        rays_d: ``[B, h, w, 3]`` directions (no component exactly 0: callers' rays are normalised float
+            directions; an exact 0 gives infinite slab distances, which min/max handle).
+        aabb: ``[6]`` box, min xyz then max xyz.
+
+    Returns:
+        ``t_near [B, h, w, 1]`` and ``t_far [B, h, w, 1]``.
+    """
+    lo, hi = aabb[:3], aabb[3:]
+    inv = 1.0 / rays_d
+    t0 = (lo - rays_o) * inv
+    t1 = (hi - rays_o) * inv
+    t_min, t_max = torch.minimum(t0, t1), torch.maximum(t0, t1)  # [B, h, w, 3]
+    lo_x, lo_y, lo_z = t_min[..., 0:1], t_min[..., 1:2], t_min[..., 2:3]  # [B, h, w, 1] each
+    hi_x, hi_y, hi_z = t_max[..., 0:1], t_max[..., 1:2], t_max[..., 2:3]
+    t_near = torch.clamp(torch.maximum(torch.maximum(lo_x, lo_y), lo_z), min=0.0)
+    t_far = torch.maximum(torch.minimum(torch.minimum(hi_x, hi_y), hi_z), t_near)
+    return t_near, t_far
+
+
+def normalize_points(pts: Tensor, aabb: Tensor) -> Tensor:  # [..., 3] -> [..., 3]
+    """World points -> the box's normalised frame ``[-1, 1]^3``."""
+    lo, hi = aabb[:3], aabb[3:]
+    return (pts - lo) * (2.0 / (hi - lo)) - 1.0
+
+
 def box_points(
     rays_o: Tensor,  # [B, h, w, 3] or [B, 1, 1, 3]
     rays_d: Tensor,  # [B, h, w, 3]
     aabb: Tensor,  # [6]
     frac: Tensor,  # [K]
 ) -> Tensor:  # [B, h, w, K, 3]
-    """``K`` points of each ray's segment inside the box, in the box's ``[-1, 1]^3``.
+    """``K`` points of each ray's segment inside the box (:func:`box_segment`), in the box's ``[-1, 1]^3``.
 
     A ray that misses the box gets its points at its (empty) entry: they lie outside or on the box
     boundary and read near-zero features; the decoder learns the background for them.
@@ -73,8 +111,7 @@ def box_points(
 
     Args:
         rays_o: ``[B, h, w, 3]`` origins (or ``[B, 1, 1, 3]``: one per camera).
-        rays_d: ``[B, h, w, 3]`` directions (no component exactly 0: callers' rays are normalised float
-            directions; an exact 0 gives infinite slab distances, which min/max handle).
+        rays_d: ``[B, h, w, 3]`` directions.
         aabb: ``[6]`` box, min xyz then max xyz.
         frac: ``[K]`` fractions of the segment (bin centres: ``(k + 0.5) / K``); a tensor, so that the
             exported graph holds it as a constant.
@@ -82,16 +119,19 @@ def box_points(
     Returns:
         ``[B, h, w, K, 3]`` normalised points.
     """
-    lo, hi = aabb[:3], aabb[3:]
-    inv = 1.0 / rays_d
-    t0 = (lo - rays_o) * inv
-    t1 = (hi - rays_o) * inv
-    t_min, t_max = torch.minimum(t0, t1), torch.maximum(t0, t1)  # [B, h, w, 3]
-    # the slab method with elementwise Max/Min of slices (no reductions, no Gather in the graph)
-    lo_x, lo_y, lo_z = t_min[..., 0:1], t_min[..., 1:2], t_min[..., 2:3]  # [B, h, w, 1] each
-    hi_x, hi_y, hi_z = t_max[..., 0:1], t_max[..., 1:2], t_max[..., 2:3]
-    t_near = torch.clamp(torch.maximum(torch.maximum(lo_x, lo_y), lo_z), min=0.0)
-    t_far = torch.maximum(torch.minimum(torch.minimum(hi_x, hi_y), hi_z), t_near)
+    t_near, t_far = box_segment(rays_o, rays_d, aabb)
     t = t_near + (t_far - t_near) * frac  # [B, h, w, K]
     pts = rays_o[..., None, :] + rays_d[..., None, :] * t[..., None]  # [B, h, w, K, 3]
-    return (pts - lo) * (2.0 / (hi - lo)) - 1.0
+    return normalize_points(pts, aabb)
+
+
+def pixel_centers(centers: Tensor, scale: int) -> Tensor:  # [h, w, 2] -> [h*s, w*s, 2]
+    """Centres of the ``s x s`` output pixels of each block, from the block centres
+    (:func:`block_centers`), as one ``[h*s, w*s, 2]`` image of ``(u, v)`` (row-major blocks, each
+    block's pixels in raster order: the layout ``DepthToSpace`` gives)."""
+    h, w, _ = centers.shape
+    offs = torch.arange(scale, dtype=centers.dtype, device=centers.device) + (0.5 - scale / 2)  # [s]
+    dv, du = torch.meshgrid(offs, offs, indexing="ij")
+    off = torch.stack((du, dv), dim=-1)  # [s, s, 2]
+    pix = centers[:, None, :, None, :] + off[None, :, None, :, :]  # [h, s, w, s, 2]
+    return pix.reshape(h * scale, w * scale, 2)

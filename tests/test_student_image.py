@@ -10,7 +10,7 @@ import torch
 from core.cameras import look_at
 from core.rays import generate_rays_from_pixels, ray_aabb_intersect
 from student.image_model import ImageStudent, ImageStudentConfig
-from student.ray_map import block_centers, block_rays, box_points
+from student.ray_map import block_centers, block_rays, box_points, pixel_centers
 
 
 def _cameras(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,3 +80,67 @@ def test_any_output_size_is_drawn_and_cut(scale: int, size: tuple[int, int]) -> 
 def test_bad_shapes_are_refused(changes: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         ImageStudent(ImageStudentConfig(**changes), [-1.0, -1.0, -1.0, 1.0, 1.0, 1.0])
+
+
+@pytest.mark.parametrize("scale, rows, cols, top, left", [(2, 3, 4, 0, 0), (4, 2, 5, 3, 1), (8, 1, 1, 2, 7)])
+def test_pixel_centers_are_the_blocks_pixels_in_depth_to_space_order(scale: int, rows: int, cols: int,
+                                                                     top: int, left: int) -> None:
+    pix = pixel_centers(block_centers(rows, cols, scale, top, left), scale)
+    want = block_centers(rows * scale, cols * scale, 1, top * scale, left * scale)
+    torch.testing.assert_close(pix, want, rtol=0, atol=0)
+
+
+def _detail_student(scale: int = 4) -> ImageStudent:
+    torch.manual_seed(0)
+    cfg = ImageStudentConfig(scale=scale, n_points=3, channels=4, resolutions=[8], width=8, depth=1, tail=4,
+                             detail_channels=3, detail_resolution=16, head=6)
+    with torch.no_grad():
+        model = ImageStudent(cfg, [-1.0, -0.9, -1.1, 1.0, 1.2, 0.8])
+        assert model.detail is not None
+        model.detail.planes.planes[0].normal_()  # non-trivial features, so the reference can differ
+    return model
+
+
+def test_detail_reads_each_pixels_own_ray_at_its_predicted_depth() -> None:
+    model = _detail_student().eval()
+    assert model.detail is not None
+    c2w, K = _cameras(2, seed=3)
+    centers = block_centers(3, 4, scale=4, top=1, left=2)
+    seen: dict[str, torch.Tensor] = {}
+    model.detail.planes.register_forward_hook(lambda _m, args, out: seen.update(pts=args[0], feats=out))
+    rgb, depth = model.forward_with_depth(c2w, K, centers)
+    assert depth is not None and depth.shape == (2, 12, 16) and rgb.shape == (2, 12, 16, 3)
+    # the block ray's segment bounds each of its pixels' depths
+    o, d = block_rays(c2w, K, centers)
+    t_near, t_far, _ = ray_aabb_intersect(o.expand_as(d).reshape(-1, 3), d.reshape(-1, 3), model.aabb)
+    blocks = depth.reshape(2, 3, 4, 4, 4).permute(0, 1, 3, 2, 4).reshape(2 * 12, 16)  # [B*h*w, s*s]
+    assert (blocks >= t_near.clamp(min=0)[:, None] - 1e-4).all() and (blocks <= t_far[:, None] + 1e-4).all()
+    # each pixel's point: core.rays' ray through the pixel centre, at its depth, in the box frame
+    uv = block_centers(12, 16, 1, 4, 8).reshape(-1, 2)
+    aabb = model.aabb
+    for b in range(2):
+        ro, rd = generate_rays_from_pixels(c2w[b], K[b], uv[:, 0], uv[:, 1])
+        world = ro + rd * depth[b].reshape(-1, 1)
+        want = (world - aabb[:3]) / (aabb[3:] - aabb[:3]) * 2 - 1
+        torch.testing.assert_close(seen["pts"][b].reshape(-1, 3), want, rtol=1e-4, atol=1e-4)
+    assert seen["feats"].abs().max() > 0.1
+
+
+def test_detail_gradients_reach_the_planes_and_the_depth_head() -> None:
+    model = _detail_student().train()
+    assert model.detail is not None
+    c2w, K = _cameras(2, seed=4)
+    rgb, depth = model.forward_with_depth(c2w, K, block_centers(3, 3, scale=4))
+    assert depth is not None
+    (rgb.square().mean() + depth.mean()).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_eval_clips_colors_and_training_does_not() -> None:
+    model = _detail_student()
+    with torch.no_grad():
+        model.detail.out.bias.fill_(3.0)  # type: ignore[union-attr]
+    c2w, K = _cameras(1, seed=5)
+    assert model.train().render(c2w, K, 8, 8).min() > 1.0
+    assert torch.equal(model.eval().render(c2w, K, 8, 8), torch.ones(1, 8, 8, 3))
