@@ -36,7 +36,15 @@ from torch import Tensor, nn
 
 from export.config import ExportConfig
 from export.runtime import ModelMeta, scaled_intrinsics
-from export.variants import clean_graph, quantize, save_checked, set_metadata, to_fp16, variant_filename
+from export.variants import (
+    clean_graph,
+    quantize,
+    save_checked,
+    set_metadata,
+    tables_to_fp16,
+    to_fp16,
+    variant_filename,
+)
 from scenes.load import SceneSplit
 from student.image_model import ImageStudent
 from student.ray_map import block_centers
@@ -87,7 +95,7 @@ def export_image_student(student: ImageStudent, H: int, W: int, opset: int = 17)
         ValueError: the traced graph uses an op outside :data:`PORTABLE_OPS` (a bug: the student's
             modules are written in that set).
     """
-    graph = CameraToImage(student.eval(), H, W)
+    graph = CameraToImage(student, H, W).eval()  # the exporter restores this mode: the student stays in eval
     c2w = torch.eye(4)
     c2w[2, 3] = -4.0
     K = torch.tensor([[float(W), 0.0, W / 2], [0.0, float(W), H / 2], [0.0, 0.0, 1.0]])
@@ -124,20 +132,32 @@ def portability_problems(model: onnx.ModelProto) -> list[str]:
 
 
 def geometry_nodes(proto: onnx.ModelProto) -> list[str]:
-    """Names of the nodes before the decoder: every node that no :data:`DECODER_OPS` node feeds (the rays,
-    the box points and the plane lookups), which the reduced-precision files keep in fp32."""
+    """Names of the nodes that the reduced-precision files keep in fp32: every node that no
+    :data:`DECODER_OPS` node feeds (the rays, the box points and the plane lookups), and every lookup
+    after the decoder's start with the nodes that compute its positions back to the nearest convolution
+    (a lookup at a depth the network predicts: positions in fp16 would be off by a texel)."""
+    nodes = list(proto.graph.node)
+    producer = {out: node for node in nodes for out in node.output}
     consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in proto.graph.node:
+    for node in nodes:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
     decoder: set[int] = set()
-    front = [n for n in proto.graph.node if n.op_type in DECODER_OPS]
+    front = [n for n in nodes if n.op_type in DECODER_OPS]
     while front:
         node = front.pop()
         if id(node) not in decoder:
             decoder.add(id(node))
             front += [c for out in node.output for c in consumers.get(out, [])]
-    return [n.name for n in proto.graph.node if id(n) not in decoder]
+    keep = {id(n) for n in nodes if id(n) not in decoder}
+    stack = [n for n in nodes if n.op_type == "GridSample" and id(n) in decoder]
+    while stack:
+        node = stack.pop()
+        if id(node) not in keep:
+            keep.add(id(node))
+            grid = node.input[1:2] if node.op_type == "GridSample" else node.input
+            stack += [producer[i] for i in grid if i in producer and producer[i].op_type not in DECODER_OPS]
+    return [n.name for n in nodes if id(n) in keep]
 
 
 def constants_to_initializers(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -174,8 +194,9 @@ def image_to_int8(fp32: onnx.ModelProto, feeds: Sequence[dict[str, np.ndarray]],
                   ) -> onnx.ModelProto:
     """The int8 file of an image graph: QDQ (QuantizeLinear/DequantizeLinear) pairs around the decoder's
     convolutions, activation ranges calibrated on ``feeds`` (:func:`camera_feeds`), int8 weights (per
-    output channel when ``per_channel``); the geometry stays fp32 (no other op is quantized)."""
-    return quantize(_fresh_copy(fp32), "qdq", feeds, per_channel, DECODER_OPS)
+    output channel when ``per_channel``); the planes stored in fp16 as in the fp16 file (they are most of
+    the bytes), the geometry in fp32 (no other op is quantized)."""
+    return clean_graph(quantize(tables_to_fp16(_fresh_copy(fp32)), "qdq", feeds, per_channel, DECODER_OPS))
 
 
 def camera_feeds(

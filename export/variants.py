@@ -165,7 +165,9 @@ def to_fp16(proto: onnx.ModelProto, keep: Collection[str] | None = None) -> onnx
 
     Args:
         proto: the fp32 model (float constants as initializers, no stale ``value_info``).
-        keep: names of the nodes that stay fp32 (default: :func:`encoding_nodes`, a ray model's).
+        keep: names of the nodes that stay fp32 (default: :func:`encoding_nodes`, a ray model's). A kept
+            node may read an fp16 node's output (a lookup at positions computed from the network's
+            features): it reads it through a Cast back to fp32.
     """
     graph = proto.graph
     keep = set(encoding_nodes(proto) if keep is None else keep)
@@ -186,15 +188,53 @@ def to_fp16(proto: onnx.ModelProto, keep: Collection[str] | None = None) -> onnx
                                            name=f"cast_{name}_fp16"))
         for node in mlp:
             node.input[:] = [f"{name}_fp16" if i == name else i for i in node.input]
+    mlp_out = {o for n in mlp for o in n.output if dtype.get(o) == onnx.TensorProto.FLOAT}
+    for name in sorted({i for n in enc for i in n.input if i in mlp_out}):  # kept nodes read fp16: cast back
+        casts.append(onnx.helper.make_node("Cast", [name], [f"{name}_fp32"], to=onnx.TensorProto.FLOAT,
+                                           name=f"cast_{name}_fp32"))
+        for node in enc:
+            node.input[:] = [f"{name}_fp32" if i == name else i for i in node.input]
     for out in graph.output:
         for node in mlp:
             node.output[:] = [f"{out.name}_fp16" if o == out.name else o for o in node.output]
         mlp.append(onnx.helper.make_node("Cast", [f"{out.name}_fp16"], [out.name], to=onnx.TensorProto.FLOAT,
                                          name=f"cast_{out.name}_fp32"))
     enc = _fp16_tables(graph, enc)
-    nodes = enc + casts + mlp
+    nodes = topological(enc + casts + mlp, {i.name for i in [*graph.input, *graph.initializer]})
     del graph.node[:]
     graph.node.extend(nodes)
+    return proto
+
+
+def topological(nodes: Sequence[onnx.NodeProto], available: set[str]) -> list[onnx.NodeProto]:
+    """``nodes`` in an order where each comes after the producers of its inputs (``available``: the
+    graph's inputs and initializers); a list already in such an order stays as it is.
+
+    Raises:
+        ValueError: a node whose input nothing produces (or a cycle).
+    """
+    out: list[onnx.NodeProto] = []
+    ready, pending = set(available) | {""}, list(nodes)
+    while pending:
+        waiting = []
+        for node in pending:
+            if all(i in ready for i in node.input):
+                out.append(node)
+                ready.update(node.output)
+            else:
+                waiting.append(node)
+        if len(waiting) == len(pending):
+            raise ValueError(f"node {waiting[0].name!r} reads a tensor nothing produces")
+        pending = waiting
+    return out
+
+
+def tables_to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Store the learned tables that the graph's lookups read (hash-grid rows, feature planes) in fp16, read
+    back in fp32 (:func:`_fp16_tables`), leaving every other node as it is (in place; returns ``proto``)."""
+    nodes = _fp16_tables(proto.graph, list(proto.graph.node))
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
     return proto
 
 

@@ -4,6 +4,7 @@ file, the fp16 and int8 files, the int8 gate, the ray-only keys refused, the com
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from core.cameras import look_at
 from core.checks import ConfigValueError, validate
@@ -22,6 +23,7 @@ from export.image import (
     export_image_student,
     geometry_nodes,
     image_to_fp16,
+    image_to_int8,
     portability_problems,
 )
 from export.onnx import run
@@ -32,7 +34,6 @@ from student.checkpoint import load_student
 from student.image_model import ImageStudent, ImageStudentConfig
 from testing.cli import REPO, run_cli
 from testing.runs import (
-    TINY_IMAGE_STUDENT,
     export_tiny_image_run,
     make_tiny_image_ckpt,
     make_tiny_student_ckpt,
@@ -88,6 +89,14 @@ def test_exported_graph_is_portable_and_the_check_can_fail() -> None:
     assert portability_problems(bad) == ["integer Add (int_add)", "Gather (lookup)"]
 
 
+def test_export_leaves_the_student_in_eval_mode() -> None:
+    """The exporter restores its module's mode afterwards: the wrapper's, which must be eval (a student
+    left in training mode draws unclipped colors)."""
+    student = _student().train()
+    export_image_student(student, 8, 8)
+    assert not any(m.training for m in student.modules())
+
+
 def test_bad_image_size_is_refused() -> None:
     with pytest.raises(ValueError, match="image size 0x16"):
         CameraToImage(_student(), 0, 16)
@@ -110,6 +119,7 @@ def test_every_exported_image_file_is_portable_and_static(image_export: tuple[Pa
     run_dir, report = image_export
     out = run_dir / "export"
     assert {p.stem for p in out.glob("*.onnx")} == IMAGE_FILES == set(report["variants"])
+    student_cfg = load_student(run_dir / "student" / "student.ckpt")[0].cfg
     for stem in IMAGE_FILES:
         proto = onnx.load(str(out / f"{stem}.onnx"))
         onnx.checker.check_model(proto, full_check=True)
@@ -122,7 +132,7 @@ def test_every_exported_image_file_is_portable_and_static(image_export: tuple[Pa
         meta = ModelMeta.from_props({p.key: p.value for p in proto.metadata_props}, stem)
         assert (meta.decoder, meta.output_size, meta.image_size, meta.batch) == ("image", [H, W], [16, 16], 0)
         assert meta.precision == report["variants"][stem]["precision"] and meta.encoding == "planes"
-        assert meta.student == TINY_IMAGE_STUDENT | {"activation": "gelu"}
+        assert meta.student == dataclasses.asdict(student_cfg) and meta.student["width"] == 8
         assert meta.checkpoint_sha256 == report["checkpoint_sha256"]
     assert report["decoder"] == "image" and report["output_sizes"] == [[16, 16], [12, 20]]
     assert not list(out.glob(".staging-*")) and (out / "export.json").is_file()
@@ -166,33 +176,88 @@ def test_fp32_file_equals_pytorch_render_on_random_poses(image_export: tuple[Pat
             assert np.abs(got - want).max() <= 1e-4
 
 
-def test_fp16_keeps_the_geometry_fp32_and_stores_the_planes_in_half() -> None:
+def _planes_read_in_fp32_from_half(proto: onnx.ModelProto) -> bool:
+    """Whether every GridSample reads its texels through a Cast of an fp16 initializer, and its positions
+    straight from the (fp32) geometry."""
+    inits = {i.name: i.data_type for i in proto.graph.initializer}
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    lookups = [n for n in proto.graph.node if n.op_type == "GridSample"]
+    casts = [producer.get(n.input[0]) for n in lookups]
+    return bool(lookups) and all(
+        cast is not None and cast.op_type == "Cast" and inits.get(cast.input[0]) == TensorProto.FLOAT16
+        and producer[n.input[1]].op_type == "Concat" for n, cast in zip(lookups, casts))
+
+
+@pytest.mark.parametrize("detail", [0, 4])
+def test_reduced_precisions_keep_the_geometry_fp32_and_store_the_planes_in_half(detail: int) -> None:
+    """fp16 and int8 files of a student without and with the detail head (whose lookup reads the planes at
+    a depth the body predicts): planes stored in fp16, lookups and their positions in fp32, close to fp32
+    (and the fp32 graph equal to PyTorch)."""
     import onnxruntime as ort
 
     torch.manual_seed(0)
-    cfg = ImageStudentConfig(scale=2, n_points=2, channels=4, resolutions=[40], width=8, depth=1, tail=4)
+    cfg = ImageStudentConfig(scale=4, n_points=2, channels=4, resolutions=[40], width=8, depth=1, tail=4,
+                             detail_channels=detail, detail_resolution=40, head=4)
     student = ImageStudent(cfg, [-1.0, -1.0, -1.0, 1.0, 1.0, 1.0]).eval()
+    with torch.no_grad():
+        for planes in student.parameters():
+            if planes.dim() == 4 and planes.shape[-1] == 40:
+                planes.normal_(0.0, 1.0)
     fp32 = export_image_student(student, 16, 16)
-    fp16 = image_to_fp16(fp32)
-    assert portability_problems(fp16) == []
+    c2w, K = _camera(1, 16, 16)
+    fp16, int8 = image_to_fp16(fp32), image_to_int8(fp32, [{"c2w": c2w, "K": K}, _feed(2)])
+    assert not _planes_read_in_fp32_from_half(fp32)
+    for proto, most in ((fp16, 0.6), (int8, 0.8)):  # of the fp32 file's bytes (int8: QDQ pairs cost some)
+        assert portability_problems(proto) == [] and _planes_read_in_fp32_from_half(proto)
+        assert len(proto.SerializeToString()) < most * len(fp32.SerializeToString())
     inits = {i.name: i.data_type for i in fp16.graph.initializer}
-    producer = {o: n for n in fp16.graph.node for o in n.output}
-    for node in fp16.graph.node:
-        if node.op_type == "GridSample":  # the texels: fp16 in the file, cast to fp32 for the lookup
-            cast = producer[node.input[0]]
-            assert cast.op_type == "Cast" and inits[cast.input[0]] == TensorProto.FLOAT16
-            assert node.input[1] not in inits and producer[node.input[1]].op_type != "Cast"
-        if node.op_type == "Conv":
-            assert inits[node.input[1]] == TensorProto.FLOAT16
+    assert all(inits[n.input[1]] == TensorProto.FLOAT16 for n in fp16.graph.node if n.op_type == "Conv")
     geometry = set(geometry_nodes(fp32))
     decoder_ops = {n.op_type for n in fp32.graph.node if n.name not in geometry}
-    assert decoder_ops >= {"Conv", "DepthToSpace", "Sigmoid"}
-    assert "GridSample" in {n.op_type for n in fp32.graph.node if n.name in geometry}
-    assert len(fp16.SerializeToString()) < 0.6 * len(fp32.SerializeToString())
-    c2w, K = _camera(1, 16, 16)
+    assert decoder_ops >= {"Conv", "DepthToSpace"} and "GridSample" not in decoder_ops
+    lookups = [n for n in fp32.graph.node if n.op_type == "GridSample"]
+    assert len(lookups) == 3 * (1 + (detail > 0)) and all(n.name in geometry for n in lookups)
     runs = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(
-        None, {"c2w": c2w, "K": K})[0] for m in (fp32, fp16)]
-    assert runs[0].std() > 1e-3 and 0 < np.abs(runs[0] - runs[1]).max() <= 5e-3
+        None, {"c2w": c2w, "K": K})[0] for m in (fp32, fp16, int8)]
+    with torch.no_grad():
+        want = student.render(torch.from_numpy(c2w)[None], torch.from_numpy(K)[None], 16, 16)[0].numpy()
+    assert want.std() > 1e-2 and np.abs(runs[0] - want).max() <= 1e-4
+    assert 0 < np.abs(runs[0] - runs[1]).max() <= 1e-2 and 0 < np.abs(runs[0] - runs[2]).max() <= 1e-1
+
+
+def test_fp16_reads_a_lookup_at_network_positions_in_fp32() -> None:
+    """A lookup whose positions the network computes (Conv -> Tanh -> grid, a detail head's depth) stays
+    fp32 with its position arithmetic, reading the convolution's fp16 output through a Cast back."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(size=shape).astype(np.float32), name) for name, shape in
+             (("w1", [2, 2, 1, 1]), ("planes", [1, 3, 48, 48]), ("w2", [3, 3, 1, 1]))]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["d"], name="conv1"),
+             helper.make_node("Tanh", ["d"], ["t"], name="tanh"),
+             helper.make_node("Transpose", ["t"], ["grid"], perm=[0, 2, 3, 1], name="to_grid"),
+             helper.make_node("GridSample", ["planes", "grid"], ["f"], name="lookup"),
+             helper.make_node("Conv", ["f", "w2"], ["y"], name="conv2")]
+    x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])
+    y_info = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])
+    graph = helper.make_graph(nodes, "g", [x_info], [y_info], inits)
+    fp32 = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert set(geometry_nodes(fp32)) == {"tanh", "to_grid", "lookup"}
+    fp16 = image_to_fp16(fp32)
+    onnx.checker.check_model(fp16, full_check=True)
+    producer = {o: n for n in fp16.graph.node for o in n.output}
+    assert producer[producer["t"].input[0]].op_type == "Cast"  # conv1's fp16 output, cast back to fp32
+    lookup = next(n for n in fp16.graph.node if n.op_type == "GridSample")
+    assert producer[lookup.input[0]].op_type == "Cast" and lookup.input[1] == "grid"
+    x = rng.normal(size=(1, 2, 4, 4)).astype(np.float32)
+    runs = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x})[0] for m in (fp32, fp16)]
+    assert runs[0].std() > 1e-2 and 0 < np.abs(runs[0] - runs[1]).max() <= 2e-2
+
+
+def _feed(seed: int) -> dict[str, np.ndarray]:
+    c2w, K = _camera(seed, 16, 16)
+    return {"c2w": c2w, "K": K}
 
 
 def test_int8_is_per_channel_qdq_around_the_convolutions(image_export: tuple[Path, dict]) -> None:
