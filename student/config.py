@@ -81,16 +81,22 @@ class CropConfig:
         context: blocks along each side of a crop that the decoder's convolutions read but the loss leaves
             out, so that every trained pixel sees the neighbours it has in a whole-view render (the 3x3
             tail stages reach 1.5 blocks at scale 8); a side on the view's edge is trained to its edge.
+        depth_weight: weight of the depth loss of a student with a detail head
+            (``model.image.detail_channels > 0``): the mean absolute difference between its per-pixel
+            depth and the teacher's, over the pixels the teacher holds opaque (alpha > 0.5), beside the
+            color loss. Needs pseudo-data with ``depth`` and ``alpha`` (``data_gen depth=true
+            alpha=true``); the photos of ``finetune`` have none (color only). ``0``: color only.
     """
 
     blocks: int = 32
     per_step: int = 4
     context: int = 2
+    depth_weight: float = 0.1
 
     def validate(self) -> None:
         """Raise :class:`core.checks.ConfigValueError` for a bad value or a crop without trained blocks."""
         at_least(self, 1, "blocks", "per_step")
-        at_least(self, 0, "context")
+        at_least(self, 0, "context", "depth_weight")
         if self.blocks <= 2 * self.context:
             raise ConfigValueError("blocks", f"must be > 2 x context ({2 * self.context}): a crop needs "
                                    "trained blocks inside its context", self.blocks)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from core.errors import UserError
 from core.rays import generate_rays, ray_aabb_intersect
-from core.shards import PseudoMeta, decode_sample
+from core.shards import PseudoMeta, decode_optional, decode_sample
 from scenes.load import Scene
 from student.encoding import RayEncoder, ray_segment, segment_occupied
 from training.distributed import rank_and_world
@@ -234,13 +234,23 @@ def shard_views(meta: PseudoMeta) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
     Raises:
         UserError: the shards hold no samples.
     """
+    for rgb, c2w, K, _ in shard_views_with(meta, ()):
+        yield rgb, c2w, K
+
+
+def shard_views_with(meta: PseudoMeta, optional: Sequence[str]
+                     ) -> Iterator[tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]]:
+    """:func:`shard_views`, each view with its ``optional`` fields (``depth``, ``alpha``: ``[H, W]``
+    float32, :func:`core.shards.decode_optional`) that the sample has."""
     ignore_unclosed_file_warnings()
     urls = [str(p) for p in meta.shard_paths()]
     found = False
     for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False, nodesplitter=_every_shard):
         found = True
         rgb, c2w, K = (torch.from_numpy(np.ascontiguousarray(a)) for a in decode_sample(sample))
-        yield rgb, c2w, K
+        extra = {name: torch.from_numpy(a) for name in optional
+                 if (a := decode_optional(sample, name)) is not None}
+        yield rgb, c2w, K, extra
     if not found:
         raise UserError(f"{meta.folder}: the shards hold no samples")
 

@@ -36,10 +36,11 @@ from core.errors import UserError
 from core.shards import PseudoMeta
 from scenes.load import Scene
 from student.config import CropConfig
-from student.data import shard_views
+from student.data import shard_views_with
 from student.ray_map import block_centers
 from training.distributed import rank_and_world
 
+DEPTH_FIELDS = ("depth", "alpha")  # the pseudo-data's geometry, which supervises a detail head's depth
 ViewBatch = dict[str, Tensor]  # c2w [B, 4, 4], K [B, 3, 3], rgb [B, h, w, 3] (+ centers, mask for crops)
 
 
@@ -51,11 +52,17 @@ class Views:
         rgb: ``[V, H, W, 3]`` colors: ``uint8`` (value / 255) or ``float16``.
         c2w: ``[V, 4, 4]`` poses (OpenCV convention).
         K: ``[V, 3, 3]`` intrinsics in pixels.
+        depth: ``[V, H, W]`` float16 the teacher's depth (distance along each pixel's unit ray), or
+            ``None`` (photos, or pseudo-data without ``depth``/``alpha``).
+        alpha: ``[V, H, W]`` uint8 the teacher's opacity x 255 where ``depth`` is given (the depth of a
+            nearly transparent pixel means nothing).
     """
 
     rgb: Tensor
     c2w: Tensor
     K: Tensor
+    depth: Tensor | None = None
+    alpha: Tensor | None = None
 
     @property
     def n_views(self) -> int:
@@ -82,16 +89,26 @@ def pseudo_views(meta: PseudoMeta) -> Views:
     as_u8 = meta.rgb_format == "png"
     rgb = torch.empty(shape, dtype=torch.uint8 if as_u8 else torch.float16)
     c2w, K = torch.empty(meta.n_views, 4, 4), torch.empty(meta.n_views, 3, 3)
+    geometry = all(name in meta.fields for name in DEPTH_FIELDS)
+    depth = torch.empty(shape[:3], dtype=torch.float16) if geometry else None
+    alpha = torch.empty(shape[:3], dtype=torch.uint8) if geometry else None
     n = 0
-    for n, (color, pose, intr) in enumerate(shard_views(meta), start=1):
+    for n, (color, pose, intr, extra) in enumerate(shard_views_with(meta, DEPTH_FIELDS if geometry else ()),
+                                                   start=1):
         if n > meta.n_views or color.shape != shape[1:]:
             raise UserError(f"{meta.folder}/meta.json: lists {meta.n_views} views of {meta.height}x"
                             f"{meta.width}, but the shards hold view {n} of {tuple(color.shape[:2])}")
         rgb[n - 1] = (color * 255).round().to(torch.uint8) if as_u8 else color.to(torch.float16)
         c2w[n - 1], K[n - 1] = pose, intr
+        if depth is not None and alpha is not None:
+            if set(extra) != set(DEPTH_FIELDS) or extra["depth"].shape != shape[1:3]:
+                raise UserError(f"{meta.folder}/meta.json: lists the fields {list(DEPTH_FIELDS)}, but view "
+                                f"{n} has {sorted(extra)} or another size")
+            depth[n - 1] = extra["depth"].to(torch.float16)
+            alpha[n - 1] = (extra["alpha"].clamp(0, 1) * 255).round().to(torch.uint8)
     if n != meta.n_views:
         raise UserError(f"{meta.folder}/meta.json: lists {meta.n_views} views, the shards hold {n}")
-    return Views(rgb, c2w, K)
+    return Views(rgb, c2w, K, depth, alpha)
 
 
 def photo_views(scene: Scene, background: list[float], split: str = "train") -> Views:
@@ -178,7 +195,9 @@ def crop_batch(views: Views, grid: CropGrid, index: Tensor, top: Tensor, left: T
     Returns:
         ``c2w [B, 4, 4]``; ``K [B, 3, 3]`` with the principal point moved by each crop's offset in pixels;
         ``centers [rows, cols, 2]`` (:meth:`CropGrid.centers`); ``rgb [B, rows*s, cols*s, 3]`` float32,
-        the view's pixels (0 past its edges); ``mask [B, rows*s, cols*s]`` bool, the trained pixels.
+        the view's pixels (0 past its edges); ``mask [B, rows*s, cols*s]`` bool, the trained pixels;
+        with the views' depth: ``depth [B, rows*s, cols*s]`` float32 and ``alpha`` (the same, in
+        ``[0, 1]``; 0 past the edges).
     """
     s, h, w = grid.scale, grid.rows * grid.scale, grid.cols * grid.scale
     rgb = torch.zeros(len(index), h, w, 3)
@@ -190,8 +209,17 @@ def crop_batch(views: Views, grid: CropGrid, index: Tensor, top: Tensor, left: T
     K = views.K[index].clone()
     K[:, 0, 2] -= left.float() * s
     K[:, 1, 2] -= top.float() * s
-    return {"c2w": views.c2w[index], "K": K, "centers": grid.centers(), "rgb": rgb,
-            "mask": torch.stack(masks)}
+    batch = {"c2w": views.c2w[index], "K": K, "centers": grid.centers(), "rgb": rgb,
+             "mask": torch.stack(masks)}
+    if views.depth is not None and views.alpha is not None:
+        depth, alpha = torch.zeros(len(index), h, w), torch.zeros(len(index), h, w)
+        for b, (i, t, lf) in enumerate(zip(index.tolist(), top.tolist(), left.tolist())):
+            ys, xs = slice(t * s, t * s + h), slice(lf * s, lf * s + w)
+            d, a = views.depth[i, ys, xs], views.alpha[i, ys, xs]
+            depth[b, :d.shape[0], :d.shape[1]] = d.float()
+            alpha[b, :a.shape[0], :a.shape[1]] = a.float() / 255
+        batch.update(depth=depth, alpha=alpha)
+    return batch
 
 
 class RandomCrops(IterableDataset):

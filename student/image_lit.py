@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import Tensor, nn
 
+from student.config import StageConfig
 from student.image_data import ViewBatch
 from student.image_model import ImageStudent
 from student.lit_module import StageLitModule
@@ -24,6 +27,25 @@ def masked_mse(pred: Tensor, rgb: Tensor, mask: Tensor) -> Tensor:
     return (err * mask).sum() / (3 * mask.sum().clamp(min=1))
 
 
+def depth_l1(depth: Tensor, target: Tensor, alpha: Tensor, mask: Tensor) -> Tensor:
+    """Mean absolute depth error over the trained pixels the teacher holds opaque.
+
+    Args:
+        depth: ``[B, h, w]`` predicted distances along the pixels' rays.
+        target: ``[B, h, w]`` the teacher's.
+        alpha: ``[B, h, w]`` the teacher's opacity (pixels at or below :data:`OPAQUE` are left out).
+        mask: ``[B, h, w]`` bool, the trained pixels.
+
+    Returns:
+        ``[]`` the mean (0 when no pixel counts).
+    """
+    keep = (mask & (alpha > OPAQUE)).to(depth.dtype)
+    return ((depth - target).abs() * keep).sum() / keep.sum().clamp(min=1)
+
+
+OPAQUE = 0.5  # the teacher's opacity above which its depth supervises
+
+
 class ImageLitModule(StageLitModule):
     """Crops in, MSE over their trained pixels (:mod:`student.image_data`); validation PSNR on whole test
     views drawn with ``render``. Optimizer, schedule and logging: :class:`student.lit_module.StageLitModule`
@@ -38,17 +60,29 @@ class ImageLitModule(StageLitModule):
         stage: this stage's schedule.
         name: the stage's name in messages (``"student distill"``).
         time_fraction: see :class:`student.lit_module.StageLitModule`.
+        depth_weight: weight of :func:`depth_l1` for a student with a detail head, on batches that carry
+            the teacher's depth (``train.crops.depth_weight``).
     """
 
     decoder = "image"
     model: ImageStudent
 
     def table_parameters(self) -> list[nn.Parameter]:
-        return list(self.model.encoding.parameters())
+        planes = list(self.model.encoding.parameters())
+        return planes + (list(self.model.detail.planes.parameters()) if self.model.detail is not None else [])
+
+    def __init__(self, model: ImageStudent, stage: StageConfig, name: str = "student",
+                 time_fraction: Callable[[], float] | None = None, depth_weight: float = 0.0):
+        super().__init__(model, stage, name, time_fraction)
+        self.depth_weight = depth_weight
 
     def training_step(self, batch: ViewBatch, batch_idx: int) -> Tensor:
-        pred = self.model(batch["c2w"], batch["K"], batch["centers"]).float()  # [B, h, w, 3]
-        loss = masked_mse(pred, batch["rgb"], batch["mask"])
+        pred, depth = self.model.forward_with_depth(batch["c2w"], batch["K"], batch["centers"])
+        loss = masked_mse(pred.float(), batch["rgb"], batch["mask"])  # pred [B, h, w, 3]
+        if depth is not None and "depth" in batch and self.depth_weight > 0:
+            geometry = depth_l1(depth.float(), batch["depth"], batch["alpha"], batch["mask"])
+            self.log("train/depth_l1", geometry.detach(), prog_bar=False)
+            loss = loss + self.depth_weight * geometry
         self.log_loss(loss)
         return loss
 

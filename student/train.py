@@ -188,7 +188,8 @@ def run_stage(cfg: StudentConfig, name: str, model: Student, datamodule: L.Light
     trainer = build_trainer(cfg, stage, name, out, budget)
     lit: StageLitModule
     if isinstance(model, ImageStudent):
-        lit = ImageLitModule(model, stage, name=f"student {name}", time_fraction=budget.seconds_fraction)
+        lit = ImageLitModule(model, stage, name=f"student {name}", time_fraction=budget.seconds_fraction,
+                             depth_weight=cfg.train.crops.depth_weight)
     else:
         lit = StudentLitModule(model, stage, cfg.train.hard_mining if name == "distill" else None,
                                name=f"student {name}", time_fraction=budget.seconds_fraction)

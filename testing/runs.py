@@ -173,10 +173,11 @@ def export_tiny_image_run(run_dir: Path, scene_root: Path, **keys: Any) -> dict[
 
 
 def write_photo_pseudo(folder: Path, scene_root: Path, background: Sequence[float] = (1.0, 1.0, 1.0),
-                       counts: Sequence[int] = (3, 3, 2)) -> Path:
+                       counts: Sequence[int] = (3, 3, 2), geometry: bool = False) -> Path:
     """Write pseudo-data shards of the scene's training photos on ``background`` into ``folder``: shard
     ``i`` holds the next ``counts[i]`` views (``data_gen.shards.write_shard``), with their ``meta.json``.
-    Returns ``folder``."""
+    ``geometry``: also a ``depth`` (each camera's distance to the origin, varied per pixel) and the
+    photos' ``alpha``, as ``data_gen depth=true alpha=true`` writes them. Returns ``folder``."""
     from core.io import write_json
     from core.scene_facts import SceneFacts
     from core.shards import PseudoMeta, ShardInfo, shard_name
@@ -190,6 +191,11 @@ def write_photo_pseudo(folder: Path, scene_root: Path, background: Sequence[floa
     for index, count in enumerate(counts):
         views = [{"view_index": i, "rgb": rgb[i], "c2w": train.c2w[i], "K": train.K[i]}
                  for i in range(first, first + count)]
+        for i, v in enumerate(views if geometry else [], start=first):
+            H, W = train.hw
+            ramp = torch.linspace(-0.2, 0.2, W).expand(H, W)
+            v["depth"] = train.c2w[i, :3, 3].norm() + ramp
+            v["alpha"] = train.images[i, ..., 3]
         sha = write_shard(folder / shard_name(index), views)
         shards.append(ShardInfo(shard_name(index), first, count, sha))
         first += count
@@ -197,7 +203,8 @@ def write_photo_pseudo(folder: Path, scene_root: Path, background: Sequence[floa
                        far=scene.far, image_size=list(train.hw), K=train.K[0].tolist(), scene_name="tiny",
                        background=list(background))
     meta = PseudoMeta(scene=facts, image_size=list(train.hw), n_views=first, views_per_shard=counts[0],
-                      shards=shards, sampler={"name": "train_photos", "seed": 0}, teacher={})
+                      shards=shards, sampler={"name": "train_photos", "seed": 0}, teacher={},
+                      fields=["rgb", "c2w", "K", *(["depth", "alpha"] if geometry else [])])
     write_json(folder / "meta.json", meta.to_dict())
     return folder
 

@@ -166,3 +166,81 @@ def test_an_image_student_of_a_forward_facing_scene_stops_before_training(tiny_f
         f"scene.path={tiny_forward_scene}", f"run_dir={tmp_path}", "train.distill.enabled=false", *IMAGE]))
     assert "model.decoder=image: forward-facing (NDC) scenes are not supported" in line
     assert not (tmp_path / "student" / "ckpt").exists()
+
+
+DETAIL = ["model.image.detail_channels=2", "model.image.detail_resolution=8", "model.image.head=4",
+          "train.crops.depth_weight=1.0"]
+
+
+@pytest.fixture(scope="module")
+def geometry_pseudo(tiny_scene: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Pseudo-data of the tiny scene's photos with a ``depth`` and ``alpha`` per view."""
+    from testing.runs import write_photo_pseudo
+
+    run_dir = tmp_path_factory.mktemp("geometry_run")
+    write_photo_pseudo(run_dir / "pseudo", tiny_scene, geometry=True)
+    return run_dir
+
+
+def test_the_teachers_depth_and_alpha_travel_with_the_crops(geometry_pseudo: Path) -> None:
+    from core.shards import read_meta
+    from student.data import shard_views_with
+
+    meta = read_meta(geometry_pseudo / "pseudo")
+    views = pseudo_views(meta)
+    assert views.depth is not None and views.alpha is not None
+    decoded = list(shard_views_with(meta, ("depth", "alpha")))
+    for i, (_, _, _, extra) in enumerate(decoded):
+        torch.testing.assert_close(views.depth[i].float(), extra["depth"], rtol=1e-3, atol=0)
+        torch.testing.assert_close(views.alpha[i].float() / 255, extra["alpha"], rtol=0, atol=0.5 / 255)
+    assert 0 < float((views.alpha > 127).float().mean()) < 1  # the photos' alpha: some pixels opaque
+    grid = CropGrid.of(views.hw, 2, CropConfig(blocks=4, per_step=3, context=1))
+    index, top, left = torch.tensor([0, 5, 7]), torch.tensor([0, 2, 4]), torch.tensor([4, 0, 1])
+    batch = crop_batch(views, grid, index, top, left)
+    for b, (i, t, lf) in enumerate(zip(index.tolist(), top.tolist(), left.tolist())):
+        mask = batch["mask"][b]
+        ys, xs = torch.nonzero(mask, as_tuple=True)
+        assert torch.equal(batch["depth"][b][mask], views.depth[i, ys + 2 * t, xs + 2 * lf].float())
+        assert torch.equal(batch["alpha"][b][mask], views.alpha[i, ys + 2 * t, xs + 2 * lf].float() / 255)
+    plain = pseudo_views(read_meta(_copy_run(geometry_pseudo, geometry_pseudo.parent / "plain") / "pseudo"))
+    assert plain.depth is not None  # a copy keeps its fields
+
+
+def test_depth_l1_counts_the_opaque_trained_pixels_only() -> None:
+    from student.image_lit import depth_l1
+
+    g = torch.Generator().manual_seed(0)
+    depth, target = torch.rand(2, 5, 6, generator=g) * 4, torch.rand(2, 5, 6, generator=g) * 4
+    alpha = torch.rand(2, 5, 6, generator=g)
+    mask = torch.rand(2, 5, 6, generator=g) > 0.3
+    keep = mask & (alpha > 0.5)
+    want = (depth - target).abs()[keep].mean()
+    torch.testing.assert_close(depth_l1(depth, target, alpha, mask), want, rtol=1e-6, atol=0)
+    assert depth_l1(depth, target, torch.zeros_like(alpha), mask) == 0
+
+
+def test_a_detail_student_learns_the_teachers_depth(tiny_scene: Path, geometry_pseudo: Path,
+                                                     tmp_path: Path) -> None:
+    from core.shards import read_meta
+    from student.image_lit import depth_l1
+    from student.ray_map import block_centers
+
+    run_dir = _copy_run(geometry_pseudo, tmp_path / "run")
+    run(tiny_cfg(tiny_scene, run_dir, *IMAGE, *DETAIL, "train.finetune.enabled=false",
+                 "train.distill.max_steps=120"))
+    assert _curve(run_dir, "distill", "train/depth_l1")  # the depth loss was on
+    trained, _ = load_student(run_dir / "student" / "student.ckpt")
+    assert isinstance(trained, ImageStudent) and trained.detail is not None
+    fresh = ImageStudent(trained.cfg, trained.aabb.tolist())  # its depths: the middle of each segment
+    views = pseudo_views(read_meta(run_dir / "pseudo"))
+    assert views.depth is not None and views.alpha is not None
+    H, W = views.hw
+    centers = block_centers(*trained.blocks(H, W), trained.cfg.scale)
+    errors = []
+    for model in (fresh, trained):
+        with torch.no_grad():
+            depth = model.eval().forward_with_depth(views.c2w, views.K, centers)[1]
+        assert depth is not None
+        errors.append(float(depth_l1(depth[:, :H, :W], views.depth.float(), views.alpha.float() / 255,
+                                     torch.ones(views.n_views, H, W, dtype=torch.bool))))
+    assert errors[1] < 0.7 * errors[0], errors
