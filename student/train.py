@@ -52,7 +52,7 @@ from student.data import (
     view_to_rays,
 )
 from student.evaluate import evaluate_split, image_frame_cost, save_side_by_side, teacher_test_predictions
-from student.image_data import CropDataModule, photo_views, pseudo_views, validation_views
+from student.image_data import DEPTH_FIELDS, CropDataModule, photo_views, pseudo_views, validation_views
 from student.image_lit import ImageLitModule
 from student.image_model import ImageStudent
 from student.lit_module import StageLitModule, StudentLitModule
@@ -75,9 +75,11 @@ def build_student(cfg: StudentConfig, meta: PseudoMeta | None, scene: Scene, bac
     image student is built by :func:`student.checkpoint.build_model` on :func:`image_facts`.
 
     Raises:
-        UserError: an image student of a forward-facing scene (one line, before any training).
+        UserError: an image student of a forward-facing scene, or one with a detail head whose depth loss
+            has no teacher depth to read (one line, before any training).
     """
     if cfg.model.decoder == "image":
+        check_depth_fields(cfg, meta)
         return build_model(cfg.model, image_facts(scene, background, meta))
     if meta is not None:
         facts = meta.scene
@@ -86,6 +88,23 @@ def build_student(cfg: StudentConfig, meta: PseudoMeta | None, scene: Scene, bac
         return R2LStudent(cfg.model, torch.tensor(box), facts.near, facts.far, background, ndc,
                           skip_grid(cfg, meta))
     return R2LStudent(cfg.model, scene.aabb, scene.near, scene.far, background, scene.ndc)
+
+
+def check_depth_fields(cfg: StudentConfig, meta: PseudoMeta | None) -> None:
+    """Refuse a detail head trained with a depth loss on pseudo-data without the teacher's depth.
+
+    Raises:
+        UserError: ``model.image.detail_channels > 0`` and ``train.crops.depth_weight > 0``, but
+            ``meta.json`` lists no ``depth`` and ``alpha``.
+    """
+    if meta is None or cfg.model.image.detail_channels == 0 or cfg.train.crops.depth_weight == 0:
+        return
+    missing = [name for name in DEPTH_FIELDS if name not in meta.fields]
+    if missing:
+        raise UserError(f"{meta.folder}/meta.json: model.image.detail_channels="
+                        f"{cfg.model.image.detail_channels} learns its depth from the teacher's, but the "
+                        f"pseudo-data has no {' and no '.join(missing)}: render it with python -m "
+                        "data_gen.render depth=true alpha=true, or set train.crops.depth_weight=0")
 
 
 def skip_grid(cfg: StudentConfig, meta: PseudoMeta) -> torch.Tensor | None:

@@ -244,3 +244,13 @@ def test_a_detail_student_learns_the_teachers_depth(tiny_scene: Path, geometry_p
         errors.append(float(depth_l1(depth[:, :H, :W], views.depth.float(), views.alpha.float() / 255,
                                      torch.ones(views.n_views, H, W, dtype=torch.bool))))
     assert errors[1] < 0.7 * errors[0], errors
+
+
+def test_a_detail_head_without_the_teachers_depth_is_refused_in_one_line(tiny_scene: Path,
+                                                                          tiny_pseudo_run: Path,
+                                                                          tmp_path: Path) -> None:
+    run_dir = _copy_run(tiny_pseudo_run, tmp_path / "run")
+    args = [f"scene.path={tiny_scene}", f"run_dir={run_dir}", *IMAGE, *DETAIL]
+    line = one_line_error(run_cli("student.train", REPO, args))
+    assert "meta.json" in line and "model.image.detail_channels=2" in line and "depth=true alpha=true" in line
+    assert not (run_dir / "student" / "logs").exists()  # refused before any training
