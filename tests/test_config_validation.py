@@ -58,7 +58,7 @@ BAD = [
      "train.distill.encoding_lr=-1.0: must be a finite number > 0"),
     ("student", ["train.distill.val_every_steps=0"], "train.distill.val_every_steps=0: must be >= 1"),
     ("student", ["model.depth=15"], "model.depth=15: must be even and >= 4"),
-    ("student", ["model.encoding=triplane"], "model.encoding=triplane: must be one of ['pe', 'hash']"),
+    ("student", ["model.encoding=triplane"], "model.encoding=triplane: must be one of ['pe', 'hash', 'planes']"),
     ("student", ["model.ray_range=sphere"], "model.ray_range=sphere: must be one of ['box', 'near_far']"),
     ("student", ["model.grid.backend=nope"], "model.grid.backend=nope: must be one of"),
     ("student", ["model.grid.point_freqs=-2"], "model.grid.point_freqs=-2: must be >= -1"),
