@@ -58,8 +58,9 @@ def wait_for_frame(page: Any, frames: int = 1, timeout_s: float = 120.0) -> dict
     """Wait until the viewer's canvas has drawn ``frames`` frames (or shown an error).
 
     Returns:
-        ``frame``, ``ms`` (the page's ``data-ms``), ``load_ms`` (navigation to first frame), ``error``
-        (the page's one-line error, or ``None``), ``width``, ``height``.
+        ``frame``, ``ms`` (the page's ``data-ms``), ``load_ms`` (navigation to first frame), ``provider``
+        (``webgpu`` or ``wasm``: the execution provider of the session), ``error`` (the page's one-line
+        error, or ``None``), ``width``, ``height``.
     """
     page.wait_for_function(
         "n => { const c = document.getElementById('view'); const e = document.getElementById('error');"
@@ -71,7 +72,7 @@ def wait_for_frame(page: Any, frames: int = 1, timeout_s: float = 120.0) -> dict
         " load_ms: Number(c.dataset.loadMs || NaN), encode_ms: Number(c.dataset.encodeMs || NaN),"
         " model_ms: Number(c.dataset.modelMs || NaN), worker_ms: Number(c.dataset.workerMs || NaN),"
         " prep_ms: Number(c.dataset.prepMs || NaN), shade_ms: Number(c.dataset.shadeMs || NaN),"
-        " error: e.hidden ? null : e.textContent,"
+        " provider: c.dataset.provider || null, error: e.hidden ? null : e.textContent,"
         " width: c.width, height: c.height} }")
     return dict(state)
 

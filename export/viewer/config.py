@@ -16,6 +16,7 @@ class ViewerConfig(RunConfig):
 
     export_dir: str | None = None
     out_dir: str | None = None
+    # an image model's: also their files at its other exported sizes (student_<H>x<W>[_fp16|_int8].onnx)
     variants: list[str] = field(default_factory=lambda: ["student.onnx", "student_fp16.onnx",
                                                          "student_int8.onnx"])
     default: str | None = None

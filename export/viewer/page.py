@@ -1,7 +1,8 @@
 """``python -m export.viewer``: write the static web viewer of an exported student, optionally serve it.
 
 ``<run_dir>/viewer/`` gets ``index.html``, the page's JS (``export/viewer/web/``), the chosen ONNX variants,
-``models.json`` (each variant's file, size and metadata, which the page builds its rays from) and the
+``models.json`` (each variant's file, size and metadata, which the page builds its rays from; an image model's
+files at every exported output size, ``student_<H>x<W>[_fp16|_int8].onnx``, beside its own) and the
 onnxruntime-web runtime files, copied from the npm package that ``scripts/setup.sh`` installs into
 ``export/viewer/web/node_modules`` (pinned by ``export/viewer/web/package-lock.json``). The folder is
 complete: any static host that sends the two cross-origin isolation headers (``export/viewer/server.py``)
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -31,14 +33,17 @@ from pipeline.config import to_dataclass
 log = logging.getLogger(__name__)
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
-PAGE_FILES = ("index.html", "viewer.js", "camera.js", "encoder.js", "encode_worker.js", "hashgrid.wasm")
+PAGE_FILES = ("index.html", "viewer.js", "camera.js", "image.js", "provider.js", "encoder.js",
+              "encode_worker.js", "hashgrid.wasm")
 ORT_PACKAGE_DIST = WEB_DIR / "node_modules" / "onnxruntime-web" / "dist"
 WASM_RUNTIME = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 WEBGPU_RUNTIME = ("ort.webgpu.min.js", "ort-wasm-simd-threaded.asyncify.mjs",
                   "ort-wasm-simd-threaded.asyncify.wasm")
-# what the page needs to build rays and composite (ModelMeta fields)
+# what the page needs to build rays and composite, or an image model's camera (ModelMeta fields)
 META_KEYS = ("scene_name", "near", "far", "aabb", "content_aabb", "image_size", "K", "background", "batch",
-             "rig", "encoding", "precision", "ray_space", "ndc", "occupancy", "student")
+             "rig", "encoding", "precision", "ray_space", "ndc", "occupancy", "student", "decoder",
+             "output_size")
+SIZED_FILE = re.compile(r"student_(\d+)x(\d+)(_fp16|_int8)?\.onnx")  # export.variants.variant_filename
 SCREENSHOT = "screenshot.png"
 SPLIT_MLP, SPLIT_MLP_INT8, SPLIT_TABLE = "student_mlp.onnx", "student_mlp_int8.onnx", "student_grid.bin"
 SPLIT_TOL = 1e-4  # max abs error of the split MLP graph against PyTorch
@@ -70,6 +75,15 @@ def model_entries(export_dir: Path, files: list[str]) -> list[dict[str, Any]]:
     return entries
 
 
+def sized_variants(export_dir: Path, files: list[str]) -> list[str]:
+    """An image model's files at its other exported output sizes: ``student_<H>x<W><rest>`` for each
+    ``student<rest>`` of ``files`` and each size that ``export_dir`` holds a file of (sorted by size)."""
+    found = (SIZED_FILE.fullmatch(p.name) for p in export_dir.glob("student_*x*.onnx"))
+    sizes = sorted({(int(m[1]), int(m[2])) for m in found if m})
+    return [f"student_{H}x{W}{name[len('student'):]}" for H, W in sizes for name in files
+            if name.startswith("student") and not SIZED_FILE.fullmatch(name)]
+
+
 def split_files(cfg: ViewerConfig, export_dir: Path, base: dict[str, Any], out: Path) -> list[dict[str, Any]]:
     """Write the split student (``export/split.py``) into ``out``; its ``models.json`` rows.
 
@@ -84,6 +98,7 @@ def split_files(cfg: ViewerConfig, export_dir: Path, base: dict[str, Any], out: 
     from core.io import sha256_file, write_bytes
     from export.split import encoder_facts, mlp_int8, mlp_onnx, run_mlp, table_bytes
     from student.checkpoint import load_student
+    from student.model import R2LStudent
 
     ckpt = Path(cfg.checkpoint or Path(cfg.run_dir) / "student" / "student.ckpt")
     report = export_dir / "export.json"
@@ -98,6 +113,7 @@ def split_files(cfg: ViewerConfig, export_dir: Path, base: dict[str, Any], out: 
         raise UserError(f"{ckpt}: not the checkpoint {export_dir} was exported from (sha256 differs): run "
                         "python -m export.onnx again, or split=false")
     model, _ = load_student(ckpt)
+    assert isinstance(model, R2LStudent)  # the checkpoint (sha256 checked) of a hash-grid ray export
     mlp = mlp_onnx(model)
     feats = torch.randn(512, model.encoder.out_dim, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -156,6 +172,8 @@ def write_viewer(cfg: ViewerConfig) -> dict[str, Any]:
     entries = model_entries(export_dir, list(cfg.variants))
     if not entries:
         raise UserError(f"{export_dir}: none of the variants {list(cfg.variants)} is there")
+    if entries[0]["meta"]["decoder"] == "image":  # one file per output size: the others too
+        entries += model_entries(export_dir, sized_variants(export_dir, list(cfg.variants)))
     runtime = runtime_files(Path(cfg.ort_dir) if cfg.ort_dir else ORT_PACKAGE_DIST, cfg.webgpu)
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in out.parent.glob(f".{out.name}.*"):  # left by a killed run

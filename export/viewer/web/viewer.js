@@ -1,11 +1,15 @@
-// The web viewer: an exported light field on onnxruntime-web, orbit/zoom/pan, progressive quality.
-// Written into a viewer folder by `python -m export.viewer` beside models.json, the ONNX files and the
-// onnxruntime-web runtime files; no network access beyond that folder.
+// The web viewer: an exported light field on onnxruntime-web, orbit/zoom/pan, progressive quality. A ray
+// model gets its rays from this page (a split model its features too: encoder.js); an image model gets
+// the camera and draws the whole frame in one call (image.js). Written into a viewer folder by
+// `python -m export.viewer` beside models.json, the ONNX files and the onnxruntime-web runtime files; no
+// network access beyond that folder.
 import { encodeRays, wasmKernel } from "./encoder.js";
 import {
   clampView, decodeCells, median, orbitPose, panTarget, parseQuery, raysCrossCells, raysFromCamera, raysMeetBox, rigOf,
   rigView, scaleIntrinsics,
 } from "./camera.js";
+import { imageFeeds, imageModelFor, menuModels, writeImage } from "./image.js";
+import { loadRuntime } from "./provider.js";
 
 const canvas = document.getElementById("view");
 const ctx = canvas.getContext("2d", { willReadFrequently: true });
@@ -29,30 +33,9 @@ function showError(message) {
   canvas.dataset.error = message;
 }
 
-function loadScript(file) {
-  return new Promise((resolve, reject) => {
-    const s = document.createElement("script");
-    s.src = file;
-    s.onload = resolve;
-    s.onerror = () => reject(new Error(`onnxruntime-web runtime file ${file} is missing from this folder ` +
-      "(write the viewer again with python -m export.viewer)"));
-    document.head.appendChild(s);
-  });
-}
-
-async function webgpuAvailable() {
-  if (!navigator.gpu) return false;
-  try {
-    return Boolean(await navigator.gpu.requestAdapter());
-  } catch {
-    return false;
-  }
-}
-
 async function openSession(entry) {
   state.cells = entry.meta.occupancy ? decodeCells(entry.meta.occupancy) : null;
   state.encCells = entry.kind === "split" && entry.encoder.occupancy ? decodeCells(entry.encoder.occupancy) : null;
-  const providers = state.ep === "webgpu" ? ["webgpu", "wasm"] : ["wasm"];
   if (entry.kind === "split") { // the feature table of the JS encoding
     const resp = await fetch(entry.table);
     const bytes = resp.ok ? await resp.arrayBuffer() : new ArrayBuffer(0);
@@ -72,12 +55,14 @@ async function openSession(entry) {
     }
   }
   try {
-    // no spinning threads after a run: they would take the cores from the encoding workers
-    return await ort.InferenceSession.create(entry.file, { executionProviders: providers, graphOptimizationLevel: "all",
+    // state.ep alone (its nodes ONNX Runtime cannot run there go to its CPU kernels): data-provider is true.
+    // No spinning threads after a run: they would take the cores from the encoding workers
+    return await ort.InferenceSession.create(entry.file, { executionProviders: [state.ep], graphOptimizationLevel: "all",
       extra: { session: { intra_op: { allow_spinning: "0" } } } });
   } catch (exc) {
     const first = String(exc && exc.message ? exc.message : exc).split("\n")[0].slice(0, 200);
-    throw new Error(`${entry.file}: the model failed to load (${first})`);
+    const hint = state.ep === "webgpu" ? "; ep=wasm runs it on WebAssembly" : "";
+    throw new Error(`${entry.file}: the model failed to load (${first})${hint}`);
   }
 }
 
@@ -255,8 +240,21 @@ async function shade(o, d, pixels, meta, batch) {
   return count;
 }
 
-/** Render pose at w x h into an ImageData. */
+/** An image model's frame (at its output size): one session.run from the camera to the whole image. */
+async function renderImage(pose) {
+  const [h, w] = state.entry.meta.output_size;
+  const { c2w, K } = imageFeeds(pose, state.entry.meta);
+  const t1 = performance.now();
+  const out = await state.session.run({ c2w: new ort.Tensor("float32", c2w, [4, 4]), K: new ort.Tensor("float32", K, [3, 3]) });
+  canvas.dataset.modelMs = String(performance.now() - t1);
+  const image = new ImageData(w, h);
+  writeImage(out.rgb.data, image.data);
+  return { image, rays: null };
+}
+
+/** Render pose at w x h into an ImageData (an image model: at its output size, which w x h is). */
 async function render(pose, w, h, batch) {
+  if (state.entry.meta.decoder === "image") return renderImage(pose);
   const meta = state.entry.meta;
   const K = scaleIntrinsics(meta.K, meta.image_size, h, w);
   const { o, d } = raysFromCamera(pose, K, h, w);
@@ -281,7 +279,8 @@ function updateHud(ms, rays, w, h) {
   state.fpsTimes = [...state.fpsTimes.filter((t) => now - t < 2000), now];
   const fps = state.fpsTimes.length > 1 ? (state.fpsTimes.length - 1) / ((now - state.fpsTimes[0]) / 1000) : 1000 / ms;
   const e = state.entry;
-  hud.textContent = `${ms.toFixed(1)} ms/frame · ${fps.toFixed(1)} FPS · ${w}x${h} (${rays} rays evaluated) · ` +
+  const work = rays === null ? "one call" : `${rays} rays evaluated`;
+  hud.textContent = `${ms.toFixed(1)} ms/frame · ${fps.toFixed(1)} FPS · ${w}x${h} (${work}) · ` +
     `${e.file} (${e.precision}${e.kind === "split" ? (state.kernel ? ", wasm encoding" : ", JS encoding") : ""}, ${(e.bytes / 1e6).toFixed(2)} MB) · ${state.ep}, ${state.threads} thread(s)`;
 }
 
@@ -291,23 +290,26 @@ async function main() {
   state.useCells = q.cells;
   const manifest = await (await fetch("models.json")).json();
   const name = q.model || manifest.default;
-  const entry = manifest.models.find((m) => m.file === name);
-  if (!entry) {
+  const named = manifest.models.find((m) => m.file === name);
+  if (!named) {
     showError(`model=${name}: not in this viewer (have: ${manifest.models.map((m) => m.file).join(", ")})`);
     return;
   }
-  for (const m of manifest.models) {
+  const { entry, error } = imageModelFor(manifest.models, named, q.size); // an image model: the file of size=
+  if (error) { showError(error); return; }
+  const image = entry.meta.decoder === "image";
+  for (const m of menuModels(manifest.models, entry)) {
     const opt = document.createElement("option");
     opt.value = m.file;
-    const how = m.kind === "split" ? " · JS encoding" : m.meta.batch ? " · static" : "";
+    const how = m.kind === "split" ? " · JS encoding" : image ? " · image" : m.meta.batch ? " · static" : "";
     opt.textContent = `${m.precision}${how} · ${(m.bytes / 1e6).toFixed(2)} MB`;
     opt.selected = m.file === entry.file;
     selector.appendChild(opt);
   }
-  const wantGpu = q.ep === "webgpu" || (q.ep === null && manifest.webgpu);
-  state.ep = wantGpu && manifest.webgpu && (await webgpuAvailable()) ? "webgpu" : "wasm";
-  if (q.ep === "webgpu" && state.ep !== "webgpu") showError("ep=webgpu: this browser has no WebGPU adapter; running on wasm");
-  await loadScript(state.ep === "webgpu" ? "ort.webgpu.min.js" : "ort.wasm.min.js");
+  const { ep, warning } = await loadRuntime(q.ep, manifest.webgpu);
+  if (warning) showError(warning);
+  state.ep = ep;
+  canvas.dataset.provider = state.ep;
   ort.env.wasm.wasmPaths = new URL("./", location.href).href;
   const wanted = q.threads || Math.min(navigator.hardwareConcurrency || 1, 4);
   state.threads = wanted;
@@ -322,7 +324,7 @@ async function main() {
   if (entry.kind === "split") await startWorkers(entry, state.threads);
 
   const meta = entry.meta;
-  const [W, H] = q.size || [meta.image_size[1], meta.image_size[0]];
+  const [W, H] = image ? [meta.output_size[1], meta.output_size[0]] : q.size || [meta.image_size[1], meta.image_size[0]];
   canvas.width = W;
   canvas.height = H;
   const fit = Math.max(1, Math.floor(Math.min(512 / Math.max(W, H), 4)));
@@ -403,7 +405,7 @@ async function main() {
     const idle = performance.now() - state.lastInput > IDLE_MS;
     if (!state.busy && (state.dirty || (idle && !state.full))) {
       state.busy = true;
-      const full = idle;
+      const full = idle || image; // an image model draws its one size
       state.dirty = false;
       const w = full ? W : Math.max(1, Math.round(W * COARSE)), h = full ? H : Math.max(1, Math.round(H * COARSE));
       const t0 = performance.now();
