@@ -108,24 +108,39 @@ def plot_curves(run_dir: Path, out: Path) -> Path | None:
     return path
 
 
+def student_line(student: dict[str, Any]) -> str:
+    """One sentence on the student's design and cost from its ``metrics.json`` (either decoder)."""
+    model = student.get("model", {})
+    if model.get("decoder") == "image":
+        im = model.get("image", {})
+        detail = (f", a full-resolution detail tri-plane ({im.get('detail_resolution')} px x "
+                  f"{im.get('detail_channels')} channels) read once per pixel at a predicted depth"
+                  if im.get("detail_channels") else "")
+        return (f"Student: image decoder (camera in, image out): a ray map at 1/{im.get('scale')} of the "
+                f"output, {im.get('n_points')} points/ray reading tri-planes of {im.get('resolutions')} px x "
+                f"{im.get('channels')} channels, a 1x1 body {im.get('width')} wide x {im.get('depth')}, a "
+                f"DepthToSpace tail{detail}; {student.get('n_params', 0) / 1e6:.2f} M parameters, "
+                f"{student.get('flops_per_frame', 0) / 1e9:.2f} GFLOPs per {student.get('frame_size')} "
+                f"frame, trained in {student.get('precision')}.")
+    grid = model.get("grid", {})
+    encoding = (f"hash-grid features ({grid.get('n_levels')} levels x {grid.get('n_features')}, "
+                f"2^{grid.get('log2_hashmap_size')} entries, up to {grid.get('max_resolution')} cells; "
+                f"{student.get('table_params', 0) / 1e6:.2f} M table parameters, "
+                f"{student.get('lookups_per_ray', 0)} table reads per ray)"
+                if model.get("encoding") == "hash"
+                else f"positional encoding ({model.get('n_freqs')} octaves)")
+    return (f"Student: {model.get('depth')} layers, width {model.get('width')}, "
+            f"{model.get('n_points')} points/ray encoded by {encoding}, "
+            f"{student.get('n_params', 0) / 1e6:.2f} M parameters, "
+            f"{student.get('flops_per_ray', 0) / 1e6:.2f} MFLOPs per ray, "
+            f"trained in {student.get('precision')}.")
+
+
 def _summary(run_dir: Path) -> list[str]:
     student = read_json(run_dir / "student" / "metrics.json")
     meta = read_json(run_dir / "pseudo" / "meta.json")
     model = student.get("model", {})
-    lines = []
-    if model:
-        grid = model.get("grid", {})
-        encoding = (f"hash-grid features ({grid.get('n_levels')} levels x {grid.get('n_features')}, "
-                    f"2^{grid.get('log2_hashmap_size')} entries, up to {grid.get('max_resolution')} cells; "
-                    f"{student.get('table_params', 0) / 1e6:.2f} M table parameters, "
-                    f"{student.get('lookups_per_ray', 0)} table reads per ray)"
-                    if model.get("encoding") == "hash"
-                    else f"positional encoding ({model.get('n_freqs')} octaves)")
-        lines.append(f"Student: {model.get('depth')} layers, width {model.get('width')}, "
-                     f"{model.get('n_points')} points/ray encoded by {encoding}, "
-                     f"{student.get('n_params', 0) / 1e6:.2f} M parameters, "
-                     f"{student.get('flops_per_ray', 0) / 1e6:.2f} MFLOPs per ray, "
-                     f"trained in {student.get('precision')}.")
+    lines = [student_line(student)] if model else []
     if meta:
         facts = meta.get("scene", {})  # the scene facts (core.scene_facts.SceneFacts)
         kind = facts.get("scene_kind", "object")

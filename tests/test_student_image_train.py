@@ -10,6 +10,7 @@ import torch
 
 from core.cameras import look_at
 from core.errors import CheckpointError
+from report.build import student_line
 from student.checkpoint import load_student
 from student.config import CropConfig
 from student.image_data import CropGrid, Views, crop_batch, pseudo_views
@@ -103,6 +104,9 @@ def test_image_student_trains_both_stages_and_reports(tiny_scene: Path, tiny_pse
     assert saved["test"]["psnr"] == pytest.approx(metrics["test"]["psnr"]) and saved["test"]["n_views"] == 2
     assert saved["frame_size"] == [16, 16] and saved["rays_per_frame"] == 64 and saved["flops_per_frame"] > 0
     assert saved["n_params"] > 0 and "flops_per_ray" not in saved and saved["model"]["decoder"] == "image"
+    line = student_line(saved)  # the report's sentence on the student
+    assert line.startswith("Student: image decoder") and "a ray map at 1/2 of the output" in line
+    assert f"{saved['flops_per_frame'] / 1e9:.2f} GFLOPs per [16, 16] frame" in line
     model, facts = load_student(out / "student.ckpt")
     assert isinstance(model, ImageStudent) and model.cfg.scale == 2
     meta = json.loads((run_dir / "pseudo" / "meta.json").read_text())
