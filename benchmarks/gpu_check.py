@@ -224,7 +224,7 @@ def check_onnx(table: Table, args: argparse.Namespace) -> None:
     from export.onnx import run
     from export.parity import torch_rgb
     from export.runtime import LightField
-    from export.runtime.lightfield import rays_from_camera
+    from export.runtime.cameras import rays_from_camera
     from scenes.load import load_scene
     from student.checkpoint import load_student
 

@@ -12,14 +12,8 @@ import torch
 
 from core.cameras import look_at
 from core.rays import generate_rays, ray_aabb_intersect
-from export.runtime.lightfield import (
-    LightField,
-    ModelError,
-    check_pose,
-    default_providers,
-    rays_from_camera,
-    rays_meet_box,
-)
+from export.runtime.cameras import check_pose, rays_from_camera, rays_meet_box
+from export.runtime.lightfield import LightField, ModelError, default_providers
 
 REPO = Path(__file__).resolve().parents[1]
 

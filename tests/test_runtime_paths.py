@@ -10,7 +10,7 @@ import torch
 import core.cameras
 import core.rig
 from export.runtime import ModelError, check_pose
-from export.runtime import lightfield as runtime_lightfield
+from export.runtime import cameras as runtime_cameras
 from export.runtime import paths as runtime_paths
 from testing.scenes.rigs import ring_poses
 
@@ -22,7 +22,7 @@ def _random_cameras(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 def test_constants_match_core() -> None:
-    assert runtime_lightfield.RIGIDITY_TOLERANCE == core.cameras.RIGIDITY_TOLERANCE
+    assert runtime_cameras.RIGIDITY_TOLERANCE == core.cameras.RIGIDITY_TOLERANCE
     assert runtime_paths.RIG_KINDS == core.rig.RIG_KINDS
 
 
@@ -51,7 +51,7 @@ def test_opengl_flip_and_rigidity_match_core() -> None:
     np.testing.assert_array_equal(runtime_paths.intrinsics_matrix(20, 21, 8, 9),
                                   core.cameras.intrinsics_matrix(20, 21, 8, 9).numpy())
     for m in (c2w[0], 1.001 * c2w[1], np.diag([1.0, 1.0, -1.0, 1.0]), c2w[2] + np.eye(4) * 0.3):
-        assert runtime_lightfield.rigidity_error(m) == pytest.approx(
+        assert runtime_cameras.rigidity_error(m) == pytest.approx(
             core.cameras.rigidity_error(torch.tensor(m)), rel=1e-6, abs=1e-12)
 
 

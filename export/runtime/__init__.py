@@ -4,8 +4,7 @@
 and a video. A test imports this package with torch and our training packages made unimportable.
 """
 
-from .lightfield import (
-    LightField,
+from .cameras import (
     check_intrinsics,
     check_pose,
     rays_cross_cells,
@@ -13,6 +12,7 @@ from .lightfield import (
     rays_meet_box,
     scaled_intrinsics,
 )
+from .lightfield import LightField
 from .meta import (
     DEFAULT_BATCH,
     FORMAT,

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .lightfield import check_pose
+from .cameras import check_pose
 from .meta import ModelError
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ def default_path(rig: dict[str, Any], n_frames: int, elevation_deg: float | None
 
 def _pose(value: Any, source: str, index: int) -> np.ndarray:
     """One pose of a file: 16 (or 12) numbers in a row, as nerfstudio writes them, or a nested list;
-    checked by the runtime's one pose validator, :func:`export.runtime.lightfield.check_pose`."""
+    checked by the runtime's one pose validator, :func:`export.runtime.cameras.check_pose`."""
     try:
         m = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):  # not numbers: check_pose says so
