@@ -2,7 +2,7 @@
 
 One typed record, :class:`SceneFacts`, the one definition of these facts: data generation writes it into
 the pseudo-data's ``meta.json`` (key ``scene``, :class:`core.shards.PseudoMeta`), the student stage builds
-its own (``student.train.scene_meta``: its content box, ray range and empty-space grid) and
+its own (``student.build.scene_meta``: its content box, ray range and empty-space grid) and
 ``student.checkpoint`` stores its :meth:`~SceneFacts.to_dict` as ``config["scene"]`` (checkpoints written
 before the record existed hold the same keys in a plain dict and load the same way), and
 ``export.onnx.build_meta`` writes it into the ONNX metadata under one key (``lightfield.scene``).

@@ -99,10 +99,10 @@ def make_tiny_student_ckpt(path: Path, scene_root: Path, n_freqs: int = 10, enco
     cells in a 9^3 grid), so exports see rays that miss the box, rays the grid skips and rays evaluated.
     """
     from scenes.load import SceneConfig, load_scene
+    from student.build import scene_meta
     from student.checkpoint import save_student
     from student.encoding import GridConfig, HashRayEncoder
     from student.model import R2LStudent, StudentModelConfig
-    from student.train import scene_meta
 
     scene = load_scene(SceneConfig(path=str(scene_root)), splits=("train",))
     # a content box smaller than the scene box, so that exports see rays that hit it and rays that miss it

@@ -169,9 +169,9 @@ def export_after_new_checkpoint(tmp: Path) -> Outcome:
     from export.onnx import ExportConfig, ParityConfig
     from export.onnx import run as export
     from scenes.load import SceneConfig, load_scene
+    from student.build import scene_meta
     from student.checkpoint import save_student
     from student.model import R2LStudent, StudentModelConfig
-    from student.train import scene_meta
 
     scene_dir = _scene(tmp / "scene")
     scene = load_scene(SceneConfig(path=str(scene_dir)), splits=("train", "test"))
