@@ -200,24 +200,24 @@ def crop_batch(views: Views, grid: CropGrid, index: Tensor, top: Tensor, left: T
         ``[0, 1]``; 0 past the edges).
     """
     s, h, w = grid.scale, grid.rows * grid.scale, grid.cols * grid.scale
+    geometry = views.depth is not None and views.alpha is not None
     rgb = torch.zeros(len(index), h, w, 3)
+    depth, alpha = torch.zeros(len(index), h, w), torch.zeros(len(index), h, w)
     masks = []
     for b, (i, t, lf) in enumerate(zip(index.tolist(), top.tolist(), left.tolist())):
-        part = views.colors(i, slice(t * s, t * s + h), slice(lf * s, lf * s + w))
+        ys, xs = slice(t * s, t * s + h), slice(lf * s, lf * s + w)
+        part = views.colors(i, ys, xs)
         rgb[b, :part.shape[0], :part.shape[1]] = part
         masks.append(grid.mask(t, lf))
+        if views.depth is not None and views.alpha is not None:
+            depth[b, :part.shape[0], :part.shape[1]] = views.depth[i, ys, xs].float()
+            alpha[b, :part.shape[0], :part.shape[1]] = views.alpha[i, ys, xs].float() / 255
     K = views.K[index].clone()
     K[:, 0, 2] -= left.float() * s
     K[:, 1, 2] -= top.float() * s
     batch = {"c2w": views.c2w[index], "K": K, "centers": grid.centers(), "rgb": rgb,
              "mask": torch.stack(masks)}
-    if views.depth is not None and views.alpha is not None:
-        depth, alpha = torch.zeros(len(index), h, w), torch.zeros(len(index), h, w)
-        for b, (i, t, lf) in enumerate(zip(index.tolist(), top.tolist(), left.tolist())):
-            ys, xs = slice(t * s, t * s + h), slice(lf * s, lf * s + w)
-            d, a = views.depth[i, ys, xs], views.alpha[i, ys, xs]
-            depth[b, :d.shape[0], :d.shape[1]] = d.float()
-            alpha[b, :a.shape[0], :a.shape[1]] = a.float() / 255
+    if geometry:
         batch.update(depth=depth, alpha=alpha)
     return batch
 

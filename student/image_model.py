@@ -22,7 +22,14 @@ from torch import Tensor, nn
 
 from core.checks import ConfigValueError, at_least, one_of, validate
 from student.planes import PlaneEncoding
-from student.ray_map import block_centers, block_rays, box_segment, normalize_points, pixel_centers
+from student.ray_map import (
+    block_centers,
+    block_rays,
+    box_points,
+    box_segment,
+    normalize_points,
+    pixel_centers,
+)
 
 ACTIVATIONS = ("gelu", "relu", "leaky_relu")
 
@@ -204,8 +211,7 @@ class ImageStudent(nn.Module):
         rays_o, rays_d = block_rays(c2w, K, centers)  # [B, 1, 1, 3], [B, h, w, 3]
         B, h, w, _ = rays_d.shape
         t_near, t_far = box_segment(rays_o, rays_d, self.aabb)  # [B, h, w, 1]
-        t = t_near + (t_far - t_near) * self.frac  # [B, h, w, K]
-        pts = normalize_points(rays_o[..., None, :] + rays_d[..., None, :] * t[..., None], self.aabb)
+        pts = box_points(rays_o, rays_d, t_near, t_far, self.aabb, self.frac)  # [B, h, w, K, 3]
         k = pts.shape[3]
         pts = pts.permute(0, 3, 1, 2, 4).reshape(B, k * h, w, 3)  # points of one depth as one image row-band
         feats = self.encoding(pts)  # [B, C, K*h, w]

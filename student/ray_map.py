@@ -96,10 +96,13 @@ def normalize_points(pts: Tensor, aabb: Tensor) -> Tensor:  # [..., 3] -> [..., 
 def box_points(
     rays_o: Tensor,  # [B, h, w, 3] or [B, 1, 1, 3]
     rays_d: Tensor,  # [B, h, w, 3]
+    t_near: Tensor,  # [B, h, w, 1]
+    t_far: Tensor,  # [B, h, w, 1]
     aabb: Tensor,  # [6]
     frac: Tensor,  # [K]
 ) -> Tensor:  # [B, h, w, K, 3]
-    """``K`` points of each ray's segment inside the box (:func:`box_segment`), in the box's ``[-1, 1]^3``.
+    """``K`` points of each ray's segment inside the box (``t_near``, ``t_far``: :func:`box_segment`), in
+    the box's ``[-1, 1]^3``.
 
     A ray that misses the box gets its points at its (empty) entry: they lie outside or on the box
     boundary and read near-zero features; the decoder learns the background for them.
@@ -112,6 +115,8 @@ def box_points(
     Args:
         rays_o: ``[B, h, w, 3]`` origins (or ``[B, 1, 1, 3]``: one per camera).
         rays_d: ``[B, h, w, 3]`` directions.
+        t_near: ``[B, h, w, 1]`` where each ray enters the box.
+        t_far: ``[B, h, w, 1]`` where it leaves.
         aabb: ``[6]`` box, min xyz then max xyz.
         frac: ``[K]`` fractions of the segment (bin centres: ``(k + 0.5) / K``); a tensor, so that the
             exported graph holds it as a constant.
@@ -119,7 +124,6 @@ def box_points(
     Returns:
         ``[B, h, w, K, 3]`` normalised points.
     """
-    t_near, t_far = box_segment(rays_o, rays_d, aabb)
     t = t_near + (t_far - t_near) * frac  # [B, h, w, K]
     pts = rays_o[..., None, :] + rays_d[..., None, :] * t[..., None]  # [B, h, w, K, 3]
     return normalize_points(pts, aabb)
