@@ -30,6 +30,17 @@ def markdown_table(headers: list[str], rows: list[list[object]]) -> str:
     return "\n".join(lines)
 
 
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or the machine type where that cannot be read."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
 def write_section(name: str, body: str, command: str | None = None) -> None:
     """Replace (or append) the section ``name`` of RESULTS.md with ``body``."""
     if command is None:
@@ -39,7 +50,7 @@ def write_section(name: str, body: str, command: str | None = None) -> None:
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     section = (
         f"<!-- BEGIN {name} -->\n## {name}\n\nCommand: `{command}`  \n"
-        f"Run: {stamp}, torch {torch.__version__}, {platform.machine()}, "
+        f"Run: {stamp}, torch {torch.__version__}, {platform.machine()} ({cpu_name()}), "
         f"{torch.get_num_threads()} threads\n\n{body.strip()}\n<!-- END {name} -->\n"
     )
     text = RESULTS.read_text() if RESULTS.exists() else HEADER

@@ -178,10 +178,17 @@ def to_fp16(proto: onnx.ModelProto, keep: Collection[str] | None = None) -> onnx
     inferred = onnx.shape_inference.infer_shapes(proto).graph
     dtype = {v.name: v.type.tensor_type.elem_type for v in [*inferred.input, *inferred.value_info]}
     fp32_tensors = {t for t in fp32_tensors if dtype.get(t) == onnx.TensorProto.FLOAT}  # not the hit mask
-    for init in graph.initializer:
+    kept_reads = {i for n in enc for i in n.input}
+    for init in list(graph.initializer):
         if init.name in consumed and init.data_type == onnx.TensorProto.FLOAT:
-            init.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(init).astype(np.float16),
-                                                       init.name))
+            half = onnx.numpy_helper.to_array(init).astype(np.float16)
+            if init.name not in kept_reads:
+                init.CopyFrom(onnx.numpy_helper.from_array(half, init.name))
+                continue
+            # read by both sides (a constant the exporter shared): the fp32 side keeps it, the MLP a copy
+            graph.initializer.append(onnx.numpy_helper.from_array(half, f"{init.name}_fp16"))
+            for node in mlp:
+                node.input[:] = [f"{init.name}_fp16" if i == init.name else i for i in node.input]
     casts = []
     for name in sorted(consumed & fp32_tensors):
         casts.append(onnx.helper.make_node("Cast", [name], [f"{name}_fp16"], to=onnx.TensorProto.FLOAT16,

@@ -45,6 +45,7 @@ from scenes.images import (
 
 LLFF_POSES = "poses_bounds.npy"
 AUTO_MAX_SIDE = 640  # auto downscale: the longest image side that is loaded as is
+SAME_CENTRE = 1e-6  # camera centres closer than this times the median near bound count as one
 
 
 def is_llff(root: Path) -> bool:
@@ -194,6 +195,11 @@ def read_poses_bounds(path: Path) -> tuple[np.ndarray, np.ndarray]:
         if rows.size:
             row = int(rows[0])
             raise SceneError(f"{path}: row {row} {problem} ({' '.join(f'{v:.6g}' for v in values[row])})")
+    centres = poses[:, :, 3]
+    spread = float(np.abs(centres - centres.mean(0)).max())
+    if len(poses) > 1 and spread <= SAME_CENTRE * float(np.median(bounds[:, 0])):
+        raise SceneError(f"{path}: all {len(poses)} poses have the same camera centre: a forward-facing "
+                         "capture needs photos taken from different positions")
     return poses, bounds
 
 

@@ -94,6 +94,31 @@ class TeacherEvalConfig:
 
 
 @dataclass
+class ForwardConfig:
+    """What the teacher of a forward-facing scene does differently (an object scene ignores this group).
+
+    Every ray of a forward-facing capture crosses content from near to far: there is no empty surround
+    for the occupancy grid to skip, and early in training the density is a fog that makes the marcher
+    keep ~80 samples a ray (`benchmarks/RESULTS.md`, section `forward_teacher`).
+
+    Attributes:
+        seconds_factor: the scene trains for ``seconds_factor * train.max_seconds`` (a 504x378 capture of
+            30 photos has ~6x the demo's rays).
+        distortion: weight of mip-NeRF 360's distortion loss (:func:`core.rendering.distortion_packed`,
+            mean over the rays; 0: off). It pulls each ray's weight into one short stretch, so the fog
+            clears and the occupancy grid empties in the first seconds: ~10 samples a ray instead of ~40.
+    """
+
+    seconds_factor: float = dataclasses.field(default=2.0, metadata={"provenance": False})
+    distortion: float = 0.01
+
+    def validate(self) -> None:
+        """Raise :class:`core.checks.ConfigValueError` for a bad value."""
+        positive(self, "seconds_factor")
+        at_least(self, 0.0, "distortion")
+
+
+@dataclass
 class TeacherConfig(RunConfig):
     """The ``teacher`` stage (``conf/teacher.yaml``): the run section, then the teacher's own."""
 
@@ -103,18 +128,21 @@ class TeacherConfig(RunConfig):
     eval: TeacherEvalConfig = dataclasses.field(default_factory=TeacherEvalConfig,
                                                 metadata={"provenance": False})
     distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
+    forward: ForwardConfig = dataclasses.field(default_factory=ForwardConfig)
 
 
 def teacher_provenance(cfg: TeacherConfig, scene: Scene) -> dict[str, Any]:
     """What a teacher is made from (:mod:`pipeline.provenance`): the scene's training views and the settings
     that shape its weights (model, optimizer, seed, rays per step, partitioning): the config's fields
     that count for provenance (:func:`pipeline.provenance.provenance_fields`: budgets, device, backend,
-    render chunk, checkpoint interval and evaluation settings are marked as not counting)."""
+    render chunk, checkpoint interval and evaluation settings are marked as not counting), and for a
+    forward-facing scene its ``forward`` group."""
     counted = provenance_fields(cfg)
     dist = counted["distributed"]
     partitions = {"k": dist.pop("partitions"), **dist} if cfg.distributed.partitions > 1 else None
+    forward = {"forward": counted["forward"]} if scene.ndc is not None else {}  # objects ignore the group
     return fingerprint(scene=scene_fingerprint(scene), model=counted["model"], optim=counted["optim"],
-                       seed=counted["seed"], **counted["train"], partitions=partitions)
+                       seed=counted["seed"], **counted["train"], partitions=partitions, **forward)
 
 
 register_stage("teacher", TeacherConfig)

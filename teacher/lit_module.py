@@ -30,13 +30,16 @@ class TeacherLitModule(L.LightningModule):
         cfg: optimizer settings.
         progress: training progress in ``[0, 1]`` at a step (the budget's,
             :meth:`training.budget.Budget.progress`); the learning rate decays with it.
+        distortion: weight of the distortion loss (mean over the rays; 0: off).
     """
 
-    def __init__(self, teacher: Teacher, cfg: OptimConfig, progress: Callable[[int], float]):
+    def __init__(self, teacher: Teacher, cfg: OptimConfig, progress: Callable[[int], float],
+                 distortion: float = 0.0):
         super().__init__()
         self.teacher = teacher
         self.cfg = cfg
         self.progress = progress
+        self.distortion = distortion
         self.samples_seen = 0  # samples evaluated with grad (throughput statistics)
 
     def on_train_batch_start(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
@@ -51,13 +54,14 @@ class TeacherLitModule(L.LightningModule):
         background = torch.rand_like(rgba[:, :3])
         target = target_on_background(rgba, background)
         out = self.teacher.render_rays(rays_o, rays_d, background)
-        loss = torch.nn.functional.mse_loss(out["rgb"], target)
+        mse = torch.nn.functional.mse_loss(out["rgb"], target)
+        loss = mse + self.distortion * out["distortion"].mean() if self.distortion > 0 else mse
         # summed over processes, so that every rank stops at the same step (a NaN anywhere stays NaN)
         raise_if_diverged(float(self.trainer.strategy.reduce(loss.detach(), reduce_op="sum")), "teacher",
                           self.global_step)
         self.samples_seen += int(out["n_samples"])
         self.log("train/loss", loss, prog_bar=False)
-        self.log("train/psnr", mse_to_psnr(loss.detach()), prog_bar=True)
+        self.log("train/psnr", mse_to_psnr(mse.detach()), prog_bar=True)
         self.log("train/samples_per_ray", float(out["n_samples"]) / rays_o.shape[0], prog_bar=True)
         return loss
 

@@ -99,7 +99,8 @@ class Teacher(nn.Module):
 
         Returns:
             ``rgb [N, 3]``, ``depth [N]`` (expected distance of the hit, 0 where nothing is hit; NDC
-            length in a forward-facing scene), ``opacity [N]`` and ``n_samples`` (scalar).
+            length in a forward-facing scene), ``opacity [N]`` and ``n_samples`` (scalar); in training
+            also ``distortion [N]`` (:func:`core.rendering.distortion_packed` of each ray's weights).
         """
         if self.ndc is not None:
             rays_o, rays_d = to_ndc(rays_o, rays_d, self.ndc)
@@ -123,7 +124,10 @@ class Teacher(nn.Module):
                              self.step_size, self.cfg.render)
         rgb = seg["rgb"] + seg["trans"][:, None] * background
         depth = seg["depth_sum"] / seg["opacity"].clamp_min(1e-6)
-        return {"rgb": rgb, "depth": depth, "opacity": seg["opacity"], "n_samples": seg["n_samples"]}
+        out = {"rgb": rgb, "depth": depth, "opacity": seg["opacity"], "n_samples": seg["n_samples"]}
+        if "distortion" in seg:
+            out["distortion"] = seg["distortion"]
+        return out
 
 
 def build_teacher(cfg: TeacherModelConfig, aabb: Tensor, near: float, far: float,

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from core.checks import at_least, in_range, positive
-from core.rendering import accumulate_along_rays, render_weights_from_density
+from core.rendering import accumulate_along_rays, distortion_packed, render_weights_from_density
 from teacher.field import TeacherField
 from teacher.marching import RaySamples, early_termination_mask, march_rays
 
@@ -79,7 +79,8 @@ def render_segment(
 
     Returns:
         ``rgb [N, 3]`` (weighted segment color), ``trans [N]`` (light left after the segment),
-        ``depth_sum [N]`` (``sum w t``), ``opacity [N]`` (``sum w``) and ``n_samples`` (scalar).
+        ``depth_sum [N]`` (``sum w t``), ``opacity [N]`` (``sum w``), ``n_samples`` (scalar) and, in
+        training, ``distortion [N]``.
     """
     n_rays = rays_o.shape[0]
     train = field.training and torch.is_grad_enabled()
@@ -116,13 +117,17 @@ def composite_samples(
     opacity = accumulate_along_rays(weights, None, samples.ray_indices, n_rays)[:, 0]
     sigma_delta = sigmas * (samples.t_ends - samples.t_starts)
     optical_depth = sigma_delta.new_zeros(n_rays).index_add(0, samples.ray_indices, sigma_delta)
-    return {
+    out = {
         "rgb": rgb,
         "trans": torch.exp(-optical_depth),
         "depth_sum": depth_sum,
         "opacity": opacity,
         "n_samples": torch.tensor(samples.t_starts.numel()),
     }
+    if weights.requires_grad:  # training: the distortion regulariser's term
+        out["distortion"] = distortion_packed(weights, samples.t_starts, samples.t_ends, samples.ray_indices,
+                                              n_rays)
+    return out
 
 
 def render_in_chunks(
@@ -142,14 +147,16 @@ def render_in_chunks(
         chunk: rays per call.
 
     Returns:
-        ``rgb [N, 3]``, ``depth [N]``, ``opacity [N]`` and ``n_samples`` (scalar, summed over chunks).
-        An empty batch still makes one (empty) call, so the outputs keep their shapes and dtypes.
+        ``rgb [N, 3]``, ``depth [N]``, ``opacity [N]`` and ``n_samples`` (scalar, summed over chunks),
+        and ``distortion [N]`` when the chunks return it (training). An empty batch still makes one
+        (empty) call, so the outputs keep their shapes and dtypes.
     """
     background = background.to(rays_o).expand(rays_o.shape[0], 3)
     parts = [
         render_chunk(rays_o[i : i + chunk], rays_d[i : i + chunk], background[i : i + chunk])
         for i in range(0, max(rays_o.shape[0], 1), chunk)
     ]
-    out = {k: torch.cat([p[k] for p in parts]) for k in ("rgb", "depth", "opacity")}
+    out: dict[str, Tensor] = {k: torch.cat([p[k] for p in parts])
+                              for k in ("rgb", "depth", "opacity", "distortion") if k in parts[0]}
     out["n_samples"] = sum(p["n_samples"] for p in parts)  # type: ignore[assignment]
     return out

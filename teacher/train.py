@@ -67,8 +67,14 @@ def train_teacher(cfg: TeacherConfig, teacher: Teacher, scene_split: SceneSplit,
     Returns:
         ``{"steps", "train_seconds", "samples"}``.
     """
-    budget = TrainingBudget(cfg.train.max_seconds, cfg.train.max_steps)
-    lit = TeacherLitModule(teacher, cfg.optim, budget.progress)
+    seconds, distortion = cfg.train.max_seconds, 0.0
+    if teacher.ndc is not None:
+        seconds = seconds * cfg.forward.seconds_factor if seconds is not None else None
+        distortion = cfg.forward.distortion
+        log.info("forward-facing scene: training budget %s s (forward.seconds_factor x train.max_seconds), "
+                 "distortion loss weight %g (forward.distortion)", seconds, distortion)
+    budget = TrainingBudget(seconds, cfg.train.max_steps)
+    lit = TeacherLitModule(teacher, cfg.optim, budget.progress, distortion)
     data = RayDataModule(scene_split, cfg.train.batch_rays, cfg.seed)
     for callback in extra_callbacks or []:
         if hasattr(callback, "budget"):

@@ -162,6 +162,31 @@ def test_fp16_keeps_the_encoding_in_fp32(tiny_scene: Path, tmp_path: Path) -> No
     assert 0 < err < 5e-3
 
 
+def test_fp16_gives_a_constant_shared_by_the_encoding_and_the_mlp_a_copy_each() -> None:
+    """The exporter may share one initializer between the fp32 encoding and the fp16 MLP (a forward-facing
+    student's NDC arithmetic and its network both read a scalar 1.0): the encoding keeps its fp32 copy."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    one = numpy_helper.from_array(np.array(1.0, np.float32), "one")
+    w = numpy_helper.from_array(np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32), "w")
+    nodes = [helper.make_node("Sub", ["one", "x"], ["s"], name="enc_sub"),
+             helper.make_node("Sin", ["s"], ["e"], name="enc_sin"),
+             helper.make_node("MatMul", ["e", "w"], ["h"], name="mlp_mm"),
+             helper.make_node("Sub", ["one", "h"], ["y"], name="mlp_sub")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])], [one, w])
+    fp32 = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    fp16 = to_fp16(copy.deepcopy(fp32))
+    onnx.checker.check_model(fp16, full_check=True)
+    inits = {i.name: i.data_type for i in fp16.graph.initializer}
+    assert inits["one"] == TensorProto.FLOAT and inits["one_fp16"] == TensorProto.FLOAT16
+    x = np.random.default_rng(1).normal(size=(2, 4)).astype(np.float32)
+    runs = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x})[0] for m in (fp32, fp16)]
+    assert runs[0].std() > 0.1 and 0 < np.abs(runs[0] - runs[1]).max() < 1e-2
+
+
 def test_metadata_round_trip(exported_student: tuple[Path, dict]) -> None:
     run_dir, _ = exported_student
     _, facts = load_student(run_dir / "student" / "student.ckpt")

@@ -273,6 +273,8 @@ def test_bad_masks(tmp_path: Path) -> None:
     (lambda rows: np.where(np.arange(17) == 15, 10.0, rows), ("row 0", "near >= far")),
     (lambda rows: np.where(np.arange(17) < 3, 2.0 * rows, rows), ("row 0", "not rigid")),  # R's first row x2
     (lambda rows: rows.astype(str), ("numeric",)),
+    (lambda rows: np.broadcast_to(rows[:1], rows.shape), ("all 9 poses", "same camera centre")),
+    (lambda rows: np.where(np.isin(np.arange(17), [3, 8, 13]), 0.5, rows), ("all 9", "same camera centre")),
 ])
 def test_bad_poses_bounds(tmp_path: Path, edit, words: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]
     root = _scene(tmp_path / "s")

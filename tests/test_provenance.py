@@ -60,8 +60,9 @@ def test_what_counts_for_provenance_in_the_training_stages() -> None:
     teacher = left_out(TeacherConfig())
     assert {"run_dir", "device", "threads", "train.max_steps", "train.max_seconds",
             "train.checkpoint_seconds", "model.field.grid.backend", "model.render.chunk",
-            "distributed.backend", "eval.chunk"} <= teacher
-    assert not {"seed", "train.batch_rays", "model.field.grid.n_levels", "optim.lr"} & teacher
+            "distributed.backend", "eval.chunk", "forward.seconds_factor"} <= teacher
+    assert not {"seed", "train.batch_rays", "model.field.grid.n_levels", "optim.lr",
+                "forward.distortion"} & teacher
     student = left_out(StudentConfig())
     assert {"train.distill.max_steps", "train.finetune.max_seconds", "train.devices", "train.num_workers",
             "model.grid.backend", "pseudo_dir", "eval.chunk"} <= student
@@ -118,3 +119,21 @@ def test_scene_fingerprint_ignores_the_folder_but_not_the_cameras(tiny_scene: Pa
     assert prints[0] == prints[1]
     assert prints[0]["cameras_sha256"] != prints[2]["cameras_sha256"]
     assert prints[0]["images_sha256"] != prints[2]["images_sha256"]
+
+
+def test_the_teacher_forward_group_counts_for_forward_scenes_only(tiny_scene: Path, tiny_forward_scene: Path
+                                                                   ) -> None:
+    """An object scene's teacher fingerprint does not hold the ``forward`` group (its teachers trained
+    before the group existed are reused); a forward-facing scene's does, so a new distortion weight
+    refuses the old teacher."""
+    from scenes.load import SceneConfig, load_scene
+    from teacher.config import ForwardConfig, TeacherConfig, teacher_provenance
+
+    obj, fwd = (load_scene(SceneConfig(path=str(p)), splits=("train",))
+                for p in (tiny_scene, tiny_forward_scene))
+    other = TeacherConfig(forward=ForwardConfig(distortion=0.0, seconds_factor=3.0))
+    assert "forward" not in teacher_provenance(TeacherConfig(), obj)
+    assert teacher_provenance(TeacherConfig(), obj) == teacher_provenance(other, obj)
+    assert teacher_provenance(TeacherConfig(), fwd)["forward"] == {"distortion": 0.01}
+    diff = first_difference(teacher_provenance(TeacherConfig(), fwd), teacher_provenance(other, fwd))
+    assert diff is not None and diff.startswith("forward.distortion")
