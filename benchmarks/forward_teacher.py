@@ -7,7 +7,8 @@ teacher's ``forward`` group (:class:`teacher.config.ForwardConfig`):
 * ``before``: no distortion loss, the object scenes' 150 s (``forward.distortion=0
   forward.seconds_factor=1``): the teacher before the group existed;
 * ``no_distortion``: the forward budget (300 s) without the distortion loss;
-* ``default``: the defaults (300 s, distortion loss 0.01).
+* ``from_start``: the distortion loss from the first step instead of after a quarter of the budget;
+* ``default``: the defaults (300 s, distortion loss 0.01 from a quarter of the budget on).
 
 Prints one table (test PSNR / SSIM, steps, samples a ray, occupied cells, evaluation seconds a view) and
 writes ``benchmarks/forward_teacher.json`` and the ``forward_teacher`` section of ``RESULTS.md``. Budgets
@@ -35,6 +36,7 @@ OUT_JSON = Path(__file__).resolve().parent / "forward_teacher.json"
 VARIANTS = {
     "before": ["forward.distortion=0", "forward.seconds_factor=1"],
     "no_distortion": ["forward.distortion=0"],
+    "from_start": ["forward.distortion_start=0"],
     "default": [],
 }
 
@@ -74,7 +76,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     write_section("forward_teacher", (
         f"Scene `{args.scene.name}`; the teacher stage's command with every default, the variants "
         "differing only in the `forward` group (`before`: `forward.distortion=0 forward.seconds_factor=1`, "
-        "the settings before it; `no_distortion`: `forward.distortion=0`). samples_per_ray: samples "
+        "the settings before it; `no_distortion`: `forward.distortion=0`; `from_start`: "
+        "`forward.distortion_start=0`). samples_per_ray: samples "
         "evaluated with grad per training ray, averaged over the run; occupied: occupancy-grid cells set "
         "at the end.\n\n" + table))
     return record

@@ -16,7 +16,7 @@ from torch import Tensor
 from core.errors import raise_if_diverged
 from core.metrics import mse_to_psnr
 from teacher.model import Teacher
-from teacher.recipe import OptimConfig, lr_factor, make_optimizer, target_on_background
+from teacher.recipe import OptimConfig, distortion_weight, lr_factor, make_optimizer, target_on_background
 
 
 class TeacherLitModule(L.LightningModule):
@@ -31,15 +31,17 @@ class TeacherLitModule(L.LightningModule):
         progress: training progress in ``[0, 1]`` at a step (the budget's,
             :meth:`training.budget.Budget.progress`); the learning rate decays with it.
         distortion: weight of the distortion loss (mean over the rays; 0: off).
+        distortion_start: training progress from which the distortion loss applies.
     """
 
     def __init__(self, teacher: Teacher, cfg: OptimConfig, progress: Callable[[int], float],
-                 distortion: float = 0.0):
+                 distortion: float = 0.0, distortion_start: float = 0.0):
         super().__init__()
         self.teacher = teacher
         self.cfg = cfg
         self.progress = progress
         self.distortion = distortion
+        self.distortion_start = distortion_start
         self.samples_seen = 0  # samples evaluated with grad (throughput statistics)
 
     def on_train_batch_start(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
@@ -55,7 +57,8 @@ class TeacherLitModule(L.LightningModule):
         target = target_on_background(rgba, background)
         out = self.teacher.render_rays(rays_o, rays_d, background)
         mse = torch.nn.functional.mse_loss(out["rgb"], target)
-        loss = mse + self.distortion * out["distortion"].mean() if self.distortion > 0 else mse
+        weight = distortion_weight(self.progress(self.global_step), self.distortion, self.distortion_start)
+        loss = mse + weight * out["distortion"].mean() if weight > 0 else mse
         # summed over processes, so that every rank stops at the same step (a NaN anywhere stays NaN)
         raise_if_diverged(float(self.trainer.strategy.reduce(loss.detach(), reduce_op="sum")), "teacher",
                           self.global_step)

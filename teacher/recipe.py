@@ -56,6 +56,12 @@ def lr_factor(progress: float, cfg: OptimConfig) -> float:
     return float(cfg.final_lr_ratio**frac)
 
 
+def distortion_weight(progress: float, weight: float, start: float) -> float:
+    """Weight of the distortion loss at training ``progress`` in ``[0, 1]``: 0 before ``start``, then
+    ``weight`` (the photometric loss places the surfaces first; the distortion loss then clears the fog)."""
+    return weight if progress >= start else 0.0
+
+
 def make_optimizer(teacher: Teacher, cfg: OptimConfig) -> torch.optim.Optimizer:
     """Adam over a teacher's (or a NeRF-XL region's) parameters: weight decay on the MLPs only.
 

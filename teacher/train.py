@@ -74,7 +74,7 @@ def train_teacher(cfg: TeacherConfig, teacher: Teacher, scene_split: SceneSplit,
         log.info("forward-facing scene: training budget %s s (forward.seconds_factor x train.max_seconds), "
                  "distortion loss weight %g (forward.distortion)", seconds, distortion)
     budget = TrainingBudget(seconds, cfg.train.max_steps)
-    lit = TeacherLitModule(teacher, cfg.optim, budget.progress, distortion)
+    lit = TeacherLitModule(teacher, cfg.optim, budget.progress, distortion, cfg.forward.distortion_start)
     data = RayDataModule(scene_split, cfg.train.batch_rays, cfg.seed)
     for callback in extra_callbacks or []:
         if hasattr(callback, "budget"):

@@ -134,6 +134,7 @@ def test_the_teacher_forward_group_counts_for_forward_scenes_only(tiny_scene: Pa
     other = TeacherConfig(forward=ForwardConfig(distortion=0.0, seconds_factor=3.0))
     assert "forward" not in teacher_provenance(TeacherConfig(), obj)
     assert teacher_provenance(TeacherConfig(), obj) == teacher_provenance(other, obj)
-    assert teacher_provenance(TeacherConfig(), fwd)["forward"] == {"distortion": 0.01}
+    forward = teacher_provenance(TeacherConfig(), fwd)["forward"]
+    assert forward == {"distortion": 0.01, "distortion_start": 0.25}
     diff = first_difference(teacher_provenance(TeacherConfig(), fwd), teacher_provenance(other, fwd))
     assert diff is not None and diff.startswith("forward.distortion")

@@ -149,3 +149,10 @@ def test_lr_factor_decays_after_start() -> None:
     cfg = OptimConfig(decay_start=0.5, final_lr_ratio=0.1)
     assert lr_factor(0.2, cfg) == 1.0 and lr_factor(0.5, cfg) == 1.0
     assert lr_factor(0.75, cfg) == pytest.approx(0.1**0.5) and lr_factor(1.0, cfg) == pytest.approx(0.1)
+
+
+def test_distortion_weight_starts_at_its_fraction_of_the_budget() -> None:
+    from teacher.recipe import distortion_weight
+
+    assert [distortion_weight(p, 0.01, 0.25) for p in (0.0, 0.2499, 0.25, 1.0)] == [0.0, 0.0, 0.01, 0.01]
+    assert distortion_weight(0.0, 0.01, 0.0) == 0.01 and distortion_weight(0.9, 0.0, 0.25) == 0.0
