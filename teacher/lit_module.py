@@ -55,9 +55,9 @@ class TeacherLitModule(L.LightningModule):
         rays_o, rays_d, rgba = batch
         background = torch.rand_like(rgba[:, :3])
         target = target_on_background(rgba, background)
-        out = self.teacher.render_rays(rays_o, rays_d, background)
-        mse = torch.nn.functional.mse_loss(out["rgb"], target)
         weight = distortion_weight(self.progress(self.global_step), self.distortion, self.distortion_start)
+        out = self.teacher.render_rays(rays_o, rays_d, background, distortion=weight > 0)
+        mse = torch.nn.functional.mse_loss(out["rgb"], target)
         loss = mse + weight * out["distortion"].mean() if weight > 0 else mse
         # summed over processes, so that every rank stops at the same step (a NaN anywhere stays NaN)
         raise_if_diverged(float(self.trainer.strategy.reduce(loss.detach(), reduce_op="sum")), "teacher",

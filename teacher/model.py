@@ -88,6 +88,7 @@ class Teacher(nn.Module):
         rays_d: Tensor,  # [N, 3]
         background: Tensor,  # [3] or [N, 3]
         chunk: int | None = None,
+        distortion: bool = False,
     ) -> dict[str, Tensor]:
         """Render rays onto a background, ``chunk`` rays at a time.
 
@@ -96,18 +97,20 @@ class Teacher(nn.Module):
             rays_d: ``[N, 3]`` unit world directions.
             background: ``[3]`` color, or ``[N, 3]`` one per ray.
             chunk: rays per chunk (default ``cfg.render.chunk``).
+            distortion: also return each ray's distortion (the training loss's term).
 
         Returns:
             ``rgb [N, 3]``, ``depth [N]`` (expected distance of the hit, 0 where nothing is hit; NDC
-            length in a forward-facing scene), ``opacity [N]`` and ``n_samples`` (scalar); in training
-            also ``distortion [N]`` (:func:`core.rendering.distortion_packed` of each ray's weights).
+            length in a forward-facing scene), ``opacity [N]`` and ``n_samples`` (scalar); with
+            ``distortion`` also ``distortion [N]`` (:func:`core.rendering.distortion_packed` of each
+            ray's weights).
         """
         if self.ndc is not None:
             rays_o, rays_d = to_ndc(rays_o, rays_d, self.ndc)
         # samples outside occupied cells are dropped anyway: march only the box around them
         box = self.content_aabb()
-        return render_in_chunks(lambda o, d, bg: self._render_chunk(o, d, bg, box), rays_o, rays_d,
-                                background, chunk or self.cfg.render.chunk)
+        return render_in_chunks(lambda o, d, bg: self._render_chunk(o, d, bg, box, distortion), rays_o,
+                                rays_d, background, chunk or self.cfg.render.chunk)
 
     def content_aabb(self) -> Tensor:
         """``[6]`` box around the occupied cells: rays that miss it render as pure background."""
@@ -117,11 +120,11 @@ class Teacher(nn.Module):
         """``(binary [R^3], aabb [6])`` of the occupancy grid: samples outside its cells are dropped."""
         return [(self.occupancy.binary, self.occupancy.aabb)]
 
-    def _render_chunk(self, rays_o: Tensor, rays_d: Tensor, background: Tensor, box: Tensor
-                      ) -> dict[str, Tensor]:
+    def _render_chunk(self, rays_o: Tensor, rays_d: Tensor, background: Tensor, box: Tensor,
+                      distortion: bool) -> dict[str, Tensor]:
         t_min, t_max, _ = ray_aabb_intersect(rays_o, rays_d, box, self.near, self.far)
         seg = render_segment(self.field, rays_o, rays_d, t_min, t_max, self.occupancy.binary,
-                             self.step_size, self.cfg.render)
+                             self.step_size, self.cfg.render, distortion)
         rgb = seg["rgb"] + seg["trans"][:, None] * background
         depth = seg["depth_sum"] / seg["opacity"].clamp_min(1e-6)
         out = {"rgb": rgb, "depth": depth, "opacity": seg["opacity"], "n_samples": seg["n_samples"]}

@@ -60,6 +60,7 @@ def render_segment(
     occupancy: Tensor | None,  # [R^3] bool
     step_size: float,
     cfg: MarchConfig,
+    distortion: bool = False,
 ) -> dict[str, Tensor]:
     """Render rays over ``[t_min, t_max]`` with empty-space skipping and early termination.
 
@@ -76,11 +77,12 @@ def render_segment(
         occupancy: ``[R^3]`` occupancy bits over ``field.aabb``, or None.
         step_size: marching step.
         cfg: marching settings.
+        distortion: also return each ray's distortion (for the training loss).
 
     Returns:
         ``rgb [N, 3]`` (weighted segment color), ``trans [N]`` (light left after the segment),
-        ``depth_sum [N]`` (``sum w t``), ``opacity [N]`` (``sum w``), ``n_samples`` (scalar) and, in
-        training, ``distortion [N]``.
+        ``depth_sum [N]`` (``sum w t``), ``opacity [N]`` (``sum w``), ``n_samples`` (scalar) and, with
+        ``distortion``, ``distortion [N]``.
     """
     n_rays = rays_o.shape[0]
     train = field.training and torch.is_grad_enabled()
@@ -98,7 +100,7 @@ def render_segment(
         keep = early_termination_mask(samples, sigmas, n_rays, cfg.min_transmittance, cfg.alpha_threshold)
         samples, sigmas = samples.select(keep), sigmas[keep]
         rgbs = field.query_color(geo[keep], rays_d[samples.ray_indices])
-    return composite_samples(samples, sigmas, rgbs, n_rays)
+    return composite_samples(samples, sigmas, rgbs, n_rays, distortion)
 
 
 def composite_samples(
@@ -106,8 +108,10 @@ def composite_samples(
     sigmas: Tensor,  # [S]
     rgbs: Tensor,  # [S, 3]
     n_rays: int,
+    distortion: bool = False,
 ) -> dict[str, Tensor]:
-    """Accumulate packed samples into per-ray segment color, transmittance, depth sum and opacity."""
+    """Accumulate packed samples into per-ray segment color, transmittance, depth sum and opacity (and,
+    with ``distortion``, :func:`core.rendering.distortion_packed` of their weights)."""
     weights, _, _ = render_weights_from_density(
         samples.t_starts, samples.t_ends, sigmas, samples.ray_indices, n_rays
     )
@@ -124,7 +128,7 @@ def composite_samples(
         "opacity": opacity,
         "n_samples": torch.tensor(samples.t_starts.numel()),
     }
-    if weights.requires_grad:  # training: the distortion regulariser's term
+    if distortion:
         out["distortion"] = distortion_packed(weights, samples.t_starts, samples.t_ends, samples.ray_indices,
                                               n_rays)
     return out
@@ -148,7 +152,7 @@ def render_in_chunks(
 
     Returns:
         ``rgb [N, 3]``, ``depth [N]``, ``opacity [N]`` and ``n_samples`` (scalar, summed over chunks),
-        and ``distortion [N]`` when the chunks return it (training). An empty batch still makes one
+        and ``distortion [N]`` when the chunks return it. An empty batch still makes one
         (empty) call, so the outputs keep their shapes and dtypes.
     """
     background = background.to(rays_o).expand(rays_o.shape[0], 3)
