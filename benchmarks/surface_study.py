@@ -52,6 +52,7 @@ from student.planes import PlaneEncoding
 from student.ray_map import block_centers, block_rays, box_segment, normalize_points
 from teacher.checkpoint import load_teacher
 from teacher.field import SH_DIM, sh_encode
+from teacher.model import Teacher
 
 THREADS = 2
 CHUNK = 4096  # rays per march chunk: [CHUNK, N, 3] points stay well under the page-faulting size
@@ -226,8 +227,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if not ckpt.is_file():
         raise SystemExit(f"error: {ckpt}: no teacher checkpoint: train one with python -m teacher.train")
     teacher = load_teacher(ckpt)
-    if not hasattr(teacher, "field") or getattr(teacher, "ndc", None) is not None:
+    if not isinstance(teacher, Teacher) or teacher.ndc is not None:
         raise SystemExit(f"error: {ckpt}: the study takes a single-box object teacher")
+    field, occupancy = teacher.field, teacher.occupancy
     meta = read_meta(run / "pseudo")
     px = pseudo_pixels(pseudo_views(meta))
     box = teacher.content_aabb().float().cpu()
@@ -246,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     model.eval()
 
     def density(x: Tensor) -> Tensor:
-        return teacher.field.query_density(x)[0] * teacher.occupancy.occupied(x)
+        return field.query_density(x)[0] * occupancy.occupied(x)
 
     cams = [(test.c2w[v], test.K[v], *view_rays(test.c2w[v], test.K[v], hw)) for v in range(n_views)]
     with torch.no_grad():
@@ -290,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ns = {"bilinear": gridsample_ns(args.lookup_points, "bilinear"),
           "nearest": gridsample_ns(args.lookup_points, "nearest")}
     ns8 = gridsample_ns(max(args.lookup_points // 8, 1), "bilinear", channels=8)
-    table = [["teacher (its own render)", f"{teacher_psnr:.2f}", "-", "-", "-", "-"]]
+    table: list[list[object]] = [["teacher (its own render)", f"{teacher_psnr:.2f}", "-", "-", "-", "-"]]
     for r in rows:
         ms = [r["lookups"] * px_count * ns[r["kind"]] * 1e-6 if r["lookups"] else None
               for px_count in (100 * 100, 400 * 400)]
