@@ -45,6 +45,7 @@ from onnx import TensorProto, helper
 from torch import Tensor, nn
 
 from benchmarks.results import markdown_table, write_section
+from core.errors import UserError
 from core.shards import read_meta
 from scenes.load import SceneConfig, load_scene
 from student.image_data import Views, pseudo_views
@@ -204,14 +205,25 @@ def psnr(a: Tensor, b: Tensor) -> float:
     return -10 * math.log10(max(F.mse_loss(a, b).item(), 1e-12))
 
 
+def _sizes(text: str) -> list[int]:
+    """``"128,192"`` -> ``[128, 192]`` (positive integers), for argparse."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, got {text!r}")
+    return values
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--run-dir", default="runs/mic", help="a run with teacher/ and pseudo/ (depth, alpha)")
     p.add_argument("--scene", default=None, help="scene folder (default: the one the pseudo-data names)")
     p.add_argument("--seconds", type=float, default=60.0, help="training time of the color model")
     p.add_argument("--views", type=int, default=20, help="test views evaluated")
-    p.add_argument("--grids", default="128,192", help="baked grid resolutions")
-    p.add_argument("--samples", default="64,128", help="march samples per pixel")
+    p.add_argument("--grids", type=_sizes, default=[128, 192], help="baked grid resolutions")
+    p.add_argument("--samples", type=_sizes, default=[64, 128], help="march samples per pixel")
     p.add_argument("--coarse", type=int, default=2, help="block size of the coarse-depth row")
     p.add_argument("--lookup-points", type=int, default=1 << 20, help="points of the GridSample timing")
     p.add_argument("--no-write", action="store_true", help="print only")
@@ -220,6 +232,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
+    try:
+        return _study(args, argv)
+    except UserError as e:  # a bad run folder, scene or checkpoint: one line, exit 1
+        raise SystemExit(f"error: {e}") from None
+
+
+def _study(args: argparse.Namespace, argv: Sequence[str] | None) -> dict:
     torch.set_num_threads(THREADS)
     torch.manual_seed(0)
     run = Path(args.run_dir)
@@ -267,9 +286,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     teacher_psnr = sum(psnr(r["rgb"].clamp(0, 1), photos[v]) for v, r in enumerate(renders)) / n_views
     evaluate("teacher geometry", lambda v: (renders[v]["depth"], renders[v]["opacity"]), None, None)
     grids = {}
-    for res in (int(r) for r in args.grids.split(",")):
+    for res in args.grids:
         grids[res] = bake_density(density, box, res)
-        for n in (int(s) for s in args.samples.split(",")):
+        for n in args.samples:
             for mode in ("bilinear", "nearest"):
                 def marched(v: int, g: Tensor = grids[res], n: int = n, m: str = mode
                             ) -> tuple[Tensor, Tensor]:
@@ -277,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
                 evaluate(f"baked march {res}^3 x {n}, {'trilinear' if mode == 'bilinear' else 'nearest'}",
                          marched, 2.0 * n if mode == "bilinear" else float(n), mode)
-    res, n, s = max(grids), max(int(x) for x in args.samples.split(",")), args.coarse
+    res, n, s = max(grids), max(args.samples), args.coarse
 
     def coarse(v: int) -> tuple[Tensor, Tensor]:
         c2w, K, _, _ = cams[v]

@@ -108,3 +108,6 @@ def test_pseudo_data_without_depth_is_a_one_line_error(tiny_teacher_run: Path, t
         surface_study.main(["--run-dir", str(run), "--scene", str(tiny_scene), "--no-write"])
     with pytest.raises(SystemExit, match=r"^error: .*teacher\.ckpt: no teacher checkpoint"):
         surface_study.main(["--run-dir", str(tmp_path / "none"), "--no-write"])
+    shutil.rmtree(run / "pseudo")
+    with pytest.raises(SystemExit, match=r"^error: .*pseudo"):  # read_meta's one line, not a traceback
+        surface_study.main(["--run-dir", str(run), "--scene", str(tiny_scene), "--no-write"])
