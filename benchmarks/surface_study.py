@@ -46,11 +46,14 @@ from torch import Tensor, nn
 
 from benchmarks.results import markdown_table, write_section
 from core.errors import UserError
+from core.metrics import psnr
+from core.rays import generate_rays, ray_aabb_intersect
+from core.rendering import accumulate_along_rays, render_weights_from_density
 from core.shards import read_meta
 from scenes.load import SceneConfig, load_scene
 from student.image_data import Views, pseudo_views
 from student.planes import PlaneEncoding
-from student.ray_map import block_centers, block_rays, box_segment, normalize_points
+from student.ray_map import block_centers, block_rays, normalize_points
 from teacher.checkpoint import load_teacher
 from teacher.field import SH_DIM, sh_encode
 from teacher.model import Teacher
@@ -90,17 +93,19 @@ def march_grid(grid: Tensor, box: Tensor, rays_o: Tensor, rays_d: Tensor, n: int
     depths, opacities = [], []
     frac = (torch.arange(n, dtype=torch.float32) + 0.5) / n
     for i in range(0, rays_o.shape[0], CHUNK):
-        o, d = rays_o[i:i + CHUNK].reshape(1, -1, 1, 3), rays_d[i:i + CHUNK].reshape(1, -1, 1, 3)
-        t_near, t_far = box_segment(o, d, box)  # [1, M, 1, 1]
-        t = (t_near + (t_far - t_near) * frac)[0, :, 0]  # [M, n]
-        pts = normalize_points(o[0, :, 0, None] + d[0, :, 0, None] * t[..., None], box)
+        o, d = rays_o[i:i + CHUNK], rays_d[i:i + CHUNK]
+        t_near, t_far, _ = ray_aabb_intersect(o, d, box)  # [M]
+        step = ((t_far - t_near) / n)[:, None]  # [M, 1]
+        t = t_near[:, None] + (t_far - t_near)[:, None] * frac  # [M, n] bin centres
+        pts = normalize_points(o[:, None] + d[:, None] * t[..., None], box)
         sigma = F.grid_sample(grid, pts.reshape(1, 1, 1, -1, 3), mode=mode, padding_mode="zeros",
-                              align_corners=False).reshape(t.shape)
-        alpha = 1 - torch.exp(-sigma * (t_far - t_near)[0, :, 0] / n)
-        trans = torch.cumprod(torch.cat((torch.ones_like(alpha[:, :1]), 1 - alpha[:, :-1]), dim=1), dim=1)
-        w = alpha * trans
-        opacity = w.sum(dim=1)
-        depths.append((w * t).sum(dim=1) / opacity.clamp_min(1e-6))
+                              align_corners=False).reshape(-1)
+        rays = torch.arange(o.shape[0]).repeat_interleave(n)  # packed samples, ray by ray
+        w, _, _ = render_weights_from_density((t - step / 2).reshape(-1), (t + step / 2).reshape(-1), sigma,
+                                              rays, o.shape[0])
+        opacity = accumulate_along_rays(w, None, rays, o.shape[0])[:, 0]
+        depths.append(accumulate_along_rays(w, t.reshape(-1, 1), rays, o.shape[0])[:, 0]
+                      / opacity.clamp_min(1e-6))
         opacities.append(opacity)
     return torch.cat(depths), torch.cat(opacities)
 
@@ -138,19 +143,13 @@ class Pixels:
     alpha: Tensor  # [V, P] in [0, 1]
 
 
-def view_rays(c2w: Tensor, K: Tensor, hw: tuple[int, int]) -> tuple[Tensor, Tensor]:
-    """``([3], [H*W, 3])`` origin and pixel-centre directions of a view (``c2w [4, 4]``, ``K [3, 3]``)."""
-    o, d = block_rays(c2w[None], K[None], block_centers(hw[0], hw[1], 1))
-    return o.reshape(3), d.reshape(-1, 3)
-
-
 def pseudo_pixels(views: Views) -> Pixels:
     """The pseudo-views' pixels (they must hold the teacher's depth and opacity)."""
     if views.depth is None or views.alpha is None:
         raise SystemExit("error: the pseudo-data has no depth and alpha: render it with "
                          "python -m data_gen.render depth=true alpha=true")
-    rays = [view_rays(views.c2w[v], views.K[v], views.hw) for v in range(views.n_views)]
-    return Pixels(torch.stack([o for o, _ in rays]), torch.stack([d for _, d in rays]),
+    rays = [generate_rays(views.c2w[v], views.K[v], *views.hw) for v in range(views.n_views)]
+    return Pixels(torch.stack([o[0] for o, _ in rays]), torch.stack([d for _, d in rays]),
                   views.rgb.reshape(views.n_views, -1, 3), views.depth.reshape(views.n_views, -1).float(),
                   views.alpha.reshape(views.n_views, -1).float() / 255)
 
@@ -199,10 +198,6 @@ def gridsample_ns(points: int, mode: str, channels: int = 1, size: int = 256, re
         sess.run(None, feed)
         best = min(best, time.perf_counter() - t0)
     return best * 1e9 / points
-
-
-def psnr(a: Tensor, b: Tensor) -> float:
-    return -10 * math.log10(max(F.mse_loss(a, b).item(), 1e-12))
 
 
 def _sizes(text: str) -> list[int]:
@@ -269,9 +264,9 @@ def _study(args: argparse.Namespace, argv: Sequence[str] | None) -> dict:
     def density(x: Tensor) -> Tensor:
         return field.query_density(x)[0] * occupancy.occupied(x)
 
-    cams = [(test.c2w[v], test.K[v], *view_rays(test.c2w[v], test.K[v], hw)) for v in range(n_views)]
+    cams = [(test.c2w[v], test.K[v], *generate_rays(test.c2w[v], test.K[v], *hw)) for v in range(n_views)]
     with torch.no_grad():
-        renders = [teacher.render_rays(o.expand_as(d), d, background) for _, _, o, d in cams]
+        renders = [teacher.render_rays(o, d, background) for _, _, o, d in cams]
     rows: list[dict] = []
 
     def evaluate(name: str, geometry: Callable[[int], tuple[Tensor, Tensor]], lookups: float | None,
@@ -280,7 +275,7 @@ def _study(args: argparse.Namespace, argv: Sequence[str] | None) -> dict:
             scores = []
             for v, (_, _, o, d) in enumerate(cams):
                 depth, opacity = geometry(v)
-                scores.append(psnr(model(o.expand_as(d), d, depth, opacity).clamp(0, 1), photos[v]))
+                scores.append(psnr(model(o, d, depth, opacity).clamp(0, 1), photos[v]))
         rows.append({"geometry": name, "psnr": sum(scores) / len(scores), "lookups": lookups, "kind": kind})
 
     teacher_psnr = sum(psnr(r["rgb"].clamp(0, 1), photos[v]) for v, r in enumerate(renders)) / n_views
@@ -292,7 +287,7 @@ def _study(args: argparse.Namespace, argv: Sequence[str] | None) -> dict:
             for mode in ("bilinear", "nearest"):
                 def marched(v: int, g: Tensor = grids[res], n: int = n, m: str = mode
                             ) -> tuple[Tensor, Tensor]:
-                    return march_grid(g, box, cams[v][2].expand_as(cams[v][3]), cams[v][3], n, m)
+                    return march_grid(g, box, cams[v][2], cams[v][3], n, m)
 
                 evaluate(f"baked march {res}^3 x {n}, {'trilinear' if mode == 'bilinear' else 'nearest'}",
                          marched, 2.0 * n if mode == "bilinear" else float(n), mode)
