@@ -92,6 +92,17 @@ def save_checked(proto: onnx.ModelProto, path: Path) -> Path:
     return write_bytes(path, proto.SerializeToString())
 
 
+def _reads_table(node: onnx.NodeProto, graph: onnx.GraphProto) -> bool:
+    """Whether a lookup ``node`` reads a learned feature table: a float initializer of at least
+    :data:`TABLE_MIN_ELEMENTS` elements, directly or through a Reshape."""
+    inits = {i.name: i for i in graph.initializer}
+    reshaped = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Reshape"}
+    src = node.input[0] if node.op_type in TABLE_OPS else ""
+    init = inits.get(src, inits.get(reshaped.get(src, "")))
+    return init is not None and init.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16) \
+        and int(np.prod(init.dims)) >= TABLE_MIN_ELEMENTS
+
+
 def encoding_nodes(proto: onnx.ModelProto) -> list[str]:
     """Names of the nodes that must stay fp32: the ray encoding.
 
@@ -101,8 +112,9 @@ def encoding_nodes(proto: onnx.ModelProto) -> list[str]:
     condition (the content-box hit test), and every matrix product fed by those ray-linear values
     rather than by sines (the folded raw-coordinate term of :class:`export.fused.FusedEncodingStudent`).
     In a graph with a table lookup (the ``hash`` encoding's Gather) the whole encoding is kept: every
-    ancestor of the first matrix products' inputs (grid positions in fp16 would be off by 1/16 of a
-    cell at 128 cells per axis, and int8 would alias them).
+    ancestor of the inputs of the first matrix products the lookups feed, the NDC rotation of a
+    forward-facing student included (grid positions in fp16 are off by up to 1/16 of a cell at 128 cells
+    per axis and 1/4 at 512, and int8 would alias them).
     """
     nodes = list(proto.graph.node)
     for i, node in enumerate(nodes):
@@ -127,18 +139,21 @@ def encoding_nodes(proto: onnx.ModelProto) -> list[str]:
         for i in node.input:
             consumers.setdefault(i, []).append(node)
     if any(n.op_type == "Gather" for n in nodes):
-        # the first matrix products: those no other matrix product feeds (the MLP's input layer)
-        after_matmul: set[str] = set()
-        front = [n for n in nodes if n.op_type in MATMUL_OPS]
+        # the MLP's input layer: the first matrix products downstream of the table lookups (a forward-facing
+        # student's NDC rotation is a matrix product too, upstream of them: part of the encoding)
+        firsts: dict[str, onnx.NodeProto] = {}
+        seen: set[str] = set()
+        lookups = [n for n in nodes if n.op_type == "Gather"]
+        front = [n for n in lookups if _reads_table(n, proto.graph)] or lookups  # a tiny table: every Gather
         while front:
             for out in front.pop().output:
                 for nxt in consumers.get(out, []):
-                    if nxt.name not in after_matmul:
-                        after_matmul.add(nxt.name)
+                    if nxt.op_type in MATMUL_OPS:
+                        firsts[nxt.name] = nxt
+                    elif nxt.name not in seen:
+                        seen.add(nxt.name)
                         front.append(nxt)
-        firsts = [producer[n.input[0]] for n in nodes
-                  if n.op_type in MATMUL_OPS and n.name not in after_matmul and n.input[0] in producer]
-        keep_ancestors(firsts, stop=MATMUL_OPS)
+        keep_ancestors([producer[n.input[0]] for n in firsts.values() if n.input[0] in producer])
     ray_linear = {i.name for i in proto.graph.input}
     ray_linear |= {o for n in nodes if n.name in keep and n.op_type not in ("Sin", "Cos") for o in n.output}
     keep |= {n.name for n in nodes if n.op_type in MATMUL_OPS and n.input[0] in ray_linear}
@@ -262,12 +277,12 @@ def _fp16_tables(graph: onnx.GraphProto, enc: list[onnx.NodeProto]) -> list[onnx
     reshaped = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Reshape"}  # a view of the table
     out: list[onnx.NodeProto] = []
     for node in enc:
-        src = node.input[0] if node.op_type in TABLE_OPS else ""
-        init = inits.get(src, inits.get(reshaped.get(src, "")))
-        if init is None or init.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16) \
-                or np.prod(init.dims) < TABLE_MIN_ELEMENTS:
+        if not _reads_table(node, graph):
             out.append(node)
             continue
+        src = node.input[0]
+        init = inits.get(src, inits.get(reshaped.get(src, "")))
+        assert init is not None
         if init.data_type == onnx.TensorProto.FLOAT:
             init.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(init).astype(np.float16),
                                                        init.name))

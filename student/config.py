@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from core.checks import ConfigValueError, at_least, in_range, one_of, positive, training_limits
 from pipeline.config import register_stage
 from pipeline.run import RunConfig
+from student.encoding import GridConfig
 from student.model import StudentModelConfig
 
 PRECISIONS = {"bf16": "bf16-mixed", "fp32": "32-true"}  # train.precision -> Lightning's precision
@@ -173,6 +175,33 @@ class StudentEvalConfig:
 
 
 @dataclass
+class StudentForwardConfig:
+    """What the ``hash`` ray student of a forward-facing scene does differently (an object scene, or another
+    encoding or decoder, ignores this group; :func:`for_scene`).
+
+    A real forward-facing capture fills every pixel of a 504x378 photo with detail spread over the whole
+    NDC box, where an object at 100 px occupies a small part of its box. On a real LLFF capture
+    (``benchmarks/RESULTS.md``, section ``real_forward``; the student stage alone, the CPU profile's
+    400 s, one run each) the object student (4 levels x 2 features, 2^17 entries, 16 to 128 cells,
+    4 x 64) ends 2.09 dB below its teacher; 8 levels up to 512 cells 1.41 dB below with 2^17 entries,
+    1.20 dB with 2^19, and 0.97 dB with 2^19 entries and a 4 x 128 MLP (these defaults). The cost: a
+    table of 5.1 M parameters instead of 0.6 M (a 20 MB fp32 ONNX file) and twice the lookups a point.
+
+    Attributes:
+        grid: the hash encoding's grid, in place of ``model.grid``.
+        width: the MLP's hidden width, in place of ``model.width``.
+    """
+
+    grid: GridConfig = field(
+        default_factory=lambda: GridConfig(n_levels=8, log2_hashmap_size=19, max_resolution=512))
+    width: int = 128
+
+    def validate(self) -> None:
+        """Raise :class:`core.checks.ConfigValueError` for a bad width (``grid`` checks itself)."""
+        at_least(self, 1, "width")
+
+
+@dataclass
 class StudentConfig(RunConfig):
     """The ``student.train`` entry point: the run section (the scene's train photos feed ``finetune``,
     its test split the evaluation; ``run_dir``: reads ``<run_dir>/pseudo`` and ``<run_dir>/teacher``,
@@ -183,6 +212,7 @@ class StudentConfig(RunConfig):
         model: network shape.
         train: training settings.
         eval: evaluation settings.
+        forward: the student of a forward-facing scene (:class:`StudentForwardConfig`).
     """
 
     # the pseudo-data counts for provenance by its meta.json, not by where it lies
@@ -190,6 +220,20 @@ class StudentConfig(RunConfig):
     model: StudentModelConfig = field(default_factory=StudentModelConfig)
     train: StudentTrainConfig = field(default_factory=StudentTrainConfig)
     eval: StudentEvalConfig = field(default_factory=StudentEvalConfig, metadata={"provenance": False})
+    # counts for provenance through the model section it fills in (for_scene), not by itself
+    forward: StudentForwardConfig = field(default_factory=StudentForwardConfig,
+                                          metadata={"provenance": False})
+
+
+def for_scene(cfg: StudentConfig, forward_facing: bool) -> StudentConfig:
+    """The config a scene's student is built and trained with: for a forward-facing scene the ``hash`` ray
+    student takes the ``forward`` group's grid and width; any other student, and every object scene's,
+    ``cfg`` unchanged."""
+    model = cfg.model
+    if not forward_facing or model.decoder != "ray" or model.encoding != "hash":
+        return cfg
+    return dataclasses.replace(cfg, model=dataclasses.replace(model, grid=cfg.forward.grid,
+                                                              width=cfg.forward.width))
 
 
 register_stage("student", StudentConfig)

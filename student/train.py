@@ -37,7 +37,7 @@ from pipeline.seeding import seed_everything
 from scenes.load import Scene, load_scene
 from student.build import build_student, scene_meta
 from student.checkpoint import Student, load_student, model_config, save_student
-from student.config import PRECISIONS, StageConfig, StudentConfig
+from student.config import PRECISIONS, StageConfig, StudentConfig, for_scene
 from student.data import (
     ContentRays,
     PhotoDataModule,
@@ -192,6 +192,18 @@ def load_inputs(cfg: StudentConfig) -> tuple[PseudoMeta | None, Scene, list[floa
     return meta, scene, background
 
 
+def scene_config(cfg: StudentConfig, scene: Scene) -> StudentConfig:
+    """``cfg`` as this scene's student uses it (:func:`student.config.for_scene`), saying when the forward
+    group fills in the model."""
+    used = for_scene(cfg, scene.ndc is not None)
+    if used is not cfg:
+        grid = used.model.grid
+        log.info("forward-facing scene: the hash student takes forward.grid (%d levels, 2^%d entries, %d to "
+                 "%d cells) and forward.width (%d) in place of model.grid and model.width", grid.n_levels,
+                 grid.log2_hashmap_size, grid.base_resolution, grid.max_resolution, used.model.width)
+    return used
+
+
 def _eval_views(cfg: StudentConfig, teacher_metrics: dict[str, Any]) -> int | None:
     if cfg.eval.max_views is not None:
         return cfg.eval.max_views
@@ -212,6 +224,7 @@ def run(cfg: StudentConfig) -> dict[str, Any]:
     seed_everything(cfg.seed)
     out = Path(cfg.run_dir) / "student"
     meta, scene, background = load_inputs(cfg)
+    cfg = scene_config(cfg, scene)
     model = build_student(cfg, meta, scene, background)
     teacher_metrics = read_json(Path(cfg.run_dir) / "teacher" / "metrics.json")
     n_eval = _eval_views(cfg, teacher_metrics)

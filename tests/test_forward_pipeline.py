@@ -54,14 +54,18 @@ def test_forward_scene_through_every_stage(tiny_forward_scene: Path, tmp_path: P
     assert NDCSpace.from_dict(meta["scene"]["ndc"]) == scene.ndc
 
     metrics = student_run(to_dataclass(compose("student", common + [
-        "model.encoding=hash", "model.depth=4", "model.width=32", "model.n_points=8",
-        "model.grid.log2_hashmap_size=12", "train.num_workers=0", "train.progress_bar=false",
+        "model.encoding=hash", "model.depth=4", "model.width=48", "model.n_points=8",
+        "forward.width=32", "forward.grid.n_levels=3", "forward.grid.log2_hashmap_size=12",
+        "forward.grid.max_resolution=64", "train.num_workers=0", "train.progress_bar=false",
         "train.distill.max_steps=80", "train.distill.max_seconds=null", "train.distill.batch_size=512",
         "train.distill.warmup_steps=5", "train.distill.val_every_steps=40", "train.finetune.max_steps=20",
         "train.finetune.max_seconds=null", "train.finetune.batch_size=512", "train.finetune.warmup_steps=2",
         "train.finetune.val_every_steps=10", "eval.chunk=256"]), StudentConfig))
     assert metrics["test"]["psnr"] > 12.0
     model, facts = load_student(run_dir / "student" / "student.ckpt")
+    # a forward-facing scene's hash student takes the forward group's grid and width (model.width ignored)
+    assert model.cfg.width == 32 and model.cfg.grid.n_levels == 3 and model.cfg.grid.log2_hashmap_size == 12
+    assert model.cfg.grid.max_resolution == 64
     assert facts.ndc is not None and NDCSpace.from_dict(facts.ndc) == scene.ndc
     assert facts.scene_kind == "forward" and facts.rig is not None and facts.rig["kind"] == "forward"
     # the student samples the whole NDC box and every ray is a hit, even one far outside the views
