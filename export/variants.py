@@ -92,15 +92,18 @@ def save_checked(proto: onnx.ModelProto, path: Path) -> Path:
     return write_bytes(path, proto.SerializeToString())
 
 
-def _reads_table(node: onnx.NodeProto, graph: onnx.GraphProto) -> bool:
-    """Whether a lookup ``node`` reads a learned feature table: a float initializer of at least
-    :data:`TABLE_MIN_ELEMENTS` elements, directly or through a Reshape."""
+def _table_read(node: onnx.NodeProto, graph: onnx.GraphProto) -> onnx.TensorProto | None:
+    """The learned feature table a lookup ``node`` reads (a float initializer of at least
+    :data:`TABLE_MIN_ELEMENTS` elements, directly or through a Reshape), or ``None``."""
+    if node.op_type not in TABLE_OPS:
+        return None
     inits = {i.name: i for i in graph.initializer}
     reshaped = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Reshape"}
-    src = node.input[0] if node.op_type in TABLE_OPS else ""
-    init = inits.get(src, inits.get(reshaped.get(src, "")))
-    return init is not None and init.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16) \
-        and int(np.prod(init.dims)) >= TABLE_MIN_ELEMENTS
+    init = inits.get(node.input[0], inits.get(reshaped.get(node.input[0], "")))
+    if init is None or init.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16) \
+            or int(np.prod(init.dims)) < TABLE_MIN_ELEMENTS:
+        return None
+    return init
 
 
 def encoding_nodes(proto: onnx.ModelProto) -> list[str]:
@@ -144,7 +147,8 @@ def encoding_nodes(proto: onnx.ModelProto) -> list[str]:
         firsts: dict[str, onnx.NodeProto] = {}
         seen: set[str] = set()
         lookups = [n for n in nodes if n.op_type == "Gather"]
-        front = [n for n in lookups if _reads_table(n, proto.graph)] or lookups  # a tiny table: every Gather
+        # the table lookups; with a table too small to tell from a constant, every Gather
+        front = [n for n in lookups if _table_read(n, proto.graph) is not None] or lookups
         while front:
             for out in front.pop().output:
                 for nxt in consumers.get(out, []):
@@ -273,16 +277,13 @@ def _fp16_tables(graph: onnx.GraphProto, enc: list[onnx.NodeProto]) -> list[onnx
     arithmetic stays fp32. Small constants are left alone; a table read by several lookups is converted
     once.
     """
-    inits = {i.name: i for i in graph.initializer}
-    reshaped = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Reshape"}  # a view of the table
     out: list[onnx.NodeProto] = []
     for node in enc:
-        if not _reads_table(node, graph):
+        init = _table_read(node, graph)
+        if init is None:
             out.append(node)
             continue
         src = node.input[0]
-        init = inits.get(src, inits.get(reshaped.get(src, "")))
-        assert init is not None
         if init.data_type == onnx.TensorProto.FLOAT:
             init.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(init).astype(np.float16),
                                                        init.name))
