@@ -45,7 +45,7 @@ from onnx import TensorProto, helper
 from torch import Tensor, nn
 
 from benchmarks.results import markdown_table, write_section
-from core.errors import UserError
+from core.errors import CheckpointError, UserError, exit_on_user_error
 from core.metrics import psnr
 from core.rays import generate_rays, ray_aabb_intersect
 from core.rendering import accumulate_along_rays, render_weights_from_density
@@ -146,8 +146,8 @@ class Pixels:
 def pseudo_pixels(views: Views) -> Pixels:
     """The pseudo-views' pixels (they must hold the teacher's depth and opacity)."""
     if views.depth is None or views.alpha is None:
-        raise SystemExit("error: the pseudo-data has no depth and alpha: render it with "
-                         "python -m data_gen.render depth=true alpha=true")
+        raise UserError("the pseudo-data has no depth and alpha: render it with "
+                        "python -m data_gen.render depth=true alpha=true")
     rays = [generate_rays(views.c2w[v], views.K[v], *views.hw) for v in range(views.n_views)]
     return Pixels(torch.stack([o[0] for o, _ in rays]), torch.stack([d for _, d in rays]),
                   views.rgb.reshape(views.n_views, -1, 3), views.depth.reshape(views.n_views, -1).float(),
@@ -225,31 +225,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@exit_on_user_error  # a bad run folder, scene or checkpoint: one line, exit 1
 def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
-    try:
-        return _study(args, argv)
-    except UserError as e:  # a bad run folder, scene or checkpoint: one line, exit 1
-        raise SystemExit(f"error: {e}") from None
-
-
-def _study(args: argparse.Namespace, argv: Sequence[str] | None) -> dict:
     torch.set_num_threads(THREADS)
     torch.manual_seed(0)
     run = Path(args.run_dir)
     ckpt = run / "teacher" / "teacher.ckpt"
     if not ckpt.is_file():
-        raise SystemExit(f"error: {ckpt}: no teacher checkpoint: train one with python -m teacher.train")
+        raise CheckpointError(f"{ckpt}: no teacher checkpoint: train one with python -m teacher.train")
     teacher = load_teacher(ckpt)
     if not isinstance(teacher, Teacher) or teacher.ndc is not None:
-        raise SystemExit(f"error: {ckpt}: the study takes a single-box object teacher")
+        raise CheckpointError(f"{ckpt}: the study takes a single-box object teacher")
     field, occupancy = teacher.field, teacher.occupancy
     meta = read_meta(run / "pseudo")
     px = pseudo_pixels(pseudo_views(meta))
     box = teacher.content_aabb().float().cpu()
     background = torch.tensor(meta.scene.background, dtype=torch.float32)
     if not (args.scene or meta.scene_path):
-        raise SystemExit(f"error: {run / 'pseudo' / 'meta.json'}: names no scene folder: give --scene")
+        raise UserError(f"{run / 'pseudo' / 'meta.json'}: names no scene folder: give --scene")
     scene = load_scene(SceneConfig(path=args.scene or meta.scene_path))
     test = scene.split("test")
     n_views = min(args.views, test.c2w.shape[0])

@@ -40,6 +40,10 @@ from student.data import shard_views_with
 from student.ray_map import block_centers
 from training.distributed import rank_and_world
 
+# Pseudo-views an image student should distil from: it learns whole views, and with fewer it learns their
+# poses rather than the scene (the demo: 1000 views 25.69 dB, 8000 views 28.81 dB at equal time;
+# benchmarks/RESULTS.md, section image_student_views).
+IMAGE_STUDENT_VIEWS = 8000
 DEPTH_FIELDS = ("depth", "alpha")  # the pseudo-data's geometry, which supervises a detail head's depth
 ViewBatch = dict[str, Tensor]  # c2w [B, 4, 4], K [B, 3, 3], rgb [B, h, w, 3] (+ centers, mask for crops)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from core.errors import CheckpointError
 from report.build import student_line
 from student.checkpoint import load_student
 from student.config import CropConfig
-from student.image_data import CropGrid, Views, crop_batch, pseudo_views
+from student.image_data import IMAGE_STUDENT_VIEWS, CropGrid, Views, crop_batch, pseudo_views
 from student.image_model import ImageStudent, ImageStudentConfig
 from student.train import run
 from testing.cli import REPO, one_line_error, run_cli
@@ -90,10 +91,15 @@ def test_pseudo_views_hold_the_decoded_shards_exactly(tiny_pseudo_run: Path) -> 
         assert torch.equal(views.c2w[i], c2w) and torch.equal(views.K[i], K)
 
 
-def test_image_student_trains_both_stages_and_reports(tiny_scene: Path, tiny_pseudo_run: Path,
-                                                      tmp_path: Path) -> None:
+def test_image_student_trains_both_stages_and_reports(tiny_scene: Path, tiny_pseudo_run: Path, tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
     run_dir = _copy_run(tiny_pseudo_run, tmp_path / "run")
-    metrics = run(tiny_cfg(tiny_scene, run_dir, *IMAGE))
+    with caplog.at_level(logging.WARNING, logger="student.train"):
+        metrics = run(tiny_cfg(tiny_scene, run_dir, *IMAGE))
+    n_views = json.loads((run_dir / "pseudo" / "meta.json").read_text())["n_views"]
+    assert n_views < IMAGE_STUDENT_VIEWS  # a tiny run: the advice to render more views is given
+    assert any(f"learns from {n_views} pseudo-views" in r.getMessage() and f"n_views={IMAGE_STUDENT_VIEWS}"
+               in r.getMessage() for r in caplog.records)
     out = run_dir / "student"
     loss = _curve(run_dir, "distill")
     assert loss[-1] < 0.7 * loss[0], loss
