@@ -2,8 +2,8 @@
 
 :func:`run_cli` runs ``python -m <module> <overrides>`` with this repository importable;
 :func:`one_line_error` checks the answer to bad input that every stage gives (exit 1, one ``error:``
-line on stderr, no traceback) and returns that line; :func:`run_js` runs an ES module of the viewer
-in node.
+line on stderr, no traceback) and returns that line, :func:`main_error` the same of a ``main`` called
+in this process; :func:`run_js` runs an ES module of the viewer in node.
 """
 
 from __future__ import annotations
@@ -13,8 +13,11 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,6 +39,19 @@ def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
     assert len(lines) == 1 and lines[0].startswith("error: "), tail
     assert "Traceback" not in proc.stdout + proc.stderr, tail
     return lines[0]
+
+
+def main_error(main: Callable[[Sequence[str]], object], argv: list[str],
+               capsys: pytest.CaptureFixture[str]) -> str:
+    """The ``error: ...`` line of a command's ``main(argv)`` (decorated with
+    :func:`core.errors.exit_on_user_error`) called in this process: exit 1 and that one line on stderr.
+    Fails on any other answer."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    return err.strip()
 
 
 def run_js(source: str) -> Any:

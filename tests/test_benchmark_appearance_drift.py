@@ -13,6 +13,7 @@ from torch import Tensor
 from benchmarks import appearance_drift, results
 from core.rays import generate_rays
 from scenes.images import SceneSplit
+from testing.cli import main_error
 
 
 class _DirectionColors:
@@ -77,21 +78,12 @@ def test_the_study_on_a_tiny_run(tiny_teacher_run: Path, tiny_scene: Path, tmp_p
     assert f"Command: `python -m benchmarks.appearance_drift {' '.join(argv)}`" in section
 
 
-def _one_line_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        appearance_drift.main(argv)
-    assert exit_info.value.code == 1
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error: ")
-    return err
-
-
 def test_bad_input_is_one_line(tiny_teacher_run: Path, tiny_scene: Path, tmp_path: Path,
                                capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["--run-dir", str(tmp_path), "--scene", str(tiny_scene), "--no-write"]
-    assert "teacher.ckpt: no teacher checkpoint" in _one_line_error(argv, capsys)
+    assert "teacher.ckpt: no teacher checkpoint" in main_error(appearance_drift.main, argv, capsys)
     (tmp_path / "teacher").mkdir()
     (tmp_path / "teacher" / "teacher.ckpt").write_bytes(b"not a checkpoint")
-    assert "teacher.ckpt" in _one_line_error(argv, capsys)
+    assert "teacher.ckpt" in main_error(appearance_drift.main, argv, capsys)
     missing_scene = ["--run-dir", str(tiny_teacher_run), "--scene", str(tmp_path / "nowhere"), "--no-write"]
-    assert "nowhere" in _one_line_error(missing_scene, capsys)
+    assert "nowhere" in main_error(appearance_drift.main, missing_scene, capsys)

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks import results, surface_study
+from testing.cli import main_error
 from testing.runs import write_photo_pseudo
 
 
@@ -99,23 +100,15 @@ def test_the_study_on_a_tiny_run(tiny_teacher_run: Path, tiny_scene: Path, tmp_p
     assert f"Command: `python -m benchmarks.surface_study {' '.join(argv)}`" in section
 
 
-def _one_line_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        surface_study.main(argv)
-    assert exit_info.value.code == 1
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error: ")
-    return err.strip()
-
-
 def test_bad_input_is_one_line(tiny_teacher_run: Path, tiny_scene: Path, tmp_path: Path,
                                capsys: pytest.CaptureFixture[str]) -> None:
     run = _run_with_teacher(tiny_teacher_run, tmp_path)
     write_photo_pseudo(run / "pseudo", tiny_scene)
     argv = ["--run-dir", str(run), "--scene", str(tiny_scene), "--no-write"]
-    assert _one_line_error(argv, capsys) == ("error: the pseudo-data has no depth and alpha: render it with "
-                                             "python -m data_gen.render depth=true alpha=true")
-    assert "teacher.ckpt: no teacher checkpoint" in _one_line_error(
-        ["--run-dir", str(tmp_path / "none"), "--no-write"], capsys)
+    assert main_error(surface_study.main, argv, capsys) == (
+        "error: the pseudo-data has no depth and alpha: render it with "
+        "python -m data_gen.render depth=true alpha=true")
+    no_run = ["--run-dir", str(tmp_path / "none"), "--no-write"]
+    assert "teacher.ckpt: no teacher checkpoint" in main_error(surface_study.main, no_run, capsys)
     shutil.rmtree(run / "pseudo")
-    assert "pseudo" in _one_line_error(argv, capsys)  # read_meta's one line, not a traceback
+    assert "pseudo" in main_error(surface_study.main, argv, capsys)  # read_meta's one line, not a traceback
