@@ -7,7 +7,7 @@ import logging
 import re
 import tempfile
 import warnings
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -92,18 +92,23 @@ def save_checked(proto: onnx.ModelProto, path: Path) -> Path:
     return write_bytes(path, proto.SerializeToString())
 
 
-def _table_read(node: onnx.NodeProto, graph: onnx.GraphProto) -> onnx.TensorProto | None:
-    """The learned feature table a lookup ``node`` reads (a float initializer of at least
-    :data:`TABLE_MIN_ELEMENTS` elements, directly or through a Reshape), or ``None``."""
-    if node.op_type not in TABLE_OPS:
-        return None
+def _table_reads(graph: onnx.GraphProto) -> Callable[[onnx.NodeProto], onnx.TensorProto | None]:
+    """A function giving the learned feature table a lookup node reads (a float initializer of at least
+    :data:`TABLE_MIN_ELEMENTS` elements, directly or through a Reshape), or ``None``; the graph's
+    initializers and reshapes are indexed once."""
     inits = {i.name: i for i in graph.initializer}
     reshaped = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Reshape"}
-    init = inits.get(node.input[0], inits.get(reshaped.get(node.input[0], "")))
-    if init is None or init.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16) \
-            or int(np.prod(init.dims)) < TABLE_MIN_ELEMENTS:
-        return None
-    return init
+
+    def table_of(node: onnx.NodeProto) -> onnx.TensorProto | None:
+        if node.op_type not in TABLE_OPS:
+            return None
+        init = inits.get(node.input[0], inits.get(reshaped.get(node.input[0], "")))
+        if init is None or init.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16) \
+                or int(np.prod(init.dims)) < TABLE_MIN_ELEMENTS:
+            return None
+        return init
+
+    return table_of
 
 
 def encoding_nodes(proto: onnx.ModelProto) -> list[str]:
@@ -148,7 +153,8 @@ def encoding_nodes(proto: onnx.ModelProto) -> list[str]:
         seen: set[str] = set()
         lookups = [n for n in nodes if n.op_type == "Gather"]
         # the table lookups; with a table too small to tell from a constant, every Gather
-        front = [n for n in lookups if _table_read(n, proto.graph) is not None] or lookups
+        table_of = _table_reads(proto.graph)
+        front = [n for n in lookups if table_of(n) is not None] or lookups
         while front:
             for out in front.pop().output:
                 for nxt in consumers.get(out, []):
@@ -277,9 +283,10 @@ def _fp16_tables(graph: onnx.GraphProto, enc: list[onnx.NodeProto]) -> list[onnx
     arithmetic stays fp32. Small constants are left alone; a table read by several lookups is converted
     once.
     """
+    table_of = _table_reads(graph)
     out: list[onnx.NodeProto] = []
     for node in enc:
-        init = _table_read(node, graph)
+        init = table_of(node)
         if init is None:
             out.append(node)
             continue
