@@ -73,9 +73,9 @@ class HardMiningConfig:
 
 @dataclass
 class CropConfig:
-    """The image student's batches (``model.decoder=image``): random crops of whole views, aligned to its
-    grid of ``s x s`` pixel blocks (``s``: ``model.image.scale``), a random view each
-    (:mod:`student.image_data`).
+    """The image student's batches (``model.decoder=image``): random crops of whole views on its grid of
+    ``s x s`` pixel blocks (``s``: ``model.image.scale``), moved by a random fraction of a block, a random
+    view each (:mod:`student.image_data`).
 
     Attributes:
         blocks: side of a crop in blocks (a view with fewer blocks along a side is taken whole along it).
@@ -83,6 +83,11 @@ class CropConfig:
         context: blocks along each side of a crop that the decoder's convolutions read but the loss leaves
             out, so that every trained pixel sees the neighbours it has in a whole-view render (the 3x3
             tail stages reach 1.5 blocks at scale 8); a side on the view's edge is trained to its edge.
+        jitter: move each crop by a random ``0 .. s-1`` pixels past its block offset, so that the decoder
+            learns the views at every sub-block shift of its block grid, not at one
+            (:meth:`student.image_data.CropGrid.draw`). Without it an image student learns its pseudo-views'
+            poses rather than the scene: on the demo 25.69 dB without, 28.20 dB with, the same 320 s
+            (``benchmarks/RESULTS.md``, section ``image_student_jitter``).
         depth_weight: weight of the depth loss of a student with a detail head
             (``model.image.detail_channels > 0``): the mean absolute difference between its per-pixel
             depth and the teacher's, over the pixels the teacher holds opaque (alpha > 0.5), beside the
@@ -93,6 +98,7 @@ class CropConfig:
     blocks: int = 32
     per_step: int = 4
     context: int = 2
+    jitter: bool = True
     depth_weight: float = 0.1
 
     def validate(self) -> None:

@@ -3,7 +3,11 @@
 The image student draws an ``H x W`` view as ``ceil(H / s) x ceil(W / s)`` blocks of ``s x s`` pixels
 (:class:`student.image_model.ImageStudent`). A training crop is a window of ``rows x cols`` of those blocks:
 its target is the view's pixels under the window and its rays are the view's rays through the blocks'
-centres, so the model's output pixels line up with the target pixels exactly.
+centres, so the model's output pixels line up with the target pixels exactly. Each window is also moved by
+a random ``0 .. s-1`` pixels (``train.crops.jitter``): a moved window is the whole-view render of a camera
+whose principal point moved by a fraction of a block, so one view teaches ``s x s`` different ray maps
+instead of one. A new camera sees the scene at any sub-block shift; without the jitter the decoder learns
+the one shift of each pseudo-view (its pose), not the scene.
 
 One forward pass draws the crops of several views at several places: the model takes one grid of block
 centres for the whole batch (``centers [rows, cols, 2]``), so each crop's offset goes into its camera
@@ -40,10 +44,6 @@ from student.data import shard_views_with
 from student.ray_map import block_centers
 from training.distributed import rank_and_world
 
-# Pseudo-views an image student should distil from: it learns whole views, and with fewer it learns their
-# poses rather than the scene (the demo: 1000 views 25.69 dB, 8000 views 28.81 dB at equal time;
-# benchmarks/RESULTS.md, section image_student_views).
-IMAGE_STUDENT_VIEWS = 8000
 DEPTH_FIELDS = ("depth", "alpha")  # the pseudo-data's geometry, which supervises a detail head's depth
 ViewBatch = dict[str, Tensor]  # c2w [B, 4, 4], K [B, 3, 3], rgb [B, h, w, 3] (+ centers, mask for crops)
 
@@ -141,6 +141,7 @@ class CropGrid:
         rows: crop height in blocks (at most the grid's).
         cols: crop width in blocks.
         context: blocks along each inner side of a crop left out of the loss.
+        jitter: move each crop by a random fraction of a block (:meth:`draw`).
     """
 
     height: int
@@ -149,12 +150,14 @@ class CropGrid:
     rows: int
     cols: int
     context: int
+    jitter: bool = False
 
     @classmethod
     def of(cls, hw: tuple[int, int], scale: int, crops: CropConfig) -> CropGrid:
         """The crops ``crops`` asks for on views of size ``hw``, cut to the grid."""
         gh, gw = (math.ceil(n / scale) for n in hw)
-        return cls(hw[0], hw[1], scale, min(crops.blocks, gh), min(crops.blocks, gw), crops.context)
+        return cls(hw[0], hw[1], scale, min(crops.blocks, gh), min(crops.blocks, gw), crops.context,
+                   crops.jitter)
 
     @property
     def blocks(self) -> tuple[int, int]:
@@ -167,34 +170,42 @@ class CropGrid:
         return block_centers(self.rows, self.cols, self.scale)
 
     def draw(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        """``n`` random crop offsets ``(top [n], left [n])`` in blocks.
+        """``n`` random crop offsets ``(top [n], left [n])`` in pixels.
 
-        Each is drawn from a range wider than the grid's by half a crop at both ends and clamped, so that
-        crops on the view's edges (the only ones that train the edge blocks) are common: with uniform
-        offsets an edge block would be trained once per ``grid - crop + 1`` crops over the centre's.
+        The block offset of each is drawn from a range wider than the grid's by half a crop at both ends
+        and clamped, so that crops on the view's edges (the only ones that train the edge blocks) are
+        common: with uniform offsets an edge block would be trained once per ``grid - crop + 1`` crops over
+        the centre's. With ``jitter`` each then moves by a random ``0 .. s-1`` pixels: the crop is the
+        whole-view render of a camera whose principal point moved by a fraction of a block, so the decoder
+        learns the view at every sub-block shift (a new camera sees the scene at any) rather than at the
+        one shift of the views' block grid.
         """
-        (gh, gw), size = self.blocks, (self.rows, self.cols)
+        (gh, gw), size, s = self.blocks, (self.rows, self.cols), self.scale
         out = []
         for grid, side in zip((gh, gw), size):
             span, half = grid - side, side // 2
-            out.append(torch.randint(-half, span + half + 1, (n,), generator=generator).clamp(0, span))
+            blocks = torch.randint(-half, span + half + 1, (n,), generator=generator).clamp(0, span)
+            shift = torch.randint(0, s if self.jitter else 1, (n,), generator=generator)
+            out.append(blocks * s + shift)
         return out[0], out[1]
 
     def mask(self, top: int, left: int) -> Tensor:
-        """``[rows*s, cols*s]`` bool: the trained pixels of the crop at block offset ``(top, left)``
-        (inside the view, outside the context of the sides not on the view's edge)."""
+        """``[rows*s, cols*s]`` bool: the trained pixels of the crop at pixel offset ``(top, left)``: inside
+        the view, outside the context of the sides not on the view's edge (a crop that starts in the first
+        block row or column is the render of a camera whose edge it is; one that reaches the last is on
+        the view's far edge)."""
         (gh, gw), s, c = self.blocks, self.scale, self.context
-        r0 = c * s if top > 0 else 0
-        r1 = min((self.rows - c if top + self.rows < gh else self.rows) * s, self.height - top * s)
-        c0 = c * s if left > 0 else 0
-        c1 = min((self.cols - c if left + self.cols < gw else self.cols) * s, self.width - left * s)
+        r0 = c * s if top >= s else 0
+        r1 = min((self.rows - c if top // s + self.rows < gh else self.rows) * s, self.height - top)
+        c0 = c * s if left >= s else 0
+        c1 = min((self.cols - c if left // s + self.cols < gw else self.cols) * s, self.width - left)
         mask = torch.zeros(self.rows * s, self.cols * s, dtype=torch.bool)
         mask[r0:r1, c0:c1] = True
         return mask
 
 
 def crop_batch(views: Views, grid: CropGrid, index: Tensor, top: Tensor, left: Tensor) -> ViewBatch:
-    """The crops of views ``index [B]`` at block offsets ``top [B]``, ``left [B]``.
+    """The crops of views ``index [B]`` at pixel offsets ``top [B]``, ``left [B]`` (:meth:`CropGrid.draw`).
 
     Returns:
         ``c2w [B, 4, 4]``; ``K [B, 3, 3]`` with the principal point moved by each crop's offset in pixels;
@@ -203,13 +214,13 @@ def crop_batch(views: Views, grid: CropGrid, index: Tensor, top: Tensor, left: T
         with the views' depth: ``depth [B, rows*s, cols*s]`` float32 and ``alpha`` (the same, in
         ``[0, 1]``; 0 past the edges).
     """
-    s, h, w = grid.scale, grid.rows * grid.scale, grid.cols * grid.scale
+    h, w = grid.rows * grid.scale, grid.cols * grid.scale
     geometry = views.depth is not None and views.alpha is not None
     rgb = torch.zeros(len(index), h, w, 3)
     depth, alpha = torch.zeros(len(index), h, w), torch.zeros(len(index), h, w)
     masks = []
     for b, (i, t, lf) in enumerate(zip(index.tolist(), top.tolist(), left.tolist())):
-        ys, xs = slice(t * s, t * s + h), slice(lf * s, lf * s + w)
+        ys, xs = slice(t, t + h), slice(lf, lf + w)
         part = views.colors(i, ys, xs)
         rgb[b, :part.shape[0], :part.shape[1]] = part
         masks.append(grid.mask(t, lf))
@@ -217,8 +228,8 @@ def crop_batch(views: Views, grid: CropGrid, index: Tensor, top: Tensor, left: T
             depth[b, :part.shape[0], :part.shape[1]] = views.depth[i, ys, xs].float()
             alpha[b, :part.shape[0], :part.shape[1]] = views.alpha[i, ys, xs].float() / 255
     K = views.K[index].clone()
-    K[:, 0, 2] -= left.float() * s
-    K[:, 1, 2] -= top.float() * s
+    K[:, 0, 2] -= left.float()
+    K[:, 1, 2] -= top.float()
     batch = {"c2w": views.c2w[index], "K": K, "centers": grid.centers(), "rgb": rgb,
              "mask": torch.stack(masks)}
     if geometry:

@@ -13,6 +13,7 @@ rays that leave the box add nothing.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 PLANE_AXES = ((0, 1), (0, 2), (1, 2))  # the point coordinates indexing each plane (x: width, y: height)
+MAX_LOOKUP_BATCHES = 8  # batch entries a training lookup is split into at most (lookup_batches)
 
 
 def sample_planes(
@@ -40,15 +42,29 @@ def sample_planes(
         ``[B, C, P, Q]`` features.
     """
     B, P, Q, _ = points.shape
-    flat = points.reshape(1, B * P, Q, 3)
+    n = lookup_batches(B * P, planes)
+    flat = points.reshape(n, B * P // n, Q, 3)
     out: Tensor | None = None
     for i, (a, b) in enumerate(PLANE_AXES):
-        grid = torch.cat((flat[..., a:a + 1], flat[..., b:b + 1]), dim=-1)  # [1, B*P, Q, 2]
-        f = F.grid_sample(planes[i:i + 1], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        grid = torch.cat((flat[..., a:a + 1], flat[..., b:b + 1]), dim=-1)  # [n, B*P/n, Q, 2]
+        plane = planes[i:i + 1] if n == 1 else planes[i:i + 1].expand(n, -1, -1, -1)
+        f = F.grid_sample(plane, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         out = f if out is None else out + f
     assert out is not None
     C = planes.shape[1]
+    out = out if n == 1 else out.transpose(0, 1)  # [C, n, B*P/n, Q]: the rows in order
     return out.reshape(C, B, P, Q).transpose(0, 1)
+
+
+def lookup_batches(rows: int, planes: Tensor) -> int:
+    """How many batch entries a lookup of ``rows`` grid rows is split into: 1 for inference and export
+    (one ``GridSample`` node a plane, no ``Expand``), up to 8 when the planes' gradient is computed:
+    PyTorch's CPU backward of ``grid_sample`` runs one thread per batch entry (``benchmarks/RESULTS.md``,
+    section ``image_train_step``).
+    """
+    if not (torch.is_grad_enabled() and planes.requires_grad) or torch.onnx.is_in_onnx_export():
+        return 1
+    return math.gcd(rows, MAX_LOOKUP_BATCHES)
 
 
 class PlaneEncoding(nn.Module):

@@ -50,7 +50,6 @@ from student.data import (
 )
 from student.evaluate import evaluate_split, image_frame_cost, save_side_by_side, teacher_test_predictions
 from student.image_data import (
-    IMAGE_STUDENT_VIEWS,
     CropDataModule,
     photo_views,
     pseudo_views,
@@ -166,11 +165,6 @@ def _stage_datamodule(cfg: StudentConfig, name: str, model: Student, meta: Pseud
     if isinstance(model, ImageStudent):
         if name == "distill":
             assert meta is not None
-            if meta.n_views < IMAGE_STUDENT_VIEWS:
-                log.warning("distill: the image student learns from %d pseudo-views and overfits few views: "
-                            "render %d or more (python -m data_gen.render n_views=%d max_rays=%d; "
-                            "docs/device_student.md)", meta.n_views, IMAGE_STUDENT_VIEWS, IMAGE_STUDENT_VIEWS,
-                            IMAGE_STUDENT_VIEWS * meta.image_size[0] * meta.image_size[1])
             return CropDataModule(partial(pseudo_views, meta), meta.image_size, cfg.train.crops,
                                   model.cfg.scale, seed, val)
         load = partial(photo_views, scene, background)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from student.planes import PLANE_AXES, PlaneEncoding, sample_planes
+from student.planes import PLANE_AXES, PlaneEncoding, lookup_batches, sample_planes
 
 
 def bilinear_reference(plane: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
@@ -29,11 +30,21 @@ def _points(n: int, spread: float = 1.2) -> torch.Tensor:
     return (torch.rand(n, 3, dtype=torch.float64) * 2 - 1) * spread  # some outside [-1, 1]
 
 
-def test_sample_planes_equals_the_bilinear_reference_with_gradients() -> None:
+@pytest.mark.parametrize("shape, batches", [((4, 6, 5), 8), ((1, 3, 5), 1)], ids=["split", "whole"])
+def test_sample_planes_equals_the_bilinear_reference_with_gradients(shape: tuple[int, int, int],
+                                                                    batches: int) -> None:
+    """Training splits the lookup into batch entries (a thread each in the backward): the same values and
+    gradients; inference reads the planes as one entry."""
     torch.manual_seed(0)
+    B, P, Q = shape
     planes = torch.randn(3, 5, 7, 7, dtype=torch.float64, requires_grad=True)
-    pts = _points(4 * 6 * 5).requires_grad_(True)
-    got = sample_planes(planes, pts.reshape(4, 6, 5, 3))  # [B, C, P, Q]
+    pts = _points(B * P * Q).requires_grad_(True)
+    assert lookup_batches(B * P, planes) == batches
+    with torch.no_grad():
+        assert lookup_batches(B * P, planes) == 1
+        plain = sample_planes(planes, pts.reshape(B, P, Q, 3))
+    got = sample_planes(planes, pts.reshape(B, P, Q, 3))  # [B, C, P, Q]
+    torch.testing.assert_close(got, plain, rtol=1e-12, atol=1e-12)
     got = got.permute(0, 2, 3, 1).reshape(-1, 5)
     want = sum(bilinear_reference(planes[i], pts[:, list(ax)]) for i, ax in enumerate(PLANE_AXES))
     assert isinstance(want, torch.Tensor)

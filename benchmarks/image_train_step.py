@@ -1,0 +1,110 @@
+"""One training step of the CPU profile's image student, its plane lookups read as one batch entry
+against split into several (``student.planes.lookup_batches``).
+
+``python -m benchmarks.image_train_step [--size 100] [--steps 40] [--repeats 3]``
+
+The student's shape, crops per step and precision are the CPU profile's (``conf/``); the views are random
+cameras around the content box with random targets (a step's time does not depend on the values). A step
+is the forward pass, the masked mean squared error, the backward pass and Adam. PyTorch's CPU backward of
+``grid_sample`` gives each batch entry one thread, and the student folds its whole batch into one entry
+(one ``GridSample`` node a plane in the exported graph), so training splits the lookup instead. Prints one
+table and writes the ``image_train_step`` section of ``benchmarks/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+from omegaconf import OmegaConf
+
+import student.config  # noqa: F401  (registers the student's config for compose)
+import student.planes as planes_module
+from benchmarks.results import markdown_table, write_section
+from core.cameras import look_at
+from pipeline.config import compose
+from student.image_model import ImageStudent, ImageStudentConfig
+from student.ray_map import block_centers
+
+
+@contextmanager
+def lookup_split(limit: int) -> Iterator[None]:
+    """Split training lookups into at most ``limit`` batch entries inside the block."""
+    saved = planes_module.MAX_LOOKUP_BATCHES
+    planes_module.MAX_LOOKUP_BATCHES = limit
+    try:
+        yield
+    finally:
+        planes_module.MAX_LOOKUP_BATCHES = saved
+
+
+def training_step(model: ImageStudent, views: int, size: int, bf16: bool) -> Callable[[], None]:
+    """One training step of ``model`` on ``views`` random ``size x size`` views, as a function."""
+    g = torch.Generator().manual_seed(0)
+    eyes = torch.nn.functional.normalize(torch.randn(views, 3, generator=g), dim=-1) * 3
+    c2w = look_at(eyes, torch.zeros(3), torch.tensor([0.0, 0.0, 1.0]))
+    f = 1.4 * size
+    K = torch.tensor([[f, 0, size / 2], [0, f, size / 2], [0, 0, 1.0]]).expand(views, 3, 3)
+    h, w = model.blocks(size, size)
+    centers = block_centers(h, w, model.cfg.scale)
+    target = torch.rand(views, h * model.cfg.scale, w * model.cfg.scale, 3, generator=g)
+    opt = torch.optim.Adam(model.parameters(), 1e-4)
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(c2w, K, centers)
+        loss = ((out.float() - target) ** 2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def step_ms(steps: dict[int, Callable[[], None]], n: int, repeats: int) -> dict[int, float]:
+    """Median over ``repeats`` of the mean ms of ``n`` steps, for each lookup limit's step; the limits take
+    turns within each repeat, so that a change of the machine's load falls on all of them."""
+    times: dict[int, list[float]] = {limit: [] for limit in steps}
+    for r in range(repeats + 1):  # the first round warms up
+        for limit, step in steps.items():
+            with lookup_split(limit):
+                start = time.perf_counter()
+                for _ in range(n):
+                    step()
+                if r:
+                    times[limit].append((time.perf_counter() - start) / n * 1e3)
+    return {limit: statistics.median(t) for limit, t in times.items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", type=int, default=100, help="view side in pixels (the demo's: 100)")
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args(argv)
+    cfg = compose("student", ["model.decoder=image", "model.encoding=planes"])
+    shape = ImageStudentConfig(**OmegaConf.to_container(cfg.model.image, resolve=True))  # type: ignore[arg-type]
+    views, bf16 = int(cfg.train.crops.per_step), cfg.train.precision == "bf16"
+    steps = {}
+    for limit in (1, planes_module.MAX_LOOKUP_BATCHES):
+        torch.manual_seed(0)
+        model = ImageStudent(shape, [-1.0, -1.0, -1.0, 1.0, 1.0, 1.0]).train()
+        steps[limit] = training_step(model, views, args.size, bf16)
+    ms = step_ms(steps, args.steps, args.repeats)
+    rows = [[limit, round(t, 2), round(1e3 / t, 1), f"{ms[1] / t:.2f}x"] for limit, t in ms.items()]
+    table = markdown_table(["lookup batch entries (at most)", "ms a step", "steps/s", "speed-up"], rows)
+    notes = (f"The CPU profile's image student (scale {shape.scale}, {shape.n_points} points a ray, "
+             f"{shape.resolutions} px planes x {shape.channels} channels, "
+             f"body {shape.width} x {shape.depth}), "
+             f"{views} random {args.size}x{args.size} views a step, {'bf16 autocast' if bf16 else 'fp32'}, "
+             f"Adam; the median of {args.repeats} means of {args.steps} steps, the two taking turns.")
+    print(table)
+    write_section("image_train_step", f"{notes}\n\n{table}\n")
+
+
+if __name__ == "__main__":
+    main()
