@@ -150,7 +150,7 @@ class CropGrid:
     rows: int
     cols: int
     context: int
-    jitter: bool = False
+    jitter: bool
 
     @classmethod
     def of(cls, hw: tuple[int, int], scale: int, crops: CropConfig) -> CropGrid:
