@@ -4,11 +4,11 @@ against split into several (``student.planes.lookup_batches``).
 ``python -m benchmarks.image_train_step [--size 100] [--steps 40] [--repeats 3]``
 
 The student's shape, crops per step and precision are the CPU profile's (``conf/``); the views are random
-cameras around the content box with random targets (a step's time does not depend on the values). A step
-is the forward pass, the masked mean squared error, the backward pass and Adam. PyTorch's CPU backward of
-``grid_sample`` gives each batch entry one thread, and the student folds its whole batch into one entry
-(one ``GridSample`` node a plane in the exported graph), so training splits the lookup instead. Prints one
-table and writes the ``image_train_step`` section of ``benchmarks/RESULTS.md``.
+cameras around the content box (the test photos' rig) with random targets (a step's time does not depend
+on the values). A step is the forward pass, the mean squared error, the backward pass and Adam. PyTorch's
+CPU backward of ``grid_sample`` gives each batch entry one thread, and the student folds its whole batch
+into one entry (one ``GridSample`` node a plane in the exported graph), so training splits the lookup
+instead. Prints one table and writes the ``image_train_step`` section of ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ from omegaconf import OmegaConf
 import student.config  # noqa: F401  (registers the student's config for compose)
 import student.planes as planes_module
 from benchmarks.results import markdown_table, write_section
-from core.cameras import look_at
 from pipeline.config import compose
 from student.image_model import ImageStudent, ImageStudentConfig
 from student.ray_map import block_centers
+from testing.scenes.photos import intrinsics
+from testing.scenes.rigs import photo_poses
 
 
 @contextmanager
@@ -45,10 +46,7 @@ def lookup_split(limit: int) -> Iterator[None]:
 def training_step(model: ImageStudent, views: int, size: int, bf16: bool) -> Callable[[], None]:
     """One training step of ``model`` on ``views`` random ``size x size`` views, as a function."""
     g = torch.Generator().manual_seed(0)
-    eyes = torch.nn.functional.normalize(torch.randn(views, 3, generator=g), dim=-1) * 3
-    c2w = look_at(eyes, torch.zeros(3), torch.tensor([0.0, 0.0, 1.0]))
-    f = 1.4 * size
-    K = torch.tensor([[f, 0, size / 2], [0, f, size / 2], [0, 0, 1.0]]).expand(views, 3, 3)
+    c2w, K = photo_poses(views, seed=0), intrinsics(size).expand(views, 3, 3)
     h, w = model.blocks(size, size)
     centers = block_centers(h, w, model.cfg.scale)
     target = torch.rand(views, h * model.cfg.scale, w * model.cfg.scale, 3, generator=g)

@@ -49,12 +49,7 @@ from student.data import (
     view_to_rays,
 )
 from student.evaluate import evaluate_split, image_frame_cost, save_side_by_side, teacher_test_predictions
-from student.image_data import (
-    CropDataModule,
-    photo_views,
-    pseudo_views,
-    validation_views,
-)
+from student.image_data import CropDataModule, photo_views, pseudo_views, validation_views
 from student.image_lit import ImageLitModule
 from student.image_model import ImageStudent
 from student.lit_module import StageLitModule, StudentLitModule
