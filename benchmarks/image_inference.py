@@ -5,8 +5,9 @@ For a run folder with an exported image student (``python -m export.onnx run_dir
 ``--sizes`` times one frame of the scene's test view 0 (its pose; its intrinsics scaled to the size, same
 field of view): the teacher rendering that frame's rays in PyTorch (as :mod:`benchmarks.inference` does),
 and ``LightField.render(c2w, K)`` of the size's exported file in each precision (fp32, fp16, int8: one
-session call per frame; ONNX Runtime's CPU provider, 2 intra-op threads, spinning off, as
-:mod:`benchmarks.device_student`). Rounds interleave every row of a size; each row is the best of
+session call per frame; ONNX Runtime's CPU provider, 2 intra-op threads, the runtime's default session
+options: its worker threads spin between the ops of a call). Rounds interleave every row of a size, with a
+pause before each timed call so that the previous row's spinning threads are idle; each row is the best of
 ``--repeats`` after a warm-up. An ONNX fp32 MatMul 2048^3 reference row (``device_student.matmul_ref``),
 timed in the first size's rounds, lets the table be read on another CPU.
 
@@ -55,7 +56,7 @@ log = logging.getLogger(__name__)
 Size = tuple[int, int]  # (H, W)
 PRECISIONS = ("fp32", "fp16", "int8")
 THREADS = 2
-ORT_OPTIONS = {"session.intra_op.allow_spinning": "0"}  # idle sessions' spinning pools took the 2 cores
+PAUSE_S = 0.05  # before each timed call: another session's threads spin a while after its call
 DEFAULT_JSON = Path(__file__).resolve().parent / "image_inference.json"
 MAX_DROP_DB = 0.3  # "within 0.3 dB of fp32": test PSNR at the training size
 TARGET_MS = {(400, 400): 40.0, (100, 100): 5.0}  # fp32 frame budgets of issue 24
@@ -64,8 +65,10 @@ NOTES = (
     "ms: best of the repeats after a warm-up, one frame per call, rounds interleaved over the rows of a "
     "size; the teacher renders the frame's rays in PyTorch (torch on 2 threads), the student rows are "
     "`export.runtime.LightField.render(c2w, K)` (one ONNX Runtime session call: CPU provider, 2 intra-op "
-    "threads, spinning off, optimisation ALL). x teacher / x fp32: the teacher's / the fp32 file's ms of the "
-    "same size over the row's. PSNR vs fp32: the timed frame against the fp32 file's frame of the same size. "
+    "threads, the runtime's default options: threads spin between ops; optimisation ALL; 50 ms of sleep "
+    "before each timed call, so that no other row's threads spin beside it). x teacher / x fp32: the "
+    "teacher's / the fp32 file's ms of the same size over the row's. PSNR vs fp32: the timed frame against "
+    "the fp32 file's frame of the same size. "
     "Test PSNR: the training-size files (and the teacher) over the first test views against the photos; a "
     "precision within 0.3 dB of fp32 there counts as within 0.3 dB at every size (as export's int8 gate)."
 )
@@ -123,7 +126,7 @@ def exported_sizes(export_dir: Path) -> list[Size]:
 
 def open_field(path: Path) -> LightField:
     """An exported file in a session with the benchmarks' CPU settings."""
-    return LightField(path, providers=["CPUExecutionProvider"], threads=THREADS, options=ORT_OPTIONS)
+    return LightField(path, providers=["CPUExecutionProvider"], threads=THREADS)
 
 
 def frame_camera(test: SceneSplit, size: Size) -> tuple[np.ndarray, np.ndarray]:
@@ -144,7 +147,7 @@ def time_size(size: Size, paths: dict[str, Path], test: SceneSplit, teacher: Ren
     runners.update({p: functools.partial(f.render, c2w, K) for p, f in fields.items()})
     if extra is not None:
         runners["reference"] = extra
-    ms = time_interleaved(runners, repeats)
+    ms = time_interleaved(runners, repeats, PAUSE_S)
     images = {p: f.render(c2w, K) for p, f in fields.items()}
     rows = [Row(size, "teacher", ms=ms["teacher"], x_teacher=1.0)] if teacher is not None else []
     for p, path in paths.items():
@@ -293,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                   ref_fn if ref_ms is None else None)
         rows, ref_ms = rows + size_rows, ref_ms or ms
     if ref_ms is None:
-        ref_ms = time_interleaved({"reference": ref_fn}, args.repeats)["reference"]
+        ref_ms = time_interleaved({"reference": ref_fn}, args.repeats, PAUSE_S)["reference"]
     n_views = min(args.psnr_views, test.n_views) if test.hw == train_hw else 0
     test_psnr: dict[str, float] = {}
     if n_views:

@@ -1,5 +1,7 @@
-"""One training step of the CPU profile's image student, its plane lookups read as one batch entry
-against split into several (``student.planes.lookup_batches``).
+"""One training step of the CPU profile's image student, its plane lookups three ways: PyTorch's
+``grid_sample`` reading the planes as one batch entry, the same split into several
+(``student.planes.lookup_batches``), and our C++/OpenMP kernel (``cuda.planes``, what training uses on
+the CPU).
 
 ``python -m benchmarks.image_train_step [--size 100] [--steps 40] [--repeats 3]``
 
@@ -7,8 +9,9 @@ The student's shape, crops per step and precision are the CPU profile's (``conf/
 cameras around the content box (the test photos' rig) with random targets (a step's time does not depend
 on the values). A step is the forward pass, the mean squared error, the backward pass and Adam. PyTorch's
 CPU backward of ``grid_sample`` gives each batch entry one thread, and the student folds its whole batch
-into one entry (one ``GridSample`` node a plane in the exported graph), so training splits the lookup
-instead. Prints one table and writes the ``image_train_step`` section of ``benchmarks/RESULTS.md``.
+into one entry (one ``GridSample`` node a plane in the exported graph), so the reference path splits the
+lookup; the kernel reads channels-last texels and gives each thread whole texel rows in its backward.
+Prints one table and writes the ``image_train_step`` section of ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -31,16 +34,25 @@ from student.ray_map import block_centers
 from testing.scenes.photos import intrinsics
 from testing.scenes.rigs import photo_poses
 
+LOOKUPS = {  # row name -> (batch entries a grid_sample lookup is split into at most, kernel on)
+    "grid_sample, one entry": (1, False),
+    f"grid_sample, split ({planes_module.MAX_LOOKUP_BATCHES})": (planes_module.MAX_LOOKUP_BATCHES, False),
+    "kernel (cuda.planes)": (planes_module.MAX_LOOKUP_BATCHES, True),
+}
+
 
 @contextmanager
-def lookup_split(limit: int) -> Iterator[None]:
-    """Split training lookups into at most ``limit`` batch entries inside the block."""
-    saved = planes_module.MAX_LOOKUP_BATCHES
+def lookup_split(limit: int, kernel: bool = False) -> Iterator[None]:
+    """Inside the block, split ``grid_sample`` training lookups into at most ``limit`` batch entries, and
+    use the kernel only if ``kernel``."""
+    saved = planes_module.MAX_LOOKUP_BATCHES, planes_module.kernel_applies
     planes_module.MAX_LOOKUP_BATCHES = limit
+    if not kernel:
+        planes_module.kernel_applies = lambda planes, points: False
     try:
         yield
     finally:
-        planes_module.MAX_LOOKUP_BATCHES = saved
+        planes_module.MAX_LOOKUP_BATCHES, planes_module.kernel_applies = saved
 
 
 def training_step(model: ImageStudent, views: int, size: int, bf16: bool) -> Callable[[], None]:
@@ -63,19 +75,19 @@ def training_step(model: ImageStudent, views: int, size: int, bf16: bool) -> Cal
     return step
 
 
-def step_ms(steps: dict[int, Callable[[], None]], n: int, repeats: int) -> dict[int, float]:
-    """Median over ``repeats`` of the mean ms of ``n`` steps, for each lookup limit's step; the limits take
-    turns within each repeat, so that a change of the machine's load falls on all of them."""
-    times: dict[int, list[float]] = {limit: [] for limit in steps}
+def step_ms(steps: dict[str, Callable[[], None]], n: int, repeats: int) -> dict[str, float]:
+    """Median over ``repeats`` of the mean ms of ``n`` steps, for each lookup's step (:data:`LOOKUPS`); the
+    lookups take turns within each repeat, so that a change of the machine's load falls on all of them."""
+    times: dict[str, list[float]] = {name: [] for name in steps}
     for r in range(repeats + 1):  # the first round warms up
-        for limit, step in steps.items():
-            with lookup_split(limit):
+        for name, step in steps.items():
+            with lookup_split(*LOOKUPS[name]):
                 start = time.perf_counter()
                 for _ in range(n):
                     step()
                 if r:
-                    times[limit].append((time.perf_counter() - start) / n * 1e3)
-    return {limit: statistics.median(t) for limit, t in times.items()}
+                    times[name].append((time.perf_counter() - start) / n * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,18 +100,19 @@ def main(argv: list[str] | None = None) -> None:
     shape = ImageStudentConfig(**OmegaConf.to_container(cfg.model.image, resolve=True))  # type: ignore[arg-type]
     views, bf16 = int(cfg.train.crops.per_step), cfg.train.precision == "bf16"
     steps = {}
-    for limit in (1, planes_module.MAX_LOOKUP_BATCHES):
+    for name in LOOKUPS:
         torch.manual_seed(0)
         model = ImageStudent(shape, [-1.0, -1.0, -1.0, 1.0, 1.0, 1.0]).train()
-        steps[limit] = training_step(model, views, args.size, bf16)
+        steps[name] = training_step(model, views, args.size, bf16)
     ms = step_ms(steps, args.steps, args.repeats)
-    rows = [[limit, round(t, 2), round(1e3 / t, 1), f"{ms[1] / t:.2f}x"] for limit, t in ms.items()]
-    table = markdown_table(["lookup batch entries (at most)", "ms a step", "steps/s", "speed-up"], rows)
+    base = ms[next(iter(LOOKUPS))]
+    rows = [[name, round(t, 2), round(1e3 / t, 1), f"{base / t:.2f}x"] for name, t in ms.items()]
+    table = markdown_table(["plane lookup", "ms a step", "steps/s", "speed-up"], rows)
     notes = (f"The CPU profile's image student (scale {shape.scale}, {shape.n_points} points a ray, "
              f"{shape.resolutions} px planes x {shape.channels} channels, "
              f"body {shape.width} x {shape.depth}), "
              f"{views} random {args.size}x{args.size} views a step, {'bf16 autocast' if bf16 else 'fp32'}, "
-             f"Adam; the median of {args.repeats} means of {args.steps} steps, the two taking turns.")
+             f"Adam; the median of {args.repeats} means of {args.steps} steps, the lookups taking turns.")
     print(table)
     write_section("image_train_step", f"{notes}\n\n{table}\n")
 

@@ -171,13 +171,17 @@ def _fmt(value: float | None, spec: str = ".3g") -> str:
     return "n/a" if value is None or not np.isfinite(value) else format(value, spec)
 
 
-def time_interleaved(runners: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
-    """Best ms of each runner; rounds interleave the runners so machine load hits every row alike."""
+def time_interleaved(runners: dict[str, Callable[[], Any]], repeats: int, pause_s: float = 0.0
+                     ) -> dict[str, float]:
+    """Best ms of each runner; rounds interleave the runners so machine load hits every row alike.
+    ``pause_s``: seconds of sleep before each timed call (the worker threads of the previous row's
+    runtime, which spin a while after a call, are idle again)."""
     ms = {name: float("inf") for name in runners}
     for fn in runners.values():
         fn()  # warm-up
     for _ in range(repeats):
         for name, fn in runners.items():
+            time.sleep(pause_s)
             start = time.perf_counter()
             fn()
             ms[name] = min(ms[name], (time.perf_counter() - start) * 1e3)

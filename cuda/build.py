@@ -1,7 +1,9 @@
 """Lazy build and load of our compiled kernels with ``torch.utils.cpp_extension``.
 
-Nothing compiles at import time. The first call of :func:`load_hashgrid_extension` compiles the C++
-sources of this folder (and the CUDA ones when torch has CUDA) with ninja, caches the result in torch's
+Two extensions (:data:`EXTENSIONS`): ``hashgrid`` (the hash-grid kernels, CPU and CUDA) and ``planes`` (the
+feature-plane lookup of the image student's training, CPU only: on a GPU PyTorch's ``grid_sample`` is fast).
+Nothing compiles at import time. The first call of :func:`load_extension` compiles an extension's C++
+sources (and its CUDA ones when torch has CUDA) with ninja, caches the result in torch's
 extensions folder (``$TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``), and logs one line.
 Later calls, and later processes, reuse the cached build; torch rebuilds when a source or flag changes.
 
@@ -37,6 +39,10 @@ SOURCE_DIR = Path(__file__).resolve().parent
 CPU_SOURCES = ["hashgrid_bind.cpp", "hashgrid_cpu.cpp"]
 CUDA_SOURCES = ["hashgrid_cuda.cu"]
 HEADERS = ["hashgrid_common.h", "hashgrid_kernels.h"]
+EXTENSIONS = {  # name -> (CPU sources, CUDA sources, what the log calls it)
+    "hashgrid": (CPU_SOURCES, CUDA_SOURCES, "hash-grid kernel"),
+    "planes": (["planes_cpu.cpp"], [], "plane-lookup kernel"),
+}
 # -ffp-contract=off: x * scale + 0.5 must round twice, like PyTorch, or points on cell faces change cell.
 CXX_FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp"]
 CUDA_FLAGS = ["-O3", "-DHG_WITH_CUDA"]
@@ -45,9 +51,9 @@ LOCK_WAIT_SECONDS = 300.0  # a first CPU build takes about a minute; a CUDA one 
 LOCK_WAIT_ENV = "LFD_BUILD_LOCK_WAIT"
 
 _lock = threading.Lock()
-_modules: dict[bool, ModuleType] = {}
-_failures: dict[bool, str] = {}
-_warned: set[bool] = set()
+_modules: dict[tuple[str, bool], ModuleType] = {}  # (extension, with CUDA) ->
+_failures: dict[tuple[str, bool], str] = {}
+_warned: set[tuple[str, bool]] = set()
 
 
 class KernelBuildError(RuntimeError):
@@ -72,46 +78,57 @@ def _machine_tag() -> str:
 
 
 def load_hashgrid_extension(with_cuda: bool = False) -> ModuleType:
-    """Build (first time only) and import the hash-grid extension.
+    """Build (first time only) and import the hash-grid extension (:func:`load_extension`)."""
+    return load_extension("hashgrid", with_cuda)
+
+
+def load_extension(name: str, with_cuda: bool = False) -> ModuleType:
+    """Build (first time only) and import one of :data:`EXTENSIONS`.
 
     Args:
+        name: ``hashgrid`` or ``planes``.
         with_cuda: also compile the CUDA kernels (needs torch with CUDA and nvcc).
 
     Raises:
-        KernelBuildError: no compiler, no CUDA toolchain, or the build failed (the message says which).
+        KernelBuildError: no compiler, no CUDA toolchain or CUDA sources, or the build failed (the message
+            says which).
     """
+    key = (name, with_cuda)
     with _lock:
-        if with_cuda in _modules:
-            return _modules[with_cuda]
-        if with_cuda in _failures:
-            raise KernelBuildError(_failures[with_cuda])
+        if key in _modules:
+            return _modules[key]
+        if key in _failures:
+            raise KernelBuildError(_failures[key])
         try:
-            module = _build(with_cuda)
+            module = _build(name, with_cuda)
         except KernelBuildError as err:
-            _failures[with_cuda] = str(err)
+            _failures[key] = str(err)
             raise
-        _modules[with_cuda] = module
+        _modules[key] = module
         return module
 
 
-def _build(with_cuda: bool) -> ModuleType:
+def _build(name: str, with_cuda: bool) -> ModuleType:
     from torch.utils import cpp_extension
 
+    cpu_sources, cuda_sources, label = EXTENSIONS[name]
     kind = "CUDA" if with_cuda else "CPU"
     if not compiler_available():
         raise KernelBuildError(f"no C++ compiler ({os.environ.get('CXX', 'c++')}) on the PATH")
+    if with_cuda and not cuda_sources:
+        raise KernelBuildError(f"the {label} has no CUDA sources")
     if with_cuda and (torch.version.cuda is None or cpp_extension.CUDA_HOME is None):
         raise KernelBuildError("torch has no CUDA, or CUDA_HOME (nvcc) was not found")
-    sources = CPU_SOURCES + (CUDA_SOURCES if with_cuda else [])
-    name = f"lfd_hashgrid_{kind.lower()}_{_machine_tag()}"
-    build_dir = Path(cpp_extension._get_build_directory(name, verbose=False))  # where torch puts its lock
-    log.info("loading the %s hash-grid kernel %s (compiled on first use, about a minute; cached in %s)",
-             kind, name, build_dir)
+    sources = cpu_sources + (cuda_sources if with_cuda else [])
+    full_name = f"lfd_{name}_{kind.lower()}_{_machine_tag()}"
+    build_dir = Path(cpp_extension._get_build_directory(full_name, verbose=False))  # where torch locks
+    log.info("loading the %s %s %s (compiled on first use, about a minute; cached in %s)",
+             kind, label, full_name, build_dir)
     wait_for_build_lock(build_dir / "lock")
     start = time.perf_counter()
     try:
         module = cpp_extension.load(
-            name=name,
+            name=full_name,
             sources=[str(SOURCE_DIR / s) for s in sources],
             extra_cflags=CXX_FLAGS + (["-DHG_WITH_CUDA"] if with_cuda else []),
             extra_cuda_cflags=CUDA_FLAGS,
@@ -122,8 +139,8 @@ def _build(with_cuda: bool) -> ModuleType:
         )
     except (RuntimeError, OSError, ImportError) as err:  # cpp_extension raises RuntimeError on build errors
         last = str(err).strip().splitlines()[-1:] or [""]
-        raise KernelBuildError(f"building {name} failed: {last[0]}") from err
-    log.debug("%s hash-grid kernel ready in %.1f s", kind, time.perf_counter() - start)
+        raise KernelBuildError(f"building {full_name} failed: {last[0]}") from err
+    log.debug("%s %s ready in %.1f s", kind, label, time.perf_counter() - start)
     return module
 
 
@@ -192,11 +209,16 @@ def _readlink(path: Path) -> str | None:
 
 def try_load_hashgrid_extension(with_cuda: bool = False) -> ModuleType | None:
     """Like :func:`load_hashgrid_extension`, but ``None`` (and one warning per process) on failure."""
+    return try_load_extension("hashgrid", with_cuda)
+
+
+def try_load_extension(name: str, with_cuda: bool = False) -> ModuleType | None:
+    """Like :func:`load_extension`, but ``None`` (and one warning per process and extension) on failure."""
     try:
-        return load_hashgrid_extension(with_cuda)
+        return load_extension(name, with_cuda)
     except KernelBuildError as err:
-        if with_cuda not in _warned:
-            _warned.add(with_cuda)
-            log.warning("compiled %s hash-grid kernel unavailable (%s): using a slower backend",
-                        "CUDA" if with_cuda else "CPU", err)
+        if (name, with_cuda) not in _warned:
+            _warned.add((name, with_cuda))
+            log.warning("compiled %s %s unavailable (%s): using a slower backend",
+                        "CUDA" if with_cuda else "CPU", EXTENSIONS[name][2], err)
         return None

@@ -25,7 +25,7 @@ from student.planes import PlaneEncoding
 from student.ray_map import (
     block_centers,
     block_rays,
-    box_points,
+    box_coords,
     box_segment,
     normalize_points,
     pixel_centers,
@@ -46,6 +46,8 @@ class ImageStudentConfig:
         width: channels of the 1x1 body.
         depth: residual 1x1 layers of the body.
         tail: channels of the upsampling stages below the ray map's resolution.
+        tail_kernels: kernel size (1 or 3) of each upsampling stage's convolution, coarse to fine, one a
+            stage (``log2(scale)`` of them); empty: 3x3 at every stage but the last, 1x1 at the last.
         activation: ``gelu`` (MobileR2L's; exported as Erf arithmetic), ``relu`` or ``leaky_relu``.
         detail_channels: features per plane of the full-resolution detail tri-plane (``0``: none). With
             detail, the body also predicts a depth for each output pixel (``s x s`` values per ray, in
@@ -63,6 +65,7 @@ class ImageStudentConfig:
     width: int = 96
     depth: int = 3
     tail: int = 32
+    tail_kernels: list[int] = field(default_factory=list)
     activation: str = "gelu"
     detail_channels: int = 0
     detail_resolution: int = 256
@@ -76,6 +79,10 @@ class ImageStudentConfig:
         at_least(self, 1, "n_points", "channels", "width", "tail", "head")
         at_least(self, 0, "depth", "detail_channels")
         at_least(self, 2, "detail_resolution")
+        stages = int(math.log2(self.scale))
+        if self.tail_kernels and (len(self.tail_kernels) != stages or set(self.tail_kernels) - {1, 3}):
+            raise ConfigValueError("tail_kernels", f"must list {stages} kernel sizes (1 or 3), one for each "
+                                   f"upsampling stage of scale {self.scale}, or none", self.tail_kernels)
         if not self.resolutions or min(self.resolutions) < 2:
             raise ConfigValueError("resolutions", "must list at least one plane resolution, each >= 2",
                                    self.resolutions)
@@ -116,10 +123,11 @@ class ImageDecoder(nn.Module):
         self.act = _act(cfg.activation)
         ups: list[nn.Module] = []
         ch = cfg.width
-        for i in range(stages):
+        kernels = cfg.tail_kernels or [3] * (stages - 1) + [1]
+        for i, k in enumerate(kernels):
             last = i == stages - 1
             out = (cfg.head if self.detail else 3) if last else cfg.tail
-            ups.append(nn.Conv2d(ch, 4 * out, 1 if last else 3, padding=0 if last else 1))
+            ups.append(nn.Conv2d(ch, 4 * out, k, padding=k // 2))
             ch = out
         self.ups = nn.ModuleList(ups)
 
@@ -211,10 +219,10 @@ class ImageStudent(nn.Module):
         rays_o, rays_d = block_rays(c2w, K, centers)  # [B, 1, 1, 3], [B, h, w, 3]
         B, h, w, _ = rays_d.shape
         t_near, t_far = box_segment(rays_o, rays_d, self.aabb)  # [B, h, w, 1]
-        pts = box_points(rays_o, rays_d, t_near, t_far, self.aabb, self.frac)  # [B, h, w, K, 3]
-        k = pts.shape[3]
-        pts = pts.permute(0, 3, 1, 2, 4).reshape(B, k * h, w, 3)  # points of one depth as one image row-band
-        feats = self.encoding(pts)  # [B, C, K*h, w]
+        coords = box_coords(rays_o, rays_d, t_near, t_far, self.aabb, self.frac)  # 3 x [B, K, h, w]
+        k = coords[0].shape[1]
+        x, y, z = (c.reshape(B, k * h, w) for c in coords)  # the points of one depth as one image row-band
+        feats = self.encoding.read((x, y, z))  # [B, C, K*h, w]
         feats = feats.reshape(B, -1, h, w)  # channel = c * K + k
         trunk = self.decoder.trunk(torch.cat((feats, rays_d.permute(0, 3, 1, 2)), dim=1))
         up = self.decoder.upsample(trunk)

@@ -9,6 +9,10 @@ provider's fast path).
 
 Points are in the box's normalised frame ``[-1, 1]^3``; a point outside reads zeros (zero padding), so
 rays that leave the box add nothing.
+
+On the CPU, lookups outside an ONNX export run on our C++/OpenMP kernel (:mod:`cuda.planes`: channels-last
+texels, a multi-threaded backward) when it builds here; :func:`grid_lookup` (PyTorch's ``grid_sample``,
+what the exported graph computes) is its reference and runs everywhere else.
 """
 
 from __future__ import annotations
@@ -20,8 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cuda.planes import kernel_applies, plane_lookup
+
 PLANE_AXES = ((0, 1), (0, 2), (1, 2))  # the point coordinates indexing each plane (x: width, y: height)
 MAX_LOOKUP_BATCHES = 8  # batch entries a training lookup is split into at most (lookup_batches)
+
+
+Coords = tuple[Tensor, Tensor, Tensor]  # a point set's x, y and z, each [B, P, Q]
 
 
 def sample_planes(
@@ -41,12 +50,36 @@ def sample_planes(
     Returns:
         ``[B, C, P, Q]`` features.
     """
-    B, P, Q, _ = points.shape
+    return sample_plane_coords(planes, split_coords(points))
+
+
+def split_coords(points: Tensor) -> Coords:  # [..., 3] -> 3 x [...]
+    """A point tensor's x, y and z (slices: integer indexing would export as ``Gather``)."""
+    x, y, z = (points[..., i:i + 1].squeeze(-1) for i in range(3))
+    return x, y, z
+
+
+def sample_plane_coords(planes: Tensor, coords: Coords) -> Tensor:  # 3 x [B, P, Q] -> [B, C, P, Q]
+    """:func:`sample_planes` of points given one coordinate at a time (``[B, P, Q]`` each): each plane's
+    lookup grid is built from two of them, with no ``[..., 3]`` tensor in the graph (ONNX Runtime's CPU
+    broadcasts over a last axis of 3 element by element)."""
+    if kernel_applies(planes, coords[0]):
+        B, P, Q = coords[0].shape
+        out = plane_lookup(planes, torch.stack(coords, dim=-1).reshape(-1, 3))  # [B*P*Q, C]
+        return out.reshape(B, P, Q, -1).permute(0, 3, 1, 2)
+    return grid_lookup(planes, coords)
+
+
+def grid_lookup(planes: Tensor, coords: Coords) -> Tensor:  # [3, C, R, R], 3 x [B, P, Q] -> [B, C, P, Q]
+    """:func:`sample_plane_coords` with PyTorch's ``grid_sample``: what the exported graph computes (one
+    ``GridSample`` node a plane) and the kernel's reference."""
+    B, P, Q = coords[0].shape
     n = lookup_batches(B * P, planes)
-    flat = points.reshape(n, B * P // n, Q, 3)
     out: Tensor | None = None
     for i, (a, b) in enumerate(PLANE_AXES):
-        grid = torch.cat((flat[..., a:a + 1], flat[..., b:b + 1]), dim=-1)  # [n, B*P/n, Q, 2]
+        grid = torch.stack((coords[a], coords[b]), dim=-1)  # [B, P, Q, 2]
+        if B != n:  # (a graph, B = n = 1, has no Reshape here: its lookups read the Concat of the geometry)
+            grid = grid.reshape(n, B * P // n, Q, 2)
         plane = planes[i:i + 1] if n == 1 else planes[i:i + 1].expand(n, -1, -1, -1)
         f = F.grid_sample(plane, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         out = f if out is None else out + f
@@ -93,5 +126,9 @@ class PlaneEncoding(nn.Module):
 
     def forward(self, points: Tensor) -> Tensor:  # [B, P, Q, 3] -> [B, C*L, P, Q]
         """Features of ``points`` (normalised box frame), levels concatenated along channels."""
-        feats = [sample_planes(p, points) for p in self.planes]
+        return self.read(split_coords(points))
+
+    def read(self, coords: Coords) -> Tensor:  # 3 x [B, P, Q] -> [B, C*L, P, Q]
+        """:meth:`forward` of points given one coordinate at a time (:func:`sample_plane_coords`)."""
+        feats = [sample_plane_coords(p, coords) for p in self.planes]
         return feats[0] if len(feats) == 1 else torch.cat(feats, dim=1)

@@ -10,7 +10,7 @@ import torch
 from core.cameras import look_at
 from core.rays import generate_rays_from_pixels, ray_aabb_intersect
 from student.image_model import ImageStudent, ImageStudentConfig
-from student.ray_map import block_centers, block_rays, box_points, box_segment, pixel_centers
+from student.ray_map import block_centers, block_rays, box_coords, box_segment, pixel_centers
 
 
 def _cameras(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,12 +43,13 @@ def test_a_crops_rays_equal_the_full_views_rays_at_those_blocks() -> None:
     torch.testing.assert_close(crop[1], full[1][:, 4:7, 6:11], rtol=0, atol=0)
 
 
-def test_box_points_lie_on_the_ray_inside_the_box() -> None:
+def test_box_coords_lie_on_the_ray_inside_the_box() -> None:
     c2w, K = _cameras(2, seed=2)
     o, d = block_rays(c2w, K, block_centers(6, 6, scale=8))
     aabb = torch.tensor([-1.0, -0.5, -0.8, 1.0, 0.7, 0.9])
     frac = (torch.arange(4) + 0.5) / 4
-    pts = box_points(o, d, *box_segment(o, d, aabb), aabb, frac)  # [B, h, w, K, 3]
+    coords = box_coords(o, d, *box_segment(o, d, aabb), aabb, frac)  # 3 x [B, K, h, w]
+    pts = torch.stack(coords, dim=-1).permute(0, 2, 3, 1, 4)  # [B, h, w, K, 3]
     o = o.expand_as(d)
     t_near, t_far, hit = ray_aabb_intersect(o.reshape(-1, 3), d.reshape(-1, 3), aabb)
     world = (pts + 1) / 2 * (aabb[3:] - aabb[:3]) + aabb[:3]
