@@ -20,6 +20,7 @@ the decoder: :func:`image_to_fp16` (fp16 convolutions, the planes stored in fp16
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import io
 import logging
@@ -78,6 +79,8 @@ class CameraToImage(nn.Module):
         super().__init__()
         if H < 1 or W < 1:
             raise ValueError(f"image size {H}x{W}: must be at least 1x1")
+        student = copy.deepcopy(student).eval()
+        student.decoder.fuse_last_stages()  # the same colors with fewer DepthToSpace copies
         self.student, self.H, self.W = student, H, W
         h, w = student.blocks(H, W)
         self.register_buffer("centers", block_centers(h, w, student.cfg.scale))

@@ -13,6 +13,7 @@ Any output size works: the network draws ``ceil(H / s) x ceil(W / s)`` blocks an
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -48,6 +49,8 @@ class ImageStudentConfig:
         tail: channels of the upsampling stages below the ray map's resolution.
         tail_kernels: kernel size (1 or 3) of each upsampling stage's convolution, coarse to fine, one a
             stage (``log2(scale)`` of them); empty: 3x3 at every stage but the last, 1x1 at the last.
+        separable: each 3x3 stage as a depthwise 3x3 convolution followed by a 1x1 one (MobileNet's
+            factorisation: about 8x fewer operations for the 96-channel map).
         activation: ``gelu`` (MobileR2L's; exported as Erf arithmetic), ``relu`` or ``leaky_relu``.
         detail_channels: features per plane of the full-resolution detail tri-plane (``0``: none). With
             detail, the body also predicts a depth for each output pixel (``s x s`` values per ray, in
@@ -66,6 +69,7 @@ class ImageStudentConfig:
     depth: int = 3
     tail: int = 32
     tail_kernels: list[int] = field(default_factory=list)
+    separable: bool = False
     activation: str = "gelu"
     detail_channels: int = 0
     detail_resolution: int = 256
@@ -127,9 +131,42 @@ class ImageDecoder(nn.Module):
         for i, k in enumerate(kernels):
             last = i == stages - 1
             out = (cfg.head if self.detail else 3) if last else cfg.tail
-            ups.append(nn.Conv2d(ch, 4 * out, k, padding=k // 2))
+            if k == 3 and cfg.separable:
+                depthwise = nn.Conv2d(ch, ch, 3, padding=1, groups=ch)
+                ups.append(nn.Sequential(depthwise, nn.Conv2d(ch, 4 * out, 1)))
+            else:
+                ups.append(nn.Conv2d(ch, 4 * out, k, padding=k // 2))
             ch = out
         self.ups = nn.ModuleList(ups)
+        self.fused_last: nn.Conv2d | None = None  # fuse_last_stages: for inference (the exported graph)
+
+    @torch.no_grad()
+    def fuse_last_stages(self) -> bool:
+        """Fold the last (1x1) stage into the one before it, for inference: the stage before stops short of
+        its ``DepthToSpace(2)``, and one 1x1 convolution to ``16 x 3`` channels (the last stage's weights
+        at each of the 2x2 positions: a block-sparse matrix) and one ``DepthToSpace(4)`` give the same
+        colors. ONNX Runtime's ``DepthToSpace`` is a strided copy: this spares the copy of the widest map
+        (the tail's channels at half the output resolution) and the last stage's full-resolution one.
+
+        Call on a copy that will not be trained (the export's): the fused weights are a snapshot. Returns
+        whether it fused (not with a detail head, one stage, or a 3x3 last stage)."""
+        last = self.ups[-1]
+        if self.detail or len(self.ups) < 2 or not isinstance(last, nn.Conv2d) or last.kernel_size != (1, 1):
+            return False
+        w = last.weight[:, :, 0, 0]  # [4 * out, T]: row c * 4 + q2 (pixel_shuffle's order)
+        bias = last.bias if last.bias is not None else torch.zeros(w.shape[0])
+        out, T = w.shape[0] // 4, w.shape[1]
+        fused = nn.Conv2d(4 * T, 16 * out, 1).to(w.device)
+        fused.weight.zero_()
+        assert fused.bias is not None
+        t = torch.arange(T, device=w.device)
+        for c, dy1, dx1, dy2, dx2 in itertools.product(range(out), range(2), range(2), range(2), range(2)):
+            row = c * 16 + (2 * dy1 + dy2) * 4 + (2 * dx1 + dx2)  # DepthToSpace(4)'s order
+            src = c * 4 + dy2 * 2 + dx2
+            fused.weight[row, t * 4 + dy1 * 2 + dx1, 0, 0] = w[src]  # the input's 2x2 position dy1, dx1
+            fused.bias[row] = bias[src]
+        self.fused_last = fused
+        return True
 
     def trunk(self, x: Tensor) -> Tensor:  # [B, C_in, h, w] -> [B, width, h, w]
         """The body: per-ray features."""
@@ -140,6 +177,12 @@ class ImageDecoder(nn.Module):
 
     def upsample(self, x: Tensor) -> Tensor:  # [B, width, h, w] -> [B, 3 or head, h*s, w*s]
         """The tail."""
+        if self.fused_last is not None:  # fuse_last_stages
+            assert not self.training, "a decoder with fused last stages is for inference only"
+            for i, up in enumerate(self.ups[:-1]):
+                x = up(x)
+                x = self.act(F.pixel_shuffle(x, 2) if i < len(self.ups) - 2 else x)
+            return F.pixel_shuffle(self.fused_last(x), 4)
         for i, up in enumerate(self.ups):
             x = F.pixel_shuffle(up(x), 2)
             if i < len(self.ups) - 1 or self.detail:

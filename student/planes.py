@@ -78,7 +78,7 @@ def grid_lookup(planes: Tensor, coords: Coords) -> Tensor:  # [3, C, R, R], 3 x 
     out: Tensor | None = None
     for i, (a, b) in enumerate(PLANE_AXES):
         grid = torch.stack((coords[a], coords[b]), dim=-1)  # [B, P, Q, 2]
-        if B != n:  # (a graph, B = n = 1, has no Reshape here: its lookups read the Concat of the geometry)
+        if not torch.onnx.is_in_onnx_export():  # an exported graph draws one camera (B = n = 1): no Reshape
             grid = grid.reshape(n, B * P // n, Q, 2)
         plane = planes[i:i + 1] if n == 1 else planes[i:i + 1].expand(n, -1, -1, -1)
         f = F.grid_sample(plane, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

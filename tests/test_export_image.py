@@ -89,12 +89,13 @@ def test_exported_graph_is_portable_and_the_check_can_fail() -> None:
     assert portability_problems(bad) == ["integer Add (int_add)", "Gather (lookup)"]
 
 
-def test_export_leaves_the_student_in_eval_mode() -> None:
-    """The exporter restores its module's mode afterwards: the wrapper's, which must be eval (a student
-    left in training mode draws unclipped colors)."""
+def test_export_draws_an_eval_copy_and_leaves_the_student_as_it_was() -> None:
+    """The graph is an eval-mode copy of the student (clipped colors, fused tail) even when the student
+    is in training mode; the student itself is not changed."""
     student = _student().train()
-    export_image_student(student, 8, 8)
-    assert not any(m.training for m in student.modules())
+    proto = export_image_student(student, 8, 8)
+    assert "Clip" in {n.op_type for n in proto.graph.node}
+    assert all(m.training for m in student.modules()) and student.decoder.fused_last is None
 
 
 def test_bad_image_size_is_refused() -> None:

@@ -145,3 +145,24 @@ def test_eval_clips_colors_and_training_does_not() -> None:
     c2w, K = _cameras(1, seed=5)
     assert model.train().render(c2w, K, 8, 8).min() > 1.0
     assert torch.equal(model.eval().render(c2w, K, 8, 8), torch.ones(1, 8, 8, 3))
+
+
+@pytest.mark.parametrize("scale, kernels", [(4, []), (8, []), (8, [3, 1, 1]), (2, [])])
+def test_fused_last_stages_draw_the_same_image(scale: int, kernels: list[int]) -> None:
+    """The export's tail (the last 1x1 stage folded into the stage before, one DepthToSpace(4)) gives the
+    unfused decoder's colors; a single stage, a 3x3 last stage or a detail head is left as it is."""
+    torch.manual_seed(scale)
+    cfg = ImageStudentConfig(scale=scale, n_points=3, channels=4, resolutions=[8], width=16, depth=1, tail=6,
+                             tail_kernels=kernels)
+    student = ImageStudent(cfg, [-1.0, -1.0, -1.0, 1.0, 1.0, 1.0]).eval()
+    x = torch.randn(2, 16, 5, 7)
+    want = student.decoder.upsample(x)
+    assert student.decoder.fuse_last_stages() == (scale > 2)
+    got = student.decoder.upsample(x)
+    assert got.shape == want.shape == (2, 3, 5 * scale, 7 * scale) and want.abs().max() > 0
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    three = ImageStudent(ImageStudentConfig(scale=4, n_points=2, channels=2, resolutions=[4], width=8,
+                                            tail=4, tail_kernels=[3, 3]), [-1.0] * 3 + [1.0] * 3)
+    detail = ImageStudent(ImageStudentConfig(scale=4, n_points=2, channels=2, resolutions=[4], width=8,
+                                             tail=4, detail_channels=2), [-1.0] * 3 + [1.0] * 3)
+    assert not three.decoder.fuse_last_stages() and not detail.decoder.fuse_last_stages()

@@ -1,0 +1,120 @@
+"""Where a student's test error lies: background, flat object pixels, texture, edges and fine detail.
+
+``python -m benchmarks.error_regions --run-dir runs/mic_100 [--scene PATH] [--views 30] [--no-teacher]
+[--no-write]``
+
+Renders the first ``--views`` test views with the run's student (either decoder) and its teacher, and
+splits the pixels by the photo: the background (within :data:`BACKGROUND_TOL` of the scene's background
+color in the sum of the channels), then the object's pixels by their local contrast (the larger of the
+gray value's central differences across and down: :data:`CONTRAST_BINS`). For each region, and each model:
+the share of the pixels, the share of the model's squared error, and its PSNR there. Prints one table and
+writes the ``error_regions`` section of ``benchmarks/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from benchmarks.inference import _teacher_rgb, load_teacher_or_note
+from benchmarks.results import markdown_table, write_section
+from export.parity import view_rays
+from scenes.load import SceneConfig, load_scene
+from student.checkpoint import load_student
+from student.evaluate import render_views
+
+BACKGROUND_TOL = 0.02  # summed over the channels: a photo pixel this close to the background is background
+CONTRAST_BINS = (0.05, 0.2)  # object pixels: flat below the first, texture up to the second, edges above
+
+
+def contrast(gray: Tensor) -> Tensor:  # [V, H, W] -> [V, H, W]
+    """The larger of the absolute central differences across and down (0 on the image's border)."""
+    out = torch.zeros_like(gray)
+    out[:, :, 1:-1] = (gray[:, :, 2:] - gray[:, :, :-2]).abs()
+    out[:, 1:-1] = torch.maximum(out[:, 1:-1], (gray[:, 2:] - gray[:, :-2]).abs())
+    return out
+
+
+def regions(gt: Tensor, background: Tensor) -> dict[str, Tensor]:
+    """``{name: [V, H, W] bool}``: the background and the object's pixels by contrast; they partition the
+    pixels.
+
+    Args:
+        gt: ``[V, H, W, 3]`` photos composited on ``background``.
+        background: ``[3]`` the background color.
+    """
+    bg = (gt - background).abs().sum(-1) < BACKGROUND_TOL
+    c = contrast(gt.mean(-1))
+    lo, hi = CONTRAST_BINS
+    return {"background": bg,
+            f"object, flat (contrast < {lo})": ~bg & (c < lo),
+            f"object, texture ({lo} to {hi})": ~bg & (c >= lo) & (c < hi),
+            f"object, edges and fine detail (>= {hi})": ~bg & (c >= hi)}
+
+
+def breakdown(pred: Tensor, gt: Tensor, parts: dict[str, Tensor]) -> dict[str, tuple[float, float, float]]:
+    """``{region: (share of pixels %, share of squared error %, PSNR dB)}`` of ``pred`` against ``gt``
+    (``[V, H, W, 3]``); a region without pixels gets NaN shares of error and PSNR."""
+    err = ((pred - gt) ** 2).mean(-1)  # [V, H, W]
+    total = float(err.sum())
+    out = {}
+    for name, mask in parts.items():
+        n = int(mask.sum())
+        mse = float(err[mask].mean()) if n else math.nan
+        out[name] = (100.0 * n / mask.numel(), 100.0 * float(err[mask].sum()) / total if n else math.nan,
+                     -10.0 * math.log10(mse) if n and mse > 0 else math.nan)
+    return out
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--run-dir", default="runs/mic_100")
+    p.add_argument("--scene", default=None, help="scene folder (default: the embedded demo)")
+    p.add_argument("--views", type=int, default=30, help="first test views rendered")
+    p.add_argument("--no-teacher", action="store_true", help="the student's rows only")
+    p.add_argument("--no-write", action="store_true", help="print only")
+    return p.parse_args(argv)
+
+
+@torch.inference_mode()
+def main(argv: Sequence[str] | None = None) -> str:
+    args = parse_args(argv)
+    run = Path(args.run_dir)
+    student, facts = load_student(run / "student" / "student.ckpt")
+    scene = load_scene(SceneConfig(path=args.scene), splits=("test",))
+    test = scene.split("test")
+    n = min(args.views, test.n_views)
+    background = torch.tensor(facts.background, dtype=torch.float32)
+    gt = test.rgb(background)[:n]
+    H, W = test.hw
+    preds = {"student": render_views(student, test.c2w[:n], test.K[:n], H, W)}
+    note = "teacher not asked for"
+    if not args.no_teacher:
+        teacher, note = load_teacher_or_note(run / "teacher" / "teacher.ckpt")
+        if teacher is not None:
+            frames = [_teacher_rgb(teacher, rays, background) for rays in view_rays(test, n)]
+            preds["teacher"] = torch.stack([torch.from_numpy(f).reshape(H, W, 3) for f in frames])
+    parts = regions(gt, background)
+    rows = []
+    for model, pred in preds.items():
+        whole = -10.0 * math.log10(float(((pred - gt) ** 2).mean()))
+        rows.append([model, "whole views", "100.0", "100.0", f"{whole:.2f}"])
+        for name, (pix, share, psnr) in breakdown(pred, gt, parts).items():
+            rows.append([model, name, f"{pix:.1f}", f"{share:.1f}", f"{psnr:.2f}"])
+    table = markdown_table(["model", "region", "pixels %", "share of squared error %", "PSNR dB"], rows)
+    notes = (f"Run `{run}`, the first {n} test views of `{scene.name}` ({H}x{W}); regions by the photo: "
+             f"background within {BACKGROUND_TOL} of the background color (channel sum), the object's pixels "
+             f"by contrast (the larger central difference of the gray value across and down). {note}.")
+    print(table)
+    if not args.no_write:
+        write_section("error_regions", f"{notes}\n\n{table}\n")
+    return table
+
+
+if __name__ == "__main__":
+    main()
