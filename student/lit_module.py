@@ -95,12 +95,13 @@ class StageLitModule(L.LightningModule):
         raise NotImplementedError
 
     def log_loss(self, loss: Tensor) -> None:
-        """Stop on a diverged loss (on every rank at the same step); log it, its PSNR and the rate on the steps
-        the loggers write (``log_every_n_steps``)."""
+        """Stop on a diverged loss (on every rank at the same step); log it, its PSNR and the rate on the
+        steps the loggers write (the trainer's ``log_every_n_steps``)."""
         # summed over processes, so that every rank stops at the same step (a NaN anywhere stays NaN)
         total = self.trainer.strategy.reduce(loss.detach(), reduce_op="sum")
         raise_if_diverged(float(total), self.stage_name, self.global_step)
-        if (self.global_step + 1) % self.trainer.log_every_n_steps:
+        every = int(getattr(self.trainer, "log_every_n_steps", 1))  # set by Lightning at run time
+        if (self.global_step + 1) % every:
             return  # Lightning's log() costs about 1 ms a call (3 ms of a 26 ms image-student step)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/psnr", mse_to_psnr(loss.detach()), prog_bar=True)
