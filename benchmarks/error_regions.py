@@ -23,6 +23,7 @@ from torch import Tensor
 
 from benchmarks.inference import _teacher_rgb, load_teacher_or_note
 from benchmarks.results import markdown_table, write_section
+from core.metrics import mse_to_psnr, psnr
 from export.parity import view_rays
 from scenes.load import SceneConfig, load_scene
 from student.checkpoint import load_student
@@ -67,7 +68,7 @@ def breakdown(pred: Tensor, gt: Tensor, parts: dict[str, Tensor]) -> dict[str, t
         n = int(mask.sum())
         mse = float(err[mask].mean()) if n else math.nan
         out[name] = (100.0 * n / mask.numel(), 100.0 * float(err[mask].sum()) / total if n else math.nan,
-                     -10.0 * math.log10(mse) if n and mse > 0 else math.nan)
+                     mse_to_psnr(mse) if n and mse > 0 else math.nan)
     return out
 
 
@@ -102,10 +103,10 @@ def main(argv: Sequence[str] | None = None) -> str:
     parts = regions(gt, background)
     rows = []
     for model, pred in preds.items():
-        whole = -10.0 * math.log10(float(((pred - gt) ** 2).mean()))
+        whole = psnr(pred, gt)
         rows.append([model, "whole views", "100.0", "100.0", f"{whole:.2f}"])
-        for name, (pix, share, psnr) in breakdown(pred, gt, parts).items():
-            rows.append([model, name, f"{pix:.1f}", f"{share:.1f}", f"{psnr:.2f}"])
+        for name, (pix, share, db) in breakdown(pred, gt, parts).items():
+            rows.append([model, name, f"{pix:.1f}", f"{share:.1f}", f"{db:.2f}"])
     table = markdown_table(["model", "region", "pixels %", "share of squared error %", "PSNR dB"], rows)
     notes = (f"Run `{run}`, the first {n} test views of `{scene.name}` ({H}x{W}); regions by the photo: "
              f"background within {BACKGROUND_TOL} of the background color (channel sum), the object's pixels "

@@ -177,17 +177,16 @@ class ImageDecoder(nn.Module):
 
     def upsample(self, x: Tensor) -> Tensor:  # [B, width, h, w] -> [B, 3 or head, h*s, w*s]
         """The tail."""
-        if self.fused_last is not None:  # fuse_last_stages
-            assert not self.training, "a decoder with fused last stages is for inference only"
-            for i, up in enumerate(self.ups[:-1]):
-                x = up(x)
-                x = self.act(F.pixel_shuffle(x, 2) if i < len(self.ups) - 2 else x)
-            return F.pixel_shuffle(self.fused_last(x), 4)
-        for i, up in enumerate(self.ups):
-            x = F.pixel_shuffle(up(x), 2)
+        fused = self.fused_last is not None  # fuse_last_stages: the last stage is fused_last
+        assert not (fused and self.training), "a decoder with fused last stages is for inference only"
+        ups = self.ups[:-1] if fused else self.ups
+        for i, up in enumerate(ups):
+            x = up(x)
+            if not (fused and i == len(ups) - 1):  # the fused stage reads the map before its DepthToSpace
+                x = F.pixel_shuffle(x, 2)
             if i < len(self.ups) - 1 or self.detail:
                 x = self.act(x)
-        return x
+        return F.pixel_shuffle(self.fused_last(x), 4) if self.fused_last is not None else x
 
 
 class DetailHead(nn.Module):

@@ -129,11 +129,10 @@ def box_coords(
     Returns:
         ``x, y, z``: ``[B, K, h, w]`` each, normalised.
     """
-    lo, hi = aabb[:3], aabb[3:]
-    scale = 2.0 / (hi - lo)  # [3]
+    scale = 2.0 / (aabb[3:] - aabb[:3])  # [3]: normalize_points' scale, for the directions
     near = t_near.permute(0, 3, 1, 2)  # [B, 1, h, w]
     t = near + (t_far.permute(0, 3, 1, 2) - near) * frac[:, None, None]  # [B, K, h, w]
-    o = ((rays_o - lo) * scale - 1.0).permute(0, 3, 1, 2)  # [B, 3, 1, 1] or [B, 3, h, w]
+    o = normalize_points(rays_o, aabb).permute(0, 3, 1, 2)  # [B, 3, 1, 1] or [B, 3, h, w]
     d = (rays_d * scale).permute(0, 3, 1, 2)  # [B, 3, h, w]
     x, y, z = (o[:, i:i + 1] + d[:, i:i + 1] * t for i in range(3))
     return x, y, z
