@@ -41,6 +41,25 @@ def test_breakdown_shares_and_psnr_of_a_known_error() -> None:
     assert math.isnan(out["none"][1]) and math.isnan(out["none"][2])
 
 
+def test_by_scale_splits_a_known_error_into_block_means_and_detail() -> None:
+    gt = torch.rand(2, 8, 9, 3)  # the ninth column is past the last whole 4x4 block: left out
+    offset = torch.full_like(gt, 0.1)  # the same error at every pixel: all in the block means
+    out = error_regions.by_scale(gt + offset, gt, 4)
+    assert out["block means (4x4)"][0] == pytest.approx(100.0)
+    assert out["block means (4x4)"][1] == pytest.approx(20.0)
+    checker = (torch.arange(8)[:, None] + torch.arange(9)[None]) % 2 * 0.2 - 0.1  # +-0.1: block means 0
+    out = error_regions.by_scale(gt + checker[None, :, :, None], gt, 4)
+    assert out["within the blocks"][0] == pytest.approx(100.0)
+    noise = torch.randn_like(gt) * 0.05
+    out = error_regions.by_scale(gt + noise, gt, 2)
+    shares = [share for share, _ in out.values()]
+    assert sum(shares) == pytest.approx(100.0) and min(shares) > 5.0
+    mse = [10 ** (-db / 10) for _, db in out.values()]
+    assert sum(mse) == pytest.approx(float((noise[:, :8, :8] ** 2).mean()), rel=1e-4)
+    with pytest.raises(ValueError, match="holds no 16x16 block"):
+        error_regions.by_scale(gt, gt, 16)
+
+
 def test_the_study_on_a_tiny_image_run(tiny_scene: Path, tmp_path: Path,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(results, "RESULTS", tmp_path / "RESULTS.md")
@@ -49,7 +68,9 @@ def test_the_study_on_a_tiny_image_run(tiny_scene: Path, tmp_path: Path,
     export_tiny_image_run(run, tiny_scene)
     table = error_regions.main(["--run-dir", str(run), "--scene", str(tiny_scene), "--views", "2"])
     rows = [line for line in table.splitlines() if line.startswith(("| student", "| teacher"))]
-    assert len(rows) == 10 and rows[0].startswith("| student | whole views | 100.0 | 100.0 |")
+    assert len(rows) == 14 and rows[0].startswith("| student | whole views | 100.0 | 100.0 |")
     shares = [float(r.split(" | ")[3]) for r in rows[1:5] if "nan" not in r]
     assert sum(shares) == pytest.approx(100.0, abs=0.3)
+    by_scale = [float(r.split(" | ")[3]) for r in rows[5:7]]
+    assert "block means" in rows[5] and sum(by_scale) == pytest.approx(100.0, abs=0.2)
     assert "## error_regions" in (tmp_path / "RESULTS.md").read_text()
