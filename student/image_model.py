@@ -153,8 +153,8 @@ class ImageDecoder(nn.Module):
         last = self.ups[-1]
         if self.detail or len(self.ups) < 2 or not isinstance(last, nn.Conv2d) or last.kernel_size != (1, 1):
             return False
-        w = last.weight[:, :, 0, 0]  # [4 * out, T]: row c * 4 + q2 (pixel_shuffle's order)
-        bias = last.bias if last.bias is not None else torch.zeros(w.shape[0])
+        w, bias = last.weight[:, :, 0, 0], last.bias  # [4 * out, T]: row c * 4 + q2 (pixel_shuffle's order)
+        assert bias is not None  # every stage is built with its bias
         out, T = w.shape[0] // 4, w.shape[1]
         fused = nn.Conv2d(4 * T, 16 * out, 1).to(w.device)
         fused.weight.zero_()
