@@ -1,11 +1,11 @@
-"""The GPU path in one prepared run: kernel parity, teacher, data generation, student, ONNX Runtime, NCCL.
+"""The GPU path in one prepared run: kernel parity, teacher, data generation, students, ONNX Runtime, NCCL.
 
 ``scripts/gpu_check.sh OUT_DIR`` installs what the machine lacks and runs this module. Every part is
 wrapped: a failure becomes a row with status ``error`` and the next part still runs. One markdown table
 is printed at the end and written, with every measured number, to ``OUT_DIR/gpu_check.json``.
 
     python -m benchmarks.gpu_check --out OUT_DIR [--allow-cpu] [--teacher-seconds 60] [--student-seconds 60]
-        [--n-views 100] [--max-views N] [--parts kernel,teacher,data_gen,student,onnx,nccl]
+        [--n-views 100] [--max-views N] [--parts kernel,teacher,data_gen,student,onnx,nccl,image_student]
 
 Without CUDA it stops with one ``error:`` line (exit 1) unless ``--allow-cpu`` is given: then it runs the
 CPU-runnable parts instead (the CPU kernel against the reference, the stages on ``device=cpu`` with tiny
@@ -33,7 +33,7 @@ from cuda.hashgrid_ref import HashGridSpec
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
-PARTS = ("kernel", "teacher", "data_gen", "student", "onnx", "nccl")
+PARTS = ("kernel", "teacher", "data_gen", "student", "onnx", "nccl", "image_student")
 NO_CUDA = "error: no CUDA GPU: torch.cuda.is_available() is False (this check needs one NVIDIA GPU; " \
           "--allow-cpu runs the CPU parts)"
 FWD_TOL, GRAD_TOL, ONNX_TOL, TEACHER_DB = 1e-5, 1e-4, 1e-4, 30.0
@@ -216,6 +216,41 @@ def check_student(table: Table, args: argparse.Namespace) -> None:
               steps=distill["steps"], precision=m["precision"])
 
 
+def check_image_student(table: Table, args: argparse.Namespace) -> None:
+    """The image student (the CPU profile's shape) distilled for the student's seconds on the same teacher
+    and pseudo-views, in its own run folder: its steps/s and test PSNR on this device, the figures beside
+    its CPU budget curve (``benchmarks/RESULTS.md``, section ``image_student_budget``)."""
+    from student.train import run
+
+    start = time.perf_counter()
+    run_dir = args.out / "image_run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for part in ("teacher", "pseudo"):  # the student part's teacher and pseudo-views
+        link = run_dir / part
+        if not link.exists():
+            link.symlink_to((args.out / "run" / part).resolve(), target_is_directory=True)
+    cpu = _config("student", ["profile=cpu"]).model.image  # the shape measured on the CPU, on any device
+    shape = [f"model.image.scale={cpu.scale}", f"model.image.n_points={cpu.n_points}",
+             f"model.image.resolutions=[{','.join(str(r) for r in cpu.resolutions)}]"]
+    tiny = [] if args.gpu else ["model.image.width=16", "model.image.n_points=4",
+                                "model.image.resolutions=[16]", "eval.max_views=2", "eval.val_views=1"]
+    own = ["model.decoder=image", "model.encoding=planes", "train.precision=bf16",
+           "train.finetune.enabled=false", "train.progress_bar=false",
+           f"train.distill.max_seconds={args.student_seconds}", "train.distill.val_every_steps=100000",
+           "eval.save_renders=false"]
+    section = [f"run_dir={run_dir}" if a.startswith("run_dir=") else a for a in _run_section(args)]
+    cfg = _config("student", [*section, *shape, *tiny, *own])
+    m = run(cfg)
+    distill = m["stages"]["distill"]
+    psnr = float(m["test"]["psnr"])
+    image = cfg.model.image
+    design = f"scale {image.scale}, K={image.n_points}, planes {list(image.resolutions)} x {image.channels}"
+    table.add("image_student", f"distill {args.student_seconds:g} s, bf16, {design}",
+              f"{distill['steps_per_second']:.1f} steps/s, {distill['steps']} steps, test PSNR {psnr:.2f} dB",
+              "trains", _verdict(psnr == psnr, args.gpu), time.perf_counter() - start, psnr=psnr,
+              steps=distill["steps"], steps_per_second=distill["steps_per_second"], precision=m["precision"])
+
+
 def check_onnx(table: Table, args: argparse.Namespace) -> None:
     """Export fp32, then time a 400x400 frame per provider and compare it with PyTorch on the same rays."""
     import numpy as np
@@ -316,7 +351,7 @@ def check_nccl(table: Table, args: argparse.Namespace) -> None:
 
 CHECKS: dict[str, Callable[[Table, argparse.Namespace], None]] = {
     "kernel": check_kernel, "teacher": check_teacher, "data_gen": check_data_gen, "student": check_student,
-    "onnx": check_onnx, "nccl": check_nccl}
+    "onnx": check_onnx, "image_student": check_image_student, "nccl": check_nccl}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

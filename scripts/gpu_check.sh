@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU path in one prepared run (at most 8 minutes) on a machine with one NVIDIA GPU: our CUDA hash-grid
 # kernel against the reference, the teacher (profile=gpu, 60 s), pseudo-data, the student (bf16, 60 s),
-# the exported student in ONNX Runtime (400x400 frame), NCCL and the NeRF-XL equivalence check. Prints one
-# table and writes OUT_DIR/gpu_check.json (rewritten after every part). See docs/gpu.md.
+# the exported student in ONNX Runtime (400x400 frame), NCCL and the NeRF-XL equivalence check, then the
+# image student (bf16, 60 s). Prints one table and writes OUT_DIR/gpu_check.json (rewritten after every
+# part). See docs/gpu.md.
 #
 # Usage: scripts/gpu_check.sh OUT_DIR [extra arguments of python -m benchmarks.gpu_check]
 #

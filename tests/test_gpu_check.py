@@ -69,10 +69,12 @@ def test_allow_cpu_runs_every_part_and_writes_the_table(tmp_path: Path) -> None:
     assert report["complete"] and not report["gpu"] and report["parts"] == list(PARTS)
     rows = report["rows"]
     assert [r["part"] for r in rows] == (["kernel"] * (1 + len(SPECS)) + ["teacher", "data_gen", "student"]
-                                         + ["onnx"] * 3 + ["nccl"] * 2)
+                                         + ["onnx"] * 3 + ["nccl"] * 2 + ["image_student"])
     assert all(r["status"] in ("pass", "ran", "skipped") for r in rows), rows
     by_part = {r["part"]: r for r in rows}
     assert by_part["student"]["data"]["precision"] == "bf16"
+    image = by_part["image_student"]["data"]
+    assert image["steps"] >= 1 and image["precision"] == "bf16"
     assert by_part["teacher"]["data"]["steps"] >= 1
     assert "| part | check | result | target | status | seconds |" in proc.stdout
     skipped = [r["check"] for r in rows if r["status"] == "skipped"]  # the GPU-only rows say so
