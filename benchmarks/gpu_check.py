@@ -230,16 +230,17 @@ def check_image_student(table: Table, args: argparse.Namespace) -> None:
         if not link.exists():
             link.symlink_to((args.out / "run" / part).resolve(), target_is_directory=True)
     cpu = _config("student", ["profile=cpu"]).model.image  # the shape measured on the CPU, on any device
-    shape = [f"model.image.scale={cpu.scale}", f"model.image.n_points={cpu.n_points}",
-             f"model.image.resolutions=[{','.join(str(r) for r in cpu.resolutions)}]"]
-    tiny = [] if args.gpu else ["model.image.width=16", "model.image.n_points=4",
-                                "model.image.resolutions=[16]", "eval.max_views=2", "eval.val_views=1"]
+    shape: dict[str, object] = {"scale": cpu.scale, "n_points": cpu.n_points, "resolutions": cpu.resolutions}
+    if not args.gpu:
+        shape.update(width=16, n_points=4, resolutions=[16])
+    tiny = [] if args.gpu else ["eval.max_views=2", "eval.val_views=1"]
     own = ["model.decoder=image", "model.encoding=planes", "train.precision=bf16",
            "train.finetune.enabled=false", "train.progress_bar=false",
            f"train.distill.max_seconds={args.student_seconds}", "train.distill.val_every_steps=100000",
            "eval.save_renders=false"]
     section = [f"run_dir={run_dir}" if a.startswith("run_dir=") else a for a in _run_section(args)]
-    cfg = _config("student", [*section, *shape, *tiny, *own])
+    image_shape = [f"model.image.{k}={v}".replace(" ", "") for k, v in shape.items()]
+    cfg = _config("student", [*section, *image_shape, *tiny, *own])
     m = run(cfg)
     distill = m["stages"]["distill"]
     psnr = float(m["test"]["psnr"])

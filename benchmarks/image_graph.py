@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import statistics
-import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -26,14 +25,14 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import torch
-from omegaconf import OmegaConf
 from torch import Tensor, nn
 
-import student.config  # noqa: F401  (registers the student's config for compose)
 from benchmarks.device_student import camera, graph_stats
+from benchmarks.image_inference import PAUSE_S
+from benchmarks.image_train_step import image_profile
+from benchmarks.inference import time_rounds
 from benchmarks.results import markdown_table, write_section
 from export.image import export_image_student
-from pipeline.config import compose
 from student.image_model import ImageDecoder, ImageStudent, ImageStudentConfig
 
 BOX = [-1.0, -1.0, -1.0, 1.0, 1.0, 1.0]
@@ -73,12 +72,6 @@ class ConvTransposeDecoder(ImageDecoder):
         return x
 
 
-def profile_shape(overrides: list[str] | None = None) -> ImageStudentConfig:
-    """The CPU profile's image student shape (``conf/``)."""
-    cfg = compose("student", ["model.decoder=image", "model.encoding=planes", *(overrides or [])])
-    return ImageStudentConfig(**OmegaConf.to_container(cfg.model.image, resolve=True))  # type: ignore[arg-type]
-
-
 def build(base: ImageStudentConfig, changes: dict[str, Any]) -> ImageStudent:
     """The student of ``base`` with ``changes`` (random weights, seeded)."""
     changes = dict(changes)
@@ -98,21 +91,6 @@ def session(proto_bytes: bytes) -> ort.InferenceSession:
     return ort.InferenceSession(proto_bytes, so, providers=["CPUExecutionProvider"])
 
 
-def time_rows(runners: dict[str, Callable[[], Any]], repeats: int,
-              pause_s: float = 0.05) -> dict[str, list[float]]:
-    """ms of each runner's calls: one warm-up call, then ``repeats`` rounds over the runners in turn."""
-    for fn in runners.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(repeats):
-        for name, fn in runners.items():
-            time.sleep(pause_s)
-            start = time.perf_counter()
-            fn()
-            times[name].append((time.perf_counter() - start) * 1e3)
-    return times
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=400, help="frame side in pixels")
@@ -124,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         raise SystemExit(f"error: unknown variants {unknown}; choose from {list(VARIANTS)}")
-    base = profile_shape()
+    base = image_profile().model.image
     feeds = camera(args.size, 0)
     stats: dict[str, dict[str, Any]] = {}
     runners: dict[str, Callable[[], Any]] = {}
@@ -140,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         stats[name] = {"gflop": gflop, "params": sum(t.numel() for t in model.parameters()),
                        "max_abs_diff": float(np.abs(got - want).max()), "ops": ops}
         runners[name] = partial(sess.run, None, feeds)
-    times = time_rows(runners, args.repeats)
+    times = time_rounds(runners, args.repeats, PAUSE_S)
     base_ms = min(times[names[0]])
     rows, record = [], []
     for name in names:
@@ -154,10 +132,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     body = (
         f"The CPU profile's image student and variants of it, random weights, one {args.size}x{args.size} "
         f"frame, ONNX Runtime {ort.__version__} CPU provider, 2 intra-op threads, the runtime's default "
-        f"session options, {args.repeats} interleaved rounds after a warm-up, 50 ms of sleep before each "
-        f"timed call. The graph is the pipeline's export (folded tail) except the ConvTranspose row "
-        f"(`benchmarks/image_graph.py`: its last stage is not folded). GFLOP: convolutions and GridSample "
-        f"corner reads (`benchmarks.device_student.graph_stats`).\n\n{table}\n"
+        f"session options, {args.repeats} interleaved rounds after a warm-up, {PAUSE_S * 1e3:g} ms of sleep "
+        f"before each timed call. The graph is the pipeline's export (folded tail) except the ConvTranspose "
+        f"row (`benchmarks/image_graph.py`: its last stage is not folded). GFLOP: convolutions and "
+        f"GridSample corner reads (`benchmarks.device_student.graph_stats`).\n\n{table}\n"
     )
     print(table)
     if not args.no_write:

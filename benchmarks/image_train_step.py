@@ -23,13 +23,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
-from omegaconf import OmegaConf
 
-import student.config  # noqa: F401  (registers the student's config for compose)
 import student.planes as planes_module
 from benchmarks.results import markdown_table, write_section
-from pipeline.config import compose
-from student.image_model import ImageStudent, ImageStudentConfig
+from pipeline.config import compose, to_dataclass
+from student.config import StudentConfig  # also registers the student's config for compose
+from student.image_model import ImageStudent
 from student.ray_map import block_centers
 from testing.scenes.photos import intrinsics
 from testing.scenes.rigs import photo_poses
@@ -53,6 +52,11 @@ def lookup_split(limit: int, kernel: bool = False) -> Iterator[None]:
         yield
     finally:
         planes_module.MAX_LOOKUP_BATCHES, planes_module.kernel_applies = saved
+
+
+def image_profile() -> StudentConfig:
+    """The student stage's config of the CPU profile with the image decoder (``conf/``), typed."""
+    return to_dataclass(compose("student", ["model.decoder=image", "model.encoding=planes"]), StudentConfig)
 
 
 def training_step(model: ImageStudent, views: int, size: int, bf16: bool) -> Callable[[], None]:
@@ -96,8 +100,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args(argv)
-    cfg = compose("student", ["model.decoder=image", "model.encoding=planes"])
-    shape = ImageStudentConfig(**OmegaConf.to_container(cfg.model.image, resolve=True))  # type: ignore[arg-type]
+    cfg = image_profile()
+    shape = cfg.model.image
     views, bf16 = int(cfg.train.crops.per_step), cfg.train.precision == "bf16"
     steps = {}
     for name in LOOKUPS:

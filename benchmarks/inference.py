@@ -171,21 +171,27 @@ def _fmt(value: float | None, spec: str = ".3g") -> str:
     return "n/a" if value is None or not np.isfinite(value) else format(value, spec)
 
 
-def time_interleaved(runners: dict[str, Callable[[], Any]], repeats: int, pause_s: float = 0.0
-                     ) -> dict[str, float]:
-    """Best ms of each runner; rounds interleave the runners so machine load hits every row alike.
-    ``pause_s``: seconds of sleep before each timed call (the worker threads of the previous row's
-    runtime, which spin a while after a call, are idle again)."""
-    ms = {name: float("inf") for name in runners}
+def time_rounds(runners: dict[str, Callable[[], Any]], repeats: int, pause_s: float = 0.0
+                ) -> dict[str, list[float]]:
+    """ms of every timed call of each runner, after one warm-up call each; rounds interleave the runners
+    so machine load hits every row alike. ``pause_s``: seconds of sleep before each timed call (the worker
+    threads of the previous row's runtime, which spin a while after a call, are idle again)."""
     for fn in runners.values():
         fn()  # warm-up
+    ms: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(repeats):
         for name, fn in runners.items():
             time.sleep(pause_s)
             start = time.perf_counter()
             fn()
-            ms[name] = min(ms[name], (time.perf_counter() - start) * 1e3)
+            ms[name].append((time.perf_counter() - start) * 1e3)
     return ms
+
+
+def time_interleaved(runners: dict[str, Callable[[], Any]], repeats: int, pause_s: float = 0.0
+                     ) -> dict[str, float]:
+    """Best ms of each runner over :func:`time_rounds` (``inf`` when ``repeats`` is 0)."""
+    return {name: min(t, default=float("inf")) for name, t in time_rounds(runners, repeats, pause_s).items()}
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import image_graph, results
+from benchmarks import image_graph, image_train_step, results
 from export.image import export_image_student
 
 
@@ -29,7 +29,7 @@ def test_rows_parity_and_the_written_section(tmp_path: Path, monkeypatch: pytest
 
 
 def test_the_convtranspose_decoder_draws_every_pixel_from_its_stage() -> None:
-    base = image_graph.profile_shape()
+    base = image_train_step.image_profile().model.image
     model = image_graph.build(base, {image_graph.CONV_TRANSPOSE: True})
     assert isinstance(model.decoder.ups[0], torch.nn.ConvTranspose2d)
     c2w = torch.eye(4)[None]
