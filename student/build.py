@@ -34,8 +34,8 @@ def build_student(cfg: StudentConfig, meta: PseudoMeta | None, scene: Scene, bac
     image student is built by :func:`student.checkpoint.build_model` on :func:`image_facts`.
 
     Raises:
-        UserError: an image student of a forward-facing scene, or one with a detail head whose depth loss
-            has no teacher depth to read (one line, before any training).
+        UserError: an image student with a detail head for a forward-facing scene, or one whose depth
+            loss has no teacher depth to read (one line, before any training).
     """
     if cfg.model.decoder == "image":
         check_depth_fields(cfg, meta)
@@ -66,6 +66,29 @@ def check_depth_fields(cfg: StudentConfig, meta: PseudoMeta | None) -> None:
                         "data_gen.render depth=true alpha=true, or set train.crops.depth_weight=0")
 
 
+SPACING_RATIO = 1.5  # pseudo-views this much coarser than the photos than an image student is warned of
+
+
+def ray_spacing_note(cfg: StudentConfig, meta: PseudoMeta | None, scene: Scene) -> str | None:
+    """A warning when an image student distils on pseudo-views much coarser than the photos, else ``None``.
+
+    An image student learns its decoder at the spacing of its training rays (a block of ``s x s``
+    pixels covers what a block covers in the pseudo-views), so pseudo-views rendered smaller than the
+    photos it is tested at teach it the wrong block (measured on the LLFF flower scene: 17.85 dB after
+    distilling on the CPU profile's 1000 views of 115x87 against 22.96 dB on 100 views of the photos'
+    504x378; ``benchmarks/RESULTS.md``, section ``image_forward``)."""
+    if cfg.model.decoder != "image" or meta is None or not cfg.train.distill.enabled:
+        return None
+    H, W = scene.split("train").hw
+    ratio = max(H / meta.image_size[0], W / meta.image_size[1])
+    if ratio < SPACING_RATIO:
+        return None
+    h, w = meta.image_size
+    return (f"{meta.folder}/meta.json: the image student learns the ray spacing of its pseudo-views, and "
+            f"these ({h}x{w}) are {ratio:.1f}x coarser than the {H}x{W} photos it is tested at; render them "
+            f"at the photos' size: python -m data_gen.render image_size=[{H},{W}] n_views=N")
+
+
 def skip_grid(cfg: StudentConfig, meta: PseudoMeta) -> torch.Tensor | None:
     """The pseudo-data's empty-space grid dilated for the student's K points (``[G, G, G]`` bool), or
     ``None`` (switched off, not recorded, or a forward-facing scene)."""
@@ -82,14 +105,15 @@ def skip_grid(cfg: StudentConfig, meta: PseudoMeta) -> torch.Tensor | None:
 
 def image_facts(scene: Scene, background: list[float], meta: PseudoMeta | None) -> SceneFacts:
     """The scene facts of an image student (built on them, saved with them): scene box, content box and ray
-    range of the pseudo-data (else the scene's box), the training cameras; no empty-space grid."""
+    range of the pseudo-data (else the scene's box; a forward-facing scene's content box is its NDC box),
+    the training cameras; no empty-space grid."""
     train = scene.split("train")
     src = meta.scene if meta is not None else None
     aabb = list(src.aabb) if src is not None else scene.aabb.tolist()
     ndc = src.ndc if src is not None else (scene.ndc.to_dict() if scene.ndc is not None else None)
     return SceneFacts(
         aabb=aabb,
-        content_aabb=list(src.content_aabb) if src is not None else aabb,
+        content_aabb=list(src.content_aabb) if src is not None and ndc is None else aabb,  # NDC: its box
         near=src.near if src is not None else scene.near,
         far=src.far if src is not None else scene.far,
         image_size=list(train.hw),

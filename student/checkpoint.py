@@ -31,19 +31,16 @@ def model_config(model: Student) -> StudentModelConfig:
 def build_model(cfg: StudentModelConfig, facts: SceneFacts, occupancy: torch.Tensor | None = None) -> Student:
     """The network ``cfg`` describes, over the box and ray range of ``facts``.
 
-    Both cover ``facts.content_aabb`` (a forward-facing ray student's: its NDC box); ``occupancy``: the
-    ray student's empty-space grid over it.
+    Both cover ``facts.content_aabb`` (a forward-facing scene's: its NDC box); ``occupancy``: the ray
+    student's empty-space grid over it.
 
     Raises:
-        UserError: an image student asked for a forward-facing scene (not supported yet).
+        core.checks.ConfigValueError: an image student with a detail head for a forward-facing scene.
     """
     validate(cfg, "model.")
     ndc = NDCSpace.from_dict(facts.ndc) if facts.ndc is not None else None
     if cfg.decoder == "image":
-        if ndc is not None:
-            raise UserError("model.decoder=image: forward-facing (NDC) scenes are not supported yet; use "
-                            "model.decoder=ray")
-        return ImageStudent(cfg.image, list(facts.content_aabb))
+        return ImageStudent(cfg.image, list(facts.content_aabb), ndc)
     return R2LStudent(cfg, torch.tensor(facts.content_aabb), facts.near, facts.far, facts.background, ndc,
                       occupancy)
 

@@ -22,12 +22,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core.checks import ConfigValueError, at_least, one_of, validate
+from core.ndc import NDCSpace
 from student.planes import PlaneEncoding
 from student.ray_map import (
     block_centers,
     block_rays,
     box_coords,
     box_segment,
+    ndc_ray_map,
     normalize_points,
     pixel_centers,
 )
@@ -219,15 +221,28 @@ class DetailHead(nn.Module):
 class ImageStudent(nn.Module):
     """Camera in, image out (:mod:`student.image_model`).
 
+    A forward-facing scene's student (``ndc``) places its points and planes in the NDC frame: each block
+    ray is mapped to NDC in the graph (:func:`student.ray_map.ndc_ray_map`), its ``K`` points are spread
+    evenly in NDC depth (evenly in disparity, from the near plane to infinity) and the planes cover the
+    NDC box; the body still reads the world direction.
+
     Args:
         cfg: the shape.
-        aabb: ``[6]`` content box (world frame) that the planes cover.
+        aabb: ``[6]`` content box that the planes cover (world frame; with ``ndc``, the NDC box).
+        ndc: the NDC frame of a forward-facing scene (``None``: an object scene, world rays).
+
+    Raises:
+        core.checks.ConfigValueError: a detail head with ``ndc`` (its depths are world distances).
     """
 
-    def __init__(self, cfg: ImageStudentConfig, aabb: list[float]):
+    def __init__(self, cfg: ImageStudentConfig, aabb: list[float], ndc: NDCSpace | None = None):
         super().__init__()
         validate(cfg, "model.image.")  # also a config read from a checkpoint
+        if ndc is not None and cfg.detail_channels > 0:
+            raise ConfigValueError("model.image.detail_channels", "must be 0 for a forward-facing (NDC) "
+                                   "scene: the detail head reads world depths", cfg.detail_channels)
         self.cfg = cfg
+        self.ndc = ndc
         self.aabb: Tensor
         self.frac: Tensor
         self.register_buffer("aabb", torch.tensor(aabb, dtype=torch.float32))
@@ -260,8 +275,9 @@ class ImageStudent(nn.Module):
         teacher's depth supervises in training."""
         rays_o, rays_d = block_rays(c2w, K, centers)  # [B, 1, 1, 3], [B, h, w, 3]
         B, h, w, _ = rays_d.shape
-        t_near, t_far = box_segment(rays_o, rays_d, self.aabb)  # [B, h, w, 1]
-        coords = box_coords(rays_o, rays_d, t_near, t_far, self.aabb, self.frac)  # 3 x [B, K, h, w]
+        box_o, box_d = (rays_o, rays_d) if self.ndc is None else ndc_ray_map(rays_o, rays_d, self.ndc)
+        t_near, t_far = box_segment(box_o, box_d, self.aabb)  # [B, h, w, 1]
+        coords = box_coords(box_o, box_d, t_near, t_far, self.aabb, self.frac)  # 3 x [B, K, h, w]
         k = coords[0].shape[1]
         x, y, z = (c.reshape(B, k * h, w) for c in coords)  # the points of one depth as one image row-band
         feats = self.encoding.read((x, y, z))  # [B, C, K*h, w]

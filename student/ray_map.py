@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from core.ndc import MIN_DEPTH_DIR, NDCSpace
+
 
 def block_centers(rows: int, cols: int, scale: int, top: int = 0, left: int = 0) -> Tensor:
     """``[rows, cols, 2]`` output-pixel coordinates ``(u, v)`` of the centres of blocks
@@ -53,6 +55,52 @@ def block_rays(
     d = torch.stack((dx / norm, dy / norm, dz / norm), dim=-1)  # [B, h, w, 3]
     o = c2w[:, :3, 3:4].transpose(1, 2)[:, None]  # [B, 1, 1, 3]
     return o, d
+
+
+MISS_AT = 3.0  # box_coords: where a ray that misses the box reads its planes (normalised; the box: [-1, 1])
+MISS_SLOPE = 1e4  # box_coords: a segment this many times shorter than a unit reads the planes at MISS_AT
+
+
+def ndc_ray_map(
+    rays_o: Tensor,  # [B, 1, 1, 3] or [B, h, w, 3]
+    rays_d: Tensor,  # [B, h, w, 3]
+    space: NDCSpace,
+) -> tuple[Tensor, Tensor]:  # [B, h, w, 3], [B, h, w, 3]
+    """World rays -> NDC origins and **unit** NDC directions of a forward-facing scene's frame ``space``:
+    :func:`core.ndc.to_ndc` written for the graph (the frame's numbers as constants, one coordinate at a
+    time, slices and elementwise ops only).
+
+    A ray looking sideways or back from the reference camera (its depth slope below
+    :data:`core.ndc.MIN_DEPTH_DIR`) is bent to that slope, as :func:`core.ndc.ndc_rays` bends the sideways
+    ones (a backward one there keeps its negative slope and ends behind the cameras: such rays see no
+    content in either).
+
+    Args:
+        rays_o: ``[B, 1, 1, 3]`` world origins (one per camera) or ``[B, h, w, 3]``.
+        rays_d: ``[B, h, w, 3]`` world directions.
+        space: the NDC frame.
+
+    Returns:
+        ``o [B, h, w, 3]`` on the near plane (NDC ``z = -1``) and ``d [B, h, w, 3]`` unit directions.
+    """
+    pose, near = [[float(v) for v in row] for row in space.c2w], float(space.near)
+    sx, sy = (float(v) for v in space.scale)
+    o_w = [rays_o[..., j:j + 1] - pose[j][3] for j in range(3)]
+    d_w = [rays_d[..., j:j + 1] for j in range(3)]
+
+    def to_camera(v: list[Tensor], i: int) -> Tensor:  # axis i of R^T v (R: the pose's rotation)
+        return v[0] * pose[0][i] + v[1] * pose[1][i] + v[2] * pose[2][i]
+
+    o, d = [to_camera(o_w, i) for i in range(3)], [to_camera(d_w, i) for i in range(3)]
+    dz = torch.clamp(d[2], min=MIN_DEPTH_DIR)
+    step = (near - o[2]) / dz  # onto the near plane
+    ox, oy = o[0] + step * d[0], o[1] + step * d[1]  # [B, h, w, 1]
+    nx, ny = ox * (sx / near), oy * (sy / near)
+    ex, ey = (d[0] / dz) * sx - nx, (d[1] / dz) * sy - ny  # the NDC direction; its z is 2
+    norm = torch.sqrt(ex * ex + ey * ey + 4.0)
+    o_ndc = torch.cat((nx, ny, nx * 0.0 - 1.0), dim=-1)
+    d_ndc = torch.cat((ex / norm, ey / norm, 2.0 / norm), dim=-1)
+    return o_ndc, d_ndc
 
 
 def box_segment(
@@ -109,8 +157,12 @@ def box_coords(
     broadcast over a last axis of 3 (``[..., K, 3]``) element by element, several times slower. The box's
     normalisation is folded in: ``x = ((o - lo) * 2 / (hi - lo) - 1) + (d * 2 / (hi - lo)) * t``.
 
-    A ray that misses the box gets its points at its (empty) entry: they lie outside or on the box
-    boundary and read near-zero features; the decoder learns the background for them.
+    A ray that misses the box (an empty segment) gets all its points at :data:`MISS_AT` on every axis, a
+    box width outside it, where the planes read exactly zero: its features are zero in PyTorch and in
+    every runtime alike (its entry point would lie on or near the box's boundary, and for a ray far
+    from the box, such as a forward-facing scene's NDC ray that runs almost parallel to the near plane,
+    float32 rounding of large numbers moves it across the boundary differently in each). A segment
+    shorter than ``1 / MISS_SLOPE`` fades between the two. The decoder learns the background for them.
 
     The same segment and bin centres as ``core.rays.ray_aabb_intersect`` + ``student.encoding``'s
     ``segment_points`` (tests/test_student_image.py compares with the former), written again because
@@ -134,7 +186,9 @@ def box_coords(
     t = near + (t_far.permute(0, 3, 1, 2) - near) * frac[:, None, None]  # [B, K, h, w]
     o = normalize_points(rays_o, aabb).permute(0, 3, 1, 2)  # [B, 3, 1, 1] or [B, 3, h, w]
     d = (rays_d * scale).permute(0, 3, 1, 2)  # [B, 3, h, w]
-    x, y, z = (o[:, i:i + 1] + d[:, i:i + 1] * t for i in range(3))
+    hit = torch.clamp((t_far - t_near).permute(0, 3, 1, 2) * MISS_SLOPE, max=1.0)  # [B, 1, h, w]: 0 a miss
+    miss = (1.0 - hit) * MISS_AT
+    x, y, z = ((o[:, i:i + 1] + d[:, i:i + 1] * t) * hit + miss for i in range(3))
     return x, y, z
 
 

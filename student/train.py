@@ -35,7 +35,7 @@ from pipeline.run import apply_threads, lightning_accelerator
 from pipeline.runlock import locked_run
 from pipeline.seeding import seed_everything
 from scenes.load import Scene, load_scene
-from student.build import build_student, scene_meta
+from student.build import build_student, ray_spacing_note, scene_meta
 from student.checkpoint import Student, load_student, model_config, save_student
 from student.config import PRECISIONS, StageConfig, StudentConfig, for_scene
 from student.data import (
@@ -196,7 +196,10 @@ def scene_config(cfg: StudentConfig, scene: Scene) -> StudentConfig:
     """``cfg`` as this scene's student uses it (:func:`student.config.for_scene`), saying when the forward
     group fills in the model."""
     used = for_scene(cfg, scene.ndc is not None)
-    if used is not cfg:
+    if used is not cfg and used.model.decoder == "image":
+        log.info("forward-facing scene: the image student takes forward.image_resolutions (%s) in place of "
+                 "model.image.resolutions", used.model.image.resolutions)
+    elif used is not cfg:
         grid = used.model.grid
         log.info("forward-facing scene: the hash student takes forward.grid (%d levels, 2^%d entries, %d to "
                  "%d cells) and forward.width (%d) in place of model.grid and model.width", grid.n_levels,
@@ -226,6 +229,9 @@ def run(cfg: StudentConfig) -> dict[str, Any]:
     meta, scene, background = load_inputs(cfg)
     cfg = scene_config(cfg, scene)
     model = build_student(cfg, meta, scene, background)
+    note = ray_spacing_note(cfg, meta, scene)
+    if note is not None:
+        log.warning(note)
     teacher_metrics = read_json(Path(cfg.run_dir) / "teacher" / "metrics.json")
     n_eval = _eval_views(cfg, teacher_metrics)
     cost = model_cost(cfg, model, scene)

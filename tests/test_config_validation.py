@@ -63,6 +63,7 @@ BAD = [
     ("student", ["model.ray_range=sphere"], "model.ray_range=sphere: must be one of ['box', 'near_far']"),
     ("student", ["model.grid.backend=nope"], "model.grid.backend=nope: must be one of"),
     ("student", ["forward.width=0"], "forward.width=0: must be >= 1"),
+    ("student", ["forward.image_resolutions=[]"], "forward.image_resolutions=[]: must list at least one"),
     ("student", ["forward.grid.backend=nope"], "forward.grid.backend=nope: must be one of"),
     ("student", ["model.grid.point_freqs=-2"], "model.grid.point_freqs=-2: must be >= -1"),
     ("student", ["train.hard_mining.fraction=1.5"], "train.hard_mining.fraction=1.5: must be in [0.0, 1.0]"),

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from core.cameras import look_at
+from core.ndc import NDCSpace, average_pose
 from core.rays import generate_rays_from_pixels, ray_aabb_intersect
 from student.image_model import ImageStudent, ImageStudentConfig
-from student.ray_map import block_centers, block_rays, box_coords, box_segment, pixel_centers
+from student.ray_map import MISS_AT, block_centers, block_rays, box_coords, box_segment, pixel_centers
 
 
 def _cameras(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,6 +59,8 @@ def test_box_coords_lie_on_the_ray_inside_the_box() -> None:
     assert hit.any() and (~hit).any()
     torch.testing.assert_close(world.reshape(-1, 4, 3)[hit], want[hit], rtol=1e-4, atol=1e-4)
     assert (pts.reshape(-1, 4, 3)[hit].abs() <= 1 + 1e-4).all()
+    # a miss reads its planes a box width outside, where they are zero
+    assert (pts.reshape(-1, 4, 3)[~hit] == MISS_AT).all()
 
 
 @pytest.mark.parametrize("scale, size", [(2, (10, 6)), (4, (100, 100)), (8, (37, 50))])
@@ -166,3 +169,72 @@ def test_fused_last_stages_draw_the_same_image(scale: int, kernels: list[int]) -
     detail = ImageStudent(ImageStudentConfig(scale=4, n_points=2, channels=2, resolutions=[4], width=8,
                                              tail=4, detail_channels=2), [-1.0] * 3 + [1.0] * 3)
     assert not three.decoder.fuse_last_stages() and not detail.decoder.fuse_last_stages()
+
+
+def _forward_rig(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, NDCSpace]:
+    """``n`` cameras of a forward-facing rig (looking along +z, small moves and turns) and its NDC frame."""
+    g = torch.Generator().manual_seed(seed)
+    eyes = torch.randn(n, 3, generator=g) * torch.tensor([0.3, 0.2, 0.1])
+    targets = eyes + torch.tensor([0.0, 0.0, 4.0]) + torch.randn(n, 3, generator=g) * 0.4
+    c2w = look_at(eyes, targets, torch.tensor([0.0, -1.0, 0.0]))
+    K = torch.tensor([[30.0, 0, 24.3], [0, 31.0, 17.8], [0, 0, 1]]).expand(n, 3, 3).clone()
+    space = NDCSpace(c2w=average_pose(c2w).tolist(), scale=[1.3, 1.7], near=0.9)
+    return c2w, K, space
+
+
+def test_ndc_ray_map_equals_core_ndc() -> None:
+    """The graph's NDC rays are :func:`core.ndc.to_ndc`'s (origins on the near plane, unit directions)."""
+    from core.ndc import to_ndc
+    from student.ray_map import ndc_ray_map
+
+    c2w, K, space = _forward_rig(3, seed=5)
+    centers = block_centers(4, 7, scale=8)
+    o, d = block_rays(c2w, K, centers)
+    o_ndc, d_ndc = ndc_ray_map(o, d, space)
+    assert o_ndc.shape == d_ndc.shape == (3, 4, 7, 3)
+    for b in range(3):
+        want_o, want_d = to_ndc(o[b].expand_as(d[b]).reshape(-1, 3), d[b].reshape(-1, 3), space)
+        torch.testing.assert_close(o_ndc[b].reshape(-1, 3), want_o, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(d_ndc[b].reshape(-1, 3), want_d, rtol=1e-5, atol=1e-5)
+    assert (o_ndc[..., 2] == -1).all() and (d_ndc[..., 2] > 0).all()
+
+
+def test_a_forward_facing_students_points_are_its_rays_ndc_points_spread_in_disparity() -> None:
+    """With an NDC frame the student reads its planes at the NDC points of each block ray (between the
+    near plane and infinity, evenly in NDC depth), inside the NDC box, and draws finite colors."""
+    from core.ndc import ndc_points
+
+    c2w, K, space = _forward_rig(2, seed=6)
+    cfg = ImageStudentConfig(scale=4, n_points=4, channels=4, resolutions=[8], width=8, depth=1, tail=4)
+    box = [-3.0, -3.0, -1.0, 3.0, 3.0, 1.0]
+    model = ImageStudent(cfg, box, space).eval()
+    seen: dict[str, tuple] = {}
+
+    def read(coords: tuple) -> torch.Tensor:  # the planes' read, recording the points it is given
+        seen["coords"] = coords
+        return torch.zeros(2, model.encoding.out_dim, 4 * 3, 5)
+
+    model.encoding.read = read  # type: ignore[method-assign]
+    centers = block_centers(3, 5, scale=4)
+    model(c2w, K, centers)
+    x, y, z = (c.reshape(2, 4, 3, 5) for c in seen["coords"])  # normalised to the box's [-1, 1]^3
+    lo, hi = torch.tensor(box[:3]), torch.tensor(box[3:])
+    pts = (torch.stack((x, y, z), dim=-1) + 1) / 2 * (hi - lo) + lo  # [B, K, h, w, 3] NDC points
+    assert torch.allclose(pts[..., 2], ((torch.arange(4) + 0.5) / 4 * 2 - 1)[None, :, None, None], atol=1e-4)
+    o, d = block_rays(c2w, K, centers)
+    ref, scale = torch.tensor(space.c2w), torch.tensor(space.scale)
+    for b in range(2):
+        # the world point of each NDC depth: the ray at that disparity from the reference camera
+        ray_z = (d[b].reshape(-1, 3) @ ref[:3, :3])[:, 2]  # depth slope in the reference camera
+        oz = ((o[b].reshape(-1, 3) - ref[:3, 3]) @ ref[:3, :3])[:, 2]
+        depth = 2 * space.near / (1 - pts[b, ..., 2].reshape(4, -1))  # NDC z -> reference depth
+        world = o[b].reshape(1, 1, 3) + d[b].reshape(1, -1, 3) * ((depth - oz) / ray_z)[..., None]
+        got = ndc_points(world.reshape(-1, 3), ref, scale, space.near).reshape(4, -1, 3)
+        torch.testing.assert_close(got, pts[b].reshape(4, -1, 3), rtol=1e-4, atol=1e-4)
+
+
+def test_a_forward_facing_student_refuses_a_detail_head() -> None:
+    _, _, space = _forward_rig(1, seed=7)
+    cfg = ImageStudentConfig(detail_channels=4)
+    with pytest.raises(ValueError, match="model.image.detail_channels.*forward-facing"):
+        ImageStudent(cfg, [-1.0, -1.0, -1.0, 1.0, 1.0, 1.0], space)

@@ -197,11 +197,39 @@ def test_a_decoder_with_another_encoding_is_refused_in_one_line(tmp_path: Path) 
     assert "model.encoding=hash" in line and "model.decoder=image" in line
 
 
-def test_an_image_student_of_a_forward_facing_scene_stops_before_training(tiny_forward_scene: Path,
-                                                                          tmp_path: Path) -> None:
+def test_an_image_student_of_a_forward_facing_scene_trains_exports_and_renders(tiny_forward_scene: Path,
+                                                                                tmp_path: Path) -> None:
+    """On a forward-facing scene (LLFF layout, rays in NDC) the image student trains on the photos, keeps
+    the scene's NDC frame and box, exports one portable graph, and the runtime draws what PyTorch draws."""
+    from export.onnx import ExportConfig, ParityConfig
+    from export.onnx import run as export
+    from export.runtime import LightField
+    from scenes.load import SceneConfig, load_scene
+
+    metrics = run(tiny_cfg(tiny_forward_scene, tmp_path, *IMAGE, "train.distill.enabled=false"))
+    assert set(metrics["stages"]) == {"finetune"} and metrics["test"]["psnr"] > 5
+    model, facts = load_student(tmp_path / "student" / "student.ckpt")
+    scene = load_scene(SceneConfig(path=str(tiny_forward_scene)), splits=("train", "test"))
+    assert isinstance(model, ImageStudent) and model.ndc is not None and facts.ndc == scene.ndc.to_dict()
+    assert facts.content_aabb == pytest.approx(scene.aabb.tolist()) and facts.rig["kind"] != "object"
+    report = export(ExportConfig(scene=SceneConfig(path=str(tiny_forward_scene)), run_dir=str(tmp_path),
+                                 variants=["fp32"], parity=ParityConfig(n_poses=2)))
+    assert report["decoder"] == "image"
+    field = LightField(tmp_path / "export" / "student.onnx")
+    test = scene.split("test")
+    for c2w, K in zip(test.c2w, test.K):
+        with torch.no_grad():
+            want = model.render(c2w[None], K[None], *test.hw)[0].numpy()
+        got = field.render(c2w.numpy(), K.numpy())
+        assert want.std() > 1e-3 and abs(got - want).max() <= 1e-4
+
+
+def test_a_detail_head_for_a_forward_facing_scene_is_refused_in_one_line(tiny_forward_scene: Path,
+                                                                         tmp_path: Path) -> None:
     line = one_line_error(run_cli("student.train", REPO, [
-        f"scene.path={tiny_forward_scene}", f"run_dir={tmp_path}", "train.distill.enabled=false", *IMAGE]))
-    assert "model.decoder=image: forward-facing (NDC) scenes are not supported" in line
+        f"scene.path={tiny_forward_scene}", f"run_dir={tmp_path}", "train.distill.enabled=false", *IMAGE,
+        "model.image.detail_channels=2"]))
+    assert "model.image.detail_channels" in line and "forward-facing" in line
     assert not (tmp_path / "student" / "ckpt").exists()
 
 
@@ -291,3 +319,25 @@ def test_a_detail_head_without_the_teachers_depth_is_refused_in_one_line(tiny_sc
     line = one_line_error(run_cli("student.train", REPO, args))
     assert "meta.json" in line and "model.image.detail_channels=2" in line and "depth=true alpha=true" in line
     assert not (run_dir / "student" / "logs").exists()  # refused before any training
+
+
+def test_pseudo_views_coarser_than_the_photos_are_warned_of(tiny_scene: Path, tiny_pseudo_run: Path) -> None:
+    """An image student distilled on pseudo-views much smaller than its photos gets one line naming the
+    pseudo-data and the size to render; views of the photos' size, and a ray student, get none."""
+    import dataclasses
+
+    from core.shards import read_meta
+    from scenes.load import SceneConfig, load_scene
+    from student.build import ray_spacing_note
+
+    scene = load_scene(SceneConfig(path=str(tiny_scene)), splits=("train",))
+    meta = read_meta(tiny_pseudo_run / "pseudo")
+    image = tiny_cfg(tiny_scene, tiny_pseudo_run, *IMAGE)
+    assert tuple(meta.image_size) == scene.split("train").hw == (16, 16)
+    assert ray_spacing_note(image, meta, scene) is None
+    small = dataclasses.replace(meta, image_size=[8, 9])
+    note = ray_spacing_note(image, small, scene)
+    assert note is not None and "\n" not in note
+    assert "meta.json" in note and "(8x9) are 2.0x coarser than the 16x16 photos" in note
+    assert "image_size=[16,16]" in note
+    assert ray_spacing_note(tiny_cfg(tiny_scene, tiny_pseudo_run), small, scene) is None
