@@ -66,7 +66,7 @@ def check_depth_fields(cfg: StudentConfig, meta: PseudoMeta | None) -> None:
                         "data_gen.render depth=true alpha=true, or set train.crops.depth_weight=0")
 
 
-SPACING_RATIO = 1.5  # pseudo-views this much coarser than the photos than an image student is warned of
+SPACING_RATIO = 1.5  # an image student's pseudo-views this much coarser than its photos are warned of
 
 
 def ray_spacing_note(cfg: StudentConfig, meta: PseudoMeta | None, scene: Scene) -> str | None:

@@ -58,7 +58,7 @@ def block_rays(
 
 
 MISS_AT = 3.0  # box_coords: where a ray that misses the box reads its planes (normalised; the box: [-1, 1])
-MISS_SLOPE = 1e4  # box_coords: a segment this many times shorter than a unit reads the planes at MISS_AT
+MISS_SLOPE = 1e4  # box_coords: a segment shorter than 1 / MISS_SLOPE (scene units) fades towards MISS_AT
 
 
 def ndc_ray_map(
