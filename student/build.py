@@ -80,10 +80,10 @@ def ray_spacing_note(cfg: StudentConfig, meta: PseudoMeta | None, scene: Scene) 
     if cfg.model.decoder != "image" or meta is None or not cfg.train.distill.enabled:
         return None
     H, W = scene.split("train").hw
-    ratio = max(H / meta.image_size[0], W / meta.image_size[1])
+    h, w = meta.image_size
+    ratio = max(H / h, W / w)
     if ratio < SPACING_RATIO:
         return None
-    h, w = meta.image_size
     return (f"{meta.folder}/meta.json: the image student learns the ray spacing of its pseudo-views, and "
             f"these ({h}x{w}) are {ratio:.1f}x coarser than the {H}x{W} photos it is tested at; render them "
             f"at the photos' size: python -m data_gen.render image_size=[{H},{W}] n_views=N")

@@ -9,6 +9,7 @@ from core.checks import ConfigValueError, at_least, in_range, one_of, positive, 
 from pipeline.config import register_stage
 from pipeline.run import RunConfig
 from student.encoding import GridConfig
+from student.image_model import check_resolutions
 from student.model import StudentModelConfig
 
 PRECISIONS = {"bf16": "bf16-mixed", "fp32": "32-true"}  # train.precision -> Lightning's precision
@@ -215,9 +216,7 @@ class StudentForwardConfig:
         """Raise :class:`core.checks.ConfigValueError` for a bad width or resolution (``grid`` checks
         itself)."""
         at_least(self, 1, "width")
-        if not self.image_resolutions or min(self.image_resolutions) < 2:
-            raise ConfigValueError("image_resolutions", "must list at least one plane resolution, each >= 2",
-                                   self.image_resolutions)
+        check_resolutions("image_resolutions", self.image_resolutions)
 
 
 @dataclass

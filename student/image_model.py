@@ -89,9 +89,14 @@ class ImageStudentConfig:
         if self.tail_kernels and (len(self.tail_kernels) != stages or set(self.tail_kernels) - {1, 3}):
             raise ConfigValueError("tail_kernels", f"must list {stages} kernel sizes (1 or 3), one for each "
                                    f"upsampling stage of scale {self.scale}, or none", self.tail_kernels)
-        if not self.resolutions or min(self.resolutions) < 2:
-            raise ConfigValueError("resolutions", "must list at least one plane resolution, each >= 2",
-                                   self.resolutions)
+        check_resolutions("resolutions", self.resolutions)
+
+
+def check_resolutions(key: str, resolutions: list[int]) -> None:
+    """Raise :class:`core.checks.ConfigValueError` (``key``) unless ``resolutions`` lists at least one
+    plane resolution, each >= 2."""
+    if not resolutions or min(resolutions) < 2:
+        raise ConfigValueError(key, "must list at least one plane resolution, each >= 2", resolutions)
 
 
 def _act(name: str) -> nn.Module:

@@ -98,7 +98,7 @@ def ndc_ray_map(
     nx, ny = ox * (sx / near), oy * (sy / near)
     ex, ey = (d[0] / dz) * sx - nx, (d[1] / dz) * sy - ny  # the NDC direction; its z is 2
     norm = torch.sqrt(ex * ex + ey * ey + 4.0)
-    o_ndc = torch.cat((nx, ny, nx * 0.0 - 1.0), dim=-1)
+    o_ndc = torch.cat((nx, ny, torch.full_like(nx, -1.0)), dim=-1)  # static shapes: a constant in the graph
     d_ndc = torch.cat((ex / norm, ey / norm, 2.0 / norm), dim=-1)
     return o_ndc, d_ndc
 
@@ -183,10 +183,11 @@ def box_coords(
     """
     scale = 2.0 / (aabb[3:] - aabb[:3])  # [3]: normalize_points' scale, for the directions
     near = t_near.permute(0, 3, 1, 2)  # [B, 1, h, w]
-    t = near + (t_far.permute(0, 3, 1, 2) - near) * frac[:, None, None]  # [B, K, h, w]
+    length = t_far.permute(0, 3, 1, 2) - near  # [B, 1, h, w]
+    t = near + length * frac[:, None, None]  # [B, K, h, w]
     o = normalize_points(rays_o, aabb).permute(0, 3, 1, 2)  # [B, 3, 1, 1] or [B, 3, h, w]
     d = (rays_d * scale).permute(0, 3, 1, 2)  # [B, 3, h, w]
-    hit = torch.clamp((t_far - t_near).permute(0, 3, 1, 2) * MISS_SLOPE, max=1.0)  # [B, 1, h, w]: 0 a miss
+    hit = torch.clamp(length * MISS_SLOPE, max=1.0)  # [B, 1, h, w]: 0 for a miss
     miss = (1.0 - hit) * MISS_AT
     x, y, z = ((o[:, i:i + 1] + d[:, i:i + 1] * t) * hit + miss for i in range(3))
     return x, y, z
