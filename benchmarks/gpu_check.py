@@ -187,8 +187,9 @@ def check_data_gen(table: Table, args: argparse.Namespace) -> None:
 
     start = time.perf_counter()
     per_shard = max(1, args.n_views // 4)
-    m = run(_config("data_gen", [*_run_section(args), f"n_views={args.n_views}",
-                                 f"views_per_shard={per_shard}", "progress=false"]))
+    counts = [f"n_views={args.n_views}", f"views_per_shard={per_shard}"]  # a forward-facing scene's too
+    m = run(_config("data_gen", [*_run_section(args), *counts, *(f"forward.{c}" for c in counts),
+                                 "progress=false"]))
     table.add("data_gen", f"{m['n_views']} pseudo-views in {m['n_shards']} shards",
               f"{m['views_per_s']:.1f} views/s, {m['rays_per_s'] / 1e6:.2f} M rays/s", "completes",
               _verdict(bool(m["complete"]), args.gpu), time.perf_counter() - start,

@@ -47,7 +47,8 @@ from export.variants import save_checked, set_metadata, to_fp16, to_int8, trace_
 from pipeline.config import to_dataclass
 from scenes.load import load_scene
 from student.checkpoint import load_student
-from student.model import R2LStudent, StudentModelConfig, flops_per_ray
+from student.config import StudentConfig, for_scene
+from student.model import R2LStudent, flops_per_ray
 from teacher.protocol import RenderableTeacher
 from testing.stages import compose
 
@@ -118,7 +119,7 @@ def get_student(run_dir: Path, shape: list[int] | None) -> tuple[R2LStudent, boo
     ckpt = run_dir / "student" / "student.ckpt"
     if ckpt.is_file() and shape is None:
         return load_student(ckpt)[0], True, str(ckpt)
-    cfg = to_dataclass(compose("student").model, StudentModelConfig)
+    cfg = for_scene(to_dataclass(compose("student"), StudentConfig), forward_facing=False).model
     if shape is not None:
         cfg.width, cfg.depth = shape
     scene = load_scene(None, splits=("train",))

@@ -32,7 +32,7 @@ from core.scene_facts import SceneFacts
 from core.shards import PseudoMeta, ShardInfo, read_meta, shard_name
 from pipeline.config import to_dataclass
 from scenes.load import SceneConfig, load_scene
-from student.config import StudentConfig
+from student.config import StudentConfig, for_scene
 from student.data import shard_loader
 from student.model import R2LStudent, StudentModelConfig, flops_per_ray, layer_shapes
 from student.train import load_inputs, run_stage, validation_batches
@@ -162,10 +162,11 @@ def stage_run(cfg: StudentConfig, out: Path) -> StepClock:
 
 
 def config(pseudo: Path, out: Path, *overrides: str) -> StudentConfig:
-    return to_dataclass(compose("student", [
+    """The demo's (an object's) student config with ``overrides``, its decoder resolved."""
+    return for_scene(to_dataclass(compose("student", [
         f"run_dir={out}", f"pseudo_dir={pseudo}", "train.progress_bar=false", "train.resume=false",
         "train.finetune.enabled=false", "train.ckpt_every_steps=100000", "eval.val_views=8", *overrides,
-    ]), StudentConfig)
+    ]), StudentConfig), forward_facing=False)
 
 
 def throughput(pseudo: Path, tmp: Path, steps: int) -> list[list[Any]]:

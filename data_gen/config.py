@@ -5,14 +5,46 @@ Importing this module registers the stage's schema (``data_gen_schema``); ``data
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
+from core.checks import ConfigValueError, at_least
 from core.errors import UserError
 from core.shards import RGB_FORMATS
 from data_gen.poses import SamplerConfig, validate_sampler
 from pipeline.config import register_stage
 from pipeline.run import RunConfig
 from teacher.field import validate_backend
+
+
+@dataclass
+class DataGenForwardConfig:
+    """What the pseudo-data of a forward-facing scene does differently (:func:`for_scene`; an object scene
+    ignores this group): fewer views, at the photos' size, fewer a shard.
+
+    The image student (the CPU profile's student of a forward-facing scene) learns the ray spacing of its
+    pseudo-views: on a real LLFF capture (``benchmarks/RESULTS.md``, section ``image_forward``; 504x378
+    photos) it ends 3.10 dB below its teacher on the object profile's 1000 views of 115x87, 1.41 dB on
+    100 views of 504x378 and 1.23 dB on 200 (443 s of rendering); the ``hash`` student takes either
+    (24.51 and 24.44 dB). 100 of those views are 19M rays: the cap below lets them keep their size.
+
+    Attributes:
+        n_views: number of pseudo-views, in place of ``n_views``.
+        max_rays: the job's ray cap, in place of ``max_rays`` (``None``: no cap). Photos larger than
+            ``max_rays / n_views`` pixels still give smaller views (``student.train`` then warns).
+        views_per_shard: views per tar file, in place of ``views_per_shard`` (25 views of 504x378: 50 s
+            of rendering here, the most a killed job loses).
+    """
+
+    n_views: int = 100
+    max_rays: int | None = 20_000_000
+    views_per_shard: int = 25
+
+    def validate(self) -> None:
+        """Raise :class:`core.checks.ConfigValueError` for a bad count."""
+        at_least(self, 1, "n_views", "views_per_shard")
+        if self.max_rays is not None and self.max_rays < self.n_views:
+            raise ConfigValueError("max_rays", f"must be at least n_views ({self.n_views})", self.max_rays)
 
 
 @dataclass
@@ -47,6 +79,8 @@ class DataGenConfig(RunConfig):
         verify: only re-hash and decode an existing folder, report problems by file, render nothing.
         backend: hash-grid backend for the teacher (``auto``, ``torch``, ...).
         progress: show a progress bar.
+        forward: a forward-facing scene's ``n_views``, ``max_rays`` and ``views_per_shard``
+            (:class:`DataGenForwardConfig`).
     """
 
     teacher_ckpt: str | None = None
@@ -67,6 +101,7 @@ class DataGenConfig(RunConfig):
     verify: bool = False
     backend: str = "auto"
     progress: bool = True
+    forward: DataGenForwardConfig = field(default_factory=DataGenForwardConfig)
 
     def validate(self) -> None:
         """Raise :class:`core.checks.ConfigValueError` for an unknown backend (the other settings:
@@ -92,6 +127,15 @@ def validate(cfg: DataGenConfig) -> None:
         raise UserError(f"max_rays must be at least n_views ({cfg.n_views}), got {cfg.max_rays}")
     if cfg.image_size is not None and (len(cfg.image_size) != 2 or min(cfg.image_size) < 1):
         raise UserError(f"image_size must be [H, W] with positive entries, got {cfg.image_size}")
+
+
+def for_scene(cfg: DataGenConfig, forward_facing: bool) -> DataGenConfig:
+    """The config a scene's pseudo-data is planned with: a forward-facing scene takes the ``forward``
+    group's ``n_views``, ``max_rays`` and ``views_per_shard``; an object scene ``cfg`` itself."""
+    if not forward_facing:
+        return cfg
+    f = cfg.forward
+    return dataclasses.replace(cfg, n_views=f.n_views, max_rays=f.max_rays, views_per_shard=f.views_per_shard)
 
 
 register_stage("data_gen", DataGenConfig)

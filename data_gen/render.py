@@ -29,7 +29,7 @@ from core.rig import camera_rig
 from core.scene_facts import SceneFacts
 from core.shards import META_NAME, OPTIONAL_FIELDS, PseudoMeta
 from core.skipgrid import cover_grid, pack_grid
-from data_gen.config import DataGenConfig, validate
+from data_gen.config import DataGenConfig, for_scene, validate
 from data_gen.job import JobFolder
 from data_gen.poses import Rig, build_rig
 from data_gen.renderer import ShardRenderer, Timer, load_checked_teacher, teacher_info
@@ -66,6 +66,18 @@ def paths(cfg: DataGenConfig) -> tuple[Path, Path]:
     run_dir = Path(cfg.run_dir)
     ckpt = Path(cfg.teacher_ckpt) if cfg.teacher_ckpt else run_dir / "teacher" / "teacher.ckpt"
     return ckpt, Path(cfg.out_dir) if cfg.out_dir else run_dir / "pseudo"
+
+
+def scene_config(cfg: DataGenConfig, scene: Scene) -> DataGenConfig:
+    """``cfg`` as this scene's job uses it (:func:`data_gen.config.for_scene`), saying when the forward
+    group fills it in."""
+    used = for_scene(cfg, scene.kind == "forward")
+    if used is not cfg:
+        cap = f"{used.max_rays:,} rays" if used.max_rays is not None else "no cap"
+        log.info("forward-facing scene: forward.n_views (%d), forward.max_rays (%s) and "
+                 "forward.views_per_shard (%d) in place of n_views, max_rays and views_per_shard",
+                 used.n_views, cap, used.views_per_shard)
+    return used
 
 
 def plan(cfg: DataGenConfig, scene: Scene, teacher: RenderableTeacher, ckpt: Path) -> tuple[PseudoMeta, Rig]:
@@ -169,7 +181,7 @@ def run(cfg: DataGenConfig) -> dict[str, Any]:
         apply_threads(cfg.threads)
         scene = load_scene(cfg.scene, splits=("train",))
         teacher = load_checked_teacher(ckpt, scene, device, cfg.backend)
-        meta, rig = plan(cfg, scene, teacher, ckpt)
+        meta, rig = plan(scene_config(cfg, scene), scene, teacher, ckpt)
         job = JobFolder(out_dir, meta)
         selected = parse_shard_range(cfg.shards, len(job.ranges))
         job.prepare(write=rank == 0)  # every rank checks, so a mismatch stops all of them

@@ -10,7 +10,7 @@ from pipeline.config import register_stage
 from pipeline.run import RunConfig
 from student.encoding import GridConfig
 from student.image_model import check_resolutions
-from student.model import StudentModelConfig
+from student.model import AUTO, StudentModelConfig
 
 PRECISIONS = {"bf16": "bf16-mixed", "fp32": "32-true"}  # train.precision -> Lightning's precision
 
@@ -244,17 +244,21 @@ class StudentConfig(RunConfig):
 
 
 def for_scene(cfg: StudentConfig, forward_facing: bool) -> StudentConfig:
-    """The config a scene's student is built and trained with: for a forward-facing scene the ``hash`` ray
-    student takes the ``forward`` group's grid and width, the image student its plane resolutions; any
-    other student, and every object scene's, ``cfg`` unchanged."""
+    """The config a scene's student is built and trained with: ``model.decoder=auto`` becomes the image
+    decoder (``planes``) for a forward-facing scene and the ray decoder for an object; then, for a
+    forward-facing scene, the ``hash`` ray student takes the ``forward`` group's grid and width, the image
+    student its plane resolutions. Any other student, and every object scene's, keeps ``cfg``'s model
+    (``cfg`` itself is returned when nothing changes)."""
     model = cfg.model
+    if model.decoder == AUTO:
+        model = dataclasses.replace(model, decoder="image", encoding="planes") if forward_facing \
+            else dataclasses.replace(model, decoder="ray")
     if forward_facing and model.decoder == "image":
-        image = dataclasses.replace(model.image, resolutions=list(cfg.forward.image_resolutions))
-        return dataclasses.replace(cfg, model=dataclasses.replace(model, image=image))
-    if not forward_facing or model.decoder != "ray" or model.encoding != "hash":
-        return cfg
-    return dataclasses.replace(cfg, model=dataclasses.replace(model, grid=cfg.forward.grid,
-                                                              width=cfg.forward.width))
+        model = dataclasses.replace(model, image=dataclasses.replace(
+            model.image, resolutions=list(cfg.forward.image_resolutions)))
+    elif forward_facing and model.decoder == "ray" and model.encoding == "hash":
+        model = dataclasses.replace(model, grid=cfg.forward.grid, width=cfg.forward.width)
+    return cfg if model is cfg.model else dataclasses.replace(cfg, model=model)
 
 
 register_stage("student", StudentConfig)

@@ -18,6 +18,9 @@ from student.image_model import ImageStudentConfig
 # decoder -> the encodings it can take: ``ray`` evaluates the MLP once per pixel (R2L), ``image`` draws
 # the view from a low-resolution ray map of plane features (:mod:`student.image_model`)
 DECODERS: dict[str, tuple[str, ...]] = {"ray": ("pe", "hash"), "image": ("planes",)}
+# ``auto``: the image student (planes) for a forward-facing scene, the ray student (``encoding``) for an
+# object (:func:`student.config.for_scene` decides once the scene is known)
+AUTO = "auto"
 
 
 @dataclass
@@ -25,11 +28,13 @@ class StudentModelConfig:
     """Shape of the student.
 
     Attributes:
-        decoder: ``"ray"`` (one MLP evaluation per pixel: R2L, the fields below) or ``"image"`` (camera in,
-            image out from a ray map at ``1/s`` of the output: :attr:`image`).
+        decoder: ``"ray"`` (one MLP evaluation per pixel: R2L, the fields below), ``"image"`` (camera in,
+            image out from a ray map at ``1/s`` of the output: :attr:`image`) or ``"auto"`` (the image
+            decoder with ``planes`` for a forward-facing scene, the ray decoder with :attr:`encoding` for
+            an object: :func:`student.config.for_scene`).
         encoding: ``"pe"`` (R2L's positional encoding of the points) or ``"hash"`` (learned hash-grid
-            features at the points; see :class:`student.encoding.HashRayEncoder`), for ``decoder=ray``;
-            ``"planes"`` (learned tri-plane features) for ``decoder=image``.
+            features at the points; see :class:`student.encoding.HashRayEncoder`), for ``decoder=ray``
+            (and ``auto``'s objects); ``"planes"`` (learned tri-plane features) for ``decoder=image``.
         n_points: ``K`` points sampled per ray.
         n_freqs: positional-encoding octaves (``pe`` only).
         width: hidden width ``W``.
@@ -69,11 +74,12 @@ class StudentModelConfig:
 
     def validate(self) -> None:
         """Raise :class:`core.checks.ConfigValueError` for a bad value (``grid`` checks itself)."""
-        one_of(self, "decoder", DECODERS)
+        one_of(self, "decoder", (*DECODERS, AUTO))
         one_of(self, "encoding", ENCODINGS)
-        if self.encoding not in DECODERS[self.decoder]:
+        takes = DECODERS["ray" if self.decoder == AUTO else self.decoder]
+        if self.encoding not in takes:
             raise ConfigValueError("encoding", f"cannot go with model.decoder={self.decoder} (it takes: "
-                                   f"{', '.join(DECODERS[self.decoder])})", self.encoding)
+                                   f"{', '.join(takes)})", self.encoding)
         one_of(self, "ray_range", RAY_RANGES)
         if self.depth < 4 or self.depth % 2:
             raise ConfigValueError("depth", "must be even and >= 4 (input, 2 per block, output)", self.depth)

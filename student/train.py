@@ -53,7 +53,7 @@ from student.image_data import CropDataModule, photo_views, pseudo_views, valida
 from student.image_lit import ImageLitModule
 from student.image_model import ImageStudent
 from student.lit_module import StageLitModule, StudentLitModule
-from student.model import flops_per_ray, lookups_per_ray, table_params
+from student.model import AUTO, flops_per_ray, lookups_per_ray, table_params
 from student.reuse import check_resume, check_same_model, stage_provenance
 from training.budget import TrainingBudget
 from training.checkpoints import resume_checkpoint
@@ -193,17 +193,22 @@ def load_inputs(cfg: StudentConfig) -> tuple[PseudoMeta | None, Scene, list[floa
 
 
 def scene_config(cfg: StudentConfig, scene: Scene) -> StudentConfig:
-    """``cfg`` as this scene's student uses it (:func:`student.config.for_scene`), saying when the forward
-    group fills in the model."""
-    used = for_scene(cfg, scene.ndc is not None)
-    if used is not cfg and used.model.decoder == "image":
+    """``cfg`` as this scene's student uses it (:func:`student.config.for_scene`), saying which decoder
+    ``model.decoder=auto`` picked and when the forward group fills in the model."""
+    forward = scene.ndc is not None
+    used = for_scene(cfg, forward)
+    model = used.model
+    if cfg.model.decoder == AUTO:
+        log.info("model.decoder=auto: the %s student for this %s scene", model.decoder,
+                 "forward-facing" if forward else "object")
+    if forward and model.decoder == "image":
         log.info("forward-facing scene: the image student takes forward.image_resolutions (%s) in place of "
-                 "model.image.resolutions", used.model.image.resolutions)
-    elif used is not cfg:
-        grid = used.model.grid
+                 "model.image.resolutions", model.image.resolutions)
+    elif forward and (model.grid, model.width) != (cfg.model.grid, cfg.model.width):
+        grid = model.grid
         log.info("forward-facing scene: the hash student takes forward.grid (%d levels, 2^%d entries, %d to "
                  "%d cells) and forward.width (%d) in place of model.grid and model.width", grid.n_levels,
-                 grid.log2_hashmap_size, grid.base_resolution, grid.max_resolution, used.model.width)
+                 grid.log2_hashmap_size, grid.base_resolution, grid.max_resolution, model.width)
     return used
 
 

@@ -83,7 +83,8 @@ def test_profiles_state_only_changes() -> None:
 
 
 def test_profile_changes_reach_the_stage() -> None:
-    """The profile mechanism works (not only the files): the CPU profile's student is the hash student."""
+    """The profile mechanism works (not only the files): the CPU profile's student is the hash student
+    (``auto``: the image student of a forward-facing scene)."""
     cpu, paper = compose("student", ["profile=cpu"]), compose("student", ["profile=paper"])
-    assert (cpu.model.encoding, cpu.model.depth) == ("hash", 4)
+    assert (cpu.model.decoder, cpu.model.encoding, cpu.model.depth) == ("auto", "hash", 4)
     assert (paper.model.encoding, paper.model.depth, paper.model.ray_range) == ("pe", 88, "near_far")

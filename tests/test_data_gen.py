@@ -173,6 +173,32 @@ def test_profiles(profile: str, n_views: int, size: int) -> None:
     assert [round(s * cfg.image_scale) for s in demo_hw] == [size, size]
 
 
+@pytest.mark.parametrize(("profile", "n_views", "max_rays", "per_shard"), [
+    ("cpu", 100, 20_000_000, 25), ("gpu", 10000, None, 250), ("paper", 10000, None, 100)])
+def test_a_forward_scene_takes_the_forward_group(profile: str, n_views: int, max_rays: int | None,
+                                                 per_shard: int) -> None:
+    """The CPU profile renders a forward-facing scene's 100 views at the photos' size (504x378 fits the
+    cap), 25 a shard; an object keeps n_views, max_rays and views_per_shard."""
+    from data_gen.config import for_scene
+
+    cfg = to_dataclass(compose("data_gen", [f"profile={profile}"]), DataGenConfig)
+    used = for_scene(cfg, forward_facing=True)
+    assert (used.n_views, used.max_rays, used.views_per_shard) == (n_views, max_rays, per_shard)
+    assert dataclasses.replace(used, n_views=cfg.n_views, max_rays=cfg.max_rays,
+                               views_per_shard=cfg.views_per_shard) == cfg and used.forward == cfg.forward
+    assert for_scene(cfg, forward_facing=False) is cfg
+    if max_rays is not None:
+        assert n_views * 378 * 504 <= max_rays
+
+
+def test_a_forward_cap_below_its_views_is_refused_in_one_line(tmp_path: Path) -> None:
+    from testing.cli import one_line_error, run_cli
+
+    line = one_line_error(run_cli("data_gen.render", REPO, [f"run_dir={tmp_path}", "forward.n_views=50",
+                                                           "forward.max_rays=10"]))
+    assert "forward.max_rays=10" in line and "at least n_views (50)" in line
+
+
 def test_max_rays_renders_views_smaller_with_the_same_field_of_view(tiny_scene: Path, run_dir: Path) -> None:
     run(data_gen_cfg(tiny_scene, run_dir, "image_scale=1.0", "out_dir=" + str(run_dir / "a")))
     full = json.loads((run_dir / "a" / "meta.json").read_text())

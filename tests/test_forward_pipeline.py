@@ -47,14 +47,18 @@ def test_forward_scene_through_every_stage(tiny_forward_scene: Path, tmp_path: P
     loaded = load_teacher(run_dir / "teacher" / "teacher.ckpt")
     assert loaded.ndc == scene.ndc
 
-    render_run(to_dataclass(compose("data_gen", common + ["n_views=12", "views_per_shard=6",
-                                                          "progress=false"]), DataGenConfig))
+    # a forward-facing scene takes the forward group's view count (n_views is the objects'), at the photos'
+    # size unless the forward group's cap binds
+    render_run(to_dataclass(compose("data_gen", common + [
+        "n_views=7", "forward.n_views=12", "forward.views_per_shard=6", "progress=false"]), DataGenConfig))
     meta = json.loads((run_dir / "pseudo" / "meta.json").read_text())
     assert meta["sampler"]["name"] == "forward" and meta["scene"]["scene_kind"] == "forward"
+    assert meta["n_views"] == 12 and len(meta["shards"]) == 2
+    assert meta["image_size"] == list(scene.split("train").hw)
     assert NDCSpace.from_dict(meta["scene"]["ndc"]) == scene.ndc
 
     metrics = student_run(to_dataclass(compose("student", common + [
-        "model.encoding=hash", "model.depth=4", "model.width=48", "model.n_points=8",
+        "model.decoder=ray", "model.encoding=hash", "model.depth=4", "model.width=48", "model.n_points=8",
         "forward.width=32", "forward.grid.n_levels=3", "forward.grid.log2_hashmap_size=12",
         "forward.grid.max_resolution=64", "train.num_workers=0", "train.progress_bar=false",
         "train.distill.max_steps=80", "train.distill.max_seconds=null", "train.distill.batch_size=512",

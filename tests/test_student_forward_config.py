@@ -1,9 +1,12 @@
-"""``student.config.for_scene``: the forward group fills in the ``hash`` ray student and the image student of
-a forward-facing scene only."""
+"""``student.config.for_scene``: ``model.decoder=auto`` picks the image student for a forward-facing scene and
+the ray student for an object; the forward group fills in the ``hash`` ray student and the image student of a
+forward-facing scene only."""
 
 from __future__ import annotations
 
 import dataclasses
+
+import pytest
 
 from student.config import StudentConfig, StudentForwardConfig, for_scene
 from student.encoding import GridConfig
@@ -41,3 +44,34 @@ def test_a_forward_image_student_takes_the_forward_plane_resolutions() -> None:
     assert used.model.image.resolutions == [96, 192] and cfg.model.image.resolutions != [96, 192]
     assert dataclasses.replace(used.model.image, resolutions=cfg.model.image.resolutions) == cfg.model.image
     assert dataclasses.replace(used.model, image=cfg.model.image) == cfg.model and used.train == cfg.train
+
+
+def test_auto_is_the_image_student_for_a_forward_scene_and_the_ray_student_for_an_object() -> None:
+    cfg = _cfg(decoder="auto", encoding="hash", width=64, depth=4)
+    forward = for_scene(cfg, forward_facing=True).model
+    assert (forward.decoder, forward.encoding, forward.image.resolutions) == ("image", "planes", [96, 192])
+    assert dataclasses.replace(forward, decoder="auto", encoding="hash", image=cfg.model.image) == cfg.model
+    obj = for_scene(cfg, forward_facing=False).model
+    assert obj == dataclasses.replace(cfg.model, decoder="ray")  # the object's hash student, as given
+    assert cfg.model.decoder == "auto"  # the given config is not changed
+
+
+def test_auto_takes_the_ray_decoders_encodings_only() -> None:
+    from core.checks import ConfigValueError, validate
+
+    validate(StudentModelConfig(decoder="auto", encoding="pe"), "model.")
+    with pytest.raises(ConfigValueError, match=r"model.encoding=planes: cannot go with model.decoder=auto "
+                                               r"\(it takes: pe, hash\)"):
+        validate(StudentModelConfig(decoder="auto", encoding="planes"), "model.")
+
+
+def test_the_cpu_profiles_student_of_a_forward_scene_is_the_image_student() -> None:
+    from pipeline.config import to_dataclass
+    from testing.stages import compose
+
+    cfg = to_dataclass(compose("student", ["profile=cpu"]), StudentConfig)
+    assert cfg.model.decoder == "auto"
+    assert for_scene(cfg, forward_facing=True).model.decoder == "image"
+    assert for_scene(cfg, forward_facing=False).model.encoding == "hash"
+    paper = to_dataclass(compose("student", ["profile=paper"]), StudentConfig)
+    assert for_scene(paper, forward_facing=True).model.decoder == "ray"  # R2L's student everywhere

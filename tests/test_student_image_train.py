@@ -199,16 +199,20 @@ def test_a_decoder_with_another_encoding_is_refused_in_one_line(tmp_path: Path) 
 
 def test_an_image_student_of_a_forward_facing_scene_trains_exports_and_renders(tiny_forward_scene: Path,
                                                                                 tmp_path: Path) -> None:
-    """On a forward-facing scene (LLFF layout, rays in NDC) the image student trains on the photos, keeps
-    the scene's NDC frame and box, exports one portable graph, and the runtime draws what PyTorch draws."""
+    """On a forward-facing scene (LLFF layout, rays in NDC) the CPU profile's decoder (``auto``) is the
+    image student: it trains on the photos, keeps the scene's NDC frame and box, exports one portable
+    graph, and the runtime draws what PyTorch draws."""
     from export.onnx import ExportConfig, ParityConfig
     from export.onnx import run as export
     from export.runtime import LightField
     from scenes.load import SceneConfig, load_scene
 
-    metrics = run(tiny_cfg(tiny_forward_scene, tmp_path, *IMAGE, "train.distill.enabled=false"))
+    shape = [o for o in IMAGE if not o.startswith(("model.decoder=", "model.encoding="))]
+    metrics = run(tiny_cfg(tiny_forward_scene, tmp_path, *shape, "forward.image_resolutions=[8]",
+                           "train.distill.enabled=false"))
     assert set(metrics["stages"]) == {"finetune"} and metrics["test"]["psnr"] > 5
     model, facts = load_student(tmp_path / "student" / "student.ckpt")
+    assert model.cfg.resolutions == [8] and metrics["model"]["decoder"] == "image"
     scene = load_scene(SceneConfig(path=str(tiny_forward_scene)), splits=("train", "test"))
     assert isinstance(model, ImageStudent) and model.ndc is not None and facts.ndc == scene.ndc.to_dict()
     assert facts.content_aabb == pytest.approx(scene.aabb.tolist()) and facts.rig["kind"] != "object"
@@ -341,3 +345,4 @@ def test_pseudo_views_coarser_than_the_photos_are_warned_of(tiny_scene: Path, ti
     assert "meta.json" in note and "(8x9) are 2.0x coarser than the 16x16 photos" in note
     assert "image_size=[16,16]" in note
     assert ray_spacing_note(tiny_cfg(tiny_scene, tiny_pseudo_run), small, scene) is None
+
