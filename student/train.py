@@ -209,6 +209,10 @@ def scene_config(cfg: StudentConfig, scene: Scene) -> StudentConfig:
         log.info("forward-facing scene: the hash student takes forward.grid (%d levels, 2^%d entries, %d to "
                  "%d cells) and forward.width (%d) in place of model.grid and model.width", grid.n_levels,
                  grid.log2_hashmap_size, grid.base_resolution, grid.max_resolution, model.width)
+    if forward and used.train != cfg.train:
+        log.info("forward-facing scene: each stage trains forward.seconds_factor (%g) x its max_seconds "
+                 "(distill %s s, finetune %s s)", cfg.forward.seconds_factor, used.train.distill.max_seconds,
+                 used.train.finetune.max_seconds)
     return used
 
 

@@ -13,9 +13,9 @@ from student.encoding import GridConfig
 from student.model import StudentModelConfig
 
 
-def _cfg(**model: object) -> StudentConfig:
+def _cfg(seconds_factor: float = 1.0, **model: object) -> StudentConfig:
     forward = StudentForwardConfig(grid=GridConfig(n_levels=6, log2_hashmap_size=18, max_resolution=256),
-                                   width=96, image_resolutions=[96, 192])
+                                   width=96, image_resolutions=[96, 192], seconds_factor=seconds_factor)
     return StudentConfig(model=StudentModelConfig(**model), forward=forward)  # type: ignore[arg-type]
 
 
@@ -36,6 +36,20 @@ def test_objects_and_other_students_ignore_the_forward_group() -> None:
     assert for_scene(pe_cfg, forward_facing=True) is pe_cfg
     image_cfg = _cfg(decoder="image", encoding="planes")
     assert for_scene(image_cfg, forward_facing=False) is image_cfg
+    longer = _cfg(3.0, decoder="auto", encoding="hash")
+    assert for_scene(longer, forward_facing=False).train == longer.train
+
+
+@pytest.mark.parametrize("model", [dict(encoding="pe"), dict(encoding="hash"),
+                                   dict(decoder="auto", encoding="hash")])
+def test_a_forward_student_trains_seconds_factor_times_longer(model: dict[str, str]) -> None:
+    cfg = _cfg(2.5, **model)
+    cfg.train.distill.max_seconds, cfg.train.finetune.max_seconds = 320.0, None  # None: no time limit
+    used = for_scene(cfg, forward_facing=True)
+    assert used.train.distill.max_seconds == 800.0 and used.train.finetune.max_seconds is None
+    assert dataclasses.replace(used.train.distill, max_seconds=320.0) == cfg.train.distill
+    assert dataclasses.replace(used.train, distill=cfg.train.distill) == cfg.train
+    assert cfg.train.distill.max_seconds == 320.0  # the given config is not changed
 
 
 def test_a_forward_image_student_takes_the_forward_plane_resolutions() -> None:
